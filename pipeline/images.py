@@ -1,0 +1,104 @@
+"""Image decoding shared by every stage (paper 2.1: the nets take RGB images).
+
+Decode by content, never by file extension (ImageNet holds a PNG named .JPEG and CMYK JPEGs);
+apply EXIF orientation; convert every mode to 8-bit RGB; refuse decompression bombs with a
+clear reason. :class:`ImageError` carries a one-line reason that callers record as a skip.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageError", "decode_rgb", "load_rgb", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND"]
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default bomb limit (2x MAX_IMAGE_PIXELS warning)
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``str(e)`` is a one-line reason."""
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Transparency (RGBA, LA, P with a transparent index) is composited on ``background``;
+    16-bit and float greyscale are scaled to 8 bit; CMYK goes through Pillow's conversion.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.clip(arr if arr.max() > 1.0 else arr * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def decode_rgb(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode image bytes by content to an EXIF-oriented 8-bit RGB image.
+
+    Args:
+        data: the file's bytes.
+        max_pixels: images with more pixels are refused (decompression bombs).
+        draft_size: if given and the image is a JPEG, let libjpeg downscale in the DCT domain to
+            no less than this (width, height) before full decoding (JPEG draft mode).
+    Raises:
+        ImageError: with a one-line reason.
+    """
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"too many pixels ({w}x{h} > {max_pixels}), possible decompression bomb")
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", draft_size)
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised content)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot decode: {e}") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception as e:  # noqa: BLE001 - broken EXIF must not lose the image
+        warnings.warn(f"ignoring broken EXIF orientation: {e}")
+    return to_rgb(img)
+
+
+def load_rgb(path: str | os.PathLike[str], **kwargs) -> Image.Image:
+    """Read a file and decode it with :func:`decode_rgb`; unreadable files raise ImageError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"unreadable: {e.strerror or e}") from None
+    return decode_rgb(data, **kwargs)

@@ -1,0 +1,129 @@
+"""Checkpoints that carry their model config, and torchvision VGG weights.
+
+A checkpoint is a plain dict of tensors and JSON-like values, written atomically with
+``torch.save`` and always read with ``torch.load(weights_only=True)``: opening a checkpoint never
+runs code from it. It carries the :class:`ModelConfig`, so loading needs no other argument::
+
+    {"format": "vgg-pipeline/1", "model": {...ModelConfig...}, "state_dict": {...},
+     "meta": {...}}   # plus, for training checkpoints, optimizer/scheduler/RNG/data state
+
+Torchvision's ``vgg11/13/16/19[_bn]`` state dicts use the same parameter names as our A/B/D/E.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import config_from
+from pipeline.errors import UserError
+from pipeline.io import atomic_path
+from pipeline.models.vgg import CONFIGS, VGG, ModelConfig, build_model
+
+__all__ = [
+    "FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "import_torchvision_weights",
+    "infer_torchvision_config",
+]
+
+FORMAT = "vgg-pipeline/1"
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: VGG, meta: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """Atomically save ``model`` with its config, ``meta`` and any extra state (optimizer, ...)."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    obj = {
+        "format": FORMAT,
+        "model": model.cfg.model_dump(mode="json"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+        **extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint dict safely (``weights_only=True``); clear errors for wrong files."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing "bad file"
+        raise UserError(f"{p}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or "model" not in obj:
+        raise UserError(f"{p}: not a vgg-pipeline checkpoint (no recorded model config); "
+                        "for torchvision weights use `vgg import-weights`")
+    return obj
+
+
+def load_model(path: str | os.PathLike[str], expect: dict[str, Any] | None = None) -> tuple[VGG, dict[str, Any]]:
+    """Rebuild the model recorded in a checkpoint and load its weights.
+
+    Args:
+        path: checkpoint file.
+        expect: optional ModelConfig fields that must match (e.g. ``{"config": "D"}``).
+    Returns:
+        (model in eval mode, the checkpoint dict).
+    """
+    ck = load_checkpoint(path)
+    cfg = config_from(ModelConfig, ck["model"], source=f"{path} model config")
+    for k, v in (expect or {}).items():
+        if getattr(cfg, k) != v:
+            raise UserError(f"{path}: checkpoint has {k}={getattr(cfg, k)!r}, expected {v!r}")
+    model = build_model(cfg)
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    return model, ck
+
+
+def infer_torchvision_config(state_dict: dict[str, torch.Tensor]) -> tuple[str, bool]:
+    """(config name, batch_norm) of a torchvision VGG state dict, from its conv count and keys."""
+    conv_keys = [k for k, v in state_dict.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
+    bn = any(k.endswith("running_mean") for k in state_dict)
+    by_count = {sum(isinstance(x, int) for x in CONFIGS[n]): n for n in ("A", "B", "D", "E")}
+    if len(conv_keys) not in by_count:
+        raise UserError(f"not a torchvision VGG state dict ({len(conv_keys)} conv layers)")
+    return by_count[len(conv_keys)], bn
+
+
+def import_torchvision_weights(src: str | os.PathLike[str], config: str | None = None, **model_kwargs: Any) -> VGG:
+    """Load a torchvision VGG ``.pth`` state dict into our model (configs A, B, D, E).
+
+    The class count, FC width and crop size are read off the weights' shapes; ``config`` (if given)
+    must agree with the layer count.
+    """
+    p = Path(src)
+    if not p.is_file():
+        raise UserError(f"weights file not found: {p}")
+    try:
+        sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{p}: cannot read weights ({type(e).__name__})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    name, bn = infer_torchvision_config(sd)
+    if config is not None and config != name:
+        raise UserError(f"{p}: weights are config {name} ({len(sd)} tensors), not {config}")
+    fc6 = sd["classifier.0.weight"]
+    first_conv = sd["features.0.weight"]
+    width = first_conv.shape[0] / 64
+    channels = round(512 * width)
+    k = int(round((fc6.shape[1] / channels) ** 0.5))
+    cfg = ModelConfig(config=name, batch_norm=bn, width=width, fc_width=fc6.shape[0],
+                      num_classes=sd["classifier.6.weight"].shape[0], crop=32 * k, **model_kwargs)
+    model = build_model(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{p}: weights do not fit config {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.eval()
+    return model

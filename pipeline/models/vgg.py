@@ -1,0 +1,216 @@
+"""The VGG ConvNet configurations A, A-LRN, B, C, D, E (paper Section 2, Table 1).
+
+Each configuration is data: a list walked by one :func:`make_layers`, as torchvision does, extended
+so it can also say what torchvision cannot: config C's 1x1 convolutions (``("1x1", c)``) and
+A-LRN's local response normalisation (``"LRN"``). The layer layout and parameter names match
+torchvision's ``vgg11/13/16/19[_bn]`` exactly (``features.N``, ``classifier.{0,3,6}``), so their
+state dicts load without renaming.
+
+The fully-convolutional form of paper Section 3.2 is a reshape of the same weights, not a second
+model: :meth:`VGG.forward_dense` applies FC1 as a (crop/32 x crop/32) convolution and FC2, FC3 as
+1x1 convolutions to any input at least crop-sized, giving a class score map.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from pipeline.errors import UserError
+
+__all__ = ["CONFIGS", "ConfigName", "ModelConfig", "VGG", "make_layers", "build_model", "conv_layer_names"]
+
+Layer = Union[int, tuple[str, int], str]
+
+#: Table 1, one list per column. int = conv3-<c>; ("1x1", c) = conv1-<c>; "M" = 2x2 max-pool; "LRN".
+CONFIGS: dict[str, list[Layer]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "C": [64, 64, "M", 128, 128, "M", 256, 256, ("1x1", 256), "M", 512, 512, ("1x1", 512), "M",
+          512, 512, ("1x1", 512), "M"],
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+          512, 512, 512, 512, "M"],
+}
+ConfigName = Literal["A", "A-LRN", "B", "C", "D", "E"]
+
+#: torchvision's builder for the configs it has.
+TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
+
+# Krizhevsky et al. (2012) LRN: n=5, alpha=1e-4, beta=0.75, k=2. PyTorch's LocalResponseNorm, like
+# Caffe (in which the paper's nets were trained), divides alpha by n inside the sum.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild a VGG net; saved in every checkpoint. Defaults = the paper."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    config: ConfigName = Field("D", description="Table 1 column: A, A-LRN, B, C, D or E")
+    num_classes: int = Field(1000, ge=1, description="outputs of the last FC layer")
+    width: float = Field(1.0, gt=0, description="width multiplier on the conv channels 64..512")
+    fc_width: int = Field(4096, ge=1, description="channels of FC1 and FC2")
+    crop: int = Field(224, ge=32, description="training crop size; a multiple of 32 (FC1 sees crop/32 x crop/32)")
+    batch_norm: bool = Field(False, description="BatchNorm after each conv (to load torchvision's *_bn weights)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout after FC1 and FC2")
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"crop must be a multiple of 32 (five 2x2 poolings), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _channels_positive(self) -> "ModelConfig":
+        for c in (64, 128, 256, 512):
+            if scaled_channels(c, self.width) < 1:
+                raise ValueError(f"width {self.width} gives zero channels for conv-{c}")
+        return self
+
+    @property
+    def feature_size(self) -> int:
+        """Spatial size of the last conv map at the crop size (7 at 224)."""
+        return self.crop // 32
+
+    @property
+    def channels(self) -> int:
+        """Channels of the last conv block (512 at width 1)."""
+        return scaled_channels(512, self.width)
+
+
+def scaled_channels(c: int, width: float) -> int:
+    """Channels of a conv layer of nominal width ``c`` under the width multiplier."""
+    return int(round(c * width))
+
+
+def make_layers(cfg: list[Layer], width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
+    """Build the conv part of Table 1 in torchvision's layout (conv, [bn], relu, ..., maxpool)."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for item in cfg:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        elif item == "LRN":
+            layers.append(nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
+        else:
+            k, c = (1, item[1]) if isinstance(item, tuple) else (3, item)
+            out = scaled_channels(int(c), width)
+            layers.append(nn.Conv2d(in_ch, out, kernel_size=k, stride=1, padding=k // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.ReLU(inplace=True))
+            in_ch = out
+    return nn.Sequential(*layers)
+
+
+def conv_layer_names(config: str) -> list[str]:
+    """Caffe-style names (conv1_1, conv1_2, conv2_1, ...) of the config's conv layers, in order."""
+    names, block, idx = [], 1, 0
+    for item in CONFIGS[config]:
+        if item == "M":
+            block, idx = block + 1, 0
+        elif item != "LRN":
+            idx += 1
+            names.append(f"conv{block}_{idx}")
+    return names
+
+
+class VGG(nn.Module):
+    """A VGG net of Table 1 with its FC head usable as FC layers or as convolutions.
+
+    ``forward`` takes crop-sized inputs (the training form); ``forward_dense`` any input at least
+    crop-sized (the test form of Section 3.2). ``forward_features`` gives the penultimate
+    activations (FC7 after ReLU), the descriptor of Appendix B.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.features = make_layers(CONFIGS[cfg.config], cfg.width, cfg.batch_norm)
+        flat = cfg.channels * cfg.feature_size**2
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, cfg.fc_width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=cfg.dropout),
+            nn.Linear(cfg.fc_width, cfg.fc_width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=cfg.dropout),
+            nn.Linear(cfg.fc_width, cfg.num_classes),
+        )
+
+    # -- the conv layers, by Caffe-style name (conv1_1 ...), and the FC layers (fc6, fc7, fc8)
+    def named_weight_layers(self) -> dict[str, nn.Module]:
+        """Weight layers by paper name: conv1_1 ... and fc6, fc7, fc8 (in order)."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        out: dict[str, nn.Module] = dict(zip(conv_layer_names(self.cfg.config), convs))
+        out.update(fc6=self.classifier[0], fc7=self.classifier[3], fc8=self.classifier[6])
+        return out
+
+    def _check_input(self, x: torch.Tensor, exact: bool) -> None:
+        c = self.cfg.crop
+        h, w = x.shape[-2:]
+        if exact and (h, w) != (c, c):
+            raise UserError(f"the FC form takes {c}x{c} inputs, got {h}x{w}; use forward_dense for other sizes")
+        if h < c or w < c:
+            raise UserError(f"input {h}x{w} is smaller than the crop size {c}")
+
+    def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv layers (up to the fifth max-pool)."""
+        return self.features(x)
+
+    def _dense_fc(self, idx: int, x: torch.Tensor, first: bool) -> torch.Tensor:
+        lin: nn.Linear = self.classifier[idx]
+        k = self.cfg.feature_size if first else 1
+        w = lin.weight.view(lin.out_features, -1, k, k)
+        return F.conv2d(x, w, lin.bias)
+
+    def _head(self, x: torch.Tensor, dense: bool, upto: int) -> torch.Tensor:
+        if not dense:
+            x = torch.flatten(x, 1)
+        for i in range(upto):
+            layer = self.classifier[i]
+            if isinstance(layer, nn.Linear) and dense:
+                x = self._dense_fc(i, x, first=(i == 0))
+            else:
+                x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (N x classes) of crop-sized inputs."""
+        self._check_input(x, exact=True)
+        return self._head(self.features(x), dense=False, upto=7)
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Class score map (N x classes x h x w) of inputs at least crop-sized (Section 3.2)."""
+        self._check_input(x, exact=False)
+        return self._head(self.features(x), dense=True, upto=7)
+
+    def forward_features(self, x: torch.Tensor, dense: bool = False) -> torch.Tensor:
+        """Penultimate activations, FC7 after ReLU: N x fc (crop inputs) or N x fc x h x w (dense)."""
+        self._check_input(x, exact=not dense)
+        return self._head(self.features(x), dense=dense, upto=5)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """The last FC layer applied to penultimate features (N x fc, or a map N x fc x h x w)."""
+        fc8: nn.Linear = self.classifier[6]
+        if feats.dim() == 4:
+            return F.conv2d(feats, fc8.weight[:, :, None, None], fc8.bias)
+        return fc8(feats)
+
+
+def build_model(cfg: ModelConfig | dict | None = None, **kwargs) -> VGG:
+    """Build a VGG from a ModelConfig, a dict, or keyword arguments (weights not initialised here)."""
+    if cfg is None:
+        cfg = ModelConfig(**kwargs)
+    elif isinstance(cfg, dict):
+        cfg = ModelConfig(**{**cfg, **kwargs})
+    elif kwargs:
+        cfg = cfg.model_copy(update=kwargs)
+    return VGG(cfg)

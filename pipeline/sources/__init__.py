@@ -1,0 +1,6 @@
+"""Readers for the real dataset layouts (formats.md); importing this registers all of them."""
+
+from pipeline.sources.base import SOURCES, Record, Source, open_source, register_source
+from pipeline.sources import imagefolder  # noqa: F401  (registers "imagefolder")
+
+__all__ = ["SOURCES", "Record", "Source", "open_source", "register_source"]
