@@ -50,7 +50,11 @@ def import_weights(
 ) -> None:
     """Convert torchvision VGG weights (vgg11/13/16/19 and *_bn) into a checkpoint with its config."""
     model = import_torchvision_weights(src, config=config)
-    save_checkpoint(out, model, meta={"source": str(src), "origin": "torchvision"})
+    from pipeline.preprocess import TORCHVISION_NORMALIZATION
+
+    save_checkpoint(out, model, meta={"source": str(src), "origin": "torchvision",
+                                      "normalization": TORCHVISION_NORMALIZATION.model_dump(),
+                                      "train_scale": {"s_min": 256, "s_max": 256}})
     typer.echo(f"wrote {out}: config {model.cfg.config}{' (bn)' if model.cfg.batch_norm else ''}, "
                f"{model.cfg.num_classes} classes, crop {model.cfg.crop}")
 
