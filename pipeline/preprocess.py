@@ -49,11 +49,16 @@ class TrainScale(BaseModel):
     def jittered(self) -> bool:
         return self.s_max > self.s_min
 
-    def test_scales(self) -> list[int]:
-        """Paper 4.2: fixed S -> {S-32, S, S+32} (scaled for small crops); jittered -> {min, mid, max}."""
+    def test_scales(self, crop: int = 224) -> list[int]:
+        """Paper 4.2: fixed S -> {S-32, S, S+32}; jittered -> {min, mid, max}.
+
+        The step 32 is for the paper's 224 crop; a net with another ``crop`` steps by
+        ``round(32 * crop / 224)`` (scaled for small crops).
+        """
         if self.jittered:
             return [self.s_min, (self.s_min + self.s_max) // 2, self.s_max]
-        return [self.s_min - 32, self.s_min, self.s_min + 32]
+        d = max(1, round(32 * crop / 224))
+        return [self.s_min - d, self.s_min, self.s_min + d]
 
     def single_test_scale(self) -> int:
         """Paper 4.1: Q = S for fixed S, Q = (S_min + S_max)/2 for jittered S."""
