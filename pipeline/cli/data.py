@@ -9,20 +9,39 @@ import typer
 
 from pipeline.errors import UserError
 
+DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics")
+
 
 def prepare_data(
-    name: Annotated[str, typer.Argument(help="fashion-mnist")],
+    name: Annotated[str, typer.Argument(help=" | ".join(DATASETS))],
     out: Annotated[Path, typer.Argument(help="folder to create")],
     train_per_class: Annotated[int, typer.Option(help="fashion-mnist: training images per class")] = 1000,
     val_per_class: Annotated[int, typer.Option(help="fashion-mnist: validation images per class")] = 200,
+    size: Annotated[int, typer.Option(help="digits-caltech: image side in pixels")] = 64,
+    images: Annotated[int, typer.Option(help="voc-mosaics: number of mosaics")] = 2000,
+    canvas: Annotated[int, typer.Option(help="voc-mosaics: mosaic side in pixels")] = 112,
+    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics: seed of the random draws")] = 0,
 ) -> None:
-    """Derive a dataset from the files shipped in data/ (deterministic, offline)."""
+    """Derive a dataset from the files shipped in data/ (deterministic, offline).
+
+    fashion-mnist: ImageFolder tree (train/, val/). digits-caltech: Caltech-256 tree
+    (OUT/256_ObjectCategories) of scikit-learn's digits. voc-mosaics: VOC 2007 tree
+    (OUT/VOCdevkit/VOC2007) of mosaics of held-out Fashion-MNIST images.
+    """
     if name == "fashion-mnist":
         from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
 
         path = prepare_fashion_mnist(out, train_per_class, val_per_class)
+    elif name == "digits-caltech":
+        from pipeline.shipped.digits_caltech import prepare_digits_caltech
+
+        path = prepare_digits_caltech(out, size=size, seed=seed)
+    elif name == "voc-mosaics":
+        from pipeline.shipped.voc_mosaics import prepare_voc_mosaics
+
+        path = prepare_voc_mosaics(out, images=images, canvas=canvas, seed=seed)
     else:
-        raise UserError(f"unknown dataset {name!r} (fashion-mnist)")
+        raise UserError(f"unknown dataset {name!r} ({', '.join(DATASETS)})")
     typer.echo(str(path))
 
 

@@ -1,0 +1,66 @@
+"""Pieces every flow uses: the stage task with I/O-only retries, and result artifacts.
+
+No stage logic lives here: a task calls the stage's ``run_<stage>(config)`` and turns its result
+into what users look at in the UI (tables in the paper's format, a run summary).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from pipeline.errors import UserError
+
+__all__ = ["transient_only", "stage_task", "publish_table", "publish_markdown", "markdown_table"]
+
+#: OSErrors that are deterministic (a wrong path stays wrong): never retried.
+_PERMANENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+
+
+def transient_only(task_, task_run, state) -> bool:
+    """Retry condition: only I/O errors that can pass (EIO, timeouts, connection errors)."""
+    try:
+        state.result()
+    except UserError:
+        return False
+    except _PERMANENT:
+        return False
+    except (TimeoutError, ConnectionError):
+        return True
+    except OSError as e:
+        return e.errno not in (errno.ENOSPC, errno.EROFS)
+    except BaseException:  # noqa: BLE001 - anything else is deterministic
+        return False
+    return False
+
+
+def stage_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Any:
+    """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors."""
+    return task(fn, name=name, retries=retries, retry_delay_seconds=[5, 30, 120][:retries] or 0,
+                retry_condition_fn=transient_only, log_prints=True)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of dict rows (columns in first-row order)."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> None:
+    """A table artifact (UI: Artifacts tab of the run); keys must be lowercase-dashed."""
+    create_table_artifact(table=rows, key=key, description=description)
+    get_run_logger().info("%s\n%s", description, markdown_table(rows))
+
+
+def publish_markdown(text: str, key: str, description: str) -> None:
+    """A markdown artifact."""
+    create_markdown_artifact(markdown=text, key=key, description=description)

@@ -1,0 +1,167 @@
+"""One way for every stage after sharding to read images: ``open_data(path, split)``.
+
+``path`` is a shard folder (``manifest.json``) or any source the readers know (ImageFolder,
+ILSVRC, VOC, Caltech, CSV/JSONL manifest). The :class:`DataView` yields :class:`Sample` objects
+in a stable order with decoded RGB images (paper 2.1); an image that cannot be decoded comes with
+``image=None`` and ``error`` set, so callers record it instead of crashing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipeline.errors import UserError
+from pipeline.images import ImageError, decode_rgb
+
+__all__ = ["Sample", "DataView", "ShardView", "SourceView", "open_data"]
+
+_DEFAULT_SPLITS = ("val", "test")
+
+
+@dataclass
+class Sample:
+    """One image with its labels; ``boxes`` are in the coordinates of ``image``."""
+
+    key: str
+    image: Image.Image | None
+    label: int | None
+    labels: list[int] | None
+    boxes: list[dict[str, Any]] | None
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+def _pick_split(available: list[str], split: str | None, where: str) -> str:
+    if split is not None:
+        if split not in available:
+            raise UserError(f"{where}: no split {split!r} (has {', '.join(available) or 'none'})")
+        return split
+    if len(available) == 1:
+        return available[0]
+    for s in _DEFAULT_SPLITS:
+        if s in available:
+            return s
+    raise UserError(f"{where}: several splits ({', '.join(available)}); choose one")
+
+
+class DataView:
+    """A split of a dataset: ``classes``, ``kind``, ``split``, ``fingerprint``; iterate for samples."""
+
+    classes: list[str]
+    kind: str
+    split: str
+    label_kind: str
+
+    @property
+    def fingerprint(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Sample]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __len__(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ShardView(DataView):
+    """A split of a shard folder (samples in shard order, images as stored)."""
+
+    def __init__(self, path: Path, split: str | None) -> None:
+        from pipeline.shards.reader import read_manifest
+
+        self.path = path
+        self.manifest = read_manifest(path)
+        self.classes = list(self.manifest["classes"])
+        self.kind = "shards"
+        self.split = _pick_split(list(self.manifest["splits"]), split, str(path))
+        self.label_kind = self.manifest.get("label_kind", "single")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def __len__(self) -> int:
+        return int(self.manifest["splits"][self.split]["count"])
+
+    def __iter__(self) -> Iterator[Sample]:
+        from pipeline.shards.reader import iter_samples
+
+        for s in iter_samples(self.path, self.split):
+            meta = s["json"]
+            try:
+                img, err = decode_rgb(s["jpg"]), None
+            except ImageError as e:
+                img, err = None, str(e)
+            yield Sample(key=s["__key__"], image=img, label=s["cls"], labels=meta.get("labels"),
+                         boxes=meta.get("boxes"), error=err, meta=meta)
+
+
+class SourceView(DataView):
+    """A split of a source dataset (records in source order, images at full resolution)."""
+
+    def __init__(self, path: Path, split: str | None, format: str, **options: Any) -> None:
+        from pipeline.sources import open_source
+
+        self.source = open_source(path, format, **options)
+        self.classes = list(self.source.classes)
+        self.kind = self.source.kind
+        self.split = _pick_split(self.source.splits(), split, str(path))
+        self.label_kind = getattr(self.source, "label_kind", "single")
+
+    @cached_property
+    def _records(self) -> list:
+        return list(self.source.records(self.split))
+
+    @cached_property
+    def fingerprint(self) -> str:  # type: ignore[override]
+        from pipeline.shards.manifest import source_fingerprint
+
+        return source_fingerprint(self.kind, self.classes, {self.split: self._records}, self.source.root)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for r in self._records:
+            if r.extras.get("skip"):  # found by the reader but not usable (e.g. no label)
+                yield Sample(key=r.key, image=None, label=r.label, labels=r.labels, boxes=r.boxes,
+                             error=str(r.extras["skip"]), meta=dict(r.extras))
+                continue
+            try:
+                img, err = decode_rgb(r.read_bytes()), None
+            except ImageError as e:
+                img, err = None, str(e)
+            except OSError as e:
+                img, err = None, f"unreadable: {e.strerror or e}"
+            meta = dict(r.extras)
+            yield Sample(key=r.key, image=img, label=r.label, labels=r.labels, boxes=r.boxes, error=err, meta=meta)
+
+
+def open_data(path: str | os.PathLike[str], split: str | None = None, format: str = "auto", **options: Any) -> DataView:
+    """Open a shard folder or a source dataset for reading.
+
+    Args:
+        path: a shard folder (with ``manifest.json``) or a dataset the source readers know.
+        split: the split to read; default: the only split, else ``val``, else ``test``.
+        format: source layout (``auto`` detects); ignored for shard folders.
+        options: reader options (e.g. ``devkit=`` for ILSVRC val).
+    Returns:
+        A :class:`DataView` (``ShardView`` or ``SourceView``).
+    Raises:
+        UserError: path missing, layout unknown, or split missing.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"not found: {p}")
+    from pipeline.shards.reader import is_shard_dir
+
+    if p.is_dir() and is_shard_dir(p):
+        return ShardView(p, split)
+    return SourceView(p, split, format, **options)

@@ -1,0 +1,172 @@
+"""The paper's test protocols (Section 3.2; experiments in 4.1-4.4).
+
+- **Dense** (:func:`dense_evaluate`): the test image is isotropically rescaled to smallest side Q,
+  the fully-convolutional net (FC layers as convolutions) is applied to the whole image, the class
+  score map is spatially averaged and soft-maxed; the posteriors of the horizontally flipped image
+  are averaged in.
+- **Multi-crop** (:func:`multi_crop`): a 5 x 5 regular grid of crop-sized crops reaching the image
+  corners, and their flips: 50 crops per scale (150 over three scales), posteriors averaged.
+- **Multi-scale** (:func:`multi_scale`): posteriors averaged over several Q (paper 4.2).
+- **Combination** (:func:`combine_methods`): the average of dense and multi-crop posteriors (4.3).
+- **Fusion** (:func:`fuse`): the average of the posteriors of several nets (4.4).
+
+The tensor functions take a batch of images that all have the same rescaled size (what
+:func:`rescale_batch` makes); every image's result depends on that image alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pipeline.errors import UserError
+from pipeline.models.vgg import VGG
+from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+
+__all__ = [
+    "Method", "METHODS", "METHOD_NAMES", "crop_grid", "rescale_batch", "dense_evaluate", "multi_crop",
+    "multi_scale", "combine_methods", "fuse", "classify",
+]
+
+Method = Literal["dense", "multicrop"]
+METHODS: tuple[str, ...] = ("dense", "multicrop")
+#: how the paper's tables name each evaluation (Table 5)
+METHOD_NAMES = {"dense": "dense", "multicrop": "multi-crop", "both": "multi-crop & dense"}
+
+
+def crop_grid(height: int, width: int, crop: int, grid: int = 5) -> list[tuple[int, int]]:
+    """(top, left) of a ``grid`` x ``grid`` regular grid of ``crop`` x ``crop`` crops.
+
+    The first and last rows/columns touch the image borders, so the four corner crops are
+    included; positions are evenly spaced in between (rounded to whole pixels). The grid is
+    mirror-symmetric, so the crops of a flipped image are the flipped crops of the image.
+    """
+    if height < crop or width < crop:
+        raise UserError(f"image {width}x{height} is smaller than the crop size {crop}")
+    if grid < 1:
+        raise UserError(f"the crop grid needs at least 1 position per side, got {grid}")
+
+    def positions(size: int) -> list[int]:
+        if grid == 1:
+            return [(size - crop) // 2]
+        span = size - crop
+        return [int(np.floor(i * span / (grid - 1) + 0.5)) for i in range(grid)]
+
+    return [(t, l) for t in positions(height) for l in positions(width)]
+
+
+def rescale_batch(images: Sequence[Image.Image], q: int, norm: Normalization) -> torch.Tensor:
+    """Rescale each RGB image to smallest side ``q`` and stack them normalised (N x 3 x H x W).
+
+    All images must reach the same size at ``q`` (same aspect ratio): that is how batches are formed.
+    """
+    tensors = [pil_to_tensor(isotropic_resize(img, q)) for img in images]
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) != 1:
+        raise UserError(f"images of different sizes at Q={q} cannot share a batch: {sorted(shapes)}")
+    return normalize(torch.stack(tensors), norm)
+
+
+def _posteriors(scores: torch.Tensor) -> torch.Tensor:
+    return F.softmax(scores.float(), dim=1)
+
+
+@torch.no_grad()
+def dense_evaluate(model: VGG, x: torch.Tensor, *, flip: bool = True) -> torch.Tensor:
+    """Dense evaluation of a batch of same-size rescaled images (paper 3.2).
+
+    Args:
+        model: the net (its FC layers are applied as convolutions by ``forward_dense``).
+        x: normalised images N x 3 x H x W, both sides at least the crop size.
+        flip: average with the posteriors of the horizontally flipped images.
+    Returns:
+        Class posteriors N x classes (float32; each row sums to 1).
+    """
+    def once(inp: torch.Tensor) -> torch.Tensor:
+        score_map = model.forward_dense(inp)  # N x C x h x w
+        return _posteriors(score_map.float().mean(dim=(2, 3)))  # spatial average, then soft-max
+
+    p = once(x)
+    if flip:
+        p = (p + once(x.flip(-1))) / 2
+    return p
+
+
+@torch.no_grad()
+def multi_crop(model: VGG, x: torch.Tensor, *, grid: int = 5, flip: bool = True,
+               crop_batch: int = 256) -> torch.Tensor:
+    """Multi-crop evaluation of a batch of same-size rescaled images (paper 3.2, 4.3).
+
+    Args:
+        model: the net; crops have its training crop size.
+        x: normalised images N x 3 x H x W.
+        grid: crops per side of the regular grid (the paper: 5, i.e. 25 positions).
+        flip: also evaluate each crop flipped (the paper: 2 flips, 50 crops per scale).
+        crop_batch: crops per forward pass (memory bound only; results do not depend on it).
+    Returns:
+        Class posteriors N x classes, the average over all crops' soft-max posteriors.
+    """
+    n, _, h, w = x.shape
+    c = model.cfg.crop
+    views = [(t, l, f) for (t, l) in crop_grid(h, w, c, grid) for f in ((False, True) if flip else (False,))]
+    per_chunk = max(1, crop_batch // max(1, n))
+    total = torch.zeros(n, model.cfg.num_classes, dtype=torch.float32, device=x.device)
+    for start in range(0, len(views), per_chunk):
+        chunk = views[start:start + per_chunk]
+        crops = []
+        for t, l, f in chunk:
+            crop = x[:, :, t:t + c, l:l + c]
+            crops.append(crop.flip(-1) if f else crop)
+        batch = torch.cat(crops)
+        probs = _posteriors(model(batch))  # (len(chunk) * N) x C, view-major
+        total += probs.view(len(chunk), n, -1).sum(dim=0)
+    return total / len(views)
+
+
+def multi_scale(per_scale: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:
+    """Multi-scale evaluation (paper 4.2): the average of the posteriors over test scales Q."""
+    if not per_scale:
+        raise UserError("multi-scale evaluation needs at least one scale")
+    return np.mean([np.asarray(p, dtype=np.float64) for p in per_scale], axis=0)
+
+
+def combine_methods(dense: np.ndarray, multicrop: np.ndarray) -> np.ndarray:
+    """Multi-crop & dense (paper 4.3, Table 5): the average of the two methods' posteriors."""
+    return (np.asarray(dense, dtype=np.float64) + np.asarray(multicrop, dtype=np.float64)) / 2
+
+
+def fuse(nets: Sequence[np.ndarray]) -> np.ndarray:
+    """ConvNet fusion (paper 4.4, Table 6): the average of several nets' soft-max posteriors."""
+    if not nets:
+        raise UserError("fusion needs at least one net")
+    shapes = {np.shape(p) for p in nets}
+    if len(shapes) != 1:
+        raise UserError(f"cannot fuse posteriors of different shapes: {sorted(shapes)}")
+    return np.mean([np.asarray(p, dtype=np.float64) for p in nets], axis=0)
+
+
+def classify(model: VGG, image: Image.Image, scales: Sequence[int], norm: Normalization,
+             method: Literal["dense", "multicrop", "both"] = "dense", *, flip: bool = True,
+             grid: int = 5) -> np.ndarray:
+    """Posteriors of one RGB image under one protocol over several scales (a one-image API).
+
+    Returns:
+        The class posteriors (classes,), float64.
+    """
+    per_method: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+    wanted = METHODS if method == "both" else (method,)
+    for q in scales:
+        if q < model.cfg.crop:
+            raise UserError(f"test scale Q={q} is below the crop size {model.cfg.crop}")
+        x = rescale_batch([image], q, norm)
+        if "dense" in wanted:
+            per_method["dense"].append(dense_evaluate(model, x, flip=flip)[0].numpy())
+        if "multicrop" in wanted:
+            per_method["multicrop"].append(multi_crop(model, x, grid=grid, flip=flip)[0].numpy())
+    results = [multi_scale(per_method[m]) for m in wanted]
+    return results[0] if len(results) == 1 else combine_methods(*results)

@@ -1,0 +1,17 @@
+"""Feature extraction (paper Appendix B): multi-scale penultimate descriptors in HDF5 feature stores.
+
+``run_extract(ExtractConfig)`` writes a store; :class:`FeatureStore` reads it (aggregation over
+scales, late fusion of nets, L2 normalisation); :func:`summarise_store` describes it.
+"""
+
+from pipeline.features.descriptor import (
+    PAPER_SCALES, SCALE_PRESETS, VOC_SCALES, Net, box_crops, describe, image_descriptor, prepare_images, resolve_scales,
+)
+from pipeline.features.extract import ExtractConfig, run_extract
+from pipeline.features.store import FORMAT, FeatureStore, l2_normalise, merge_parts, summarise_store
+
+__all__ = [
+    "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "Net", "box_crops", "describe", "image_descriptor",
+    "prepare_images", "resolve_scales", "ExtractConfig", "run_extract", "FORMAT", "FeatureStore",
+    "l2_normalise", "merge_parts", "summarise_store",
+]

@@ -1,0 +1,204 @@
+"""The image descriptor of paper Appendix B: multi-scale, flip-averaged penultimate activations.
+
+"An image is first rescaled so that its smallest side equals Q, and then the network is densely
+applied over the image plane (which is possible when all weight layers are treated as
+convolutional). We then perform global average pooling on the resulting feature map, which
+produces a 4096-D image descriptor. The descriptor is then averaged with the descriptor of a
+horizontally flipped image." That is, per image and scale Q:
+
+    d_Q = 1/2 * (GAP(FC7(resize_Q(x))) + GAP(FC7(flip(resize_Q(x)))))
+
+where FC7 is the penultimate map after its ReLU (:meth:`VGG.forward_features` with
+``dense=True``). These raw per-scale descriptors are what the feature store keeps; aggregation over
+scales (average or stack), late fusion of nets (stacking) and L2 normalisation happen when reading
+(:mod:`pipeline.features.store`), so another aggregation never needs the net again.
+
+Region descriptors (paper Table 12, VOC action): the same descriptor computed on box crops; several
+boxes of one image are averaged; an image without boxes uses its whole-image descriptor.
+
+Images of the same resized size are batched together (with their flips) up to ``max_pixels`` input
+pixels per forward pass; batching never changes an image's descriptor beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.errors import UserError
+from pipeline.models.vgg import VGG
+from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+
+__all__ = [
+    "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "resolve_scales", "Net", "ScaleGroup",
+    "prepare_images", "describe", "image_descriptor", "box_crops", "resolve_device",
+]
+
+#: Appendix B: Q in {256, 384, 512} (Caltech, and the default).
+PAPER_SCALES = (256, 384, 512)
+#: Appendix B, VOC: "aggregated image descriptors over a wide range of scales".
+VOC_SCALES = (256, 384, 512, 640, 768)
+SCALE_PRESETS: dict[str, tuple[int, ...]] = {"paper": PAPER_SCALES, "voc": VOC_SCALES}
+#: ``relative`` scales are given for the paper's smallest test scale 256 and multiplied by crop/256.
+RELATIVE_BASE = 256
+
+
+def resolve_scales(scales: str | Sequence[int], crop: int, relative: bool = False) -> list[int]:
+    """The test scales Q: a preset name or a list, optionally relative to the crop size.
+
+    Args:
+        scales: ``"paper"`` (256, 384, 512), ``"voc"`` (256 ... 768) or explicit smallest sides.
+        crop: the largest crop size of the nets used; every scale must be at least this.
+        relative: multiply the scales by ``crop / 256`` (a crop-32 net: paper -> 32, 48, 64).
+    Returns:
+        The scales in the order given (duplicates removed).
+    Raises:
+        UserError: unknown preset, empty list, or a scale below the crop size.
+    """
+    if isinstance(scales, str):
+        if scales not in SCALE_PRESETS:
+            raise UserError(f"unknown scale preset {scales!r} (one of {', '.join(SCALE_PRESETS)}, or a list of sizes)")
+        base: Sequence[int] = SCALE_PRESETS[scales]
+    else:
+        base = list(scales)
+    if not base:
+        raise UserError("no test scales given")
+    out = [int(round(q * crop / RELATIVE_BASE)) if relative else int(q) for q in base]
+    out = list(dict.fromkeys(out))
+    low = [q for q in out if q < crop]
+    if low:
+        raise UserError(f"test scale(s) {low} below the crop size {crop}: the dense net needs a smallest side "
+                        f">= {crop} (use larger scales, or --relative for small-crop nets)")
+    return out
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; otherwise the named device (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+@dataclass
+class Net:
+    """A net used for extraction with its checkpoint's input normalisation."""
+
+    model: VGG
+    norm: Normalization
+    name: str = "net0"
+
+    @property
+    def crop(self) -> int:
+        return self.model.cfg.crop
+
+    @property
+    def dim(self) -> int:
+        """Descriptor dimension: the penultimate (FC7) width."""
+        return self.model.cfg.fc_width
+
+    def to(self, device: torch.device, channels_last: bool = False) -> "Net":
+        self.model = self.model.to(device).eval()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        return self
+
+
+@dataclass
+class ScaleGroup:
+    """Images of one batch that share a resized size at one scale, as a uint8 tensor."""
+
+    index: np.ndarray  # positions of the images in the batch
+    pixels: torch.Tensor  # uint8, g x 3 x H x W
+
+
+def box_crops(image: Image.Image, boxes: Sequence[dict[str, Any]]) -> list[Image.Image]:
+    """Crops of ``image`` for boxes ``{xmin, ymin, xmax, ymax}`` (pixels), clamped, at least 1 px."""
+    w, h = image.size
+    out = []
+    for b in boxes:
+        x0 = min(max(int(math.floor(float(b["xmin"]))), 0), w - 1)
+        y0 = min(max(int(math.floor(float(b["ymin"]))), 0), h - 1)
+        x1 = max(min(int(math.ceil(float(b["xmax"]))), w), x0 + 1)
+        y1 = max(min(int(math.ceil(float(b["ymax"]))), h), y0 + 1)
+        out.append(image.crop((x0, y0, x1, y1)))
+    return out
+
+
+def prepare_images(images: Sequence[Image.Image], scales: Sequence[int], flip: bool = True,
+                   max_pixels: int = 1 << 22) -> dict[int, list[ScaleGroup]]:
+    """Rescale every image to each Q (smallest side) and group equal sizes into uint8 batches.
+
+    Args:
+        images: RGB images.
+        scales: the test scales Q.
+        flip: whether the forward pass will also see the flipped images (doubles the pixels).
+        max_pixels: input pixels per forward pass (images and flips) that a group may hold.
+    Returns:
+        ``{Q: [ScaleGroup, ...]}`` in first-occurrence order of sizes (deterministic).
+    """
+    out: dict[int, list[ScaleGroup]] = {}
+    for q in scales:
+        resized = [isotropic_resize(im, q) for im in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(resized):
+            by_size.setdefault(im.size, []).append(i)
+        groups = []
+        for (w, h), idx in by_size.items():
+            step = max(1, max_pixels // ((2 if flip else 1) * w * h))
+            for s in range(0, len(idx), step):
+                part = idx[s:s + step]
+                groups.append(ScaleGroup(np.asarray(part, dtype=np.int64),
+                                         torch.stack([pil_to_tensor(resized[i]) for i in part])))
+        out[q] = groups
+    return out
+
+
+def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: bool = True,
+             device: torch.device | str = "cpu", precision: str = "fp32",
+             channels_last: bool = False) -> np.ndarray:
+    """Raw per-scale descriptors of ``n`` prepared images: float32 array n x S x D.
+
+    Args:
+        net: the net (already on ``device``) and its normalisation.
+        prepared: output of :func:`prepare_images` (scales in order).
+        n: number of images that were prepared.
+        flip: average with the horizontally flipped image's descriptor.
+        device: where the forward passes run.
+        precision: ``fp32``, or ``bf16`` autocast (faster on AMX CPUs and GPUs, ~1e-2 relative error).
+        channels_last: NHWC memory format (faster with bf16 on CPUs).
+    """
+    device = torch.device(device)
+    scales = list(prepared)
+    out = np.zeros((n, len(scales), net.dim), dtype=np.float32)
+    use_bf16 = precision == "bf16"
+    for si, q in enumerate(scales):
+        for g in prepared[q]:
+            x = normalize(g.pixels.to(device), net.norm)
+            if flip:
+                x = torch.cat([x, x.flip(-1)])
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                fmap = net.model.forward_features(x, dense=True)
+            pooled = fmap.float().mean(dim=(2, 3))  # global average pooling
+            if flip:
+                k = len(g.index)
+                pooled = (pooled[:k] + pooled[k:]) / 2
+            out[g.index, si] = pooled.cpu().numpy()
+    return out
+
+
+def image_descriptor(model: VGG, image: Image.Image, scales: Sequence[int] = PAPER_SCALES,
+                     norm: Normalization | None = None, flip: bool = True) -> np.ndarray:
+    """The raw per-scale descriptors (S x D) of one image: a convenience for notebooks and tests."""
+    net = Net(model.eval(), norm or Normalization())
+    return describe(net, prepare_images([image], scales, flip), 1, flip=flip)[0]

@@ -1,0 +1,569 @@
+"""The feature store ``features.h5`` (paper Appendix B): raw multi-scale descriptors in HDF5.
+
+The store keeps the raw per-scale descriptors of every image, so another aggregation (average or
+stack over scales, late fusion of two nets, region stacking, where to L2-normalise) never needs
+the net again. Schema (``format = "vgg-features/1"``; plain h5py reads it; docs/features.md)::
+
+    attrs   format, provenance (JSON: resolved config, checkpoint sha256 per net, dataset
+            fingerprint, scales, flip, pipeline version), identity (JSON: what must match for a
+            store to be reused), complete (bool), label_kind ("single" | "multi"), scales,
+            nets, dims, dtype, regions, aggregate and l2 (the read defaults), row_start,
+            rows_total, part_index, part_count (a part of a distributed run)
+    ids                       (N,) UTF-8 strings, source order
+    labels                    (N,) int64 class index (-1 unknown), or (N, C) int8 of 1/-1/0 (multi)
+    classes                   (C,) UTF-8 strings
+    done                      (N,) bool: the row's descriptors are written
+    failed/rows, ids, reasons (K,) images that could not be decoded (never done); written when complete
+    descriptors/net{i}/{Q}    (N, D) float32 or float16: GAP of the FC7 map at scale Q, flip-averaged
+    regions/net{i}/{Q}        (N, D) the same for the box crops (only with --boxes)
+
+Crash safety: the store is created whole (ids, labels and every descriptor chunk allocated up
+front), so extraction only writes raw data into existing chunks. Each batch writes descriptors,
+flushes, then sets its ``done`` rows and flushes again: a row is ``done`` only once its data is in
+the file, and a killed run resumes from the mask. Decode failures go to a small JSON-lines log next
+to the store (``<store>.failed.jsonl``) until the store is finished, then into ``failed/``.
+
+Reading: :class:`FeatureStore` refuses an incomplete store unless ``allow_incomplete=True``, and
+returns only rows that are done (failed images are never done), so ``ids``, ``labels`` and
+``features()`` always agree on the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.io import atomic_path
+
+__all__ = [
+    "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
+    "read_state", "merge_parts", "part_path", "failed_log_path", "summarise_store", "l2_normalise",
+    "identity_differences",
+]
+
+FORMAT = "vgg-features/1"
+AGGREGATES = ("avg", "stack")
+#: where L2 normalisation happens; "aggregate" (the paper: "the resulting image descriptor is
+#: L2-normalised") normalises the final descriptor once, after scale aggregation, region and net stacking.
+L2_PLACES = ("aggregate", "net", "scale", "both", "none")
+CHUNK_BYTES = 1 << 20
+_STR = h5py.string_dtype("utf-8")
+
+
+def part_path(out: str | os.PathLike[str], index: int, count: int) -> Path:
+    """The file of part ``index`` of ``count`` of store ``out`` (distributed / fanned-out runs)."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.part-{index:03d}-of-{count:03d}")
+
+
+def failed_log_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON-lines log of decode failures of an unfinished store."""
+    p = Path(path)
+    return p.with_name(p.name + ".failed.jsonl")
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows divided by their L2 norm (zero rows stay zero)."""
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, eps)
+
+
+@dataclass
+class StoreLayout:
+    """Everything fixed when a store is created."""
+
+    ids: list[str]
+    labels: np.ndarray
+    label_kind: str
+    classes: list[str]
+    dims: list[int]
+    scales: list[int]
+    provenance: dict[str, Any]
+    identity: dict[str, Any]
+    dtype: str = "float32"
+    regions: bool = False
+    aggregate: str = "avg"
+    l2: str = "aggregate"
+    row_start: int = 0
+    rows_total: int | None = None
+    part: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...],
+           fill: Any = None) -> h5py.Dataset:
+    """A chunked dataset whose chunks are all allocated now (later writes touch raw data only)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    if fill is None:
+        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fill_time="never")
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fillvalue=fill)
+
+
+def _chunk_rows(n: int, row_bytes: int) -> int:
+    return max(1, min(n, CHUNK_BYTES // max(1, row_bytes)))
+
+
+def create_store(path: str | os.PathLike[str], layout: StoreLayout) -> None:
+    """Write a new, empty store (every row pending) at ``path``; callers make it atomic."""
+    n = len(layout.ids)
+    if n == 0:
+        raise UserError("no images to describe")
+    dtype = np.dtype(layout.dtype)
+    with h5py.File(path, "w") as f:
+        a = f.attrs
+        a["format"] = FORMAT
+        a["provenance"] = json.dumps(layout.provenance, sort_keys=True, default=str)
+        a["identity"] = json.dumps(layout.identity, sort_keys=True)
+        a["complete"] = False
+        a["label_kind"] = layout.label_kind
+        a["scales"] = np.asarray(layout.scales, dtype=np.int64)
+        a["nets"] = len(layout.dims)
+        a["dims"] = np.asarray(layout.dims, dtype=np.int64)
+        a["dtype"] = dtype.name
+        a["regions"] = bool(layout.regions)
+        a["aggregate"] = layout.aggregate
+        a["l2"] = layout.l2
+        a["row_start"] = int(layout.row_start)
+        a["rows_total"] = int(layout.rows_total if layout.rows_total is not None else n)
+        a["part_index"], a["part_count"] = layout.part if layout.part else (0, 1)
+        for k, v in layout.extra.items():
+            a[k] = v
+        f.create_dataset("ids", data=np.asarray(layout.ids, dtype=object), dtype=_STR)
+        labels = np.asarray(layout.labels)
+        f.create_dataset("labels", data=labels.astype(np.int8 if layout.label_kind == "multi" else np.int64))
+        f.create_dataset("classes", data=np.asarray(layout.classes, dtype=object), dtype=_STR, shape=(len(layout.classes),))
+        _early(f, "done", (n,), np.bool_, (_chunk_rows(n, 1 << 4),), fill=False)
+        groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
+        for g in groups:
+            for i, d in enumerate(layout.dims):
+                grp = f.require_group(f"{g}/net{i}")
+                grp.attrs["dim"] = int(d)
+                for q in layout.scales:
+                    _early(grp, str(q), (n, d), dtype, (_chunk_rows(n, d * dtype.itemsize), d))
+
+
+def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
+    """(identity, complete) of an existing store.
+
+    Raises:
+        UserError: the file is not a readable feature store (e.g. damaged while being finished).
+    """
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            if f.attrs.get("format") != FORMAT:
+                raise UserError(f"{path} exists and is not a feature store ({FORMAT}); use --overwrite or another --out")
+            return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
+    except OSError as e:
+        raise UserError(f"{path} exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]}); "
+                        "use --overwrite to rebuild it") from None
+
+
+_WHAT = {"checkpoints": "checkpoint(s)", "data": "dataset", "split": "split", "kind": "data kind",
+         "scales": "scales", "flip": "flip", "boxes": "boxes", "dtype": "dtype", "precision": "precision",
+         "format": "format"}
+
+
+def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Readable list of what differs between two store identities."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            if k == "checkpoints":
+                out.append("another checkpoint (sha256 " + ", ".join(str(s)[:12] for s in old.get(k) or []) + " vs "
+                           + ", ".join(str(s)[:12] for s in new.get(k) or []) + ")")
+            elif k == "data":
+                out.append(f"another dataset (fingerprint {old.get(k)} vs {new.get(k)})")
+            else:
+                out.append(f"{_WHAT.get(k, k)} {old.get(k)!r} vs {new.get(k)!r}")
+    return out
+
+
+def _read_failed_log(path: Path, repair: bool = False) -> dict[int, tuple[str, str]]:
+    """Rows -> (id, reason) from a failure log; a torn last line (killed mid-write) is dropped."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    if repair and data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with open(path, "r+b") as fh:
+            fh.truncate(len(data))
+    out: dict[int, tuple[str, str]] = {}
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+            out[int(rec["row"])] = (str(rec["id"]), str(rec["reason"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _write_failed(f: h5py.File, failed: Sequence[tuple[int, str, str]]) -> None:
+    g = f.require_group("failed")
+    for name in ("rows", "ids", "reasons"):
+        if name in g:
+            del g[name]
+    g.create_dataset("rows", data=np.asarray([r for r, _, _ in failed], dtype=np.int64))
+    g.create_dataset("ids", data=np.asarray([i for _, i, _ in failed], dtype=object), dtype=_STR, shape=(len(failed),))
+    g.create_dataset("reasons", data=np.asarray([s for _, _, s in failed], dtype=object), dtype=_STR, shape=(len(failed),))
+
+
+class StoreWriter:
+    """Writes batches of descriptors into an unfinished store, then finishes it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.f = h5py.File(self.path, "r+")
+        except OSError as e:
+            raise UserError(f"cannot open {self.path} for writing ({str(e).splitlines()[0][:120]}); "
+                            "is another extraction writing it?") from None
+        a = self.f.attrs
+        self.n = int(self.f["done"].shape[0])
+        self.scales = [int(q) for q in a["scales"]]
+        self.nets = int(a["nets"])
+        self.regions = bool(a["regions"])
+        self.dtype = np.dtype(str(a["dtype"]))
+        self.log = failed_log_path(self.path)
+        self.failed = _read_failed_log(self.log, repair=True)
+
+    def processed(self) -> np.ndarray:
+        """Rows already handled: done, or recorded as failed."""
+        mask = self.f["done"][:].astype(bool)
+        for r in self.failed:
+            mask[r] = True
+        return mask
+
+    def _put(self, group: str, start: int, descs: Sequence[np.ndarray]) -> None:
+        for i, d in enumerate(descs):
+            for si, q in enumerate(self.scales):
+                self.f[f"{group}/net{i}/{q}"][start:start + len(d)] = d[:, si].astype(self.dtype, copy=False)
+
+    def write_batch(self, start: int, descs: Sequence[np.ndarray], ok: np.ndarray,
+                    failures: Sequence[tuple[int, str, str]] = (), regions: Sequence[np.ndarray] | None = None) -> None:
+        """Write rows ``start ..`` (local) of every net and scale, then mark the decoded ones done.
+
+        Args:
+            start: first row (local to this file) of the batch.
+            descs: per net, an array b x S x D (rows of failed images are ignored).
+            ok: b booleans, the rows whose images were described.
+            failures: (local row, id, reason) of the images that could not be decoded.
+            regions: per net, b x S x D region descriptors (stores made with ``regions``).
+        """
+        self._put("descriptors", start, descs)
+        if self.regions:
+            if regions is None:
+                raise ValueError("this store keeps region descriptors; pass regions=")
+            self._put("regions", start, regions)
+        self.f.flush()  # data first ...
+        if failures:
+            with open(self.log, "a", encoding="utf-8") as fh:
+                for r, key, reason in failures:
+                    fh.write(json.dumps({"row": int(r), "id": key, "reason": reason}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            for r, key, reason in failures:
+                self.failed[int(r)] = (key, reason)
+        self.f["done"][start:start + len(ok)] = np.asarray(ok, dtype=bool)
+        self.f.flush()  # ... then the mask that says it is there
+
+    def finalize(self) -> None:
+        """Record the failures, mark the store complete, close it and drop the failure log."""
+        done = self.f["done"][:].astype(bool)
+        if not (done | self._failed_mask()).all():
+            raise RuntimeError(f"{self.path}: {int((~done).sum())} rows still pending")
+        _write_failed(self.f, [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]])
+        self.f.attrs.modify("complete", True)
+        self.f.flush()
+        self.close()
+        self.log.unlink(missing_ok=True)
+
+    def _failed_mask(self) -> np.ndarray:
+        m = np.zeros(self.n, dtype=bool)
+        m[list(self.failed)] = True
+        return m
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+
+def _net_name(net: int | str) -> str:
+    if isinstance(net, (int, np.integer)):
+        return f"net{int(net)}"
+    return net if str(net).startswith("net") else f"net{net}"
+
+
+class FeatureStore:
+    """Read a feature store: ids, labels, classes and descriptors as numpy arrays.
+
+    Only rows that are done are returned (failed images never are), so ``ids``, ``labels`` and
+    ``features()`` agree row for row. An incomplete store (an extraction still running or killed)
+    is refused unless ``allow_incomplete=True``.
+
+    L2 normalisation (``l2=``), the paper's default being "aggregate": "the resulting image
+    descriptor is L2-normalised", i.e. once, on the final descriptor, after averaging or stacking
+    the scales, stacking whole-image and region descriptors, and stacking the nets. Other places:
+    ``"net"`` (each net's descriptor before fusion), ``"scale"`` (each per-scale descriptor before
+    aggregation only), ``"both"`` (per scale and on the final descriptor), ``"none"``. ``True`` means
+    ``"aggregate"``, ``False`` means ``"none"``.
+
+    Args:
+        path: the ``features.h5`` file.
+        allow_incomplete: read the rows done so far of an unfinished store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], allow_incomplete: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"feature store not found: {self.path}")
+        try:
+            self._f = h5py.File(self.path, "r", locking=False)
+        except OSError as e:
+            raise UserError(f"{self.path}: not a readable HDF5 file ({str(e).splitlines()[0][:120]})") from None
+        a = self._f.attrs
+        if a.get("format") != FORMAT:
+            self.close()
+            raise UserError(f"{self.path}: not a feature store (format {a.get('format')!r}, expected {FORMAT!r})")
+        self.complete = bool(a["complete"])
+        if not self.complete and not allow_incomplete:
+            self.close()
+            raise UserError(f"{self.path}: incomplete feature store (extraction unfinished or killed); rerun "
+                            "`vgg extract` with the same inputs to resume it, or read with allow_incomplete=True")
+        index, count = int(a.get("part_index", 0)), int(a.get("part_count", 1))
+        if count > 1 and not allow_incomplete:
+            self.close()
+            raise UserError(f"{self.path}: part {index} of {count} of a store; combine the "
+                            "parts with `vgg extract --out STORE --merge` (or read with allow_incomplete=True)")
+        self.provenance: dict[str, Any] = json.loads(a["provenance"])
+        self.identity: dict[str, Any] = json.loads(a["identity"])
+        self.label_kind: str = str(a["label_kind"])
+        self.scales: list[int] = [int(q) for q in a["scales"]]
+        self.nets: list[str] = [f"net{i}" for i in range(int(a["nets"]))]
+        self.dims: dict[str, int] = {f"net{i}": int(d) for i, d in enumerate(a["dims"])}
+        self.dtype: str = str(a["dtype"])
+        self.has_regions: bool = bool(a["regions"])
+        self.default_aggregate: str = str(a["aggregate"])
+        self.default_l2: str = str(a["l2"])
+        self.classes: list[str] = [s.decode() if isinstance(s, bytes) else str(s) for s in self._f["classes"][:]]
+        self._done = self._f["done"][:].astype(bool)
+        self.rows: np.ndarray = np.flatnonzero(self._done)
+        self.rows_total = len(self._done)
+        #: (index, count) when this file is one part of a distributed extraction, else None
+        self.part: tuple[int, int] | None = (index, count) if count > 1 else None
+
+    # -- rows
+    @property
+    def n(self) -> int:
+        """Number of rows returned (images described)."""
+        return len(self.rows)
+
+    def _take(self, ds: h5py.Dataset) -> np.ndarray:
+        if len(self.rows) == len(self._done):
+            return ds[:]
+        return ds[:][self.rows]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Image ids of the returned rows (source order)."""
+        return np.asarray(self._f["ids"].asstr()[:], dtype=object)[self.rows].astype(str)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class index per row (int64, -1 unknown), or an n x C int8 matrix of 1/-1/0 (multi-label)."""
+        return self._take(self._f["labels"])
+
+    @property
+    def failed(self) -> list[dict[str, str]]:
+        """Images that could not be decoded: ``{"id", "reason"}`` each."""
+        if "failed" in self._f:
+            g = self._f["failed"]
+            return [{"id": i, "reason": r} for i, r in zip(g["ids"].asstr()[:], g["reasons"].asstr()[:])]
+        log = _read_failed_log(failed_log_path(self.path))
+        return [{"id": k, "reason": s} for _, (k, s) in sorted(log.items())]
+
+    def _scales(self, scales: Sequence[int] | None) -> list[int]:
+        if scales is None:
+            return list(self.scales)
+        bad = [q for q in scales if int(q) not in self.scales]
+        if bad:
+            raise UserError(f"{self.path}: no scale(s) {bad} (has {self.scales})")
+        return [int(q) for q in scales]
+
+    def _nets(self, nets: Sequence[int | str] | None) -> list[str]:
+        if nets is None:
+            return list(self.nets)
+        names = [_net_name(x) for x in nets]
+        bad = [x for x in names if x not in self.nets]
+        if bad:
+            raise UserError(f"{self.path}: no net(s) {bad} (has {self.nets})")
+        return names
+
+    def raw(self, net: int | str = 0, Q: int | None = None, regions: bool = False) -> np.ndarray:
+        """The raw descriptors (float32, n x D) of one net at scale Q (default: the first scale)."""
+        name = self._nets([net])[0]
+        q = self._scales([Q if Q is not None else self.scales[0]])[0]
+        if regions and not self.has_regions:
+            raise UserError(f"{self.path}: no region descriptors (extract with --boxes)")
+        return self._take(self._f[f"{'regions' if regions else 'descriptors'}/{name}/{q}"]).astype(np.float32)
+
+    def features(self, aggregate: str | None = None, scales: Sequence[int] | None = None,
+                 nets: Sequence[int | str] | None = None, l2: bool | str | None = None,
+                 regions: bool = False) -> np.ndarray:
+        """The image descriptors (float32, n x D'): aggregated over scales, nets stacked, L2-normalised.
+
+        Args:
+            aggregate: ``"avg"`` (mean over scales, D) or ``"stack"`` (concatenated, S x D); default:
+                the store's (set by ``vgg extract --aggregate``).
+            scales: scales to use (default all, in store order).
+            nets: nets to use (indices or ``"net0"``...); several are stacked (late fusion).
+            l2: where to L2-normalise (see the class docstring); default: the store's ("aggregate").
+            regions: stack each net's whole-image descriptor with its region descriptor (Table 12).
+        """
+        aggregate = aggregate or self.default_aggregate
+        if aggregate not in AGGREGATES:
+            raise UserError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        place = _l2_place(self.default_l2 if l2 is None else l2)
+        qs, names = self._scales(scales), self._nets(nets)
+        per_net = []
+        for name in names:
+            kinds = [False, True] if regions else [False]
+            parts = []
+            for reg in kinds:
+                blocks = [self.raw(name, q, regions=reg) for q in qs]
+                if place in ("scale", "both"):
+                    blocks = [l2_normalise(b) for b in blocks]
+                parts.append(np.mean(blocks, axis=0) if aggregate == "avg" else np.hstack(blocks))
+            d = np.hstack(parts)
+            per_net.append(l2_normalise(d) if place == "net" else d)
+        out = np.hstack(per_net)
+        if place in ("aggregate", "both"):
+            out = l2_normalise(out)
+        return out.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        if getattr(self, "_f", None) is not None and self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, n={self.n}, nets={self.nets}, scales={self.scales})"
+
+
+def _l2_place(l2: bool | str) -> str:
+    if l2 is True:
+        return "aggregate"
+    if l2 is False:
+        return "none"
+    if l2 not in L2_PLACES:
+        raise UserError(f"l2 must be one of {L2_PLACES} (or True/False), got {l2!r}")
+    return str(l2)
+
+
+def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, offset: int, block: int = 4096) -> None:
+    for s in range(0, src.shape[0], block):
+        dst[offset + s: offset + min(s + block, src.shape[0])] = src[s: s + block]
+
+
+def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
+    """Combine complete part stores (ranks or fanned-out tasks) into one store, rows in source order.
+
+    The merged store is written under a temporary name and renamed into place; the parts are left
+    for the caller to delete.
+
+    Raises:
+        UserError: parts missing, incomplete, built from other inputs, or not covering every row.
+    """
+    out = Path(out)
+    files = []
+    try:
+        for p in parts:
+            if not Path(p).is_file():
+                raise UserError(f"part {p} is missing")
+            files.append(h5py.File(p, "r", locking=False))
+        first = files[0].attrs
+        ident = first["identity"]
+        total = int(first["rows_total"])
+        expect = 0
+        for p, f in zip(parts, files):
+            a = f.attrs
+            if a.get("format") != FORMAT or a["identity"] != ident:
+                raise UserError(f"part {p} was built from other inputs than {parts[0]}")
+            if not bool(a["complete"]):
+                raise UserError(f"part {p} is incomplete; rerun its extraction first")
+            if int(a["row_start"]) != expect or int(a["rows_total"]) != total:
+                raise UserError(f"part {p} starts at row {int(a['row_start'])}, expected {expect}")
+            expect += len(f["done"])
+        if expect != total:
+            raise UserError(f"parts cover {expect} of {total} rows")
+        prov = json.loads(first["provenance"])
+        prov["merged_from"] = [Path(p).name for p in parts]
+        labels = np.concatenate([f["labels"][:] for f in files])
+        layout = StoreLayout(
+            ids=[s for f in files for s in f["ids"].asstr()[:]], labels=labels, label_kind=str(first["label_kind"]),
+            classes=list(files[0]["classes"].asstr()[:]), dims=[int(d) for d in first["dims"]],
+            scales=[int(q) for q in first["scales"]], provenance=prov, identity=json.loads(ident),
+            dtype=str(first["dtype"]), regions=bool(first["regions"]), aggregate=str(first["aggregate"]),
+            l2=str(first["l2"]))
+        with atomic_path(out) as tmp:
+            create_store(tmp, layout)
+            with h5py.File(tmp, "r+") as dst:
+                failed: list[tuple[int, str, str]] = []
+                groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
+                for f in files:
+                    off = int(f.attrs["row_start"])
+                    for g in groups:
+                        for i in range(len(layout.dims)):
+                            for q in layout.scales:
+                                _copy_rows(f[f"{g}/net{i}/{q}"], dst[f"{g}/net{i}/{q}"], off)
+                    _copy_rows(f["done"], dst["done"], off)
+                    fg = f["failed"]
+                    failed += [(int(r) + off, i, s) for r, i, s in
+                               zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:])]
+                _write_failed(dst, failed)
+                dst.attrs.modify("complete", True)
+    finally:
+        for f in files:
+            f.close()
+    return out
+
+
+def summarise_store(path: str | os.PathLike[str]) -> str:
+    """A few lines describing a store (``vgg inspect features.h5``); works on unfinished stores too."""
+    with FeatureStore(path, allow_incomplete=True) as st:
+        prov = st.provenance
+        part = st.part
+        lines = [f"{st.path}: feature store {FORMAT}{f', part {part[0]} of {part[1]}' if part else ''}, "
+                 + ("complete" if st.complete else f"INCOMPLETE ({st.n}/{st.rows_total} rows done; rerun to resume)")]
+        data = prov.get("data", {})
+        lines.append(f"  data: {data.get('path', '?')} ({data.get('kind', '?')}, split {data.get('split', '?')}, "
+                     f"fingerprint {data.get('fingerprint', '?')})")
+        lines.append(f"  images: {st.n} described of {st.rows_total}; {len(st.failed)} failed to decode")
+        for f in st.failed[:3]:
+            lines.append(f"    failed {f['id']}: {f['reason']}")
+        lines.append(f"  labels: {st.label_kind}-label, {len(st.classes)} classes")
+        for i, ck in enumerate(prov.get("checkpoints", [])):
+            m = ck.get("model", {})
+            lines.append(f"  net{i}: {ck.get('path', '?')} (config {m.get('config', '?')}, width {m.get('width', '?')}, "
+                         f"crop {m.get('crop', '?')}, D={st.dims.get(f'net{i}')}, sha256 {str(ck.get('sha256', ''))[:12]})")
+        lines.append(f"  scales Q: {st.scales}; flip {prov.get('flip')}; regions {st.has_regions}; "
+                     f"stored as {st.dtype}; precision {prov.get('precision', 'fp32')}")
+        d_avg = sum(st.dims.values()) * (2 if st.has_regions else 1)
+        d_stack = d_avg * len(st.scales)
+        lines.append(f"  read default: aggregate={st.default_aggregate} (avg: {d_avg}-D, stack: {d_stack}-D), "
+                     f"l2={st.default_l2}")
+        lines.append(f"  pipeline {prov.get('pipeline_version', '?')}, {st.path.stat().st_size / 2**20:.1f} MiB")
+        return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""Bounding boxes for localisation (paper Appendix A.1; ILSVRC rules of formats.md section 4).
+
+Two representations are used:
+
+- **corners** ``(x1, y1, x2, y2)``: *inclusive* pixel indices in the frame of an image (the first
+  pixel is 0), as in the XML annotations and the ILSVRC devkit. A box covers the pixels
+  ``x1..x2``, so its width is ``x2 - x1 + 1``; in continuous coordinates it is ``[x1, x2 + 1)``.
+- **cxcywh** ``(cx, cy, w, h)``: the paper's "centre coordinates, width, and height", normalised
+  by a frame of ``W x H`` pixels (the training crop, or the window of a dense location):
+  ``cx = (x1 + x2 + 1) / 2W``, ``w = (x2 - x1 + 1) / W``. Values outside [0, 1] are allowed: an
+  object may extend beyond the crop the net sees.
+
+IoU follows the devkit's ``compute_overlap.m``: inclusive widths, and ``-1`` (not 0) for boxes
+that do not intersect. :func:`ground_truth` turns annotation dicts into clean arrays: a box
+partly outside the image is clipped to it; a box entirely outside, with ``min > max`` (not
+swapped: which corner is wrong cannot be known), with a non-finite coordinate or of an unknown
+class is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "iou", "iou_matrix", "corners_to_cxcywh", "cxcywh_to_corners", "clip_corners",
+    "GroundTruth", "ground_truth", "whole_image_box", "centre_quarter_box",
+    "scale_corners", "crop_corners", "flip_corners",
+]
+
+
+def _as2d(b: np.ndarray | Sequence[float]) -> np.ndarray:
+    a = np.asarray(b, dtype=np.float64)
+    return a.reshape(-1, 4)
+
+
+def iou_matrix(a: np.ndarray | Sequence, b: np.ndarray | Sequence) -> np.ndarray:
+    """IoU of every box in ``a`` (N x 4 corners) with every box in ``b`` (M x 4): N x M.
+
+    Inclusive pixel widths (``x2 - x1 + 1``); a pair without intersection gets -1 (devkit).
+    """
+    a, b = _as2d(a), _as2d(b)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    iw, ih = ix2 - ix1 + 1, iy2 - iy1 + 1
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    hit = (iw > 0) & (ih > 0)
+    out = np.full(inter.shape, -1.0)
+    np.divide(inter, union, out=out, where=hit)
+    return out
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two corner boxes (inclusive widths; -1 when they do not intersect)."""
+    return float(iou_matrix(a, b)[0, 0])
+
+
+def corners_to_cxcywh(corners: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Inclusive pixel corners (... x 4) -> (cx, cy, w, h) normalised by a ``width x height`` frame."""
+    c = np.asarray(corners, dtype=np.float64)
+    x1, y1, x2, y2 = c[..., 0], c[..., 1], c[..., 2] + 1, c[..., 3] + 1
+    return np.stack([(x1 + x2) / (2 * width), (y1 + y2) / (2 * height),
+                     (x2 - x1) / width, (y2 - y1) / height], axis=-1)
+
+
+def cxcywh_to_corners(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """(cx, cy, w, h) normalised by a ``width x height`` frame (... x 4) -> inclusive pixel corners.
+
+    A negative predicted width or height is taken as zero; the result is then a one-pixel box
+    (``x2 = x1``), never one with ``min > max``.
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    w = np.maximum(b[..., 2], 0) * width
+    h = np.maximum(b[..., 3], 0) * height
+    cx, cy = b[..., 0] * width, b[..., 1] * height
+    x1, y1 = cx - w / 2, cy - h / 2
+    x2, y2 = np.maximum(cx + w / 2 - 1, x1), np.maximum(cy + h / 2 - 1, y1)
+    return np.stack([x1, y1, x2, y2], axis=-1)
+
+
+def clip_corners(corners: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip corner boxes to the pixels of a ``width x height`` image (0..width-1, 0..height-1)."""
+    c = np.array(corners, dtype=np.float64, copy=True)
+    c[..., 0::2] = np.clip(c[..., 0::2], 0, width - 1)
+    c[..., 1::2] = np.clip(c[..., 1::2], 0, height - 1)
+    return c
+
+
+def scale_corners(corners: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Corners after resizing the image by ``sx`` x ``sy`` (continuous edges scale; widths stay inclusive)."""
+    c = np.asarray(corners, dtype=np.float64)
+    return np.stack([c[..., 0] * sx, c[..., 1] * sy, (c[..., 2] + 1) * sx - 1, (c[..., 3] + 1) * sy - 1], axis=-1)
+
+
+def crop_corners(corners: np.ndarray, left: float, top: float) -> np.ndarray:
+    """Corners in the frame of a crop whose top-left pixel is (left, top) (not clipped)."""
+    c = np.asarray(corners, dtype=np.float64)
+    return c - np.array([left, top, left, top])
+
+
+def flip_corners(corners: np.ndarray, width: int) -> np.ndarray:
+    """Corners after a horizontal flip of a ``width``-pixel-wide image (pixel x -> width-1-x)."""
+    c = np.asarray(corners, dtype=np.float64)
+    return np.stack([width - 1 - c[..., 2], c[..., 1], width - 1 - c[..., 0], c[..., 3]], axis=-1)
+
+
+def whole_image_box(width: int, height: int) -> np.ndarray:
+    """The baseline box covering the whole image."""
+    return np.array([0.0, 0.0, width - 1.0, height - 1.0])
+
+
+def centre_quarter_box(width: int, height: int) -> np.ndarray:
+    """The baseline box of half the width and half the height (a quarter of the area), centred."""
+    return cxcywh_to_corners(np.array([0.5, 0.5, 0.5, 0.5]), width, height)
+
+
+@dataclass
+class GroundTruth:
+    """The usable ground-truth boxes of one image (frame of the decoded image).
+
+    Attributes:
+        boxes: K x 4 inclusive corners, clipped to the image.
+        labels: K class indices.
+        difficult: K flags (VOC ``<difficult>``; ILSVRC boxes have none).
+        clipped: how many boxes were clipped to the image.
+        skipped: one reason per box left out.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray | None = None
+    clipped: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.difficult is None:
+            self.difficult = np.zeros(len(self.labels), dtype=bool)
+
+    @property
+    def classes(self) -> list[int]:
+        """The ground-truth classes, ascending: those with at least one usable box that is not
+        *difficult* (VOC's rule: a class present only as difficult objects is neither required nor
+        penalised). A guess may still match any box of the class, difficult or not."""
+        return sorted({int(x) for x, d in zip(self.labels, self.difficult) if not d})
+
+    def of_class(self, c: int) -> np.ndarray:
+        """The boxes of class ``c`` (K_c x 4)."""
+        return self.boxes[self.labels == c]
+
+
+def _flag(v: Any) -> bool:
+    """A VOC ``difficult`` value (bool, 0/1, "0"/"1", None) as a bool."""
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes")
+    return bool(v)
+
+
+def _box_label(box: dict[str, Any], classes: Sequence[str], label: int | None) -> int | None:
+    if isinstance(box.get("label"), int) and 0 <= box["label"] < len(classes):
+        return int(box["label"])
+    name = box.get("name")
+    if name in classes:
+        return list(classes).index(name)
+    return label  # ILSVRC XML <name> is sometimes a human label: the image's class then (formats.md 1)
+
+
+def ground_truth(
+    boxes: Sequence[dict[str, Any]] | None,
+    width: int,
+    height: int,
+    classes: Sequence[str],
+    label: int | None = None,
+) -> GroundTruth:
+    """Validate annotation boxes against an image of ``width x height`` pixels.
+
+    Args:
+        boxes: dicts with ``xmin, ymin, xmax, ymax`` (inclusive pixels of this image) and ``name``
+            (class name or wnid) and/or ``label`` (class index).
+        width, height: the image's size.
+        classes: class names; a box's class is its ``label``, else its ``name``'s index, else the
+            image's single ``label``.
+        label: the image's class index, when it has exactly one.
+    Returns:
+        The clipped, usable boxes (with their ``difficult`` flags) and a reason for each box left
+        out: ``min > max``, entirely outside the image, a missing or non-finite coordinate, or an
+        unknown class.
+    """
+    kept: list[list[float]] = []
+    labels: list[int] = []
+    difficult: list[bool] = []
+    skipped: list[str] = []
+    clipped = 0
+    for i, b in enumerate(boxes or []):
+        try:
+            x1, y1, x2, y2 = (float(b[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (KeyError, TypeError, ValueError):
+            skipped.append(f"box {i}: missing or non-numeric coordinate")
+            continue
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            skipped.append(f"box {i}: non-finite coordinate")
+            continue
+        if x1 > x2 or y1 > y2:
+            skipped.append(f"box {i}: min > max ({x1:g},{y1:g},{x2:g},{y2:g})")
+            continue
+        if x2 < 0 or y2 < 0 or x1 > width - 1 or y1 > height - 1:
+            skipped.append(f"box {i}: entirely outside the {width}x{height} image")
+            continue
+        c = _box_label(b, classes, label)
+        if c is None:
+            skipped.append(f"box {i}: unknown class {b.get('name')!r}")
+            continue
+        box = clip_corners(np.array([x1, y1, x2, y2]), width, height)
+        if not np.array_equal(box, [x1, y1, x2, y2]):
+            clipped += 1
+        kept.append(box.tolist())
+        labels.append(c)
+        difficult.append(_flag(b.get("difficult")))
+    return GroundTruth(np.array(kept, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64),
+                       np.array(difficult, dtype=bool), clipped, skipped)

@@ -1,0 +1,155 @@
+"""The localisation ConvNet (paper Appendix A.1).
+
+"We use a very deep ConvNet, where the last fully connected layer predicts the bounding box
+location instead of the class scores." A localisation net is a classification net of any
+configuration of Table 1 (D by default) *re-headed*: every layer is copied from a classification
+checkpoint except the last Linear, which is replaced by a fresh one with
+
+- 4 outputs: single-class regression (SCR), one box shared by all classes, or
+- 4 x C outputs: per-class regression (PCR), output ``4c .. 4c+3`` is class ``c``'s box.
+
+It stays a :class:`pipeline.models.VGG` (``num_classes`` = number of outputs), so
+``save_checkpoint``/``load_model`` and the fully-convolutional :meth:`VGG.forward_dense` work
+unchanged: applied densely to a whole image the net gives a *box map*, one box per location. A box
+is ``(cx, cy, w, h)`` normalised by the crop-sized window the location sees; windows sit every 32
+pixels (the five 2x2 poolings) in the rescaled image. The checkpoint's ``meta["localise"]`` records
+the head type, the classes and how the net was fine-tuned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import UserError
+from pipeline.localise.boxes import cxcywh_to_corners, scale_corners
+from pipeline.models import VGG, build_model, load_model
+
+__all__ = ["Head", "STRIDE", "head_outputs", "localisation_net", "box_outputs", "LocaliserInfo",
+           "load_localiser", "window_offsets", "box_map_to_corners"]
+
+Head = Literal["scr", "pcr"]
+
+#: Pixels between neighbouring dense locations (five 2x2 max-poolings).
+STRIDE = 32
+
+
+def head_outputs(head: Head, num_classes: int) -> int:
+    """Outputs of the box-regression layer: 4 (SCR) or 4 x classes (PCR)."""
+    if head == "scr":
+        return 4
+    if head == "pcr":
+        return 4 * num_classes
+    raise UserError(f"unknown regression type {head!r} (scr, pcr)")
+
+
+def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2, seed: int | None = None) -> VGG:
+    """A localisation net initialised from a classification net of the same configuration.
+
+    Args:
+        classifier: the trained classification net (any config, width, crop).
+        head: ``scr`` (4 outputs) or ``pcr`` (4 x classes outputs).
+        init_std: std of the fresh box layer's weights (biases 0), as the paper's initialisation.
+        seed: seed of that initialisation.
+    Returns:
+        A new VGG whose layers but the last are copies of ``classifier``'s.
+    """
+    classifier = getattr(classifier, "module", classifier)
+    cfg = classifier.cfg.model_copy(update={"num_classes": head_outputs(head, classifier.cfg.num_classes)})
+    net = build_model(cfg)
+    state = {k: v for k, v in classifier.state_dict().items() if not k.startswith("classifier.6.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {"classifier.6.weight", "classifier.6.bias"}:
+        raise UserError(f"classification net does not fit its own config: missing {missing}, unexpected {unexpected}")
+    last: nn.Linear = net.classifier[6]
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * init_std)
+        last.bias.zero_()
+    return net
+
+
+def box_outputs(out: torch.Tensor, head: Head, num_classes: int) -> torch.Tensor:
+    """Reshape the net's outputs into boxes.
+
+    Args:
+        out: N x K (FC form) or N x K x h x w (dense form), K = :func:`head_outputs`.
+    Returns:
+        N x C' x 4, or N x h x w x C' x 4 for maps; C' = 1 (SCR) or ``num_classes`` (PCR).
+    """
+    k = head_outputs(head, num_classes)
+    if out.shape[1] != k:
+        raise UserError(f"a {head.upper()} net for {num_classes} classes has {k} outputs, got {out.shape[1]}")
+    if out.dim() == 2:
+        return out.view(out.shape[0], k // 4, 4)
+    if out.dim() == 4:
+        n, _, h, w = out.shape
+        return out.view(n, k // 4, 4, h, w).permute(0, 3, 4, 1, 2)
+    raise ValueError(f"expected a 2-D or 4-D output, got shape {tuple(out.shape)}")
+
+
+@dataclass
+class LocaliserInfo:
+    """What a localisation checkpoint says about itself."""
+
+    head: Head
+    classes: list[str]
+    fine_tune: str
+    train_scale: int | None
+    meta: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """Short description for tables."""
+        return f"{self.head.upper()}, {'all layers' if self.fine_tune == 'all' else '1st and 2nd FC'}"
+
+
+def load_localiser(path: str | os.PathLike[str]) -> tuple[VGG, LocaliserInfo]:
+    """Load a localisation checkpoint written by ``run_localise_train``.
+
+    Raises:
+        UserError: a classification checkpoint (no ``meta["localise"]``), or outputs that do not
+            match the recorded head and classes.
+    """
+    model, ck = load_model(path)
+    meta = ck.get("meta") or {}
+    loc = meta.get("localise")
+    if not isinstance(loc, dict) or loc.get("head") not in ("scr", "pcr"):
+        raise UserError(f"{path}: not a localisation checkpoint (no meta.localise.head); "
+                        "train one with `vgg localise train`")
+    classes = list(meta.get("classes") or [])
+    if not classes:
+        raise UserError(f"{path}: localisation checkpoint records no classes")
+    if model.cfg.num_classes != head_outputs(loc["head"], len(classes)):
+        raise UserError(f"{path}: {loc['head'].upper()} head has {model.cfg.num_classes} outputs, "
+                        f"expected {head_outputs(loc['head'], len(classes))} for {len(classes)} classes")
+    s = (meta.get("train_scale") or {}).get("s_min")
+    return model, LocaliserInfo(loc["head"], classes, str(loc.get("fine_tune", "all")), s, meta)
+
+
+def window_offsets(h: int, w: int, stride: int = STRIDE) -> np.ndarray:
+    """Top-left pixel (x, y) of the window each location of an h x w dense map sees: h x w x 2."""
+    ys, xs = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")
+    return np.stack([xs, ys], axis=-1).astype(np.float64)
+
+
+def box_map_to_corners(box_map: np.ndarray, crop: int, scale: tuple[float, float], stride: int = STRIDE) -> np.ndarray:
+    """Dense box predictions -> corner boxes in the original image's pixels.
+
+    Args:
+        box_map: h x w x C' x 4 boxes ``(cx, cy, w, h)``, each normalised by its crop-sized window.
+        crop: the net's crop size (the window).
+        scale: (sx, sy) = rescaled size / original size of the image the net was applied to.
+    Returns:
+        h x w x C' x 4 inclusive corners in the original image (not clipped).
+    """
+    h, w = box_map.shape[:2]
+    corners = cxcywh_to_corners(box_map, crop, crop)
+    off = window_offsets(h, w, stride)[:, :, None, :]
+    corners = corners + np.concatenate([off, off], axis=-1)
+    return scale_corners(corners, 1.0 / scale[0], 1.0 / scale[1])

@@ -1,0 +1,220 @@
+"""The two localisation testing protocols of paper Appendix A.1, for one image or one batch.
+
+1. **Central crop, ground-truth class** (Table 8): the net sees the central crop of the image
+   rescaled to smallest side Q; the box predicted for the ground-truth class (PCR: that class's
+   output; SCR: the shared one) is mapped back to the image.
+2. **Dense** (Table 9): every localisation net is applied fully-convolutionally to the whole image
+   at each of its scales Q, giving a box per location (per class for PCR). The classification net
+   is applied densely at the same scales: its soft-max at each location rates the box of that
+   location, and its dense classification posteriors (the classification protocol of Section 3.2,
+   ``pipeline.evaluate.protocols.dense_evaluate``, averaged over the scales) give the top-5 classes.
+   For each of those classes the boxes of all locations, scales and nets (their union) are merged
+   greedily (:mod:`pipeline.localise.merge`) and the merged box with the highest accumulated score
+   is the guess for that class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pipeline.errors import UserError
+from pipeline.evaluate.protocols import dense_evaluate
+from pipeline.localise.boxes import clip_corners, cxcywh_to_corners, scale_corners
+from pipeline.localise.merge import MergeConfig, best_box
+from pipeline.localise.net import LocaliserInfo, box_map_to_corners, box_outputs
+from pipeline.models import VGG
+from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+
+__all__ = ["Runner", "LocNet", "crop_predictions", "dense_boxes", "DenseResult", "dense_localise"]
+
+
+@dataclass
+class Runner:
+    """Where and how nets run: device, channels_last, bf16 autocast (CPU or CUDA)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = False
+    bf16: bool = False
+
+    def prepare(self, model: VGG) -> VGG:
+        """Move a model to the device (and memory format), in eval mode."""
+        model = model.to(self.device).eval()
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        """Move an input batch to the device (and memory format)."""
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self):
+        """bf16 autocast context (or nothing)."""
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class LocNet:
+    """A loaded localisation net with what the protocols need to know about it."""
+
+    model: VGG
+    info: LocaliserInfo
+    norm: Normalization
+    scales: list[int]
+    order: np.ndarray | None = None
+
+    @property
+    def crop(self) -> int:
+        return self.model.cfg.crop
+
+    def slot(self, c: int) -> int:
+        """Output slot of the data's class ``c``: its slot (PCR; ``order`` when the net lists classes in
+        another order) or the shared 0 (SCR)."""
+        if self.info.head == "scr":
+            return 0
+        return int(self.order[c]) if self.order is not None else c
+
+
+@torch.no_grad()
+def crop_predictions(net: LocNet, crops: torch.Tensor, runner: Runner) -> np.ndarray:
+    """Boxes of a batch of normalised central crops: N x C' x 4 ``(cx, cy, w, h)`` in the crop's frame."""
+    with runner.autocast():
+        out = net.model(runner.input(crops))
+    return box_outputs(out.float().cpu(), net.info.head, len(net.info.classes)).numpy().astype(np.float64)
+
+
+def crop_box_in_image(pred: np.ndarray, crop: int, scale: tuple[float, float], offset: tuple[int, int],
+                      size: tuple[int, int]) -> np.ndarray:
+    """A box predicted in a central crop -> inclusive corners in the original image, clipped to it."""
+    c = cxcywh_to_corners(pred, crop, crop) + np.array([offset[0], offset[1], offset[0], offset[1]], dtype=np.float64)
+    return clip_corners(scale_corners(c, 1.0 / scale[0], 1.0 / scale[1]), size[0], size[1])
+
+
+def _rescale(img: Image.Image, q: int, norm: Normalization) -> tuple[torch.Tensor, tuple[float, float]]:
+    r = isotropic_resize(img, q)
+    return normalize(pil_to_tensor(r)[None], norm), (r.size[0] / img.size[0], r.size[1] / img.size[1])
+
+
+@torch.no_grad()
+def dense_boxes(net: LocNet, img: Image.Image, q: int, runner: Runner) -> tuple[np.ndarray, tuple[int, int]]:
+    """One net applied densely at scale ``q``: h x w x C' x 4 corner boxes in the original image, clipped."""
+    if q < net.crop:
+        raise UserError(f"test scale Q={q} is below the localisation net's crop size {net.crop}")
+    x, scale = _rescale(img, q, net.norm)
+    with runner.autocast():
+        out = net.model.forward_dense(runner.input(x))
+    bm = box_outputs(out.float().cpu(), net.info.head, len(net.info.classes))[0].numpy().astype(np.float64)
+    corners = box_map_to_corners(bm, net.crop, scale)
+    return clip_corners(corners, img.size[0], img.size[1]), bm.shape[:2]
+
+
+@torch.no_grad()
+def class_maps(classifier: VGG, norm: Normalization, img: Image.Image, q: int, runner: Runner,
+               flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The classification net at scale ``q``: (posteriors C of the dense protocol, soft-max map C x h x w)."""
+    if q < classifier.cfg.crop:
+        raise UserError(f"test scale Q={q} is below the classification net's crop size {classifier.cfg.crop}")
+    x, _ = _rescale(img, q, norm)
+    x = runner.input(x)
+    with runner.autocast():
+        post = dense_evaluate(classifier, x, flip=flip)[0]
+        score_map = classifier.forward_dense(x)
+    return post.float().cpu().numpy(), F.softmax(score_map.float(), dim=1)[0].cpu().numpy()
+
+
+def _resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """C x h x w map -> C x H x W by nearest neighbour (a classifier with another crop than the loc net)."""
+    if m.shape[1:] == tuple(hw):
+        return m
+    t = F.interpolate(torch.from_numpy(m)[None], size=hw, mode="nearest")[0]
+    return t.numpy()
+
+
+@dataclass
+class DenseResult:
+    """Dense protocol for one image: classification posteriors and guesses per net and fused.
+
+    ``guesses[name]`` is the list of (class, corner box, accumulated score) for the top-k classes,
+    where ``name`` is ``net0``, ``net1``, ... or ``fusion`` (the union of all nets' boxes).
+    """
+
+    posteriors: np.ndarray
+    top: list[int]
+    guesses: dict[str, list[tuple[int, np.ndarray, float]]]
+    n_boxes: dict[str, int]
+
+
+def dense_localise(
+    nets: Sequence[LocNet],
+    classifier: VGG,
+    class_norm: Normalization,
+    img: Image.Image,
+    runner: Runner,
+    merge: MergeConfig,
+    k: int = 5,
+    class_scales: Sequence[int] | None = None,
+    flip: bool = True,
+    fusion: bool = True,
+    class_order: np.ndarray | None = None,
+) -> DenseResult:
+    """The fully-fledged protocol (Table 9) on one image.
+
+    Args:
+        nets: localisation nets, each with its test scales.
+        classifier: classification net rating the boxes and choosing the top-k classes.
+        class_norm: its normalisation.
+        img: the RGB image.
+        runner: device and precision.
+        merge: greedy merging settings.
+        k: classes guessed per image (5 in ILSVRC).
+        class_scales: scales of the classification protocol (default: every net's scales).
+        flip: the classification protocol also averages the flipped image's posteriors.
+        fusion: also merge the union of all nets' boxes (when there are several nets).
+        class_order: ``class_order[c]`` = the classifier's output index of the data's class c
+            (None: the same order).
+    """
+    box_scales = sorted({q for n in nets for q in n.scales})
+    cls_scales = sorted(set(class_scales or box_scales))
+    posts: dict[int, np.ndarray] = {}
+    maps: dict[int, np.ndarray] = {}
+    for q in sorted(set(box_scales) | set(cls_scales)):
+        posts[q], maps[q] = class_maps(classifier, class_norm, img, q, runner, flip)
+        if class_order is not None:
+            posts[q], maps[q] = posts[q][class_order], maps[q][class_order]
+    p = np.mean([posts[q] for q in cls_scales], axis=0)
+    top = [int(c) for c in np.argsort(-p, kind="stable")[:k]]
+    # every net's boxes and their class scores, per class in the top-k
+    per_net: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
+    for net in nets:
+        acc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in top}
+        for q in net.scales:
+            corners, hw = dense_boxes(net, img, q, runner)
+            cmap = _resize_map(maps[q], hw)
+            for c in top:
+                acc[c][0].append(corners[:, :, net.slot(c), :].reshape(-1, 4))
+                acc[c][1].append(cmap[c].reshape(-1))
+        per_net.append({c: (np.concatenate(b), np.concatenate(s)) for c, (b, s) in acc.items()})
+    groups = {f"net{i}": [i] for i in range(len(nets))}
+    if fusion and len(nets) > 1:
+        groups["fusion"] = list(range(len(nets)))
+    guesses: dict[str, list[tuple[int, np.ndarray, float]]] = {}
+    n_boxes: dict[str, int] = {}
+    for name, members in groups.items():
+        out = []
+        total = 0
+        for c in top:
+            boxes = np.concatenate([per_net[i][c][0] for i in members])
+            scores = np.concatenate([per_net[i][c][1] for i in members])
+            box, score = best_box(boxes, scores, merge, img.size)
+            out.append((c, box, score))
+            total += len(boxes)
+        guesses[name] = out
+        n_boxes[name] = total
+    return DenseResult(p, top, guesses, n_boxes)

@@ -1,0 +1,272 @@
+"""Training the localisation ConvNet (paper Appendix A.1, "Training").
+
+"Training of localisation ConvNets is similar to that of the classification ConvNets (Sect. 3.1).
+The main difference is that we replace the logistic regression objective with a Euclidean loss,
+which penalises the deviation of the predicted bounding box parameters from the ground-truth."
+Here:
+
+- the net is a classification checkpoint re-headed (:func:`pipeline.localise.net.localisation_net`):
+  SCR or PCR, the last layer fresh; the classification net's config, width and crop are kept;
+- the loss is Caffe's Euclidean loss, ``1/(2N) sum ||b - b*||^2`` over the targets of the batch
+  (for PCR only the outputs of the classes present in the crop's image have targets);
+- mini-batch SGD with momentum 0.9 and weight decay 5e-4 (paper 3.1), initial learning rate
+  1e-3 (A.1), divided by 10 at the epochs in ``lr_steps``;
+- a fixed training scale S ("we did not use training scale jittering"): by default the
+  classification net's S; random crops and flips move the boxes (:mod:`pipeline.localise.augment`),
+  drawn per image from ``pipeline.transforms.sample_rng(seed, epoch, key)`` as in classification
+  training; boxes mostly outside the crop are no targets (``min_visible``);
+- fine-tuning of all layers, or of the first two FC layers only (the conv layers frozen).
+
+Each epoch ends with ``checkpoints/last.pt`` (weights, optimiser and progress): a killed run, run
+again with the same config, continues from the last finished epoch and gives the result of an
+uninterrupted run (every epoch's shuffling, crops and dropout are seeded by (seed, epoch)).
+With a validation split, the central-crop GT-class error (Table 8's protocol) is measured after
+each epoch and the best epoch is kept as ``checkpoints/best.pt`` (else ``best.pt`` = the last).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from pipeline.config import StageConfig, save_config
+from pipeline.errors import UserError
+from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.localise.augment import box_crop, targets
+from pipeline.localise.evaluate import (class_order, crop_protocol_errors, iter_ground_truth, resolve_device,
+                                        skip_category)
+from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
+from pipeline.localise.protocols import LocNet, Runner
+from pipeline.models import load_model, save_checkpoint
+from pipeline.preprocess import normalization_of, normalize, train_scale_of
+from pipeline.transforms import sample_rng
+
+__all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
+
+#: Fields that may change between a killed run and its continuation.
+_RESUME_FREE = {"progress", "device"}
+
+
+class LocaliseTrainConfig(StageConfig):
+    """Configuration of ``run_localise_train`` (paper A.1 training; Table 8's settings)."""
+
+    data: str = Field(..., description="training data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)")
+    split: str = Field("train", description="training split")
+    val_split: str | None = Field(None, description="validation split for the per-epoch GT-class crop error "
+                                                    "(None: no validation; best = last)")
+    format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
+    classifier: str = Field(..., description="classification checkpoint to start from (same config; its last "
+                                             "layer is replaced)")
+    head: Head = Field("pcr", description="scr: one box for all classes (4 outputs); pcr: one box per class (4 x C)")
+    fine_tune: Literal["all", "fc"] = Field("all", description="all layers, or only the 1st and 2nd FC layers "
+                                                               "(the last layer is always trained from scratch)")
+    scale: int | None = Field(None, ge=32, description="fixed training scale S (default: the classifier's S)")
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    batch_size: int = Field(256, ge=1, description="mini-batch size (paper: 256)")
+    lr: float = Field(1e-3, gt=0, description="initial learning rate (paper A.1: 1e-3)")
+    lr_steps: list[int] = Field(default_factory=list, description="epochs after which the learning rate is divided by 10")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper: 0.9)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (paper: 5e-4)")
+    init_std: float = Field(1e-2, gt=0, description="std of the fresh box layer's initial weights (biases 0)")
+    flip: bool = Field(True, description="random horizontal flips (boxes flipped along)")
+    min_visible: float = Field(0.5, ge=0, le=1, description="a box is a regression target only if this fraction of it "
+                                                           "lies inside the crop (OverFeat: 50%)")
+    shuffle_buffer: int = Field(2048, ge=1, description="images held for shuffling the stream (whole split if larger)")
+    limit: int | None = Field(None, ge=1, description="use only the first N training images")
+    val_limit: int | None = Field(None, ge=1, description="validate on only the first N images")
+    seed: int = Field(0, description="seed of the box layer, shuffling, crops, flips and dropout")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train (auto: cuda if available)")
+    channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
+    bf16: bool = Field(False, description="bfloat16 autocast")
+    out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
+    progress: bool = Field(True, description="show progress on a terminal")
+
+
+def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Caffe's Euclidean loss over the boxes that have a target: ``sum(mask * ||pred - target||^2) / 2N``.
+
+    Args:
+        pred, target: N x slots x 4 boxes; mask: N x slots (1 where a target exists).
+    """
+    sq = ((pred.float() - target) ** 2).sum(-1)
+    return (sq * mask).sum() / (2 * pred.shape[0])
+
+
+def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips: list, counts: dict):
+    """Usable (sample, ground truth) pairs in a shuffled order (a shuffle buffer over the stable stream)."""
+    buf: list = []
+    for item in iter_ground_truth(view, cfg.limit, skips, counts):
+        buf.append(item)
+        if len(buf) >= cfg.shuffle_buffer:
+            yield buf.pop(int(rng.integers(len(buf))))
+    while buf:
+        yield buf.pop(int(rng.integers(len(buf))))
+
+
+def _batches(view: Any, cfg: LocaliseTrainConfig, s: int, crop: int, slots: int, epoch: int,
+             skips: list, counts: dict):
+    """Batches of (uint8 crops, targets, target mask); each image's crop and flip drawn from its own generator."""
+    xs, ts, ms = [], [], []
+    for sample, gt in _stream(view, cfg, np.random.default_rng([cfg.seed, epoch]), skips, counts):
+        bc = box_crop(sample.image, gt, s, crop, sample_rng(cfg.seed, epoch, sample.key), flip=cfg.flip)
+        t, m = targets(bc, crop, slots, cfg.min_visible)
+        xs.append(bc.image)
+        ts.append(t)
+        ms.append(m)
+        if len(xs) == cfg.batch_size:
+            yield torch.stack(xs), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
+            xs, ts, ms = [], [], []
+    if xs:
+        yield torch.stack(xs), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
+
+
+def _skip_summary(skips: list[dict[str, str]]) -> dict[str, Any]:
+    by_reason: dict[str, int] = {}
+    for sk in skips:
+        cat = skip_category(sk["reason"])
+        by_reason[cat] = by_reason.get(cat, 0) + 1
+    return {"by_reason": by_reason, "listed": skips[:1000]}
+
+
+def _resume_key(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in _RESUME_FREE}
+
+
+def _validate(model, info: LocaliserInfo, norm, s: int, cfg: LocaliseTrainConfig, runner: Runner) -> float | None:
+    if cfg.val_split is None:
+        return None
+    from pipeline.data import open_data
+
+    view = open_data(cfg.data, cfg.val_split, cfg.format)
+    net = LocNet(model, info, norm, [s])
+    model.eval()
+    errs: list[float] = []
+    batch: list = []
+    for item in iter_ground_truth(view, cfg.val_limit, [], {}):
+        batch.append(item)
+        if len(batch) == 64:
+            errs += crop_protocol_errors([net], batch, runner, 0.5)[0][0]
+            batch = []
+    if batch:
+        errs += crop_protocol_errors([net], batch, runner, 0.5)[0][0]
+    return float(np.mean(errs)) if errs else None
+
+
+def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
+    """Fine-tune a localisation net from a classification checkpoint (paper A.1).
+
+    Args:
+        cfg: data, classifier checkpoint, head (SCR/PCR), fine-tuned layers, scale, SGD settings.
+    Returns:
+        Summary: checkpoint paths, per-epoch metrics, best epoch and its validation error, skips.
+    Raises:
+        UserError: a classifier of another class count than the data, a localisation checkpoint
+            given as classifier, data without boxes, a scale below the crop, an output folder
+            holding a run with another config.
+    """
+    from pipeline.data import open_data
+    from pipeline.shards.progress import Progress, log
+
+    out = Path(cfg.out)
+    ck_dir = out / "checkpoints"
+    view = open_data(cfg.data, cfg.split, cfg.format)
+    classes = list(view.classes)
+    classifier, ck = load_model(cfg.classifier)
+    cmeta = ck.get("meta") or {}
+    if cmeta.get("localise"):
+        raise UserError(f"{cfg.classifier} is a localisation net; start from a classification checkpoint")
+    # the class order does not matter here (the box layer is fresh), the classes do
+    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes, classes)
+    ts = train_scale_of(ck)
+    s = cfg.scale or (ts.s_min if ts else None)
+    if s is None:
+        raise UserError(f"{cfg.classifier} records no training scale; set scale")
+    crop = classifier.cfg.crop
+    if s < crop:
+        raise UserError(f"training scale S={s} is below the crop size {crop}")
+    norm = normalization_of(ck)
+    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16)
+    model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed)
+    slots = head_outputs(cfg.head, len(classes)) // 4
+    info = LocaliserInfo(cfg.head, classes, cfg.fine_tune, s, {})
+    meta = {"normalization": norm.model_dump(), "train_scale": {"s_min": s, "s_max": s}, "classes": classes,
+            "dataset_fingerprint": view.fingerprint, "config": cfg.model_dump(mode="json"),
+            "localise": {"head": cfg.head, "fine_tune": cfg.fine_tune, "classifier": cfg.classifier,
+                         "classifier_sha256": sha256_file(cfg.classifier)}}
+    if cfg.fine_tune == "fc":
+        for p in model.features.parameters():
+            p.requires_grad_(False)
+    model = runner.prepare(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    history: list[dict[str, Any]] = []
+    skip_summary: dict[str, Any] = {"by_reason": {}, "listed": []}
+    start, best = 0, None
+    last = ck_dir / "last.pt"
+    if last.exists():
+        prev = torch.load(last, map_location="cpu", weights_only=True)
+        if _resume_key(prev["meta"]["config"]) != _resume_key(cfg.model_dump(mode="json")):
+            raise UserError(f"{out} holds a run with another config; choose another out folder")
+        model.load_state_dict(prev["state_dict"])
+        opt.load_state_dict(prev["optimizer"])
+        start, history, best = int(prev["epoch"]), list(prev["history"]), prev.get("best")
+        skip_summary = prev.get("skips") or skip_summary
+        log(f"resuming {out} after epoch {start}", cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    for epoch in range(start, cfg.epochs):
+        lr = cfg.lr * 0.1 ** sum(epoch >= e for e in cfg.lr_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        model.train()
+        if cfg.fine_tune == "fc":
+            model.features.eval()
+        skips, counts = [], {}
+        t0, seen, loss_sum = time.monotonic(), 0, 0.0
+        total = min(len(view), cfg.limit) if cfg.limit else len(view)
+        with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
+            for x, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts):
+                x = runner.input(normalize(x, norm))
+                with runner.autocast():
+                    outp = model(x)
+                pred = outp.float().view(x.shape[0], slots, 4)
+                loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if not torch.isfinite(loss):
+                    raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
+                loss_sum += float(loss) * x.shape[0]
+                seen += x.shape[0]
+                bar.advance(x.shape[0])
+        if seen == 0:
+            raise UserError(f"no usable training image in {cfg.data} (split {view.split}): "
+                            f"{skips[0]['reason'] if skips else 'empty split'}")
+        skip_summary = _skip_summary(skips)
+        val = _validate(model, info, norm, s, cfg, runner)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "images": seen,
+               "val_crop_error": val, "seconds": round(time.monotonic() - t0, 2)}
+        history.append(row)
+        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}" + (f", val GT-class crop error {val:.3f}" if val is not None else ""),
+            cfg.progress)
+        m_ep = dict(meta, localise=dict(meta["localise"], epoch=epoch + 1, val_crop_error=val))
+        improved = best is None or (val is not None and val < best["val_crop_error"]) or val is None
+        if improved:
+            best = {"epoch": epoch + 1, "val_crop_error": val}
+            save_checkpoint(ck_dir / "best.pt", model, meta=m_ep)
+        save_checkpoint(last, model, meta=m_ep, optimizer=opt.state_dict(), epoch=epoch + 1, history=history, best=best,
+                        skips=skip_summary)
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    result = {"format": "vgg-localise-train/1", "out": str(out), "last": str(last), "best": str(ck_dir / "best.pt"),
+              "head": cfg.head, "fine_tune": cfg.fine_tune, "train_scale": s, "crop": crop, "classes": classes,
+              "history": history, "best_epoch": best, "skips": skip_summary,
+              "config": cfg.model_dump(mode="json")}
+    atomic_write_json(out / "train.json", result)
+    return result

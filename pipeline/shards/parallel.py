@@ -1,0 +1,80 @@
+"""An ordered, bounded map over worker processes (the shard and stats stages' fan-out).
+
+Chunks are submitted to a ``multiprocessing`` pool a few at a time and their results yielded in
+submission order, so memory stays bounded on millions of images and the output (hence the shards)
+does not depend on the number of workers. Workers are forked where the platform allows it (no
+``if __name__ == "__main__"`` guard needed in callers' scripts, fast start); create the pool before
+starting threads such as a progress bar.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+__all__ = ["WorkerPool", "cpu_count", "resolve_workers"]
+
+T = TypeVar("T")
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int) -> int:
+    """0 -> all cores; otherwise as given."""
+    return cpu_count() if workers <= 0 else workers
+
+
+class WorkerPool:
+    """``with WorkerPool(n) as pool: for r in pool.ordered_map(fn, chunks, *args): ...``.
+
+    ``n == 1`` runs everything in this process.
+    """
+
+    def __init__(self, workers: int, in_flight: int = 4) -> None:
+        self.workers, self.in_flight = workers, in_flight
+        self.pool = None
+
+    def __enter__(self) -> "WorkerPool":
+        if self.workers > 1:
+            methods = mp.get_all_start_methods()
+            self.pool = mp.get_context("fork" if "fork" in methods else "spawn").Pool(self.workers)
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+                self.pool.join()
+            else:
+                self.pool.terminate()
+            self.pool = None
+
+    def ordered_map(self, fn: Callable[..., T], chunks: Iterable[Any], *args: Any) -> Iterator[T]:
+        """Yield ``fn(chunk, *args)`` for every chunk, in order; at most ``in_flight * workers`` queued."""
+        if self.pool is None:
+            for c in chunks:
+                yield fn(c, *args)
+            return
+        pending: deque = deque()
+        it = iter(chunks)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < self.in_flight * self.workers:
+                try:
+                    c = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append(self.pool.apply_async(fn, (c, *args)))
+            if not pending:
+                return
+            yield pending.popleft().get()

@@ -1,0 +1,163 @@
+"""One image into one shard sample: decode, orient, convert, resize, encode (paper 3.1).
+
+Decoding is by content (``pipeline.images``), with EXIF orientation and every mode converted to
+8-bit RGB. The smaller side is brought to at most ``max_side`` (the paper's S_max = 512) by an
+isotropic resize, never upscaling; boxes are rescaled with the image. JPEG draft mode lets
+libjpeg downscale in the DCT domain when the target is at most half the source size. The
+original bytes are kept when they already are an RGB JPEG within the limit and need no rotation.
+Runs in the worker processes: everything here is a plain top-level function of picklable data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from pipeline.images import DEFAULT_MAX_PIXELS, ImageError, decode_rgb
+from pipeline.sources.base import Record
+
+__all__ = ["Options", "Prepared", "Skipped", "prepare", "prepare_many", "target_size", "scale_boxes", "skip_category"]
+
+_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the workers need of the config."""
+
+    max_side: int | None = 512
+    quality: int = 90
+    keep_original: bool = True
+    draft: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class Prepared:
+    """A sample ready for the tar writer."""
+
+    key: str
+    jpg: bytes
+    cls: int | None
+    meta: dict[str, Any]
+
+    def sample(self) -> dict[str, Any]:
+        """The webdataset sample dict (``__key__``, ``jpg``, ``cls``, ``json``)."""
+        s: dict[str, Any] = {"__key__": self.key, "jpg": self.jpg,
+                             "json": json.dumps(self.meta, sort_keys=True).encode("utf-8")}
+        if self.cls is not None:
+            s["cls"] = str(self.cls).encode("ascii")
+        return s
+
+
+@dataclass
+class Skipped:
+    """A record that could not be used, with its one-line reason."""
+
+    key: str
+    path: str | None
+    reason: str
+
+
+def target_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    """(w, h) after an isotropic resize so the smaller side is at most ``max_side``; never upscales."""
+    if max_side is None or min(w, h) <= max_side:
+        return w, h
+    s = max_side / min(w, h)
+    if w <= h:
+        return max_side, max(1, round(h * s))
+    return max(1, round(w * s)), max_side
+
+
+def scale_boxes(boxes: list[dict[str, Any]] | None, sx: float, sy: float) -> list[dict[str, Any]] | None:
+    """Boxes with their coordinates multiplied by (sx, sy) (source pixels -> stored pixels)."""
+    if boxes is None:
+        return None
+    out = []
+    for b in boxes:
+        nb = dict(b)
+        for k, s in (("xmin", sx), ("xmax", sx), ("ymin", sy), ("ymax", sy)):
+            if k in nb and nb[k] is not None:
+                nb[k] = round(float(nb[k]) * s, 2)
+        out.append(nb)
+    return out
+
+
+def skip_category(reason: str) -> str:
+    """The summary category of a skip reason (its text before any ':' or '(')."""
+    return reason.split(":", 1)[0].split(" (", 1)[0].strip()
+
+
+def _header(data: bytes) -> tuple[str | None, str, tuple[int, int], int]:
+    """(format, mode, raw size, EXIF orientation) read from the header only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+            try:
+                orient = int(im.getexif().get(_ORIENTATION, 1) or 1)
+            except Exception:  # noqa: BLE001 - broken EXIF: decode_rgb decides
+                orient = 1
+            return im.format, im.mode, im.size, orient
+    except Exception:  # noqa: BLE001 - decode_rgb gives the reason
+        return None, "", (0, 0), 1
+
+
+def prepare(rec: Record, opts: Options) -> Prepared | Skipped:
+    """Decode, convert, resize and encode one record; a :class:`Skipped` with the reason on failure."""
+    src = rec.extras.get("source_path") or (str(rec.path) if rec.path is not None else None)
+    if rec.extras.get("skip"):  # the reader found the file but cannot use it (e.g. no label)
+        return Skipped(rec.key, src, str(rec.extras["skip"]))
+    try:
+        data = rec.read_bytes()
+    except OSError as e:
+        return Skipped(rec.key, src, f"unreadable: {e.strerror or e}")
+    fmt, mode, (rw, rh), orient = _header(data)
+    ow, oh = (rh, rw) if orient in (5, 6, 7, 8) else (rw, rh)  # oriented (original) size
+    tw, th = target_size(ow, oh, opts.max_side)
+    keep = (opts.keep_original and fmt == "JPEG" and mode == "RGB" and orient == 1 and (tw, th) == (ow, oh))
+    draft = None
+    if fmt == "JPEG" and opts.draft and rw > 0:
+        if keep:  # only validate the full stream; 1/8 scale decode reads every entropy-coded byte
+            draft = (max(1, rw // 8), max(1, rh // 8))
+        elif 2 * tw <= ow:
+            s = tw / ow
+            draft = (math.ceil(rw * s), math.ceil(rh * s))
+    try:
+        img = decode_rgb(data, max_pixels=opts.max_pixels, draft_size=draft)
+    except ImageError as e:
+        return Skipped(rec.key, src, str(e))
+    if keep:
+        jpg = data
+    else:
+        if img.size != (tw, th):
+            img = img.resize((tw, th), Image.BICUBIC, reducing_gap=None)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=opts.quality)
+        jpg = buf.getvalue()
+    meta: dict[str, Any] = {"key": rec.key, "source_path": src, "size": [ow, oh], "stored_size": [tw, th]}
+    meta.update({k: v for k, v in rec.extras.items() if k != "source_path"})
+    if rec.label is not None:
+        meta["label"] = rec.label
+    if rec.labels is not None:
+        meta["labels"] = list(rec.labels)
+    if rec.boxes is not None:
+        meta["boxes"] = scale_boxes(rec.boxes, tw / ow, th / oh)
+    return Prepared(rec.key, jpg, rec.label, meta)
+
+
+def prepare_many(recs: list[Record], opts: Options) -> list[Prepared | Skipped]:
+    """:func:`prepare` over a chunk (one task of a worker process)."""
+    out: list[Prepared | Skipped] = []
+    for r in recs:
+        try:
+            out.append(prepare(r, opts))
+        except Exception as e:  # noqa: BLE001 - nothing about one image may crash the run
+            out.append(Skipped(r.key, str(r.path) if r.path else None, f"failed: {type(e).__name__}: {e}"))
+    return out

@@ -1,0 +1,361 @@
+"""``run_shard``: an image collection into validated, resumable WebDataset shards (paper 3.1).
+
+Every split's records are listed in source order, shuffled with a seed, cut into chunks and
+prepared (decoded, resized to the smaller side <= S_max, encoded) by worker processes; this
+process writes the results in plan order into ``{split}-{000000}.tar`` files with webdataset's
+``TarWriter``, starting a new shard at the count or byte limit. Each shard is written under a
+temporary name and renamed when complete, then a small state file records which plan positions
+(and skips) it covers, so a run killed at any moment resumes after the last complete shard and
+ends with exactly the samples of an uninterrupted run. ``manifest.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+
+from pipeline.config import save_config
+from pipeline.errors import UserError
+from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from pipeline.shards.config import ShardConfig
+from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
+from pipeline.shards.parallel import WorkerPool, resolve_workers
+from pipeline.shards.process import Options, Prepared, Skipped, prepare_many, skip_category
+from pipeline.shards.progress import Progress, log
+from pipeline.sources.base import Record, Source, open_source
+
+__all__ = ["run_shard", "ShardResult", "STATE_DIR"]
+
+STATE_DIR = ".shard-state"
+CHUNK = 16
+_TAR_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<idx>\d{6})\.tar$")
+
+
+@dataclass
+class ShardResult:
+    """What ``run_shard`` did."""
+
+    out: Path
+    manifest: dict[str, Any]
+    nothing_to_do: bool = False
+    resumed: bool = False
+    written: int = 0
+    skipped: int = 0
+    found: int = 0
+    empty_classes: dict[str, list[str]] = field(default_factory=dict)
+    detected: str = ""
+
+    def summary(self) -> str:
+        """One-paragraph human summary."""
+        if self.nothing_to_do:
+            return f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); nothing to do"
+        lines = [f"{self.out}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
+                 f" ({'resumed' if self.resumed else 'fresh run'}; source {self.detected})"]
+        for name, sp in self.manifest["splits"].items():
+            lines.append(f"  {name}: {sp['count']} samples in {len(sp['shards'])} shards")
+        for reason, n in self.manifest["skipped"]["by_reason"].items():
+            lines.append(f"  skipped {n}: {reason} (see {SKIPPED})")
+        for split, names in self.empty_classes.items():
+            lines.append(f"  warning: {split}: {len(names)} classes without images: {', '.join(names[:20])}")
+        return "\n".join(lines)
+
+
+class _HashingFile:
+    """A write-only file wrapper that keeps the sha256 and byte count of what passes through."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        self.n += len(b)
+        return self.fh.write(b)
+
+    def tell(self) -> int:
+        return self.n
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _parse_splits(src: Source, splits: list[str] | None) -> list[tuple[str, str]]:
+    have = src.splits()
+    pairs = []
+    for s in splits or have:
+        a, _, b = s.partition(":")
+        if a not in have:
+            raise UserError(f"{src.root}: no split {a!r} (has {', '.join(have)})")
+        b = b or a
+        if not re.fullmatch(r"[A-Za-z0-9_]+", b):
+            raise UserError(f"split name {b!r}: use letters, digits and _ only")
+        pairs.append((a, b))
+    if len({b for _, b in pairs}) != len(pairs):
+        raise UserError(f"split names repeat: {splits}")
+    return pairs
+
+
+def _dedupe(recs: list[Record]) -> tuple[list[Record], list[Skipped]]:
+    """Keys made tar-safe (no dots); repeated keys become skips."""
+    seen: set[str] = set()
+    keep, dup = [], []
+    for r in recs:
+        if "." in r.key:
+            r.key = r.key.replace(".", "_")
+        if r.key in seen:
+            dup.append(Skipped(r.key, str(r.path) if r.path else None, "duplicate key"))
+        else:
+            seen.add(r.key)
+            keep.append(r)
+    return keep, dup
+
+
+def _clean_out(out: Path) -> None:
+    """Remove what a shard run writes in ``out`` (for --overwrite); nothing else."""
+    for p in out.iterdir():
+        if _TAR_RE.match(p.name) or p.name in (MANIFEST, SKIPPED, "config.yaml") or (
+                p.name.startswith(".") and p.name.endswith(".tmp")):
+            p.unlink()
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+
+
+def _check_existing(out: Path, fp: str, overwrite: bool) -> dict[str, Any] | None:
+    """The finished manifest if it is up to date; refuse or clean a folder from another fingerprint."""
+    old = None
+    if (out / MANIFEST).exists():
+        old = read_json(out / MANIFEST).get("fingerprint")
+    elif (out / STATE_DIR / "plan.json").exists():
+        old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
+    if old is None:
+        return None
+    if old != fp:
+        if not overwrite:
+            raise UserError(f"{out} holds shards of another source or config (fingerprint {old} != {fp}); "
+                            "pass --overwrite to replace them, or choose another folder")
+        _clean_out(out)
+        return None
+    if (out / MANIFEST).exists():
+        m = read_json(out / MANIFEST)
+        ok = all((out / s["name"]).is_file() and (out / s["name"]).stat().st_size == s["bytes"]
+                 for sp in m["splits"].values() for s in sp["shards"])
+        if ok:
+            return m
+    return None
+
+
+def _load_state(state: Path, split: str, out: Path) -> tuple[list[dict[str, Any]], bool]:
+    """Complete shards of a split from earlier runs (a prefix), and whether the split is finished."""
+    done: list[dict[str, Any]] = []
+    i = 0
+    while (f := state / f"{split}-{i:06d}.json").exists():
+        s = read_json(f)
+        if s["name"] is not None:
+            p = out / s["name"]
+            if not p.is_file() or p.stat().st_size != s["bytes"]:
+                break
+        done.append(s)
+        if s.get("final"):
+            return done, True
+        i += 1
+    for f in state.glob(f"{split}-*.json"):  # anything after the prefix is redone
+        if int(f.stem.rsplit("-", 1)[1]) >= len(done):
+            f.unlink()
+    for p in out.glob(f"{split}-*.tar"):
+        m = _TAR_RE.match(p.name)
+        if m and m["split"] == split and int(m["idx"]) >= len(done):
+            p.unlink()
+    return done, False
+
+
+class _SplitWriter:
+    """Writes one split's prepared samples in plan order, rotating shards at the limits."""
+
+    def __init__(self, out: Path, state: Path, split: str, cfg: ShardConfig, classes: list[str],
+                 index: int, start: int) -> None:
+        self.out, self.state, self.split, self.cfg, self.classes = out, state, split, cfg, classes
+        self.index, self.start = index, start
+        self.tw = self.fh = self.hf = self.ctx = None
+        self.count, self.per_class, self.skipped = 0, Counter(), []
+        self.records: list[dict[str, Any]] = []
+
+    def _open(self) -> None:
+        name = f"{self.split}-{self.index:06d}.tar"
+        self.ctx = atomic_path(self.out / name)
+        tmp = self.ctx.__enter__()
+        self.fh = open(tmp, "wb")
+        self.hf = _HashingFile(self.fh)
+        self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg", format="GNU_FORMAT")
+
+    def _close(self, end: int, final: bool) -> None:
+        name = None
+        nbytes, sha = 0, None
+        if self.tw is not None:
+            self.tw.close()
+            self.fh.close()
+            name = f"{self.split}-{self.index:06d}.tar"
+            nbytes, sha = self.hf.n, self.hf.sha.hexdigest()
+            self.ctx.__exit__(None, None, None)
+        rec = {"name": name, "start": self.start, "end": end, "count": self.count, "bytes": nbytes,
+               "sha256": sha, "per_class": dict(self.per_class), "final": final,
+               "skipped": [s.__dict__ for s in self.skipped]}
+        atomic_write_json(self.state / f"{self.split}-{self.index:06d}.json", rec, indent=None)
+        self.records.append(rec)
+        self.index += 1
+        self.start = end
+        self.tw = self.fh = self.hf = self.ctx = None
+        self.count, self.per_class, self.skipped = 0, Counter(), []
+
+    def add(self, pos: int, item: Prepared | Skipped) -> None:
+        if isinstance(item, Skipped):
+            self.skipped.append(item)
+            return
+        sample = item.sample()
+        est = sum(len(v) + 1024 for k, v in sample.items() if k != "__key__")
+        if self.tw is not None and (self.count >= self.cfg.shard_count or self.hf.n + est > self.cfg.shard_bytes):
+            self._close(pos, final=False)
+        if self.tw is None:
+            self._open()
+        self.tw.write(sample)
+        self.count += 1
+        if item.cls is not None:
+            self.per_class[self.classes[item.cls]] += 1
+        for c, v in zip(self.classes, item.meta.get("labels") or []):
+            if v == 1:
+                self.per_class[c] += 1
+
+    def finish(self, end: int) -> None:
+        self._close(end, final=True)
+
+    def abort(self) -> None:
+        if self.tw is not None:
+            try:
+                self.tw.close()
+                self.fh.close()
+            finally:
+                self.ctx.__exit__(RuntimeError, None, None)
+
+
+def _plan(recs: list[Record], cfg: ShardConfig) -> list[Record]:
+    if not cfg.shuffle:
+        return recs
+    order = np.random.default_rng(cfg.seed).permutation(len(recs))
+    return [recs[i] for i in order]
+
+
+def _manifest(src: Source, src_fp: str, fp: str, cfg: ShardConfig, pairs: list[tuple[str, str]],
+              states: dict[str, list[dict[str, Any]]], dups: dict[str, list[Skipped]]) -> tuple[dict, list[dict]]:
+    splits: dict[str, Any] = {}
+    skipped_rows: list[dict[str, Any]] = []
+    for _, dest in pairs:
+        per_class = Counter({c: 0 for c in src.classes})
+        shards, count = [], 0
+        rows = [dict(s.__dict__, split=dest) for s in dups.get(dest, [])]
+        for s in states[dest]:
+            per_class.update(s["per_class"])
+            count += s["count"]
+            rows += [dict(k, split=dest) for k in s["skipped"]]
+            if s["name"] is not None:
+                shards.append({"name": s["name"], "count": s["count"], "bytes": s["bytes"], "sha256": s["sha256"]})
+        splits[dest] = {"count": count, "per_class": {c: per_class[c] for c in src.classes}, "shards": shards,
+                        "found": count + len(rows), "skipped": len(rows)}
+        skipped_rows += rows
+    by_reason = Counter(skip_category(r["reason"]) for r in skipped_rows)
+    m = {"format": FORMAT,
+         "source": {"kind": src.kind, "root": str(src.root), "fingerprint": src_fp},
+         "classes": list(src.classes),
+         "label_kind": getattr(src, "label_kind", "single"),
+         "splits": splits,
+         "config": cfg.model_dump(mode="json"),
+         "skipped": {"count": len(skipped_rows), "by_reason": dict(by_reason.most_common())},
+         "fingerprint": fp}
+    return m, skipped_rows
+
+
+def run_shard(cfg: ShardConfig) -> ShardResult:
+    """Write the shards of ``cfg.source`` into ``cfg.out`` (resuming or doing nothing when possible).
+
+    Args:
+        cfg: the shard stage config.
+    Returns:
+        A :class:`ShardResult` with the manifest (also in ``out/manifest.json``) and the counts.
+    Raises:
+        UserError: unknown source or split, or an output folder holding another fingerprint
+            (unless ``cfg.overwrite``).
+    """
+    src = open_source(cfg.source, cfg.format, **cfg.source_options)
+    detected = src.kind if cfg.format != "auto" else f"{src.kind} (detected)"
+    log(f"source {src.root}: {detected}, {len(src.classes)} classes", cfg.progress)
+    pairs = _parse_splits(src, cfg.splits)
+    plans: dict[str, list[Record]] = {}
+    dups: dict[str, list[Skipped]] = {}
+    for a, b in pairs:
+        recs, dups[b] = _dedupe(list(src.records(a)))
+        plans[b] = _plan(recs, cfg)
+    src_fp = source_fingerprint(src.kind, src.classes, {b: sorted(p, key=lambda r: r.key) for b, p in plans.items()}, src.root)
+    fp = dataset_fingerprint(src_fp, cfg.content())
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = _check_existing(out, fp, cfg.overwrite)
+    if done is not None:
+        res = ShardResult(out, done, nothing_to_do=True, detected=detected)
+        log(res.summary(), cfg.progress)
+        return res
+    state = out / STATE_DIR
+    state.mkdir(exist_ok=True)
+    atomic_write_json(state / "plan.json", {"fingerprint": fp})
+    for p in out.glob(".*.tmp"):  # temporaries of a killed run
+        p.unlink()
+    opts = Options(max_side=cfg.max_side, quality=cfg.quality, keep_original=cfg.keep_original,
+                   draft=cfg.draft, max_pixels=cfg.max_pixels)
+    workers = resolve_workers(cfg.workers)
+    states: dict[str, list[dict[str, Any]]] = {}
+    resumed = False
+    for _, dest in pairs:
+        prev, finished = _load_state(state, dest, out)
+        resumed = resumed or bool(prev)
+        states[dest] = prev
+        if finished:
+            continue
+        recs = plans[dest]
+        start = prev[-1]["end"] if prev else 0
+        w = _SplitWriter(out, state, dest, cfg, src.classes, len(prev), start)
+        chunks = (recs[i:i + CHUNK] for i in range(start, len(recs), CHUNK))
+        try:
+            with WorkerPool(workers) as pool, Progress(len(recs) - start, f"shard {dest}", cfg.progress) as bar:
+                pos = start
+                for results in pool.ordered_map(prepare_many, chunks, opts):
+                    for item in results:
+                        w.add(pos, item)
+                        pos += 1
+                    bar.advance(len(results))
+            w.finish(len(recs))
+        except BaseException:
+            w.abort()
+            raise
+        states[dest] = prev + w.records
+    manifest, skipped_rows = _manifest(src, src_fp, fp, cfg, pairs, states, dups)
+    found = sum(len(p) + len(dups[b]) for b, p in plans.items())
+    written = sum(sp["count"] for sp in manifest["splits"].values())
+    if found != written + manifest["skipped"]["count"]:
+        raise RuntimeError(f"reconciliation failed: found {found} != written {written} + skipped {manifest['skipped']['count']}")
+    atomic_write_text(out / SKIPPED, "".join(json.dumps(r, sort_keys=True) + "\n" for r in skipped_rows))
+    save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / MANIFEST, manifest)  # last: its presence means the job is complete
+    shutil.rmtree(state, ignore_errors=True)
+    empty = {}
+    for name, sp in manifest["splits"].items():
+        missing = [c for c, n in sp["per_class"].items() if n == 0]
+        if missing:
+            empty[name] = missing
+    res = ShardResult(out, manifest, resumed=resumed, written=written, skipped=manifest["skipped"]["count"],
+                      found=found, empty_classes=empty, detected=detected)
+    log(res.summary(), cfg.progress)
+    return res

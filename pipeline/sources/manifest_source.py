@@ -1,0 +1,123 @@
+"""A CSV or JSONL list of images: any collection the folder layouts do not cover.
+
+One row per image with ``path`` (relative to the list file's folder, or absolute) and either
+``label`` (a class name) or ``labels`` (multi-label: a list of class names present, or a mapping
+name -> 1/-1/0 as in VOC; in CSV, names separated by ``;``), plus optional ``key``, ``split``
+(default ``all``) and ``boxes`` (a JSON list of ``{xmin, ymin, xmax, ymax, name, difficult}``).
+Class index = rank of the sorted class names (numerically sorted when every name is an integer).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.sources.base import Record, Source, register_source
+
+__all__ = ["ManifestSource"]
+
+SUFFIXES = (".csv", ".jsonl")
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{n}: expected a JSON object per line")
+            rows.append(row)
+        return rows
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row.get("labels"):
+            row["labels"] = [x.strip() for x in row["labels"].split(";") if x.strip()]
+        if row.get("boxes"):
+            try:
+                row["boxes"] = json.loads(row["boxes"])
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}: bad boxes JSON for {row.get('path')!r} ({e.msg})") from None
+        for k in [k for k, v in row.items() if v in ("", None)]:
+            del row[k]
+    return rows
+
+
+def _sort_names(names: set[str]) -> list[str]:
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+@register_source("manifest")
+class ManifestSource(Source):
+    """Images listed in a ``.csv`` or ``.jsonl`` file."""
+
+    detect_priority = 10
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return root.is_file() and root.suffix in SUFFIXES
+
+    def __init__(self, root, **options) -> None:
+        super().__init__(root, **options)
+        if not self.detect(self.root):
+            raise UserError(f"{self.root}: a manifest is a .csv or .jsonl file")
+        self.rows = _rows(self.root)
+        if not self.rows:
+            raise UserError(f"{self.root}: no rows")
+        names: set[str] = set()
+        multi = False
+        for i, r in enumerate(self.rows):
+            if "path" not in r:
+                raise UserError(f"{self.root}: row {i + 1} has no 'path'")
+            if "labels" in r:
+                multi = True
+                names.update(str(x) for x in (r["labels"] if isinstance(r["labels"], (list, dict)) else [r["labels"]]))
+            if "label" in r:
+                names.add(str(r["label"]))
+        self.label_kind = "multi" if multi else "single"
+        self._classes = _sort_names(names)
+        self._index = {c: i for i, c in enumerate(self._classes)}
+        self._splits = list(dict.fromkeys(str(r.get("split", "all")) for r in self.rows))
+
+    @property
+    def classes(self) -> list[str]:
+        return self._classes
+
+    def splits(self) -> list[str]:
+        return list(self._splits)
+
+    def _labels(self, v: Any) -> list[int]:
+        if isinstance(v, dict):
+            return [int(v.get(c, -1)) for c in self._classes]
+        present = {str(x) for x in (v if isinstance(v, list) else [v])}
+        return [1 if c in present else -1 for c in self._classes]
+
+    def records(self, split: str) -> Iterator[Record]:
+        if split not in self._splits:
+            raise UserError(f"{self.root}: no split {split!r} (has {', '.join(self._splits)})")
+        base = self.root.parent
+        for r in self.rows:
+            if str(r.get("split", "all")) != split:
+                continue
+            p = Path(r["path"])
+            path = p if p.is_absolute() else base / p
+            key = str(r.get("key") or "__".join(Path(r["path"]).with_suffix("").parts).replace(".", "_"))
+            extras = {k: v for k, v in r.items() if k not in ("path", "label", "labels", "boxes", "key", "split")}
+            extras["source_path"] = str(path)
+            label = self._index[str(r["label"])] if "label" in r and self.label_kind == "single" else None
+            if "label" in r:
+                extras["class_name"] = str(r["label"])
+            labels = self._labels(r["labels"]) if self.label_kind == "multi" and "labels" in r else None
+            yield Record(key=key, label=label, path=path, labels=labels, boxes=r.get("boxes"), extras=extras)

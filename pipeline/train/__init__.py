@@ -1,0 +1,13 @@
+"""The training stage (paper 3.1 training, 3.3 multi-device): ``run_train(TrainConfig) -> dict``.
+
+Modules: :mod:`~pipeline.train.config` (the one config), :mod:`~pipeline.train.loader`
+(webdataset input pipeline), :mod:`~pipeline.train.recipe` (SGD, plateau schedule,
+initialisation), :mod:`~pipeline.train.distributed` (torchrun / DDP), :mod:`~pipeline.train.checkpoints`
+(checkpoints and resume), :mod:`~pipeline.train.validate` (exact top-1/top-5),
+:mod:`~pipeline.train.loop` (the run).
+"""
+
+from pipeline.train.config import DataConfig, InitConfig, OptimConfig, ScheduleConfig, SpeedConfig, TrainConfig
+from pipeline.train.loop import run_train
+
+__all__ = ["run_train", "TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "SpeedConfig"]

@@ -1,0 +1,98 @@
+"""Training checkpoints and resume: ``checkpoints/last.pt`` (full state) and ``best.pt`` (by val top-1).
+
+Both are written atomically with :func:`pipeline.models.save_checkpoint`, so a run killed at any
+moment (kill -9) leaves the previous complete checkpoint. ``meta`` carries what evaluation needs
+(normalisation, training scale, classes, dataset fingerprint, the resolved config); ``last.pt``
+adds the optimizer, the plateau schedule, the epoch/step position inside the epoch and the RNG
+state. The data position is exact (see :mod:`pipeline.train.loader`); augmentation and dropout
+are drawn from generators seeded by (seed, epoch, sample key) and (seed, rank, step), so no
+generator state has to be carried between ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import UserError
+from pipeline.io import atomic_write_text
+from pipeline.models import VGG, load_checkpoint, save_checkpoint
+from pipeline.train.config import RESUME_FREE, TrainConfig
+
+__all__ = ["RunPaths", "save_last", "save_best", "load_resume", "config_differences", "truncate_metrics"]
+
+
+class RunPaths:
+    """The files of one training run under ``out``."""
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.out = Path(out)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.last = self.ckpt_dir / "last.pt"
+        self.best = self.ckpt_dir / "best.pt"
+        self.metrics = self.out / "metrics.jsonl"
+        self.config = self.out / "config.yaml"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (resume-free keys ignored)."""
+    fa, fb = _flatten(json.loads(json.dumps(a))), _flatten(json.loads(json.dumps(b)))
+    keys = sorted(set(fa) | set(fb))
+    return [k for k in keys if k not in RESUME_FREE and fa.get(k) != fb.get(k)]
+
+
+def save_last(paths: RunPaths, model: VGG, meta: dict[str, Any], *, optimizer: torch.optim.Optimizer,
+              schedule: dict[str, Any], position: dict[str, Any]) -> None:
+    """The full training state, atomically."""
+    save_checkpoint(paths.last, model, meta=meta, optimizer=optimizer.state_dict(), schedule=schedule,
+                    position=position, rng={"torch": torch.get_rng_state()})
+
+
+def save_best(paths: RunPaths, model: VGG, meta: dict[str, Any]) -> None:
+    """The model of the best validation top-1 so far (no optimizer state)."""
+    save_checkpoint(paths.best, model, meta=meta)
+
+
+def load_resume(paths: RunPaths, cfg: TrainConfig, fingerprint: str) -> dict[str, Any]:
+    """Read ``last.pt`` for ``--resume`` and check it belongs to this config and these shards."""
+    ck = load_checkpoint(paths.last)
+    meta = ck.get("meta") or {}
+    if "position" not in ck or "optimizer" not in ck:
+        raise UserError(f"{paths.last}: not a resumable training checkpoint")
+    diff = config_differences(meta.get("config") or {}, cfg.model_dump(mode="json"))
+    if diff:
+        raise UserError(f"--resume: {paths.last} was written with another config (differs in {', '.join(diff[:6])})")
+    if meta.get("dataset_fingerprint") != fingerprint:
+        raise UserError(f"--resume: {paths.last} was trained on other shards (fingerprint "
+                        f"{meta.get('dataset_fingerprint')} != {fingerprint} of {cfg.data.shards})")
+    return ck
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics rows up to ``step`` (rows logged after the resumed checkpoint go)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by kill -9
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(x + "\n" for x in keep))

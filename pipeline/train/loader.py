@@ -1,0 +1,230 @@
+"""The training input pipeline on WebDataset shards (paper 3.1 augmentation, 3.3 data parallelism).
+
+Training stream of one rank, composed of webdataset stages::
+
+    endless shard list (same seeded shuffle on every rank, reshuffled each pass)
+    -> wds.split_by_node -> wds.split_by_worker -> tar samples
+    -> seeded shuffle buffer (seed, epoch, rank, worker)
+    -> this worker's share of the epoch, after skipping the batches already trained on
+    -> decode + augment (per-sample generator from (seed, epoch, key))
+    -> batches of the micro-batch size
+
+An epoch is a fixed number of micro-batches per rank (``steps_per_epoch x accumulation``), taken
+from an endless stream, so ranks with fewer or smaller shards never run dry and never hang a
+distributed run. The data position is exact: worker ``w`` of ``W`` produces the micro-batches
+``w, w+W, ...`` of the epoch, which the DataLoader returns in round-robin order; to resume at
+micro-batch ``k`` every worker skips its first ``k // W`` batches as raw bytes (cheap, before
+decoding) and the training process drops the next ``k % W``. A resumed run therefore sees the
+same samples with the same augmentation as an uninterrupted one (given the same world size and
+worker count, which the resume check enforces).
+
+Validation reads each sample exactly once over all ranks (shards split by rank when there are
+enough, otherwise samples by index), so distributed top-1/top-5 are exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from pipeline.errors import UserError
+from pipeline.images import ImageError
+from pipeline.shards import read_manifest, shard_paths
+from pipeline.transforms import CentreCropView, TrainAugment, sample_rng
+
+__all__ = ["ShardSet", "open_shards", "train_loader", "val_loader", "epoch_micro_batches"]
+
+
+@dataclass
+class ShardSet:
+    """A shard folder: its manifest and the paths of each split."""
+
+    root: str
+    manifest: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest.get("fingerprint", ""))
+
+    @property
+    def stats(self) -> dict[str, Any] | None:
+        return self.manifest.get("stats")
+
+    def count(self, split: str) -> int:
+        """Images in ``split``."""
+        return int(self.manifest["splits"][split]["count"])
+
+    def paths(self, split: str) -> list[str]:
+        """Shard files of ``split`` (each checked to exist)."""
+        return shard_paths(self.root, split)
+
+
+def open_shards(root: str, splits: list[str]) -> ShardSet:
+    """Open a shard folder and check that ``splits`` exist, are non-empty and their shards are on disk."""
+    m = read_manifest(root)
+    s = ShardSet(root=str(root), manifest=m)
+    for split in splits:
+        paths = s.paths(split)  # raises for an unknown split or a missing shard file
+        if not paths or s.count(split) == 0:
+            raise UserError(f"{root}: split {split!r} has no images")
+    return s
+
+
+def epoch_micro_batches(images_per_epoch: int, global_batch: int, accumulation: int) -> tuple[int, int]:
+    """(SGD steps, micro-batches per rank) of one epoch: whole global batches only."""
+    steps = images_per_epoch // global_batch
+    if steps < 1:
+        raise UserError(f"an epoch of {images_per_epoch} images is smaller than the global batch {global_batch}")
+    return steps, steps * accumulation
+
+
+# -- webdataset stages (top-level functions, so loader workers can pickle them) ------------------
+
+def _endless_shards(urls: list[str], *, seed: int, epoch: int, shuffle: bool) -> Iterator[dict[str, str]]:
+    """The shard list repeated forever; each pass shuffled with a seed shared by all ranks."""
+    for p in range(1 << 62):
+        order = list(urls)
+        if shuffle:
+            random.Random(f"{seed}/{epoch}/{p}").shuffle(order)
+        for u in order:
+            yield {"url": u}
+
+
+def _seeded_shuffle(src: Iterator[dict], *, bufsize: int, seed: int, epoch: int) -> Iterator[dict]:
+    """wds.shuffle with a generator seeded by (seed, epoch, rank, worker): reproducible order."""
+    if bufsize <= 1:
+        yield from src
+        return
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    yield from wds.shuffle(bufsize, initial=bufsize, seed=f"{seed}/{epoch}/{rank}/{worker}")(src)
+
+
+def _epoch_share(src: Iterator[dict], *, per_batch: int, batches: int, skip: int) -> Iterator[dict]:
+    """This worker's samples of the epoch: micro-batches w, w+W, ... from ``W * (skip // W)`` on."""
+    _, _, worker, nw = wds.utils.pytorch_worker_info()
+    rounds = skip // nw
+    mine = len(range(worker + rounds * nw, batches, nw))
+    it = iter(src)
+    for _ in range(rounds * per_batch):
+        next(it)
+    for _ in range(mine * per_batch):
+        yield next(it)
+
+
+def _augment(sample: dict, *, augment: TrainAugment, seed: int, epoch: int) -> tuple[torch.Tensor, int, np.ndarray]:
+    key = sample["__key__"]
+    try:
+        x, off = augment(sample["jpg"], sample_rng(seed, epoch, key))
+    except ImageError as e:  # shards hold decodable images; a corrupted one is a data error
+        raise UserError(f"training sample {key}: {e}") from None
+    return x, int(sample["cls"]), off
+
+
+def _collate_train(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, ys, offs = zip(*items)
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64), torch.from_numpy(np.stack(offs))
+
+
+def _loader(pipe: wds.DataPipeline, workers: int, pin: bool) -> DataLoader:
+    return DataLoader(pipe, batch_size=None, num_workers=workers, pin_memory=pin,
+                      prefetch_factor=4 if workers else None, in_order=True)
+
+
+class _DropFirst:
+    """Iterate a loader after dropping its first ``n`` batches (the sub-round part of a resume skip)."""
+
+    def __init__(self, loader: DataLoader, n: int, total: int) -> None:
+        self.loader, self.n, self.total = loader, n, total
+
+    def __iter__(self) -> Iterator:
+        it = iter(self.loader)
+        for _ in range(self.n):
+            next(it)
+        return it
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def train_loader(
+    shards: ShardSet, split: str, *, augment: TrainAugment, micro_batch: int, micro_batches: int,
+    skip: int, seed: int, epoch: int, shardshuffle: bool, shuffle_buffer: int, workers: int, pin_memory: bool,
+) -> _DropFirst:
+    """This rank's micro-batches ``skip .. micro_batches-1`` of ``epoch``: (uint8 x, labels, colour offsets).
+
+    Args:
+        shards: the shard folder.
+        split: training split.
+        augment: the per-image augmentation.
+        micro_batch: images per micro-batch on this rank.
+        micro_batches: micro-batches per rank in the epoch.
+        skip: micro-batches of this epoch already trained on (resume).
+        seed, epoch: seed of shard order, shuffle buffer and augmentation.
+        shardshuffle, shuffle_buffer: shard and sample shuffling.
+        workers: loader worker processes (0 = this process).
+        pin_memory: pinned batches (for a GPU).
+    Returns:
+        An iterable of exactly ``micro_batches - skip`` batches.
+    """
+    nw = max(1, workers)
+    rounds = (skip // nw) * nw
+    pipe = wds.DataPipeline(
+        functools.partial(_endless_shards, shards.paths(split), seed=seed, epoch=epoch, shuffle=shardshuffle),
+        wds.split_by_node,
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        functools.partial(_seeded_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch),
+        functools.partial(_epoch_share, per_batch=micro_batch, batches=micro_batches, skip=skip),
+        wds.map(functools.partial(_augment, augment=augment, seed=seed, epoch=epoch)),
+        wds.batched(micro_batch, collation_fn=_collate_train, partial=False),
+    )
+    return _DropFirst(_loader(pipe, workers, pin_memory), skip - rounds, micro_batches - skip)
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+def _every_nth(src: Iterator[dict], *, rank: int, world: int) -> Iterator[dict]:
+    for i, s in enumerate(src):
+        if i % world == rank:
+            yield s
+
+
+def _centre(sample: dict, *, view: CentreCropView) -> tuple[torch.Tensor, int]:
+    try:
+        return view(sample["jpg"]), int(sample["cls"])
+    except ImageError as e:
+        raise UserError(f"validation sample {sample['__key__']}: {e}") from None
+
+
+def _collate_val(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*items)
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+
+
+def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int, rank: int, world: int,
+               workers: int, pin_memory: bool) -> DataLoader:
+    """This rank's part of the validation split, each image read by exactly one rank and worker."""
+    urls = shards.paths(split)
+    if len(urls) >= world:
+        mine, sample_split = urls[rank::world], None
+    else:  # fewer shards than ranks: every rank reads all, keeps samples i % world == rank
+        mine, sample_split = urls, functools.partial(_every_nth, rank=rank, world=world)
+    workers = min(workers, len(mine)) if sample_split is None else 0
+    stages: list[Any] = [wds.SimpleShardList(mine), wds.split_by_worker, wds.tarfile_to_samples()]
+    if sample_split is not None:
+        stages.append(sample_split)
+    stages += [wds.map(functools.partial(_centre, view=view)),
+               wds.batched(batch, collation_fn=_collate_val, partial=True)]
+    return _loader(wds.DataPipeline(*stages), workers, pin_memory)

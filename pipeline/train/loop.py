@@ -1,0 +1,318 @@
+"""``run_train``: the paper's training procedure (3.1) on one process or many ranks (3.3).
+
+Every check on the inputs (shards, statistics, batch split, resume checkpoint, init checkpoints)
+runs before the first SGD step, on every rank; an error on any rank stops all of them with the
+same one-line message. Rank 0 writes ``config.yaml``, ``metrics.jsonl`` and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pipeline.config import save_config
+from pipeline.errors import UserError
+from pipeline.models import build_model
+from pipeline.preprocess import Normalization
+from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_last, truncate_metrics
+from pipeline.train.config import TrainConfig
+from pipeline.train.distributed import DistEnv, all_reduce_sum, broadcast_error, init_distributed, shutdown
+from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
+from pipeline.train.recipe import PlateauSchedule, batch_split, build_optimizer, initialise, set_lr
+from pipeline.train.validate import validate
+from pipeline.transforms import CentreCropView, ColourShift, TrainAugment, colour_shift_and_normalize
+
+__all__ = ["run_train"]
+
+
+def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a VGG net as ``cfg`` says (single process, or one rank of a torchrun job).
+
+    Args:
+        cfg: the resolved training config.
+    Returns:
+        Summary: ``out``, ``last``, ``best``, ``best_top1``, ``best_epoch``, ``final`` (last val
+        metrics), ``epochs``, ``steps``, ``stop`` (why it stopped), ``wall_s``, ``images_per_s``.
+    Raises:
+        UserError: bad input, before any training step.
+    """
+    env = init_distributed(cfg.speed.device)
+    try:
+        if cfg.speed.threads:
+            torch.set_num_threads(cfg.speed.threads)
+        return _Run(cfg, env).train()
+    finally:
+        shutdown(env)
+
+
+def _bf16(setting: bool | str, device: torch.device) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _seed_of(*parts: int) -> int:
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class _Run:
+    """One training run: checked inputs, model, optimizer, schedule and position."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.paths = RunPaths(cfg.out)
+        err = None
+        try:
+            self._check_inputs()
+        except UserError as e:
+            err = str(e)
+        err = broadcast_error(err, env)  # every rank stops, with the same message
+        if err:
+            raise UserError(err)
+        self._build()
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def _check_inputs(self) -> None:
+        cfg, env = self.cfg, self.env
+        d = cfg.data
+        splits = [d.train_split] + ([d.val_split] if d.val_split else [])
+        self.shards: ShardSet = open_shards(d.shards, splits)
+        classes = self.shards.classes
+        if cfg.model.num_classes != len(classes):
+            raise UserError(f"model.num_classes={cfg.model.num_classes} but {d.shards} has {len(classes)} classes")
+        stats = self.shards.stats
+        if d.mean == "stats":
+            if not stats or "mean" not in stats:
+                raise UserError(f"{d.shards} has no statistics for the mean RGB: run `vgg stats {d.shards}` "
+                                "(or set data.mean=[r,g,b])")
+            mean = tuple(float(v) for v in stats["mean"])
+        else:
+            mean = d.mean
+        self.norm = Normalization(mean=mean, std=d.std)
+        colour = ColourShift.from_stats(stats, alpha_std=d.colour_shift) if d.colour_shift > 0 else None
+        self.share, self.micro, self.accum = batch_split(cfg.optim.batch_size, env.world, cfg.optim.micro_batch)
+        n_epoch = d.epoch_images or self.shards.count(d.train_split)
+        self.steps_per_epoch, self.micro_per_epoch = epoch_micro_batches(n_epoch, cfg.optim.batch_size, self.accum)
+        self.augment = TrainAugment(scale=d.scale, crop=cfg.model.crop, flip=d.flip, colour=colour, draft=d.draft)
+        self.view = CentreCropView(q=cfg.test_scale(), crop=cfg.model.crop, draft=d.draft)
+        for p in (cfg.init.net_a, cfg.init.checkpoint):
+            if p and not Path(p).is_file():
+                raise UserError(f"init checkpoint not found: {p}")
+        self.resume_ck = None
+        if cfg.resume and self.paths.last.exists():
+            self.resume_ck = load_resume(self.paths, cfg, self.shards.fingerprint)
+        elif cfg.resume:
+            self._log(f"--resume: no checkpoint in {cfg.out} yet, starting from the beginning")
+        elif self.paths.last.exists():
+            raise UserError(f"{cfg.out} already holds a training run: pass --resume to continue it, or choose another out")
+
+    # -- model, optimizer, schedule -------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, env = self.cfg, self.env
+        self.bf16 = _bf16(cfg.speed.bf16, env.device)
+        model = build_model(cfg.model)
+        self.init_info = initialise(model, cfg.init, self.shards.classes) if self.resume_ck is None else {}
+        if self.resume_ck is not None:
+            model.load_state_dict(self.resume_ck["state_dict"])
+            self.init_info = (self.resume_ck.get("meta") or {}).get("init", {})
+        model.to(env.device)
+        if cfg.speed.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        net: torch.nn.Module = model
+        if env.world > 1:
+            net = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        self.ddp = net if env.world > 1 else None
+        self.net = torch.compile(net) if cfg.speed.compile else net
+        self.schedule = PlateauSchedule.from_config(cfg.optim.lr, cfg.schedule)
+        self.opt = build_optimizer(model, cfg.optim, cfg.optim.lr)
+        self.epoch, self.step_in_epoch, self.step, self.wall_prior = 0, 0, 0, 0.0
+        self.finished, self.last_val, self.stop_reason = False, None, ""
+        if self.resume_ck is not None:
+            ck = self.resume_ck
+            self.opt.load_state_dict(ck["optimizer"])
+            self.schedule.load_state_dict(ck["schedule"])
+            pos = ck["position"]
+            self.epoch, self.step_in_epoch, self.step = pos["epoch"], pos["step_in_epoch"], pos["step"]
+            self.wall_prior, self.finished = pos.get("wall_s", 0.0), pos.get("finished", False)
+            self.last_val, self.stop_reason = pos.get("last_val"), pos.get("stop", "")
+            torch.set_rng_state(ck["rng"]["torch"])
+            set_lr(self.opt, self.schedule.lr)
+            self.resume_ck = None  # free the memory
+
+    def meta(self) -> dict[str, Any]:
+        s = self.cfg.data.scale
+        return {
+            "normalization": self.norm.model_dump(mode="json"),
+            "train_scale": {"s_min": s.s_min, "s_max": s.s_max},
+            "classes": self.shards.classes,
+            "dataset_fingerprint": self.shards.fingerprint,
+            "config": self.cfg.model_dump(mode="json"),
+            "init": self.init_info,
+            "epoch": self.epoch,
+            "step": self.step,
+            "val": self.last_val,
+        }
+
+    # -- output ---------------------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if self.env.main:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _metric(self, row: dict[str, Any]) -> None:
+        if self.env.main:
+            with open(self.paths.metrics, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def _save_last(self) -> None:
+        if self.env.main:
+            pos = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
+                   "wall_s": self.wall(), "finished": self.finished, "last_val": self.last_val, "stop": self.stop_reason}
+            save_last(self.paths, self.model, self.meta(), optimizer=self.opt,
+                      schedule=self.schedule.state_dict(), position=pos)
+
+    def wall(self) -> float:
+        return self.wall_prior + (time.perf_counter() - self.t0)
+
+    # -- training -------------------------------------------------------------------------------
+    def _sgd_step(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        dev = self.env.device
+        torch.manual_seed(_seed_of(self.cfg.seed, self.env.rank, self.step))  # dropout masks: reproducible
+        total = torch.zeros((), device=dev)
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        for i, (x, y, off) in enumerate(micro_batches):
+            x = colour_shift_and_normalize(x.to(dev, non_blocking=True), off, self.norm)
+            if self.cfg.speed.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(dev, non_blocking=True)
+            sync = self.ddp.no_sync() if (self.ddp is not None and i < len(micro_batches) - 1) else contextlib.nullcontext()
+            with sync:
+                with amp:
+                    scores = self.net(x)
+                loss = F.cross_entropy(scores.float(), y) / len(micro_batches)
+                loss.backward()
+            total += loss.detach()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return total
+
+    def _progress(self):
+        show = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
+        if not (show and self.env.main):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("[bold]train[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+
+    def _epoch(self, bar) -> bool:
+        """Train the rest of the current epoch; True if max_steps was reached."""
+        cfg, d = self.cfg, self.cfg.data
+        loader = train_loader(
+            self.shards, d.train_split, augment=self.augment, micro_batch=self.micro,
+            micro_batches=self.micro_per_epoch, skip=self.step_in_epoch * self.accum, seed=cfg.seed,
+            epoch=self.epoch, shardshuffle=d.shardshuffle, shuffle_buffer=d.shuffle_buffer, workers=d.workers,
+            pin_memory=cfg.speed.pin_memory and self.env.device.type == "cuda")
+        task = bar.add_task("", total=self.steps_per_epoch, completed=self.step_in_epoch, epoch=self.epoch + 1,
+                            info="") if bar else None
+        it = iter(loader)
+        t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
+        self.model.train()
+        while self.step_in_epoch < self.steps_per_epoch:
+            loss_sum += self._sgd_step([next(it) for _ in range(self.accum)])
+            self.step += 1
+            self.step_in_epoch += 1
+            n_log += 1
+            if n_log == cfg.log_every or self.step_in_epoch == self.steps_per_epoch:
+                loss = all_reduce_sum([float(loss_sum)], self.env)[0] / (n_log * self.env.world)
+                ips = n_log * cfg.optim.batch_size / (time.perf_counter() - t_log)
+                self._metric({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "loss": loss,
+                              "lr": self.schedule.lr, "images_per_s": ips, "wall_s": self.wall()})
+                self.train_time += time.perf_counter() - t_log
+                self.train_images += n_log * cfg.optim.batch_size
+                if task is not None:
+                    bar.update(task, info=f"loss {loss:.3f} lr {self.schedule.lr:.0e} {ips:.0f} img/s")
+                t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
+            if task is not None:
+                bar.update(task, completed=self.step_in_epoch)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                self._save_last()
+            if cfg.schedule.max_steps and self.step >= cfg.schedule.max_steps:
+                return True
+        return False
+
+    def _end_epoch(self, max_steps_hit: bool) -> None:
+        cfg = self.cfg
+        row: dict[str, Any] = {"kind": "val", "epoch": self.epoch + 1, "step": self.step, "lr": self.schedule.lr}
+        improved = False
+        if cfg.data.val_split:
+            loader = val_loader(self.shards, cfg.data.val_split, view=self.view, batch=self.micro, rank=self.env.rank,
+                                world=self.env.world, workers=cfg.data.workers,
+                                pin_memory=cfg.speed.pin_memory and self.env.device.type == "cuda")
+            self.last_val = validate(self.model, loader, self.env, self.norm, bf16=self.bf16,
+                                     channels_last=cfg.speed.channels_last)
+            event = self.schedule.update(self.last_val["top1"], self.epoch + 1)
+            improved = event == "improved"
+            set_lr(self.opt, self.schedule.lr)
+            row.update(self.last_val, event=event, lr_next=self.schedule.lr)
+            self._log(f"epoch {self.epoch + 1}: val top-1 {self.last_val['top1']:.4f} top-5 {self.last_val['top5']:.4f} "
+                      f"({event}; lr {self.schedule.lr:.1e}) step {self.step} {self.wall():.0f}s")
+        row["wall_s"] = self.wall()
+        self._metric(row)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        if self.schedule.stopped:
+            self.stop_reason = f"val top-1 stopped improving after {self.schedule.drops} lr drops"
+        elif max_steps_hit:
+            self.stop_reason = f"max_steps {cfg.schedule.max_steps}"
+        elif self.epoch >= cfg.schedule.max_epochs:
+            self.stop_reason = f"max_epochs {cfg.schedule.max_epochs}"
+        self.finished = bool(self.stop_reason)
+        if improved and self.env.main:
+            save_best(self.paths, self.model, self.meta())
+        self._save_last()
+
+    def train(self) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        self.t0 = time.perf_counter()
+        self.train_time, self.train_images = 0.0, 0
+        if env.main:
+            self.paths.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.paths.config)
+            if self.step:
+                truncate_metrics(self.paths.metrics, self.step)
+            else:
+                self.paths.metrics.unlink(missing_ok=True)
+        if self.finished:
+            self._log(f"{cfg.out}: run already finished ({self.stop_reason})")
+        bar = self._progress()
+        with bar if bar is not None else contextlib.nullcontext():
+            while not self.finished:
+                hit = self._epoch(bar)
+                self._end_epoch(hit)
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        best = self.schedule.best if self.schedule.best >= 0 else None
+        return {
+            "out": str(self.paths.out), "last": str(self.paths.last),
+            "best": str(self.paths.best) if self.paths.best.exists() else None,
+            "best_top1": best, "best_epoch": self.schedule.best_epoch if best is not None else None,
+            "final": self.last_val, "epochs": self.epoch, "steps": self.step, "stop": self.stop_reason,
+            "lr_drops": self.schedule.drops, "wall_s": round(self.wall(), 2),
+            "images_per_s": round(self.train_images / self.train_time, 1) if self.train_time else None,
+            "world_size": self.env.world, "bf16": self.bf16,
+        }

@@ -1,0 +1,206 @@
+"""Image descriptors for the transfer protocols (paper Appendix B), read from feature stores.
+
+"Aggregation of features ... can be either stacked or pooled across scales" and "late fusion of
+features, computed using two networks, ... is performed by stacking their respective image
+descriptors"; "the resulting image descriptor is L2-normalised". :func:`load_descriptors` reads one
+store, or several stores of the same images (late fusion across stores), through
+:class:`pipeline.features.store.FeatureStore`, and L2-normalises where asked (default: once, on the
+final stacked descriptor, as the paper). Stores of different images (different ids), or with
+different labels or classes, are refused.
+
+:func:`write_pixel_store` writes the raw-pixel baseline as a feature store of the same schema (one
+"net", one "scale": the image resized to ``size`` x ``size``, RGB values flattened), so the same
+protocols run on it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.features.store import FeatureStore, l2_normalise
+
+__all__ = ["Descriptors", "load_descriptors", "store_summary", "write_pixel_store", "L2_FUSION"]
+
+#: requested L2 place -> (what each store applies, whether the fused descriptor is normalised again)
+L2_FUSION: dict[str, tuple[str, bool]] = {
+    "aggregate": ("none", True), "both": ("scale", True), "net": ("net", False), "scale": ("scale", False),
+    "none": ("none", False),
+}
+
+
+@dataclass
+class Descriptors:
+    """Rows of one or more fused stores: ``X[i]`` describes image ``ids[i]`` with ``labels[i]``."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    label_kind: str
+    X: np.ndarray
+    stores: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def store_summary(st: FeatureStore) -> dict[str, Any]:
+    """What a result records about a store: path, identity, nets, scales, rows."""
+    prov = st.provenance
+    nets = []
+    for ck in prov.get("checkpoints", []) or []:
+        m = ck.get("model", {}) if isinstance(ck, dict) else {}
+        nets.append({"config": m.get("config"), "width": m.get("width"), "sha256": ck.get("sha256")})
+    return {"path": str(st.path), "identity": st.identity, "rows": st.n, "nets": nets, "scales": st.scales,
+            "dims": st.dims, "descriptor": prov.get("descriptor", "deep"),
+            "data": {k: (prov.get("data") or {}).get(k) for k in ("path", "kind", "split", "fingerprint")}}
+
+
+def _check_same(first: FeatureStore, other: FeatureStore, ids: np.ndarray, labels: np.ndarray) -> None:
+    if other.label_kind != first.label_kind or list(other.classes) != list(first.classes):
+        raise UserError(f"cannot stack {other.path} with {first.path}: different classes or label kinds")
+    oids = other.ids
+    if len(oids) != len(ids) or not np.array_equal(oids, ids):
+        extra = sorted(set(oids) - set(ids))[:1]
+        missing = sorted(set(ids) - set(oids))[:1]
+        what = (f"{len(oids)} vs {len(ids)} images" if len(oids) != len(ids) else "the same number of images in another order"
+                if set(oids) == set(ids) else "other images")
+        hint = (f"; e.g. {extra[0]!r} only in {other.path.name}" if extra else "") + \
+               (f"; e.g. {missing[0]!r} only in {first.path.name}" if missing else "")
+        raise UserError(f"cannot stack feature stores of different images: {other.path} has {what} than {first.path}{hint}")
+    if not np.array_equal(other.labels, labels):
+        raise UserError(f"cannot stack {other.path} with {first.path}: the same ids carry different labels")
+
+
+def load_descriptors(paths: list[str | os.PathLike[str]], aggregate: str = "avg", scales: list[int] | None = None,
+                     l2: str = "aggregate", regions: bool = False, require_labels: bool = True) -> Descriptors:
+    """Read and fuse the descriptors of one or more stores of the same images.
+
+    Args:
+        paths: feature stores (several: their descriptors are stacked, late fusion).
+        aggregate: ``"avg"`` or ``"stack"`` over the stored scales.
+        scales: the scales to use (default: all of each store's).
+        l2: where to L2-normalise: ``"aggregate"`` (paper: the final descriptor), ``"both"``,
+            ``"net"``, ``"scale"`` or ``"none"`` (see :class:`FeatureStore`).
+        regions: stack the region (box) descriptors with the whole-image ones (Table 12).
+        require_labels: refuse a store whose images are all unlabelled.
+    Returns:
+        :class:`Descriptors` (float32 ``X``).
+    Raises:
+        UserError: a store without labels, or stores of different images / labels / classes.
+    """
+    if not paths:
+        raise UserError("no feature store given")
+    if l2 not in L2_FUSION:
+        raise UserError(f"l2 must be one of {', '.join(L2_FUSION)}, got {l2!r}")
+    per_store, final = L2_FUSION[l2]
+    blocks, summaries = [], []
+    first: FeatureStore | None = None
+    ids = labels = None
+    failed: list[dict[str, str]] = []
+    opened: list[FeatureStore] = []
+    try:
+        for p in paths:
+            st = FeatureStore(p)
+            opened.append(st)
+            if first is None:
+                first, ids, labels = st, st.ids, st.labels
+                failed = st.failed
+                if st.n == 0:
+                    raise UserError(f"{st.path}: no described images")
+                if require_labels and not _has_labels(labels, st.label_kind):
+                    raise UserError(f"{st.path}: the store has no labels (every image is unlabelled); "
+                                    "the transfer protocols need labelled images")
+            else:
+                _check_same(first, st, ids, labels)
+            blocks.append(st.features(aggregate=aggregate, scales=scales, l2=per_store, regions=regions))
+            summaries.append(store_summary(st))
+        assert first is not None and ids is not None and labels is not None
+        X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
+        if final:
+            X = l2_normalise(X)
+        return Descriptors(ids=np.asarray(ids).astype(str), labels=np.asarray(labels), classes=list(first.classes),
+                           label_kind=first.label_kind, X=np.ascontiguousarray(X, dtype=np.float32),
+                           stores=summaries, failed=failed)
+    finally:
+        for st in opened:
+            st.close()
+
+
+def _has_labels(labels: np.ndarray, label_kind: str) -> bool:
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return False
+    return bool((labels != 0).any()) if label_kind == "multi" or labels.ndim == 2 else bool((labels >= 0).any())
+
+
+def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int = 32,
+                      split: str | None = None, format: str = "auto") -> Path:
+    """Write the raw-pixel baseline of a dataset as a feature store (same ids and labels as ``vgg extract``).
+
+    Each image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size`` RGB and its
+    pixel values (0..255) flattened into a ``3 size^2``-dimensional descriptor, stored as net0 at
+    the single "scale" ``size``. Decode failures are recorded as in any store.
+
+    Args:
+        data: a shard folder or source dataset (any layout :func:`pipeline.data.open_data` reads).
+        out: the store to write (replaced atomically).
+        size: side of the resized image.
+        split: the split (default: as ``vgg extract``).
+        format: the source layout (``auto`` detects).
+    Returns:
+        ``out``.
+    """
+    from PIL import Image
+
+    import pipeline
+    from pipeline.features.inputs import ExtractInput
+    from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_store
+    from pipeline.io import atomic_path
+
+    if size < 1:
+        raise UserError(f"size must be positive, got {size}")
+    inp = ExtractInput(data, split, format)
+    if not inp.entries:
+        raise UserError(f"{data}: split {inp.split!r} has no images")
+    n, dim = len(inp.entries), 3 * size * size
+    if inp.label_kind == "multi":
+        labels = np.array([e.labels if e.labels is not None else [0] * len(inp.classes) for e in inp.entries], dtype=np.int8)
+    else:
+        labels = np.array([-1 if e.label is None else int(e.label) for e in inp.entries], dtype=np.int64)
+    identity = {"format": FORMAT, "descriptor": "raw pixels", "size": size, "data": inp.fingerprint, "kind": inp.kind,
+                "split": inp.split}
+    provenance = {"descriptor": "raw pixels", "size": size, "identity": identity,
+                  "data": {**inp.describe(), "path": str(Path(data).resolve())}, "scales": [size], "flip": False,
+                  "checkpoints": [], "pipeline_version": pipeline.__version__}
+    layout = StoreLayout(ids=[e.key for e in inp.entries], labels=labels, label_kind=inp.label_kind,
+                         classes=inp.classes, dims=[dim], scales=[size], provenance=provenance, identity=identity)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        create_store(tmp, layout)
+        w = StoreWriter(tmp)
+        try:
+            batch = 256
+            for start in range(0, n, batch):
+                stop = min(n, start + batch)
+                desc = np.zeros((stop - start, 1, dim), dtype=np.float32)
+                ok = np.zeros(stop - start, dtype=bool)
+                failures = []
+                for item in inp.items(range(start, stop)):
+                    r = item.row - start
+                    if item.image is None:
+                        failures.append((item.row, item.key, item.error or "undecodable"))
+                        continue
+                    desc[r, 0] = np.asarray(item.image.resize((size, size), Image.BILINEAR), dtype=np.float32).ravel()
+                    ok[r] = True
+                w.write_batch(start, [desc], ok, failures)
+            w.finalize()
+        finally:
+            w.close()
+    return out

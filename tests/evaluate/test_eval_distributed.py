@@ -1,0 +1,47 @@
+"""Evaluation over two torch.distributed (gloo) processes gives the numbers of one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from pipeline.evaluate import EvaluateConfig, load_posteriors, run_evaluate
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cfg: dict, result_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    res = run_evaluate(EvaluateConfig(**cfg))
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump(res, fh)
+
+
+def test_two_gloo_processes_equal_one(folder, ckpt, tmp_path):
+    base = dict(checkpoints=[str(ckpt)], data=str(folder), method="both", scales=[40], batch_size=4)
+    one = run_evaluate(EvaluateConfig(**base, out=str(tmp_path / "one")))
+    mp.spawn(_worker, args=(2, _free_port(), {**base, "out": str(tmp_path / "two")}, str(tmp_path)), nprocs=2)
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0 == r1  # every process returns the gathered result
+    assert r0["processes"] == 2 and one["processes"] == 1
+    # every image counted exactly once, failures included
+    assert (r0["n_images"], r0["n_failed"]) == (one["n_images"], one["n_failed"]) == (11, 1)
+    assert (r0["top1_error"], r0["top5_error"]) == (one["top1_error"], one["top5_error"])
+    assert [r["top1_error_pct"] for r in r0["rows"]] == [r["top1_error_pct"] for r in one["rows"]]
+    p1, p2 = load_posteriors(tmp_path / "one"), load_posteriors(tmp_path / "two")
+    assert p1.ids == p2.ids and np.array_equal(p1.labels, p2.labels)
+    assert sorted(p1.arrays) == sorted(p2.arrays)
+    for key, arr in p1.arrays.items():
+        np.testing.assert_allclose(p2.arrays[key], arr, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,73 @@
+"""The Caltech-256-style digits tree: exact layout, every digit once, deterministic, real content."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from pipeline.errors import UserError
+from pipeline.shipped.digits_caltech import CALTECH_DIR, DIGIT_NAMES, prepare_digits_caltech
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return prepare_digits_caltech(tmp_path_factory.mktemp("dc") / "digits", size=32)
+
+
+def test_layout_is_caltech256(tree):
+    root = tree / CALTECH_DIR
+    folders = sorted(p.name for p in root.iterdir())
+    assert folders == [f"{i + 1:03d}.{n}" for i, n in enumerate(DIGIT_NAMES)]
+    target = load_digits().target
+    for i, folder in enumerate(folders):
+        files = sorted(p.name for p in (root / folder).iterdir())
+        assert all(re.fullmatch(rf"{i + 1:03d}_\d{{4}}\.jpg", f) for f in files)
+        assert files == [f"{i + 1:03d}_{k:04d}.jpg" for k in range(1, len(files) + 1)]  # numbered from 0001
+        assert len(files) == (target == i).sum()  # every digit of the class, once
+    assert (tree / ".prepared.json").is_file()
+
+
+def test_images_are_rgb_jpegs_with_the_digit(tree):
+    img = Image.open(tree / CALTECH_DIR / "004.three" / "004_0001.jpg")
+    assert img.format == "JPEG" and img.mode == "RGB" and img.size == (32, 32)
+    arr = np.asarray(img.convert("L"), dtype=np.float32)
+    # the stroke (brightness 160-255) stands above the dim background (< 60 + JPEG noise)
+    assert arr.max() > 120 and np.percentile(arr, 30) < 70
+    # position and scale vary across images: the centroid of bright pixels moves
+    cents = []
+    for k in range(1, 21):
+        a = np.asarray(Image.open(tree / CALTECH_DIR / "002.one" / f"002_{k:04d}.jpg").convert("L"), dtype=np.float32)
+        ys, xs = np.nonzero(a > 120)
+        cents.append((ys.mean(), xs.mean()))
+    assert np.std(np.array(cents), axis=0).max() > 1.5
+
+
+def test_deterministic_and_idempotent(tree, tmp_path):
+    again = prepare_digits_caltech(tmp_path / "again", size=32)
+    for f in sorted((tree / CALTECH_DIR).rglob("*.jpg"))[::97]:
+        assert (again / f.relative_to(tree)).read_bytes() == f.read_bytes()
+    assert prepare_digits_caltech(tree, size=32) == tree  # a finished tree is reused
+    with pytest.raises(UserError, match="other parameters"):
+        prepare_digits_caltech(tree, size=48)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(UserError, match="not a prepared"):
+        prepare_digits_caltech(tmp_path / "busy")
+
+
+def test_caltech_reader_reads_it(tree):
+    from pipeline.sources import SOURCES, open_source
+
+    kind = next((k for k in SOURCES if "caltech" in k and "256" in k), None) or next((k for k in SOURCES if "caltech" in k), None)
+    if kind is None:
+        pytest.skip("no Caltech reader registered yet (shard issue)")
+    src = open_source(tree / CALTECH_DIR, "auto")
+    assert "caltech" in src.kind
+    assert len(src.classes) == 10
+    recs = [r for s in src.splits() for r in src.records(s)]
+    assert len(recs) == 1797
+    assert np.bincount([r.label for r in recs]).tolist() == np.bincount(load_digits().target).tolist()

@@ -1,0 +1,138 @@
+"""Training augmentation (paper 3.1) checked against PIL/numpy by hand and formats.md's constants."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.errors import UserError
+from pipeline.preprocess import Normalization, TrainScale
+from pipeline.transforms import (
+    CenterCrop, CentreCropView, ColourShift, RandomCrop, RandomHorizontalFlip, ScaleJitter, TrainAugment,
+    colour_shift_and_normalize, sample_rng,
+)
+
+# formats.md section 5: ImageNet eigenvalues for pixels in [0, 1] and eigenvectors (columns)
+EIGVAL01 = np.array([0.2175, 0.0188, 0.0045])
+EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+
+
+def _jpeg(arr: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo(photos) -> Image.Image:
+    return Image.fromarray(photos[0])  # china.jpg, 640 x 427
+
+
+def test_scale_jitter_draws_every_scale_and_keeps_aspect(photo):
+    jit = ScaleJitter(s_min=256, s_max=264)
+    rng = np.random.default_rng(0)
+    draws = [jit.draw(rng) for _ in range(2000)]
+    assert set(draws) == set(range(256, 265))  # inclusive range, uniform-ish
+    counts = np.bincount(draws)[256:]
+    assert counts.min() > 2000 / 9 * 0.7
+    out = jit(photo, rng, 300)
+    assert min(out.size) == 300 and out.size == (round(640 * 300 / 427), 300)
+    assert ScaleJitter(s_min=256, s_max=256).draw(rng) == 256
+    with pytest.raises(UserError):
+        ScaleJitter(s_min=300, s_max=256)
+
+
+def test_random_crop_is_the_numpy_slice_at_the_drawn_position(photo):
+    crop = RandomCrop(size=224)
+    got = np.asarray(crop(photo, np.random.default_rng(5)))
+    rng = np.random.default_rng(5)
+    x, y = int(rng.integers(0, 640 - 224 + 1)), int(rng.integers(0, 427 - 224 + 1))
+    np.testing.assert_array_equal(got, np.asarray(photo)[y:y + 224, x:x + 224])
+    positions = {RandomCrop(size=224)(photo, np.random.default_rng(s)).getbbox() for s in range(5)}
+    assert len({np.asarray(RandomCrop(size=224)(photo, np.random.default_rng(s))).tobytes() for s in range(5)}) == 5, positions
+    with pytest.raises(UserError):
+        RandomCrop(size=500)(photo, np.random.default_rng(0))
+
+
+def test_centre_crop_and_flip(photo):
+    c = np.asarray(CenterCrop(size=224)(photo))
+    np.testing.assert_array_equal(c, np.asarray(photo)[(427 - 224) // 2:(427 - 224) // 2 + 224, 208:432])
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(np.asarray(RandomHorizontalFlip(p=1.0)(photo, rng)), np.asarray(photo)[:, ::-1])
+    np.testing.assert_array_equal(np.asarray(RandomHorizontalFlip(p=0.0)(photo, rng)), np.asarray(photo))
+    flips = sum(RandomHorizontalFlip()(photo, np.random.default_rng(s)) is not photo for s in range(400))
+    assert 150 < flips < 250
+
+
+def test_colour_shift_matches_alexnet_formula_and_fb_resnet_scale():
+    # the manifest stores eigenvalues of the 0-255 covariance: 255^2 x the [0, 1] ones
+    cs = ColourShift(eigval=EIGVAL01 * 255**2, eigvec=EIGVEC, alpha_std=0.1)
+    rng = np.random.default_rng(0)
+    offs = np.stack([cs.offset(rng) for _ in range(5000)]).astype(np.float64)
+    assert np.abs(offs.mean(0)).max() < 0.3
+    # projections on the eigenvectors: std 0.1 * lambda_[0,1] * 255 (fb.resnet: 0.1 * 55.46 on the first axis)
+    proj = offs @ EIGVEC  # EIGVEC is orthonormal up to rounding
+    np.testing.assert_allclose(proj.std(0), 0.1 * EIGVAL01 * 255, rtol=0.08)
+    # one draw by hand: offset = P (alpha * lambda) / 255
+    a = np.random.default_rng(3).normal(0, 0.1, 3)
+    np.testing.assert_allclose(cs.offset(np.random.default_rng(3)), EIGVEC @ (a * EIGVAL01 * 255), rtol=1e-5)
+
+
+def test_colour_shift_needs_statistics():
+    with pytest.raises(UserError, match="vgg stats"):
+        ColourShift.from_stats(None)
+    with pytest.raises(UserError):
+        ColourShift.from_stats({"mean": [1, 2, 3]})
+
+
+def test_shift_and_normalize_by_hand():
+    x = torch.tensor(np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4)), dtype=torch.uint8)
+    off = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]])
+    norm = Normalization(mean=(120.0, 110.0, 100.0), std=(2.0, 1.0, 4.0))
+    want = (x.double().numpy() + off.numpy()[:, :, None, None] - np.array([120, 110, 100])[None, :, None, None]) \
+        / np.array([2.0, 1.0, 4.0])[None, :, None, None]
+    np.testing.assert_allclose(colour_shift_and_normalize(x, off, norm).numpy(), want, rtol=1e-6)
+
+
+def test_train_augment_is_a_function_of_seed_epoch_and_key(photos):
+    data = _jpeg(photos[1])
+    aug = TrainAugment(scale=TrainScale(s_min=256, s_max=512), crop=224,
+                       colour=ColourShift(eigval=EIGVAL01 * 255**2, eigvec=EIGVEC))
+    a, oa = aug(data, sample_rng(0, 3, "flower"))
+    b, ob = aug(data, sample_rng(0, 3, "flower"))
+    c, oc = aug(data, sample_rng(0, 4, "flower"))
+    assert a.shape == (3, 224, 224) and a.dtype == torch.uint8
+    assert torch.equal(a, b) and np.array_equal(oa, ob)
+    assert not torch.equal(a, c)
+    with pytest.raises(UserError, match="below the crop"):
+        TrainAugment(scale=TrainScale(s_min=200, s_max=256), crop=224)
+
+
+def test_draft_decoding_gives_nearly_the_same_crops(photos):
+    big = np.asarray(Image.fromarray(photos[0]).resize((2560, 1708), Image.BICUBIC))
+    data = _jpeg(big)
+    scale = TrainScale(s_min=256, s_max=256)
+    fast = TrainAugment(scale=scale, crop=224, flip=False, draft=True)
+    slow = TrainAugment(scale=scale, crop=224, flip=False, draft=False)
+    a, _ = fast(data, sample_rng(0, 0, "k"))
+    b, _ = slow(data, sample_rng(0, 0, "k"))
+    # the same crop position, decoded at 1/4 size by libjpeg before the resize: close, not equal
+    diff = (a.float() - b.float()).abs().mean().item()
+    assert 0 < diff < 6, diff
+    img = Image.open(io.BytesIO(data))
+    img.draft("RGB", (256, 256))
+    assert min(img.size) >= 256 and img.size[0] < 2560  # libjpeg really downscaled
+
+
+def test_centre_crop_view(photos):
+    data = _jpeg(photos[0])
+    v = CentreCropView(q=256, crop=224, draft=False)(data)
+    ref = Image.open(io.BytesIO(data)).convert("RGB")
+    ref = ref.resize((round(640 * 256 / 427), 256), Image.BILINEAR)
+    w = ref.size[0]
+    ref = np.asarray(ref)[16:240, (w - 224) // 2:(w - 224) // 2 + 224]
+    np.testing.assert_array_equal(v.permute(1, 2, 0).numpy(), ref)
