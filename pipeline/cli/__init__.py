@@ -27,12 +27,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
+#: --help lists the commands in pipeline order; modules not named here come after, by name.
+ORDER = ["data", "shard", "train", "evaluate", "extract", "transfer", "localise", "flows", "bench", "models"]
+
+
 def _register_all() -> None:
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    rank = {name: i for i, name in enumerate(ORDER)}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: (rank.get(m.name, len(ORDER)), m.name)):
         module = importlib.import_module(f"{__name__}.{info.name}")
         register = getattr(module, "register", None)
         if register is not None:

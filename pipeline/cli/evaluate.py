@@ -49,6 +49,8 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="output folder (posteriors.npz, eval.json, table.md/csv)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
     limit: Annotated[Optional[int], typer.Option(help="evaluate only the first N images")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="images of one size per forward pass")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy machine)")] = None,
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML config file or preset name")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="override a config field: key=value")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
@@ -67,7 +69,8 @@ def evaluate(
         "from_posteriors": [str(p) for p in from_posteriors] if from_posteriors else None,
         "nets": _int_list(nets, "--nets"),
         "names": [n.strip() for n in names.split(",")] if names else None,
-        "out": str(out) if out else None, "device": device, "limit": limit,
+        "out": str(out) if out else None, "device": device, "limit": limit, "batch_size": batch_size,
+        "threads": threads,
     }
     cfg = load_config(EvaluateConfig, config, sets, **overrides)
     if cfg.out is None:

@@ -39,8 +39,7 @@ def shard(
     cfg = load_config(ShardConfig, config, set_, source=source, out=out, format=format, splits=split,
                       max_side=max_side, quality=quality, shard_count=shard_count, shard_bytes=shard_bytes,
                       seed=seed, workers=workers, overwrite=overwrite or None, source_options=opts)
-    res = run_shard(cfg)
-    typer.echo(res.summary())
+    run_shard(cfg)  # logs its summary (stderr)
 
 
 def stats(

@@ -27,7 +27,7 @@ def transfer(
     stores: Annotated[list[Path], typer.Argument(help="feature store(s) of the same images; several are stacked (late fusion)")],
     protocol: Annotated[Optional[str], typer.Option(help="voc07 | voc12 | caltech101 | caltech256 | generic")] = None,
     test: Annotated[Optional[list[Path]], typer.Option("--test", help="store(s) of the test images, one per net (repeat)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output folder (default transfer-<protocol> beside the store)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: transfer-PROTOCOL beside the first store)")] = None,
     aggregate: Annotated[Optional[str], typer.Option(help="avg | stack over scales (default: avg VOC, stack Caltech)")] = None,
     scales: Annotated[Optional[str], typer.Option(help="stored scales to use, e.g. 256,384,512 (default all)")] = None,
     c_grid: Annotated[Optional[str], typer.Option("--c-grid", help="SVM C values, e.g. 0.1,1,10")] = None,

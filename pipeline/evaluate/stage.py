@@ -170,10 +170,9 @@ def _progress(total: int | None, enabled: bool):
     return prog, lambda: prog.advance(task)
 
 
-def _run_nets(cfg: EvaluateConfig) -> tuple[Posteriors | None, dict[str, Any], DistContext]:
+def _run_nets(cfg: EvaluateConfig, ctx: DistContext) -> tuple[Posteriors | None, dict[str, Any]]:
     from pipeline.data import open_data
 
-    ctx = DistContext.start(cfg.distributed)
     device = _device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -195,13 +194,13 @@ def _run_nets(cfg: EvaluateConfig) -> tuple[Posteriors | None, dict[str, Any], D
     gathered = gather_results(local, ctx, {i: n.model.cfg.num_classes for i, n in enumerate(nets)})
     data_info = {"path": str(cfg.data), "split": view.split, "kind": view.kind, "fingerprint": view.fingerprint,
                  "count": len(view), "evaluated_positions": total}
-    extra = {"notes": notes, "seconds": seconds, "processes": ctx.world, "device": str(device), "data": data_info}
+    extra = {"notes": notes, "seconds": seconds, "processes": ctx.world, "device": str(device)}
     if gathered is None:
-        return None, extra, ctx
-    extra["failed"] = gathered["failed"]
+        return None, extra
+    data_info.update(n_failed=len(gathered["failed"]), failed=gathered["failed"][:MAX_FAILED_LISTED])
     post = Posteriors(ids=gathered["keys"], labels=gathered["labels"], classes=classes, nets=infos,
                       arrays=gathered["arrays"], data=data_info)
-    return post, extra, ctx
+    return post, extra
 
 
 def _summarise(post: Posteriors, cfg: EvaluateConfig, extra: dict[str, Any]) -> tuple[dict[str, Any], Posteriors]:
@@ -217,7 +216,7 @@ def _summarise(post: Posteriors, cfg: EvaluateConfig, extra: dict[str, Any]) -> 
     else:
         report = {"top1_error": None, "top5_error": None, "n_images": 0, "mean_class_accuracy": None,
                   "per_class_accuracy": {}}
-    failed = extra.pop("failed", [])
+    failed = post.data.get("failed", [])
     seconds = extra.get("seconds")
     return {
         **report,
@@ -229,11 +228,12 @@ def _summarise(post: Posteriors, cfg: EvaluateConfig, extra: dict[str, Any]) -> 
                  for i, n in enumerate(post.nets)],
         "n_evaluated": len(post.ids),
         "n_unlabelled": int((~keep).sum()),
-        "n_failed": len(failed),
-        "failed": failed[:MAX_FAILED_LISTED],
+        "n_failed": int(post.data.get("n_failed", len(failed))),
+        "failed": failed,
         "rows": build_rows(post, methods),
         "images_per_second": (len(post.ids) / seconds) if seconds else None,
         **extra,
+        "data": {k: v for k, v in post.data.items() if k != "failed"},
     }, post
 
 
@@ -250,15 +250,15 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """
     if bool(cfg.checkpoints) == bool(cfg.from_posteriors):
         raise UserError("give checkpoints (with --data) or --from-posteriors, not both or neither")
-    ctx = DistContext()
-    if cfg.from_posteriors:
-        post = merge_posteriors([load_posteriors(p) for p in cfg.from_posteriors])
-        extra: dict[str, Any] = {"notes": [], "data": post.data, "failed": []}
-    else:
-        if not cfg.data:
-            raise UserError("--data is required to evaluate checkpoints")
-        post, extra, ctx = _run_nets(cfg)
+    ctx = DistContext.start(cfg.distributed) if cfg.checkpoints else DistContext()
     try:
+        if cfg.from_posteriors:
+            post: Posteriors | None = merge_posteriors([load_posteriors(p) for p in cfg.from_posteriors])
+            extra: dict[str, Any] = {"notes": []}
+        else:
+            if not cfg.data:
+                raise UserError("--data is required to evaluate checkpoints")
+            post, extra = _run_nets(cfg, ctx)
         result: dict[str, Any] | None = None
         if post is not None:  # process 0 (or the only process)
             try:

@@ -83,8 +83,7 @@ def build_rows(post: Posteriors, methods: list[str], single_scale_rows: bool = T
         for m in wanted:
             names = ", ".join(net_label(n, post.scales(i, "dense" if m == "both" else m))
                               for i, n in enumerate(post.nets))
-            rows.append({**_row("fusion", "-", [], m, post.select(m)[keep], labels), "config": names,
-                         "train_S": "-", "test_Q": "-"})
+            rows.append({**_row(names, "-", [], m, post.select(m)[keep], labels), "test_Q": "-"})
     return rows
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -270,10 +271,13 @@ def _create(path: Path, layout: StoreLayout) -> None:
 
 def _merge_only(cfg: ExtractConfig) -> dict[str, Any]:
     out = Path(cfg.out)
-    parts = sorted(out.parent.glob(f"{out.name}.part-*-of-*"))
-    if not parts:
+    pattern = re.compile(re.escape(out.name) + r"\.part-(\d+)-of-(\d+)$")
+    counts = {int(m.group(2)) for p in out.parent.glob(f"{out.name}.part-*") if (m := pattern.match(p.name))}
+    if not counts:
         raise UserError(f"no parts of {out} to merge (expected {out.name}.part-000-of-NNN ...)")
-    count = int(parts[0].name.rsplit("-of-", 1)[1])
+    if len(counts) > 1:
+        raise UserError(f"parts of {out} from runs with different part counts {sorted(counts)}; remove the stale ones")
+    count = counts.pop()
     want = [part_path(out, i, count) for i in range(count)]
     missing = [p.name for p in want if not p.exists()]
     if missing:
@@ -314,8 +318,10 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
     if not cfg.checkpoints or cfg.data is None:
         raise UserError("extract needs one or two checkpoints and --data (or --merge to combine finished parts)")
     device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1 and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if device.type == "cuda" and world > 1:
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)  # NCCL collectives use the current device
     nets, ck_info = _load_nets(cfg.checkpoints, device, cfg.channels_last)
     scales = resolve_scales(cfg.scales, max(n.crop for n in nets), cfg.relative)
     inp = ExtractInput(cfg.data, cfg.split, cfg.format)
@@ -381,6 +387,7 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
         merge_parts(out, parts)
         for p in parts:
             p.unlink()
+        failed_log_path(out).unlink(missing_ok=True)  # of an earlier, unfinished single-process run
     dist.barrier()
     return {**result, "status": "merged" if rank == 0 else result["status"], "rank": rank, "world": world}
 
@@ -405,6 +412,9 @@ def _update_read_defaults(out: Path, cfg: ExtractConfig) -> None:
     with h5py.File(out, "r", locking=False) as f:
         same = f.attrs["aggregate"] == cfg.aggregate and f.attrs["l2"] == cfg.l2
     if not same:
-        with h5py.File(out, "r+") as f:
-            f.attrs["aggregate"] = cfg.aggregate
-            f.attrs["l2"] = cfg.l2
+        try:
+            with h5py.File(out, "r+") as f:
+                f.attrs["aggregate"] = cfg.aggregate
+                f.attrs["l2"] = cfg.l2
+        except OSError:  # read-only or in use: the data is what was asked for; keep the old defaults
+            pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from pipeline.config import save_config
 from pipeline.errors import UserError
@@ -36,7 +36,7 @@ from pipeline.sources.base import Record, Source, open_source
 __all__ = ["run_shard", "ShardResult", "STATE_DIR"]
 
 STATE_DIR = ".shard-state"
-CHUNK = 16
+CHUNK = 16  # records per worker task (at most)
 _TAR_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<idx>\d{6})\.tar$")
 
 
@@ -131,7 +131,16 @@ def _check_existing(out: Path, fp: str, overwrite: bool) -> dict[str, Any] | Non
     """The finished manifest if it is up to date; refuse or clean a folder from another fingerprint."""
     old = None
     if (out / MANIFEST).exists():
-        old = read_json(out / MANIFEST).get("fingerprint")
+        try:
+            found = read_json(out / MANIFEST)
+        except ValueError:
+            found = {}
+        if not isinstance(found, dict) or found.get("format") != FORMAT:
+            if not overwrite:
+                raise UserError(f"{out / MANIFEST} is not a {FORMAT} manifest; pass --overwrite to replace it, "
+                                "or choose another folder")
+            found = {"fingerprint": ""}
+        old = found.get("fingerprint")
     elif (out / STATE_DIR / "plan.json").exists():
         old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
     if old is None:
@@ -175,6 +184,13 @@ def _load_state(state: Path, split: str, out: Path) -> tuple[list[dict[str, Any]
     return done, False
 
 
+def _write_state(path: Path, obj: dict[str, Any]) -> None:
+    """Write a state file by rename (atomic against kill -9; the shard itself is fsynced)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class _SplitWriter:
     """Writes one split's prepared samples in plan order, rotating shards at the limits."""
 
@@ -192,6 +208,8 @@ class _SplitWriter:
         tmp = self.ctx.__enter__()
         self.fh = open(tmp, "wb")
         self.hf = _HashingFile(self.fh)
+        import webdataset as wds  # imports torch: only when shards are written
+
         self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg", format="GNU_FORMAT")
 
     def _close(self, end: int, final: bool) -> None:
@@ -206,7 +224,7 @@ class _SplitWriter:
         rec = {"name": name, "start": self.start, "end": end, "count": self.count, "bytes": nbytes,
                "sha256": sha, "per_class": dict(self.per_class), "final": final,
                "skipped": [s.__dict__ for s in self.skipped]}
-        atomic_write_json(self.state / f"{self.split}-{self.index:06d}.json", rec, indent=None)
+        _write_state(self.state / f"{self.split}-{self.index:06d}.json", rec)
         self.records.append(rec)
         self.index += 1
         self.start = end
@@ -327,7 +345,8 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         recs = plans[dest]
         start = prev[-1]["end"] if prev else 0
         w = _SplitWriter(out, state, dest, cfg, src.classes, len(prev), start)
-        chunks = (recs[i:i + CHUNK] for i in range(start, len(recs), CHUNK))
+        chunk = max(1, min(CHUNK, (len(recs) - start) // (8 * workers)))  # small runs still balance
+        chunks = (recs[i:i + chunk] for i in range(start, len(recs), chunk))
         try:
             with WorkerPool(workers) as pool, Progress(len(recs) - start, f"shard {dest}", cfg.progress) as bar:
                 pos = start

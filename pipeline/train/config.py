@@ -35,7 +35,8 @@ class DataConfig(_Section):
     colour_shift: float = Field(0.1, ge=0, description="std of AlexNet's PCA colour-shift alphas (0 = off); needs `vgg stats`")
     mean: Union[Literal["stats"], tuple[float, float, float]] = Field(
         "stats", description="mean RGB (0-255) subtracted from each pixel: 'stats' = the training set's (manifest)")
-    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="per-channel divisor after mean subtraction (1 = paper)")
+    std: Union[Literal["stats"], tuple[float, float, float]] = Field(
+        (1.0, 1.0, 1.0), description="per-channel divisor after mean subtraction: 1 = paper; 'stats' = the training set's RGB std")
     shardshuffle: bool = Field(True, description="shuffle the shard order each epoch (same order on every rank)")
     shuffle_buffer: int = Field(5000, ge=0, description="samples in each reader's shuffle buffer (0 = keep shard order)")
     epoch_images: Optional[int] = Field(None, ge=1, description="images per epoch (all ranks together); default: the split's count")

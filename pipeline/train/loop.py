@@ -101,7 +101,13 @@ class _Run:
             mean = tuple(float(v) for v in stats["mean"])
         else:
             mean = d.mean
-        self.norm = Normalization(mean=mean, std=d.std)
+        if d.std == "stats":
+            if not stats or "cov" not in stats:
+                raise UserError(f"{d.shards} has no statistics for data.std=stats: run `vgg stats {d.shards}`")
+            std = tuple(max(1e-3, float(stats["cov"][i][i]) ** 0.5) for i in range(3))
+        else:
+            std = d.std
+        self.norm = Normalization(mean=mean, std=std)
         colour = ColourShift.from_stats(stats, alpha_std=d.colour_shift) if d.colour_shift > 0 else None
         self.share, self.micro, self.accum = batch_split(cfg.optim.batch_size, env.world, cfg.optim.micro_batch)
         n_epoch = d.epoch_images or self.shards.count(d.train_split)

@@ -9,17 +9,17 @@ import pytest
 from eval_fixtures import make_checkpoint, make_imagefolder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folder(tmp_path_factory, photos) -> Path:
     return make_imagefolder(tmp_path_factory.mktemp("data"), photos)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ck") / "a.pt", seed=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ckpt_b(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ck") / "b.pt", seed=1, config="B",
                            train_scale={"s_min": 32, "s_max": 64})

@@ -31,7 +31,9 @@ def _worker(rank: int, world: int, port: int, cfg: dict, result_dir: str) -> Non
 def test_two_gloo_processes_equal_one(folder, ckpt, tmp_path):
     base = dict(checkpoints=[str(ckpt)], data=str(folder), method="both", scales=[40], batch_size=4)
     one = run_evaluate(EvaluateConfig(**base, out=str(tmp_path / "one")))
-    mp.spawn(_worker, args=(2, _free_port(), {**base, "out": str(tmp_path / "two")}, str(tmp_path)), nprocs=2)
+    # fork: the workers share the parent's imports (spawn would re-import torch in each, slow on a busy machine)
+    mp.start_processes(_worker, args=(2, _free_port(), {**base, "out": str(tmp_path / "two")}, str(tmp_path)),
+                       nprocs=2, start_method="fork")
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0 == r1  # every process returns the gathered result

@@ -69,6 +69,7 @@ def test_recompute_from_posteriors_and_subsets(both_run, tmp_path):
     res, out = both_run
     again = run_evaluate(EvaluateConfig(from_posteriors=[str(out)], method="both", out=str(tmp_path / "re")))
     assert again["top1_error"] == res["top1_error"] and again["rows"] == res["rows"]
+    assert again["n_failed"] == res["n_failed"] == 1 and again["failed"] == res["failed"]
     dense40 = run_evaluate(EvaluateConfig(from_posteriors=[str(out / "posteriors.npz")], method="dense", scales=[40]))
     post = load_posteriors(out)
     assert dense40["top1_error"] == topk_error(post.arrays[(0, "dense", 40)], post.labels)
@@ -130,6 +131,8 @@ def test_cli_json_and_one_line_errors(folder, ckpt, tmp_path, capsys):
     assert {"top1_error", "top5_error", "n_images"} <= set(res)
     again = run_evaluate(EvaluateConfig(from_posteriors=[str(tmp_path / "cli")]))
     assert again["top1_error"] == res["top1_error"]
+    with pytest.raises(UserError, match="has no multicrop posteriors"):
+        run_evaluate(EvaluateConfig(from_posteriors=[str(tmp_path / "cli")], method="both"))
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(ckpt), "--data", str(folder), "--scales", "16"])
     err = capsys.readouterr().err

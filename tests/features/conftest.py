@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from features_helpers import VOC_OBJECTS, make_checkpoint
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_when_busy():
+    """On a machine busier than its cores, small convolutions with two threads wait on each other
+    (tens of times slower); these tests then use one thread. Results do not depend on it."""
+    threads = torch.get_num_threads()
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -56,14 +56,14 @@ def test_store_matches_numpy_reference(tmp_path, ckpt, fmnist, photos_tree):
     """Photos (427x640 and portrait crops) and Fashion-MNIST images: every stored per-scale
     descriptor equals the direct computation."""
     model, _ = load_model(ckpt)
-    for data, split, scales in ((photos_tree, None, [32, 64, 96]), (fmnist, "val", SCALES)):
+    for data, split, scales in ((photos_tree, None, [32, 80]), (fmnist, "val", SCALES)):
         out = tmp_path / f"{data.name}.h5"
         run_extract(ExtractConfig(checkpoints=[str(ckpt)], data=str(data), split=split, out=str(out),
                                   scales=scales, batch_size=4))
         paths = _image_paths(data, split)
         with FeatureStore(out) as st:
             ids = list(st.ids)
-            check = ids if len(ids) <= 4 else ids[::7]
+            check = ids if len(ids) <= 4 else ids[::11]
             for q in scales:
                 raw = st.raw(0, q)
                 for key in check:

@@ -16,7 +16,7 @@ from pipeline.shards import ShardConfig, run_shard, shard_paths
 SCRIPT = """
 import sys
 from pipeline.shards import ShardConfig, run_shard
-run_shard(ShardConfig(source=sys.argv[1], out=sys.argv[2], shard_count=4, workers=int(sys.argv[3]), progress=False))
+run_shard(ShardConfig(source=sys.argv[1], out=sys.argv[2], shard_count=8, workers=int(sys.argv[3]), progress=False))
 """
 
 
@@ -24,9 +24,9 @@ def _manifest_core(m: dict) -> dict:
     return {"splits": m["splits"], "skipped": m["skipped"], "fingerprint": m["fingerprint"], "classes": m["classes"]}
 
 
-@pytest.mark.parametrize("workers,kill_after", [(1, 3), (2, 30)])
+@pytest.mark.parametrize("workers,kill_after", [pytest.param(1, 3, marks=pytest.mark.slow), (2, 14)])
 def test_killed_run_resumes_to_the_uninterrupted_result(fm_tree, tmp_path, workers, kill_after):
-    ref = run_shard(ShardConfig(source=str(fm_tree), out=str(tmp_path / "ref"), shard_count=4, workers=1, progress=False))
+    ref = run_shard(ShardConfig(source=str(fm_tree), out=str(tmp_path / "ref"), shard_count=8, workers=1, progress=False))
     out = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(fm_tree), str(out), str(workers)],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -41,7 +41,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(fm_tree, tmp_path, worke
     assert not (out / "manifest.json").exists()  # killed mid-run: nothing claims to be complete
     partial = {p.name for p in out.glob("*.tar")}
     assert partial and len(partial) < sum(len(s["shards"]) for s in ref.manifest["splits"].values())
-    res = run_shard(ShardConfig(source=str(fm_tree), out=str(out), shard_count=4, workers=workers, progress=False))
+    res = run_shard(ShardConfig(source=str(fm_tree), out=str(out), shard_count=8, workers=workers, progress=False))
     assert res.resumed and not res.nothing_to_do
     assert _manifest_core(res.manifest) == _manifest_core(ref.manifest)  # same shards, same sha256
     for split in ("train", "val"):
@@ -49,4 +49,4 @@ def test_killed_run_resumes_to_the_uninterrupted_result(fm_tree, tmp_path, worke
         assert len(keys) == len(set(keys)) == ref.manifest["splits"][split]["count"]  # no duplicate, none missing
     assert not list(out.glob(".*.tmp")) and not (out / ".shard-state").exists()
     assert (out / "skipped.jsonl").read_text() == (tmp_path / "ref" / "skipped.jsonl").read_text()
-    assert run_shard(ShardConfig(source=str(fm_tree), out=str(out), shard_count=4, progress=False)).nothing_to_do
+    assert run_shard(ShardConfig(source=str(fm_tree), out=str(out), shard_count=8, progress=False)).nothing_to_do

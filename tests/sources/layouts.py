@@ -26,9 +26,11 @@ WNIDS = sorted(w for _, w, _ in DEVKIT)
 
 @lru_cache(maxsize=1)
 def _photos() -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_sample_images
+    """scikit-learn's sample photos, read straight from its package data (no sklearn import)."""
+    import importlib.util
 
-    return tuple(load_sample_images().images)
+    base = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0]) / "datasets" / "images"
+    return tuple(np.asarray(Image.open(base / n).convert("RGB")) for n in ("china.jpg", "flower.jpg"))
 
 
 def photo(i: int, size: tuple[int, int] = (160, 120)) -> Image.Image:

@@ -1,0 +1,121 @@
+"""Flows with real Prefect: stage flows in the test harness, a deployment run triggered through a
+real server's API and executed by `vgg serve`, and the UI's deployments page in headless Chromium."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
+from prefect_helpers import api, wait_for
+
+
+@pytest.fixture(scope="module")
+def fmnist_tiny(tmp_path_factory):
+    return prepare_fashion_mnist(tmp_path_factory.mktemp("fm") / "fm", train_per_class=12, val_per_class=4)
+
+
+def test_shard_and_stats_flows_call_the_stages_and_reuse_outputs(prefect_harness, fmnist_tiny, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from flows.stages import shard_flow, stats_flow
+    from pipeline.shards import ShardConfig, StatsConfig, read_manifest
+
+    cfg = ShardConfig(source=str(fmnist_tiny), out=str(tmp_path / "shards"), workers=1, progress=False)
+    res = shard_flow(cfg)
+    manifest = read_manifest(tmp_path / "shards")
+    assert manifest["splits"]["train"]["count"] == 120 and manifest["splits"]["val"]["count"] == 40
+    assert res["manifest"]["fingerprint"] == manifest["fingerprint"]
+    again = shard_flow(cfg)  # a re-run reuses the finished shards (the stage's own reuse)
+    assert again["nothing_to_do"] is True
+    stats = stats_flow(StatsConfig(shards=str(tmp_path / "shards"), workers=1, progress=False))
+    assert len(stats["mean"]) == 3 and "stats" in read_manifest(tmp_path / "shards")
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert "shard-summary" in keys
+
+
+def test_only_transient_io_errors_are_retried(prefect_harness):
+    from prefect import flow
+
+    from flows.common import stage_task
+
+    calls = {"io": 0, "user": 0}
+
+    def flaky(x: int) -> int:
+        calls["io"] += 1
+        if calls["io"] < 2:
+            raise OSError(errno.EIO, "I/O error")
+        return x
+
+    def wrong(x: int) -> int:
+        calls["user"] += 1
+        raise UserError("bad input")
+
+    @flow
+    def f() -> int:
+        t = stage_task(flaky, "flaky", retries=2).with_options(retry_delay_seconds=0)
+        return t(3)
+
+    @flow
+    def g() -> int:
+        return stage_task(wrong, "wrong", retries=2).with_options(retry_delay_seconds=0)(1)
+
+    assert f() == 3 and calls["io"] == 2
+    with pytest.raises(UserError):
+        g()
+    assert calls["user"] == 1
+
+
+DEPLOYMENTS = {"shard", "stats", "train", "evaluate", "extract", "transfer", "localise", "vgg-paper"}
+
+
+def _deployments(url: str) -> dict[str, dict]:
+    return {d["name"]: d for d in api(url, "/deployments/filter", {})}
+
+
+def test_deployment_run_triggered_through_the_api_completes(live_prefect, fmnist_tiny, tmp_path):
+    url = live_prefect["url"]
+    deps = wait_for(lambda: DEPLOYMENTS <= set(_deployments(url)) and _deployments(url), 180,
+                    "vgg serve to register the deployments")
+    run = api(url, f"/deployments/{deps['shard']['id']}/create_flow_run",
+              {"parameters": {"config": {"source": str(fmnist_tiny), "out": str(tmp_path / "shards"),
+                                         "workers": 1, "progress": False}}})
+
+    def finished():
+        state = api(url, f"/flow_runs/{run['id']}")["state"]
+        return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = wait_for(finished, 240, "the triggered flow run to finish", interval=1.0)
+    assert state["type"] == "COMPLETED", (state, (live_prefect["logs"] / "serve.log").read_text()[-3000:])
+    arts = api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    assert any(a["key"] == "shard-summary" for a in arts)
+    assert (tmp_path / "shards" / "manifest.json").is_file()
+
+
+def test_ui_deployments_page_lists_the_deployments(live_prefect):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (CI's .ci/run installs it: apt-get install chromium)")
+    url = live_prefect["url"]
+    wait_for(lambda: DEPLOYMENTS <= set(_deployments(url)), 180, "the deployments")
+    profile = tempfile.mkdtemp(dir=live_prefect["home"])
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"--user-data-dir={profile}",
+           "--window-size=1400,900", "--virtual-time-budget=20000", "--dump-dom",
+           f"{live_prefect['ui']}/deployments"]
+    dom = ""
+    for _ in range(3):  # the SPA may need a second load while the server warms up
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+        if all(name in dom for name in ("vgg-paper", "extract", "transfer")):
+            break
+        time.sleep(2)
+    for name in ("vgg-paper", "shard", "extract", "transfer", "localise"):
+        assert name in dom, f"{name} not on the deployments page"
