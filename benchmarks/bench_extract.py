@@ -58,7 +58,7 @@ def _setup(tmp: Path, quick: bool) -> tuple[Path, Path, list[int], int]:
     model = init_weights(build_model(cfg), "glorot", seed=0)
     ckpt = save_checkpoint(tmp / "net.pt", model, meta={"normalization": {"mean": [123.68, 116.779, 103.939],
                                                                           "std": [58.0, 58.0, 58.0]}})
-    n = 64 if quick else 256
+    n = 32 if quick else 256
     data = _photo_tree(tmp / "photos", n)
     scales = [64, 96, 128]  # the paper's {256, 384, 512} relative to a 64 crop
     return ckpt, data, scales, n

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.config import load_config
-from pipeline.errors import UserError
 
 
 def shard(

@@ -121,7 +121,11 @@ class ScaleGroup:
 
 
 def box_crops(image: Image.Image, boxes: Sequence[dict[str, Any]]) -> list[Image.Image]:
-    """Crops of ``image`` for boxes ``{xmin, ymin, xmax, ymax}`` (pixels), clamped, at least 1 px."""
+    """Crops of ``image`` for boxes ``{xmin, ymin, xmax, ymax}`` (pixels), clamped, at least 1 px.
+
+    The corners are used as the readers give them (floor of the minimum, ceiling of the maximum);
+    VOC's 1-based inclusive corners thus shift a crop by at most one pixel, immaterial here.
+    """
     w, h = image.size
     out = []
     for b in boxes:

@@ -69,7 +69,8 @@ class LocaliseEvalConfig(StageConfig):
                                             "reported too")
     iou_threshold: float = Field(0.5, gt=0, le=1, description="a box is correct at IoU >= this (ILSVRC: 0.5)")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="OverFeat greedy merging (dense protocol)")
-    batch_size: int = Field(32, ge=1, description="central crops per forward pass (crop protocol)")
+    batch_size: int = Field(32, ge=1, description="images per forward pass (central crops; dense: images of one size)")
+    max_buffered: int = Field(256, ge=1, description="dense protocol: most images held while same-size batches fill")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N images of the split")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run (auto: cuda if available)")
     channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
@@ -285,22 +286,47 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
             if batch:
                 flush()
         else:
-            for sample, gt in iter_ground_truth(view, cfg.limit, skips, counts):
-                res = dense_localise(nets, classifier, class_norm, sample.image, runner, cfg.merge, k=k,
-                                     class_scales=cfg.class_scales, flip=cfg.flip, class_order=class_idx)
-                rec = {"key": sample.key, "gt_classes": gt.classes, "top": res.top, "error": {}, "guesses": {}}
-                for name, guesses in res.guesses.items():
-                    g = [(c, b) for c, b, _ in guesses]
-                    e = image_localisation_error(g, gt, k, thr)
+            pending: dict[tuple[int, int], list[tuple[int, Any, GroundTruth]]] = {}
+
+            def run_group(size: tuple[int, int]) -> None:
+                group = pending.pop(size)
+                results = dense_localise(nets, classifier, class_norm, [s.image for _, s, _ in group], runner,
+                                         cfg.merge, k=k, class_scales=cfg.class_scales, flip=cfg.flip,
+                                         class_order=class_idx)
+                for (index, sample, gt), res in zip(group, results):
+                    rec = {"index": index, "key": sample.key, "gt_classes": gt.classes, "top": res.top,
+                           "error": {}, "error_top1": {}, "guesses": {}}
+                    for name, guesses in res.guesses.items():
+                        g = [(c, b) for c, b, _ in guesses]
+                        rec["error"][name] = image_localisation_error(g, gt, k, thr)
+                        rec["error_top1"][name] = image_localisation_error(g, gt, 1, thr)
+                        rec["guesses"][name] = [[c, [round(v, 2) for v in b.tolist()], round(sc, 4)]
+                                                for c, b, sc in guesses]
+                    size_wh = sample.image.size
+                    for b, box in (("whole image", whole_image_box(*size_wh)),
+                                   ("centre quarter", centre_quarter_box(*size_wh))):
+                        rec["error"][b] = image_localisation_error([(c, box) for c in res.top], gt, k, thr)
+                        rec["error_top1"][b] = image_localisation_error([(c, box) for c in res.top], gt, 1, thr)
+                    rec["classification_error"] = image_classification_error(res.top, gt.classes, k)
+                    records.append(rec)
+                bar.advance(len(group))
+
+            for index, (sample, gt) in enumerate(iter_ground_truth(view, cfg.limit, skips, counts)):
+                size = sample.image.size
+                pending.setdefault(size, []).append((index, sample, gt))
+                if len(pending[size]) >= cfg.batch_size:
+                    run_group(size)
+                elif sum(len(v) for v in pending.values()) >= cfg.max_buffered:
+                    run_group(max(pending, key=lambda sz: len(pending[sz])))
+            for size in list(pending):
+                run_group(size)
+            records.sort(key=lambda r: r["index"])  # back to data order
+            for rec in records:
+                del rec["index"]
+                for name, e in rec["error"].items():
                     per.setdefault(name, []).append(e)
-                    per_top1.setdefault(name, []).append(image_localisation_error(g, gt, 1, thr))
-                    rec["error"][name] = e
-                    rec["guesses"][name] = [[c, [round(v, 2) for v in b.tolist()], round(s, 4)] for c, b, s in guesses]
-                _record_baselines(per, res.top, gt, sample.image.size, k, thr)
-                _record_baselines(per_top1, res.top, gt, sample.image.size, 1, thr)
-                cls_err.append(image_classification_error(res.top, gt.classes, k))
-                records.append(rec)
-                bar.advance(1)
+                    per_top1.setdefault(name, []).append(rec["error_top1"][name])
+                cls_err.append(rec["classification_error"])
     n = len(records)
     if n == 0:
         raise UserError(f"no usable image in {cfg.data} (split {view.split}): "

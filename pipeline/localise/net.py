@@ -142,13 +142,13 @@ def box_map_to_corners(box_map: np.ndarray, crop: int, scale: tuple[float, float
     """Dense box predictions -> corner boxes in the original image's pixels.
 
     Args:
-        box_map: h x w x C' x 4 boxes ``(cx, cy, w, h)``, each normalised by its crop-sized window.
+        box_map: [N x] h x w x C' x 4 boxes ``(cx, cy, w, h)``, each normalised by its crop-sized window.
         crop: the net's crop size (the window).
         scale: (sx, sy) = rescaled size / original size of the image the net was applied to.
     Returns:
-        h x w x C' x 4 inclusive corners in the original image (not clipped).
+        [N x] h x w x C' x 4 inclusive corners in the original image (not clipped).
     """
-    h, w = box_map.shape[:2]
+    h, w = box_map.shape[-4], box_map.shape[-3]
     corners = cxcywh_to_corners(box_map, crop, crop)
     off = window_offsets(h, w, stride)[:, :, None, :]
     corners = corners + np.concatenate([off, off], axis=-1)

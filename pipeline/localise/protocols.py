@@ -97,44 +97,60 @@ def crop_box_in_image(pred: np.ndarray, crop: int, scale: tuple[float, float], o
     return clip_corners(scale_corners(c, 1.0 / scale[0], 1.0 / scale[1]), size[0], size[1])
 
 
-def _rescale(img: Image.Image, q: int, norm: Normalization) -> tuple[torch.Tensor, tuple[float, float]]:
-    r = isotropic_resize(img, q)
-    return normalize(pil_to_tensor(r)[None], norm), (r.size[0] / img.size[0], r.size[1] / img.size[1])
+def _rescale(imgs: Sequence[Image.Image], q: int, norm: Normalization) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Same-size images rescaled to smallest side ``q``, normalised and stacked; and the (sx, sy) factors."""
+    rs = [isotropic_resize(img, q) for img in imgs]
+    sizes = {r.size for r in rs}
+    if len(sizes) != 1:
+        raise ValueError(f"images of one batch must share their size, got {sorted(sizes)}")
+    w, h = imgs[0].size
+    return normalize(torch.stack([pil_to_tensor(r) for r in rs]), norm), (rs[0].size[0] / w, rs[0].size[1] / h)
 
 
 @torch.no_grad()
-def dense_boxes(net: LocNet, img: Image.Image, q: int, runner: Runner) -> tuple[np.ndarray, tuple[int, int]]:
-    """One net applied densely at scale ``q``: h x w x C' x 4 corner boxes in the original image, clipped."""
+def dense_boxes(net: LocNet, imgs: Sequence[Image.Image], q: int, runner: Runner) -> np.ndarray:
+    """One net applied densely at scale ``q`` to same-size images.
+
+    Returns:
+        N x h x w x C' x 4 corner boxes in the original images' pixels, clipped to the image.
+    """
     if q < net.crop:
         raise UserError(f"test scale Q={q} is below the localisation net's crop size {net.crop}")
-    x, scale = _rescale(img, q, net.norm)
+    x, scale = _rescale(imgs, q, net.norm)
     with runner.autocast():
         out = net.model.forward_dense(runner.input(x))
-    bm = box_outputs(out.float().cpu(), net.info.head, len(net.info.classes))[0].numpy().astype(np.float64)
-    corners = box_map_to_corners(bm, net.crop, scale)
-    return clip_corners(corners, img.size[0], img.size[1]), bm.shape[:2]
+    bm = box_outputs(out.float().cpu(), net.info.head, len(net.info.classes)).numpy().astype(np.float64)
+    corners = box_map_to_corners(bm, net.crop, scale)  # the leading N broadcasts
+    return clip_corners(corners, imgs[0].size[0], imgs[0].size[1])
 
 
 @torch.no_grad()
-def class_maps(classifier: VGG, norm: Normalization, img: Image.Image, q: int, runner: Runner,
+def class_maps(classifier: VGG, norm: Normalization, imgs: Sequence[Image.Image], q: int, runner: Runner,
                flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The classification net at scale ``q``: (posteriors C of the dense protocol, soft-max map C x h x w)."""
+    """The classification net at scale ``q`` on same-size images.
+
+    Returns:
+        (N x C posteriors of the dense classification protocol, N x C x h x w soft-max maps).
+    """
     if q < classifier.cfg.crop:
         raise UserError(f"test scale Q={q} is below the classification net's crop size {classifier.cfg.crop}")
-    x, _ = _rescale(img, q, norm)
+    x, _ = _rescale(imgs, q, norm)
     x = runner.input(x)
     with runner.autocast():
-        post = dense_evaluate(classifier, x, flip=flip)[0]
-        score_map = classifier.forward_dense(x)
-    return post.float().cpu().numpy(), F.softmax(score_map.float(), dim=1)[0].cpu().numpy()
+        score_map = classifier.forward_dense(x).float()
+        # dense_evaluate(x, flip) = (soft-max of the spatially averaged map + the same of the flipped image) / 2;
+        # the map of x is needed here anyway, so only the flipped image goes through dense_evaluate
+        post = F.softmax(score_map.mean(dim=(2, 3)), dim=1)
+        if flip:
+            post = (post + dense_evaluate(classifier, x.flip(-1), flip=False).float()) / 2
+    return post.cpu().numpy(), F.softmax(score_map, dim=1).cpu().numpy()
 
 
 def _resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """C x h x w map -> C x H x W by nearest neighbour (a classifier with another crop than the loc net)."""
-    if m.shape[1:] == tuple(hw):
+    """N x C x h x w map -> N x C x H x W by nearest neighbour (a classifier with another crop than the loc net)."""
+    if m.shape[2:] == tuple(hw):
         return m
-    t = F.interpolate(torch.from_numpy(m)[None], size=hw, mode="nearest")[0]
-    return t.numpy()
+    return F.interpolate(torch.from_numpy(m), size=hw, mode="nearest").numpy()
 
 
 @dataclass
@@ -155,7 +171,7 @@ def dense_localise(
     nets: Sequence[LocNet],
     classifier: VGG,
     class_norm: Normalization,
-    img: Image.Image,
+    imgs: Sequence[Image.Image],
     runner: Runner,
     merge: MergeConfig,
     k: int = 5,
@@ -163,14 +179,14 @@ def dense_localise(
     flip: bool = True,
     fusion: bool = True,
     class_order: np.ndarray | None = None,
-) -> DenseResult:
-    """The fully-fledged protocol (Table 9) on one image.
+) -> list[DenseResult]:
+    """The fully-fledged protocol (Table 9) on a batch of images of one size.
 
     Args:
         nets: localisation nets, each with its test scales.
         classifier: classification net rating the boxes and choosing the top-k classes.
         class_norm: its normalisation.
-        img: the RGB image.
+        imgs: RGB images, all of the same size (each image's result depends on it alone).
         runner: device and precision.
         merge: greedy merging settings.
         k: classes guessed per image (5 in ILSVRC).
@@ -179,42 +195,48 @@ def dense_localise(
         fusion: also merge the union of all nets' boxes (when there are several nets).
         class_order: ``class_order[c]`` = the classifier's output index of the data's class c
             (None: the same order).
+    Returns:
+        One :class:`DenseResult` per image.
     """
     box_scales = sorted({q for n in nets for q in n.scales})
     cls_scales = sorted(set(class_scales or box_scales))
     posts: dict[int, np.ndarray] = {}
     maps: dict[int, np.ndarray] = {}
     for q in sorted(set(box_scales) | set(cls_scales)):
-        posts[q], maps[q] = class_maps(classifier, class_norm, img, q, runner, flip)
+        posts[q], maps[q] = class_maps(classifier, class_norm, imgs, q, runner, flip)
         if class_order is not None:
-            posts[q], maps[q] = posts[q][class_order], maps[q][class_order]
-    p = np.mean([posts[q] for q in cls_scales], axis=0)
-    top = [int(c) for c in np.argsort(-p, kind="stable")[:k]]
-    # every net's boxes and their class scores, per class in the top-k
-    per_net: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
-    for net in nets:
-        acc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in top}
-        for q in net.scales:
-            corners, hw = dense_boxes(net, img, q, runner)
-            cmap = _resize_map(maps[q], hw)
-            for c in top:
-                acc[c][0].append(corners[:, :, net.slot(c), :].reshape(-1, 4))
-                acc[c][1].append(cmap[c].reshape(-1))
-        per_net.append({c: (np.concatenate(b), np.concatenate(s)) for c, (b, s) in acc.items()})
+            posts[q], maps[q] = posts[q][:, class_order], maps[q][:, class_order]
+    boxes_at = {(i, q): dense_boxes(net, imgs, q, runner) for i, net in enumerate(nets) for q in net.scales}
     groups = {f"net{i}": [i] for i in range(len(nets))}
     if fusion and len(nets) > 1:
         groups["fusion"] = list(range(len(nets)))
-    guesses: dict[str, list[tuple[int, np.ndarray, float]]] = {}
-    n_boxes: dict[str, int] = {}
-    for name, members in groups.items():
-        out = []
-        total = 0
-        for c in top:
-            boxes = np.concatenate([per_net[i][c][0] for i in members])
-            scores = np.concatenate([per_net[i][c][1] for i in members])
-            box, score = best_box(boxes, scores, merge, img.size)
-            out.append((c, box, score))
-            total += len(boxes)
-        guesses[name] = out
-        n_boxes[name] = total
-    return DenseResult(p, top, guesses, n_boxes)
+    size = imgs[0].size
+    results = []
+    for n in range(len(imgs)):
+        p = np.mean([posts[q][n] for q in cls_scales], axis=0)
+        top = [int(c) for c in np.argsort(-p, kind="stable")[:k]]
+        # every net's boxes of each top-k class, at every location and scale, with the class's score there
+        per_net: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
+        for i, net in enumerate(nets):
+            acc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in top}
+            for q in net.scales:
+                corners = boxes_at[(i, q)][n]
+                cmap = _resize_map(maps[q][n:n + 1], corners.shape[:2])[0]
+                for c in top:
+                    acc[c][0].append(corners[:, :, net.slot(c), :].reshape(-1, 4))
+                    acc[c][1].append(cmap[c].reshape(-1))
+            per_net.append({c: (np.concatenate(b), np.concatenate(s)) for c, (b, s) in acc.items()})
+        guesses: dict[str, list[tuple[int, np.ndarray, float]]] = {}
+        n_boxes: dict[str, int] = {}
+        for name, members in groups.items():
+            out, total = [], 0
+            for c in top:
+                boxes = np.concatenate([per_net[i][c][0] for i in members])
+                scores = np.concatenate([per_net[i][c][1] for i in members])
+                box, score = best_box(boxes, scores, merge, size)
+                out.append((c, box, score))
+                total += len(boxes)
+            guesses[name] = out
+            n_boxes[name] = total
+        results.append(DenseResult(p, top, guesses, n_boxes))
+    return results

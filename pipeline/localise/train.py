@@ -49,8 +49,8 @@ from pipeline.transforms import sample_rng
 
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
-#: Fields that may change between a killed run and its continuation.
-_RESUME_FREE = {"progress", "device"}
+#: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
+_RESUME_FREE = {"progress", "device", "epochs"}
 
 
 class LocaliseTrainConfig(StageConfig):
@@ -243,7 +243,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
                 opt.step()
                 if not torch.isfinite(loss):
                     raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
-                loss_sum += float(loss) * x.shape[0]
+                loss_sum += float(loss.detach()) * x.shape[0]
                 seen += x.shape[0]
                 bar.advance(x.shape[0])
         if seen == 0:

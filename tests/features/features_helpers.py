@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.models import build_model, init_weights, save_checkpoint
 
@@ -46,3 +49,14 @@ def assert_same_store(a: Path, b: Path) -> None:
     for k in x:
         assert x[k].dtype == y[k].dtype, k
         np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run torch with ``n`` intra-op threads (floating-point summation order depends on it)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -134,3 +134,13 @@ def test_box_crops_are_clamped():
     crops = box_crops(img, [{"xmin": 10.4, "ymin": 5, "xmax": 50.2, "ymax": 30}, {"xmin": -5, "ymin": 50, "xmax": 500, "ymax": 50},
                             {"xmin": 99, "ymin": 59, "xmax": 99, "ymax": 59}])
     assert [c.size for c in crops] == [(41, 25), (100, 1), (1, 1)]
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path, fmnist):
+    bad = tmp_path / "weights.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a loadable checkpoint"):
+        run_extract(ExtractConfig(checkpoints=[str(bad)], data=str(fmnist), split="val", out=str(tmp_path / "f.h5")))
+    with pytest.raises(UserError, match="checkpoint not found"):
+        run_extract(ExtractConfig(checkpoints=[str(tmp_path / "missing.pt")], data=str(fmnist), split="val",
+                                  out=str(tmp_path / "f.h5")))

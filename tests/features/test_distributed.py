@@ -8,20 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from pipeline.errors import UserError
 from pipeline.features import ExtractConfig, FeatureStore, run_extract
 from pipeline.features.store import part_path
 
-from features_helpers import SCALES, assert_same_store
+from features_helpers import SCALES, assert_same_store, threads
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, ckpt, fmnist) -> Path:
     out = tmp_path_factory.mktemp("single") / "features.h5"
-    run_extract(ExtractConfig(checkpoints=[str(ckpt)], data=str(fmnist), split="val", out=str(out), scales=SCALES,
-                              batch_size=4))
+    with threads(1):  # as each torchrun rank (OMP_NUM_THREADS=1: two ranks share two cores)
+        run_extract(ExtractConfig(checkpoints=[str(ckpt)], data=str(fmnist), split="val", out=str(out), scales=SCALES,
+                                  batch_size=4))
     return out
 
 
@@ -30,8 +30,7 @@ def test_two_gloo_ranks_under_torchrun_equal_one_process(tmp_path, ckpt, fmnist,
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "pipeline", "extract", str(ckpt), "--data", str(fmnist), "--split", "val", "--out", str(out),
            "--scales", ",".join(map(str, SCALES)), "--batch-size", "4", "--device", "cpu", "--json"]
-    # the same intra-op thread count as this process: oneDNN's summation order depends on it
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per rank, as the single-process store
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"status": "merged"' in proc.stdout and '"world": 2' in proc.stdout
@@ -46,7 +45,8 @@ def test_fanned_out_parts_merge_in_source_order(tmp_path, ckpt, fmnist, single):
     base = dict(checkpoints=[str(ckpt)], data=str(fmnist), split="val", out=str(out), scales=SCALES, batch_size=4)
     # parts done in reverse order: the merge still follows source order
     for i in (2, 0, 1):
-        res = run_extract(ExtractConfig(**base, part=f"{i}/3"))
+        with threads(1):
+            res = run_extract(ExtractConfig(**base, part=f"{i}/3"))
         assert res["status"] == "part" and Path(res["path"]) == part_path(out, i, 3)
     with pytest.raises(UserError, match="part 0 of 3 of a store.*--merge"):
         FeatureStore(part_path(out, 0, 3))

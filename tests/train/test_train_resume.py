@@ -1,0 +1,62 @@
+"""A run killed with kill -9 and continued with --resume ends exactly as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+import yaml
+from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
+
+
+def _start(cfg: dict, path, *extra: str) -> subprocess.Popen:
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--config", str(path), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _step(path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["position"]["step"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return -1
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    shards = write_shards(tmp_path / "shards", {"train": chunks(fmnist_samples("train", 32), [150, 100, 70]),
+                                                "val": chunks(fmnist_samples("t10k", 6), [60])})
+    over = {"schedule.max_epochs": 3, "checkpoint_every": 2, "model.dropout": 0.5, "data.workers": 1}
+    ref_cfg = tiny_config(shards, tmp_path / "ref", **over)
+    killed_cfg = tiny_config(shards, tmp_path / "killed", **over)
+    ref = _start(ref_cfg, tmp_path / "ref.yaml")
+    run = _start(killed_cfg, tmp_path / "killed.yaml")
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while _step(last) < 12 and run.poll() is None and time.time() < deadline:  # mid-way through epoch 2
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    at_kill = _step(last)
+    assert 0 < at_kill < 30  # 3 epochs of 10 steps: killed before the end
+    resumed = _start(killed_cfg, tmp_path / "killed.yaml", "--resume")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    _, ref_err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, ref_err[-2000:]
+    a = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["position"]["step"] == b["position"]["step"] == 30
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k  # bit for bit: same data, augmentation, dropout
+    rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    ra, rb = rows(tmp_path / "ref"), rows(tmp_path / "killed")
+    assert [(r["kind"], r["step"]) for r in ra] == [(r["kind"], r["step"]) for r in rb]  # no duplicate, none missing
+    assert [r.get("top1") for r in ra] == [r.get("top1") for r in rb]
+    assert json.loads(out)["steps"] == 30
