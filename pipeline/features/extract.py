@@ -358,7 +358,8 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
     state = _prepare_target(target, identity, cfg.overwrite)
     labels = _labels(inp)
     provenance = {
-        "config": cfg.model_dump(mode="json"), "checkpoints": ck_info, "data": {**inp.describe(), "path": str(Path(cfg.data).resolve())},
+        "config": cfg.model_dump(mode="json"), "checkpoints": ck_info,
+        "data": {**inp.describe(), "path": str(Path(cfg.data).resolve())},
         "scales": scales, "flip": cfg.flip, "boxes": cfg.boxes, "dtype": cfg.dtype, "precision": cfg.precision,
         "pipeline_version": pipeline.__version__, "torch_version": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identity": identity,

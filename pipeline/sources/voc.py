@@ -88,6 +88,13 @@ def _year_dir(root: Path, year: str | None) -> Path:
     return years[0]
 
 
+def _classes_of(main: Path, splits: list[str]) -> list[str]:
+    """Class names from ``<class>_<split>.txt`` files (sorted); the 20 VOC classes when there are none."""
+    suffixes = tuple(f"_{s}" for s in splits)
+    names = {p.stem.rsplit("_", 1)[0] for p in main.glob("*_*.txt") if p.stem.endswith(suffixes)}
+    return sorted(names) if names else list(VOC_CLASSES)
+
+
 @register_source("voc")
 class VOCSource(Source):
     """PASCAL VOC: splits from ``ImageSets/Main/<split>.txt``; 20 labels per image; boxes."""
@@ -111,17 +118,20 @@ class VOCSource(Source):
         self._splits = sorted(p.stem for p in main.glob("*.txt") if re.fullmatch(r"[a-z]+", p.stem)) if main.is_dir() else []
         if not self._splits:
             raise UserError(f"{self.dir}: no ImageSets/Main/<split>.txt files")
+        self._classes = _classes_of(main, self._splits)
 
     @property
     def classes(self) -> list[str]:
-        return list(VOC_CLASSES)
+        """The 20 VOC classes, or the classes named by the tree's ``<class>_<split>.txt`` files
+        (a VOC-format dataset of other objects), sorted."""
+        return list(self._classes)
 
     def splits(self) -> list[str]:
         return list(self._splits)
 
     def _class_labels(self, split: str) -> dict[str, dict[str, int]] | None:
         main = self.dir / "ImageSets" / "Main"
-        files = {c: main / f"{c}_{split}.txt" for c in VOC_CLASSES}
+        files = {c: main / f"{c}_{split}.txt" for c in self._classes}
         if not all(f.is_file() for f in files.values()):
             return None
         out: dict[str, dict[str, int]] = {}
@@ -149,10 +159,10 @@ class VOCSource(Source):
                 except UserError as e:  # the image is still usable for classification
                     extras["annotation_error"] = str(e)
             if per_class is not None:
-                labels = [per_class[c].get(i, -1) for c in VOC_CLASSES]
+                labels = [per_class[c].get(i, -1) for c in self._classes]
             elif boxes is not None:
                 labels = []
-                for c in VOC_CLASSES:
+                for c in self._classes:
                     objs = [b for b in boxes if b["name"] == c]
                     labels.append(1 if any(not b["difficult"] for b in objs) else (0 if objs else -1))
             else:

@@ -142,3 +142,17 @@ def test_a_net_trained_on_other_classes_is_refused(tmp_path, folder):
     other = make_checkpoint(tmp_path / "other.pt", classes=[f"c{i}" for i in range(10)])
     with pytest.raises(UserError, match="trained on other classes than the data"):
         run_evaluate(EvaluateConfig(checkpoints=[str(other)], data=str(folder)))
+
+
+def test_channels_last_and_bf16_switches(folder, ckpt, tmp_path):
+    """The speed switches run the same protocol: channels-last equals float32 up to rounding,
+    bf16 autocast is close (and off by default)."""
+    kw = dict(checkpoints=[str(ckpt)], data=str(folder), method="both", scales=[40], limit=7)
+    posts = {}
+    for name, opts in (("ref", {}), ("cl", {"channels_last": True}), ("bf", {"channels_last": True, "bf16": True})):
+        res = run_evaluate(EvaluateConfig(**kw, **opts, out=str(tmp_path / name)))
+        assert res["n_images"] == 6
+        posts[name] = load_posteriors(tmp_path / name).select("both")
+    np.testing.assert_allclose(posts["cl"], posts["ref"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(posts["bf"], posts["ref"], atol=0.05)
+    assert not np.array_equal(posts["bf"], posts["ref"])  # bf16 really ran

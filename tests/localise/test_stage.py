@@ -21,9 +21,9 @@ from loc_fixtures import save_classifier
 
 
 def _train(voc_tree, classifier, out, **over):
-    cfg = LocaliseTrainConfig(data=str(voc_tree), classifier=str(classifier), out=str(out), epochs=1, batch_size=8,
-                              scale=64, val_split="val", progress=False, device="cpu", **over)
-    return run_localise_train(cfg)
+    base = dict(data=str(voc_tree), classifier=str(classifier), out=str(out), epochs=1, batch_size=8, scale=64,
+                val_split="val", progress=False, device="cpu")
+    return run_localise_train(LocaliseTrainConfig(**{**base, **over}))
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_data_without_boxes_is_an_error(trained, tmp_path, photos):
         (tmp_path / "folder" / c).mkdir(parents=True)
         Image.fromarray(photos[0][:200, :300]).save(tmp_path / "folder" / c / "a.jpg")
     with pytest.raises(UserError, match="no box annotations"):
-        run_localise_evaluate(LocaliseEvalConfig(checkpoints=[trained["best"]], data=str(tmp_path / "folder"),
+        run_localise_evaluate(LocaliseEvalConfig(checkpoints=[trained["best"]], data=str(tmp_path / "folder"), split=None,
                                                  protocol="crop", progress=False))
 
 
