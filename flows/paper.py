@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
@@ -48,7 +49,8 @@ class PaperConfig(StageConfig):
     mosaic_canvas: int = Field(112, ge=56, description="side of the mosaics in pixels")
     feature_scales: list[int] = Field([32, 48, 64], description="test scales Q of the feature extraction (small crop)")
     localise_epochs: int = Field(6, ge=1, description="epochs of localisation training")
-    bf16: bool = Field(True, description="bf16 autocast in evaluation, extraction and localisation (AMX CPUs, GPUs)")
+    bf16: bool | None = Field(None, description="bf16 autocast + channels_last in evaluation, extraction and localisation "
+                              "(None: where bf16 is native, i.e. GPUs and AMX / AVX512-BF16 CPUs)")
 
 
 @task(name="prepare-data")
@@ -74,6 +76,10 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
     """The body of the flow (also callable inside any flow)."""
     log = get_run_logger()
     t0 = time.perf_counter()
+    if cfg.bf16 is None:
+        from pipeline.speed import native_bf16
+
+        cfg = cfg.model_copy(update={"bf16": native_bf16("cuda" if torch.cuda.is_available() else "cpu")})
     w = Path(cfg.workdir).resolve()
     w.mkdir(parents=True, exist_ok=True)
     data = prepare(cfg)

@@ -75,6 +75,8 @@ class LocaliseEvalConfig(StageConfig):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run (auto: cuda if available)")
     channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
     bf16: bool = Field(False, description="bfloat16 autocast (faster; boxes differ slightly from float32)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: as set by the environment; 1 is "
+                                                        "fastest for small nets on a busy machine)")
     out: str | None = Field(None, description="output folder (None: return the summary without writing files)")
     progress: bool = Field(True, description="show progress on a terminal")
 
@@ -239,7 +241,7 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
 
     view = open_data(cfg.data, cfg.split, cfg.format)
     classes = list(view.classes)
-    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16)
+    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16, cfg.threads)
     nets, net_infos = _load_locnets(cfg, classes, runner)
     classifier = class_norm = class_idx = None
     class_info: dict[str, Any] | None = None

@@ -42,6 +42,11 @@ class Runner:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = False
     bf16: bool = False
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
 
     def prepare(self, model: VGG) -> VGG:
         """Move a model to the device (and memory format), in eval mode."""

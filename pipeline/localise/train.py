@@ -50,7 +50,7 @@ from pipeline.transforms import sample_rng
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"progress", "device", "epochs"}
+_RESUME_FREE = {"progress", "device", "epochs", "threads"}
 
 
 class LocaliseTrainConfig(StageConfig):
@@ -84,6 +84,8 @@ class LocaliseTrainConfig(StageConfig):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train (auto: cuda if available)")
     channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
     bf16: bool = Field(False, description="bfloat16 autocast")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: as set by the environment; 1 is "
+                                                        "fastest for small nets on a busy machine)")
     out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
     progress: bool = Field(True, description="show progress on a terminal")
 
@@ -191,7 +193,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
     if s < crop:
         raise UserError(f"training scale S={s} is below the crop size {crop}")
     norm = normalization_of(ck)
-    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16)
+    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16, cfg.threads)
     model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed)
     slots = head_outputs(cfg.head, len(classes)) // 4
     info = LocaliserInfo(cfg.head, classes, cfg.fine_tune, s, {})
