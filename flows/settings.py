@@ -23,6 +23,8 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_API_HOST": DEFAULT_HOST,
     "PREFECT_SERVER_API_PORT": str(DEFAULT_PORT),
     "PREFECT_LOGGING_LEVEL": "INFO",
+    # a temporary (ephemeral) server on a busy two-core machine can take longer than the 20 s default
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread per process: tests start several processes (gloo ranks, servers) on two cores, and
+# oversubscribed small convolutions run many times slower than single-threaded ones.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

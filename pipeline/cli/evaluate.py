@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -76,6 +77,8 @@ def evaluate(
     if cfg.out is None:
         cfg = cfg.model_copy(update={"out": "runs/evaluate"})
     result = run_evaluate(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, process 0 reports
+        return
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return

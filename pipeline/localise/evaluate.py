@@ -38,10 +38,10 @@ from pipeline.localise.metric import image_classification_error, image_localisat
 from pipeline.localise.net import load_localiser
 from pipeline.localise.protocols import LocNet, Runner, crop_box_in_image, crop_predictions, dense_localise
 from pipeline.models import load_model
-from pipeline.preprocess import normalization_of, normalize, train_scale_of
+from pipeline.preprocess import normalization_of, normalize
 
 __all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "resolve_device", "class_order",
-           "iter_ground_truth", "crop_protocol_errors", "skip_category"]
+           "iter_ground_truth", "crop_protocol_errors", "skip_category", "baseline_errors"]
 
 BASELINES = ("whole image", "centre quarter")
 MAX_SKIPS_LISTED = 1000
@@ -61,7 +61,8 @@ class LocaliseEvalConfig(StageConfig):
                                                                     "(Table 8); dense: whole image, merged boxes, "
                                                                     "top-5 classes (Table 9)")
     scales: list[int] | None = Field(None, description="test scales Q of every localisation net (default: each "
-                                                       "net's training scale S, as Table 9's S/Q rows)")
+                                                       "net's training scale S, as Table 9's S/Q rows); the crop "
+                                                       "protocol uses the first")
     class_scales: list[int] | None = Field(None, description="scales of the classification protocol giving the "
                                                              "top-5 classes (default: the localisation scales)")
     flip: bool = Field(True, description="the classification protocol averages in the flipped image (paper: on)")
@@ -163,9 +164,11 @@ def _load_locnets(cfg: LocaliseEvalConfig, classes: list[str], runner: Runner) -
     return nets, infos
 
 
-def _record_baselines(per: dict[str, list[float]], guesses_cls: list[int], gt: GroundTruth, size, k, thr) -> None:
-    for name, box in (("whole image", whole_image_box(*size)), ("centre quarter", centre_quarter_box(*size))):
-        per.setdefault(name, []).append(image_localisation_error([(c, box) for c in guesses_cls], gt, k, thr))
+def baseline_errors(guess_classes: list[int], gt: GroundTruth, size: tuple[int, int], k: int,
+                    thr: float) -> dict[str, float]:
+    """Localisation error of one image when every guessed class gets the whole image or its centre quarter."""
+    boxes = {"whole image": whole_image_box(*size), "centre quarter": centre_quarter_box(*size)}
+    return {name: image_localisation_error([(c, box) for c in guess_classes], gt, k, thr) for name, box in boxes.items()}
 
 
 def crop_protocol_errors(nets: list[LocNet], batch: list[tuple[Any, GroundTruth]], runner: Runner,
@@ -276,7 +279,9 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
                         per.setdefault(f"net{i}", []).append(errs[i][j])
                         rec["error"][f"net{i}"] = errs[i][j]
                         rec["boxes"][f"net{i}"] = boxes[i][j]
-                    _record_baselines(per, gt.classes, gt, sample.image.size, len(gt.classes), thr)
+                    for name, e in baseline_errors(gt.classes, gt, sample.image.size, len(gt.classes), thr).items():
+                        per.setdefault(name, []).append(e)
+                        rec["error"][name] = e
                     records.append(rec)
                 bar.advance(len(batch))
                 batch.clear()
@@ -304,11 +309,8 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
                         rec["error_top1"][name] = image_localisation_error(g, gt, 1, thr)
                         rec["guesses"][name] = [[c, [round(v, 2) for v in b.tolist()], round(sc, 4)]
                                                 for c, b, sc in guesses]
-                    size_wh = sample.image.size
-                    for b, box in (("whole image", whole_image_box(*size_wh)),
-                                   ("centre quarter", centre_quarter_box(*size_wh))):
-                        rec["error"][b] = image_localisation_error([(c, box) for c in res.top], gt, k, thr)
-                        rec["error_top1"][b] = image_localisation_error([(c, box) for c in res.top], gt, 1, thr)
+                    rec["error"].update(baseline_errors(res.top, gt, sample.image.size, k, thr))
+                    rec["error_top1"].update(baseline_errors(res.top, gt, sample.image.size, 1, thr))
                     rec["classification_error"] = image_classification_error(res.top, gt.classes, k)
                     records.append(rec)
                 bar.advance(len(group))

@@ -131,10 +131,13 @@ def _voc(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path)
     index = {k: i for i, k in enumerate(d.ids)}
     n_train_pool = test_start if test_start is not None else len(d.ids)
     ev = cfg.voc_test_split
-    if test_start is not None:
-        test_ids = list(d.ids[test_start:]) + ([i for i in sets.get(ev, []) if i not in index] if sets else [])
-    elif ev in sets:
-        test_ids = sets[ev]
+    if ev in sets:  # the devkit's order (ties, and images without a score, keep it)
+        test_ids = list(sets[ev])
+        if test_start is not None:
+            listed = set(test_ids)
+            test_ids += [i for i in d.ids[test_start:] if i not in listed]
+    elif test_start is not None:
+        test_ids = list(d.ids[test_start:])
     else:
         raise UserError(f"the VOC protocol needs the {ev} images: give their store (test_stores / --test) or the "
                         "ImageSets/Main lists (voc_sets / --voc-sets)")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -47,3 +50,22 @@ def test_two_gloo_processes_equal_one(folder, ckpt, tmp_path):
     assert sorted(p1.arrays) == sorted(p2.arrays)
     for key, arr in p1.arrays.items():
         np.testing.assert_allclose(p2.arrays[key], arr, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_cli_equals_one_process(folder, ckpt, tmp_path):
+    """The real launcher: ``torchrun --nproc_per_node 2 -m pipeline evaluate ...`` (gloo on CPU)."""
+    args = ["evaluate", str(ckpt), "--data", str(folder), "--scales", "32,40", "--threads", "1", "--json"]
+    one = subprocess.run([sys.executable, "-m", "pipeline", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), "-m", "pipeline", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    r1, r2 = json.loads(one.stdout), json.loads(two.stdout)  # one JSON document: only process 0 prints
+    assert r2["processes"] == 2 and (r2["n_images"], r2["n_failed"]) == (r1["n_images"], r1["n_failed"])
+    assert (r2["top1_error"], r2["top5_error"]) == (r1["top1_error"], r1["top5_error"])
+    p1, p2 = load_posteriors(tmp_path / "one"), load_posteriors(tmp_path / "two")
+    assert p1.ids == p2.ids
+    np.testing.assert_allclose(p2.select("dense"), p1.select("dense"), rtol=1e-5, atol=1e-6)

@@ -12,7 +12,7 @@ from pipeline.sources.voc import VOC_CLASSES
 
 @pytest.fixture(scope="session")
 def voc_tree(tmp_path_factory) -> Path:
-    return write_voc_tree(tmp_path_factory.mktemp("voc"), n=10)
+    return write_voc_tree(tmp_path_factory.mktemp("voc"), n=6)
 
 
 @pytest.fixture(scope="session")

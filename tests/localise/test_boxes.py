@@ -94,3 +94,12 @@ def test_ground_truth_name_falls_back_to_the_image_label():
     gt = ground_truth([{"xmin": 1, "ymin": 1, "xmax": 5, "ymax": 5, "name": "a dog"}], 10, 10, CLASSES, label=1)
     assert gt.labels.tolist() == [1] and not gt.skipped
     assert ground_truth(None, 10, 10, CLASSES).classes == []
+
+
+def test_classes_present_only_as_difficult_objects_are_not_required():
+    gt = ground_truth([{"xmin": 1, "ymin": 1, "xmax": 9, "ymax": 9, "name": "cat", "difficult": True},
+                       {"xmin": 20, "ymin": 20, "xmax": 29, "ymax": 29, "name": "dog", "difficult": "0"},
+                       {"xmin": 40, "ymin": 1, "xmax": 49, "ymax": 9, "name": "dog", "difficult": 1}], 64, 64, CLASSES)
+    assert gt.difficult.tolist() == [True, False, True]
+    assert gt.classes == [1]              # cat only appears as a difficult object (VOC's label 0)
+    assert len(gt.of_class(1)) == 2       # a guess may still match the difficult dog

@@ -101,12 +101,21 @@ def test_resumed_training_equals_an_uninterrupted_run(voc_tree, voc_classifier, 
         _train(voc_tree, voc_classifier, tmp_path / "b", **{**over, "head": "pcr"})
 
 
-def test_data_without_boxes_is_an_error(trained, tmp_path, photos):
+def _loc_net(path: Path, classes: list[str]) -> Path:
+    """An untrained PCR localisation checkpoint for ``classes`` (scale 64)."""
+    cls, _ = load_model(save_classifier(path.with_suffix(".cls.pt"), classes))
+    return save_checkpoint(path, localisation_net(cls, "pcr", seed=0), meta={
+        "classes": list(classes), "localise": {"head": "pcr", "fine_tune": "all"},
+        "train_scale": {"s_min": 64, "s_max": 64}})
+
+
+def test_data_without_boxes_is_an_error(tmp_path, photos):
     for c in ("aeroplane", "bicycle"):
         (tmp_path / "folder" / c).mkdir(parents=True)
         Image.fromarray(photos[0][:200, :300]).save(tmp_path / "folder" / c / "a.jpg")
+    loc = _loc_net(tmp_path / "loc.pt", ["aeroplane", "bicycle"])
     with pytest.raises(UserError, match="no box annotations"):
-        run_localise_evaluate(LocaliseEvalConfig(checkpoints=[trained["best"]], data=str(tmp_path / "folder"), split=None,
+        run_localise_evaluate(LocaliseEvalConfig(checkpoints=[str(loc)], data=str(tmp_path / "folder"), split=None,
                                                  protocol="crop", progress=False))
 
 
@@ -135,10 +144,7 @@ def test_bad_boxes_are_clipped_or_skipped_with_reasons(tmp_path, photos):
         {"key": "none", "path": "x.jpg", "label": "dog"},                         # no boxes at all
     ]
     (tmp_path / "list.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cls2, _ = load_model(save_classifier(tmp_path / "c2.pt", ["cat", "dog"]))
-    loc = save_checkpoint(tmp_path / "loc2.pt", localisation_net(cls2, "pcr", seed=0), meta={
-        "classes": ["cat", "dog"], "localise": {"head": "pcr", "fine_tune": "all"},
-        "train_scale": {"s_min": 64, "s_max": 64}})
+    loc = _loc_net(tmp_path / "loc.pt", ["cat", "dog"])
     s = run_localise_evaluate(LocaliseEvalConfig(checkpoints=[str(loc)], data=str(tmp_path / "list.jsonl"), split="all",
                                                  protocol="crop", progress=False, out=str(tmp_path / "ev")))
     assert s["images"] == {"seen": 3, "evaluated": 1, "skipped": 2}

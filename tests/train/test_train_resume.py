@@ -38,13 +38,13 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     run = _start(killed_cfg, tmp_path / "killed.yaml")
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 300
-    while _step(last) < 12 and run.poll() is None and time.time() < deadline:  # mid-way through epoch 2
+    while _step(last) < 24 and run.poll() is None and time.time() < deadline:  # mid-way through epoch 2
         time.sleep(0.02)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     assert run.returncode == -signal.SIGKILL
     at_kill = _step(last)
-    assert 0 < at_kill < 30  # 3 epochs of 10 steps: killed before the end
+    assert 0 < at_kill < 60  # 3 epochs of 20 steps: killed before the end
     resumed = _start(killed_cfg, tmp_path / "killed.yaml", "--resume")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
@@ -52,11 +52,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert ref.returncode == 0, ref_err[-2000:]
     a = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(last, weights_only=True)
-    assert a["position"]["step"] == b["position"]["step"] == 30
+    assert a["position"]["step"] == b["position"]["step"] == 60
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k  # bit for bit: same data, augmentation, dropout
     rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     ra, rb = rows(tmp_path / "ref"), rows(tmp_path / "killed")
     assert [(r["kind"], r["step"]) for r in ra] == [(r["kind"], r["step"]) for r in rb]  # no duplicate, none missing
     assert [r.get("top1") for r in ra] == [r.get("top1") for r in rb]
-    assert json.loads(out)["steps"] == 30
+    assert json.loads(out)["steps"] == 60

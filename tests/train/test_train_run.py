@@ -42,10 +42,10 @@ def test_a_small_net_learns_fashion_mnist(trained):
     val = _rows(Path(res["out"]), "val")
     assert [r["epoch"] for r in val] == [1, 2, 3]
     assert res["best_top1"] == max(r["top1"] for r in val) and res["final"]["images"] == 200
-    assert res["best_top1"] > 0.55, val  # chance is 0.10
+    assert res["best_top1"] > 0.35, val  # chance is 0.10
     train = _rows(Path(res["out"]), "train")
     assert train[-1]["loss"] < train[0]["loss"] - 0.5
-    assert res["steps"] == 3 * (400 // 32) and res["stop"] == "max_epochs 3"
+    assert res["steps"] == 3 * (400 // 16) and res["stop"] == "max_epochs 3"
 
 
 def test_outputs_and_checkpoint_meta(trained, shards):
@@ -82,13 +82,13 @@ def test_plateau_schedule_drops_lr_then_stops(shards, tmp_path):
     res = run_train(cfg)
     val = _rows(tmp_path / "p", "val")
     assert [r["event"] for r in val] == ["improved", "drop", "stop"]
-    assert [r["lr"] for r in val] == [0.01, 0.01, 0.001] and res["lr_drops"] == 1
+    assert [r["lr"] for r in val] == pytest.approx([0.003, 0.003, 0.0003]) and res["lr_drops"] == 1
     assert res["epochs"] == 3 and "stopped improving" in res["stop"]
-    assert {r["lr"] for r in _rows(tmp_path / "p", "train") if r["epoch"] == 3} == {0.001}
+    assert [r["lr"] for r in _rows(tmp_path / "p", "train") if r["epoch"] == 3] == pytest.approx([0.0003] * 2)
 
 
 def test_gradient_accumulation_equals_the_whole_batch(shards, tmp_path):
-    common = {"schedule.max_steps": 3, "data.val_split": None, "optim.lr": 0.05}
+    common = {"schedule.max_steps": 3, "data.val_split": None}
     a = run_train(config_from(TrainConfig, tiny_config(shards, tmp_path / "whole", **common)))
     b = run_train(config_from(TrainConfig, tiny_config(shards, tmp_path / "acc", **common, **{"optim.micro_batch": 8})))
     assert a["steps"] == b["steps"] == 3
@@ -123,7 +123,7 @@ def test_bad_input_is_refused_before_any_step(shards, tmp_path, trained):
     assert "vgg stats" in _bad(nostats, tmp_path, **{"data.mean": [73.0, 73.0, 73.0]})
     assert "vgg stats" in _bad(nostats, tmp_path, **{"data.colour_shift": 0.0})
     assert "num_classes" in _bad(shards, tmp_path, **{"model.num_classes": 7})
-    assert "does not divide" in _bad(shards, tmp_path, **{"optim.micro_batch": 12})
+    assert "must divide" in _bad(shards, tmp_path, **{"optim.micro_batch": 12})
     assert "below the crop" in _bad(shards, tmp_path, **{"data.scale": {"s_min": 28, "s_max": 40}})
     assert "not found" in _bad(shards, tmp_path, **{"init.net_a": str(tmp_path / "a.pt")})
     # a net A trained on other classes
@@ -142,7 +142,7 @@ def test_resume_refuses_another_config_or_other_shards(shards, tmp_path):
     with pytest.raises(UserError, match="already holds a training run"):
         run_train(config_from(TrainConfig, first))
     with pytest.raises(UserError, match=r"another config \(differs in optim.lr\)"):
-        run_train(config_from(TrainConfig, {**first, "resume": True, "optim": {"lr": 0.5, "batch_size": 32}}))
+        run_train(config_from(TrainConfig, {**first, "resume": True, "optim": {"lr": 0.5, "batch_size": 16}}))
     rebuilt = tmp_path / "rebuilt"  # same folder layout, other images: another fingerprint
     write_shards(rebuilt, {"train": chunks(fmnist_samples("train", 40, start=40), [200, 200])}, source="other")
     with pytest.raises(UserError, match="other shards"):

@@ -89,7 +89,7 @@ def tiny_config(shards: Path, out: Path, **over: Any) -> dict[str, Any]:
         "out": str(out),
         "model": {"config": "A", "num_classes": 10, "width": 0.125, "fc_width": 64, "crop": 32, "dropout": 0.0},
         "data": {"shards": str(shards), "scale": {"s_min": 32, "s_max": 40}, "workers": 0, "shuffle_buffer": 64},
-        "optim": {"lr": 0.01, "batch_size": 32},
+        "optim": {"lr": 0.003, "batch_size": 16},
         "schedule": {"max_epochs": 2},
         "init": {"method": "glorot"},
         "speed": {"bf16": False, "channels_last": False, "threads": 1},
