@@ -47,7 +47,8 @@ class PaperConfig(StageConfig):
     digits_size: int = Field(64, ge=32, description="side of the Caltech-style digit images")
     mosaics: int = Field(600, ge=8, description="VOC-style mosaic images")
     mosaic_canvas: int = Field(112, ge=56, description="side of the mosaics in pixels")
-    feature_scales: list[int] = Field([32, 48, 64], description="test scales Q of the feature extraction (small crop)")
+    digits_scales: list[int] = Field([64, 96, 128], description="test scales Q of the digits features (1x, 1.5x, 2x the 64-px images)")
+    mosaic_scales: list[int] = Field([32, 48, 64], description="test scales Q of the mosaic features (1x, 1.5x, 2x the crop)")
     localise_epochs: int = Field(6, ge=1, description="epochs of localisation training")
     bf16: bool | None = Field(None, description="bf16 autocast + channels_last in evaluation, extraction and localisation "
                               "(None: where bf16 is native, i.e. GPUs and AMX / AVX512-BF16 CPUs)")
@@ -102,15 +103,15 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
     publish_table(ev["rows"], "evaluate-table", "Tables 3-6: top-1 / top-5 val. error (%)")
 
     # ---- Appendix B: features of D, linear SVMs
-    ext = dict(checkpoints=[str(ckpt_d)], scales=cfg.feature_scales, aggregate="stack",
+    ext = dict(checkpoints=[str(ckpt_d)], aggregate="stack",
                precision="bf16" if cfg.bf16 else "fp32", channels_last=cfg.bf16)
     digits_h5 = w / "features" / "digits.h5"
-    stage_task(run_extract, "extract-digits")(ExtractConfig(data=data["digits"], out=str(digits_h5), **ext))
+    stage_task(run_extract, "extract-digits")(ExtractConfig(data=data["digits"], out=str(digits_h5), scales=cfg.digits_scales, **ext))
     voc = {}
     for split in ("trainval", "test"):
         voc[split] = w / "features" / f"mosaics-{split}.h5"
         stage_task(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
-            data=data["mosaics"], split=split, out=str(voc[split]), **{**ext, "aggregate": "avg"}))
+            data=data["mosaics"], split=split, out=str(voc[split]), scales=cfg.mosaic_scales, **{**ext, "aggregate": "avg"}))
     caltech = stage_task(run_transfer, "transfer-caltech")(TransferConfig(
         stores=[str(digits_h5)], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech")))
     vocres = stage_task(run_transfer, "transfer-voc07")(TransferConfig(

@@ -60,7 +60,8 @@ def evaluate(
     data: Annotated[Optional[str], typer.Option(help="data with boxes (shards or VOC/ILSVRC source)")] = None,
     split: Annotated[Optional[str], typer.Option(help="split to evaluate (default val)")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="crop (Table 8) | dense (Table 9, default)")] = None,
-    scales: Annotated[Optional[str], typer.Option(help="test scales Q, e.g. 256,384 (default: each net's S)")] = None,
+    scales: Annotated[Optional[str], typer.Option(help="test scales Q, e.g. 256,384 (default: each net's S); "
+                                                       "per net separated by ';', e.g. '256;352,384'")] = None,
     limit: Annotated[Optional[int], typer.Option(help="evaluate only the first N images")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (loc_eval.json, loc_table.md, predictions.jsonl)")] = None,
@@ -75,9 +76,13 @@ def evaluate(
 
     overrides: dict[str, Any] = {
         "checkpoints": [str(p) for p in checkpoints], "classifier": str(classifier) if classifier else None,
-        "data": data, "split": split, "protocol": protocol, "scales": _ints(scales, "--scales"), "limit": limit,
+        "data": data, "split": split, "protocol": protocol, "limit": limit,
         "device": device, "out": str(out) if out else None,
     }
+    if scales is not None and ";" in scales:
+        overrides["net_scales"] = [_ints(part, "--scales") for part in scales.split(";")]
+    elif scales is not None:
+        overrides["scales"] = _ints(scales, "--scales")
     cfg = load_config(LocaliseEvalConfig, config, sets, **overrides)
     result = run_localise_evaluate(cfg)
     if as_json:

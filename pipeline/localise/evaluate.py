@@ -63,6 +63,9 @@ class LocaliseEvalConfig(StageConfig):
     scales: list[int] | None = Field(None, description="test scales Q of every localisation net (default: each "
                                                        "net's training scale S, as Table 9's S/Q rows); the crop "
                                                        "protocol uses the first")
+    net_scales: list[list[int]] | None = Field(None, description="test scales of each net, in checkpoint order "
+                                                                "(overrides scales; Table 9's fusion row: 256/256 "
+                                                                "and 384/352,384)")
     class_scales: list[int] | None = Field(None, description="scales of the classification protocol giving the "
                                                              "top-5 classes (default: the localisation scales)")
     flip: bool = Field(True, description="the classification protocol averages in the flipped image (paper: on)")
@@ -150,7 +153,12 @@ def _load_locnets(cfg: LocaliseEvalConfig, classes: list[str], runner: Runner) -
         model, info = load_localiser(path)
         order = class_order(f"localisation net {path}", info.classes, len(info.classes), classes)
         s = info.train_scale
-        scales = list(cfg.scales) if cfg.scales else ([s] if s else [])
+        if cfg.net_scales is not None:
+            if len(cfg.net_scales) != len(cfg.checkpoints):
+                raise UserError(f"net_scales has {len(cfg.net_scales)} lists for {len(cfg.checkpoints)} checkpoints")
+            scales = list(cfg.net_scales[i])
+        else:
+            scales = list(cfg.scales) if cfg.scales else ([s] if s else [])
         if not scales:
             raise UserError(f"{path}: records no training scale; give --scales")
         low = [q for q in scales if q < model.cfg.crop]

@@ -48,7 +48,8 @@ def head_outputs(head: Head, num_classes: int) -> int:
     raise UserError(f"unknown regression type {head!r} (scr, pcr)")
 
 
-def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2, seed: int | None = None) -> VGG:
+def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2, seed: int | None = None,
+                     dropout: float | None = None) -> VGG:
     """A localisation net initialised from a classification net of the same configuration.
 
     Args:
@@ -56,11 +57,15 @@ def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2
         head: ``scr`` (4 outputs) or ``pcr`` (4 x classes outputs).
         init_std: std of the fresh box layer's weights (biases 0), as the paper's initialisation.
         seed: seed of that initialisation.
+        dropout: dropout after FC1 and FC2 (default: the classification net's).
     Returns:
         A new VGG whose layers but the last are copies of ``classifier``'s.
     """
     classifier = getattr(classifier, "module", classifier)
-    cfg = classifier.cfg.model_copy(update={"num_classes": head_outputs(head, classifier.cfg.num_classes)})
+    update: dict[str, Any] = {"num_classes": head_outputs(head, classifier.cfg.num_classes)}
+    if dropout is not None:
+        update["dropout"] = dropout
+    cfg = classifier.cfg.model_copy(update=update)
     net = build_model(cfg)
     state = {k: v for k, v in classifier.state_dict().items() if not k.startswith("classifier.6.")}
     missing, unexpected = net.load_state_dict(state, strict=False)

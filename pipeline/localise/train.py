@@ -73,6 +73,8 @@ class LocaliseTrainConfig(StageConfig):
     lr_steps: list[int] = Field(default_factory=list, description="epochs after which the learning rate is divided by 10")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper: 0.9)")
     weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (paper: 5e-4)")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout after FC1 and FC2 while fine-tuning "
+                                                                "(default: the classification net's, paper 0.5)")
     init_std: float = Field(1e-2, gt=0, description="std of the fresh box layer's initial weights (biases 0)")
     flip: bool = Field(True, description="random horizontal flips (boxes flipped along)")
     min_visible: float = Field(0.5, ge=0, le=1, description="a box is a regression target only if this fraction of it "
@@ -194,7 +196,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
         raise UserError(f"training scale S={s} is below the crop size {crop}")
     norm = normalization_of(ck)
     runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16, cfg.threads)
-    model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed)
+    model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed, dropout=cfg.dropout)
     slots = head_outputs(cfg.head, len(classes)) // 4
     info = LocaliserInfo(cfg.head, classes, cfg.fine_tune, s, {})
     meta = {"normalization": norm.model_dump(), "train_scale": {"s_min": s, "s_max": s}, "classes": classes,

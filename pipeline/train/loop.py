@@ -124,20 +124,21 @@ class _Run:
             self._log(f"--resume: no checkpoint in {cfg.out} yet, starting from the beginning")
         elif self.paths.last.exists():
             raise UserError(f"{cfg.out} already holds a training run: pass --resume to continue it, or choose another out")
+        self.model = build_model(cfg.model)  # initialising checks the init checkpoints (classes, shapes)
+        if self.resume_ck is None:
+            self.init_info = initialise(self.model, cfg.init, classes)
+        else:
+            self.model.load_state_dict(self.resume_ck["state_dict"])
+            self.init_info = (self.resume_ck.get("meta") or {}).get("init", {})
 
     # -- model, optimizer, schedule -------------------------------------------------------------
     def _build(self) -> None:
         cfg, env = self.cfg, self.env
         self.bf16 = _bf16(cfg.speed.bf16, env.device)
-        model = build_model(cfg.model)
-        self.init_info = initialise(model, cfg.init, self.shards.classes) if self.resume_ck is None else {}
-        if self.resume_ck is not None:
-            model.load_state_dict(self.resume_ck["state_dict"])
-            self.init_info = (self.resume_ck.get("meta") or {}).get("init", {})
+        model = self.model
         model.to(env.device)
         if cfg.speed.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.model = model
         net: torch.nn.Module = model
         if env.world > 1:
             net = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)

@@ -47,10 +47,11 @@ def _decide(X: np.ndarray, coef: np.ndarray, icpt: np.ndarray) -> np.ndarray:
     return np.asarray(X, dtype=np.float64) @ coef.T + icpt
 
 
-def _best(scores: list[float]) -> int:
-    """Index of the best score; the first (smallest C, the grid being ascending) on ties; nan never wins."""
+def _best(scores: list[float], tie: float = 1e-9) -> int:
+    """Index of the best score; on ties (within ``tie``: the same recall summed in another order
+    differs in the last bits) the first, i.e. the smallest C of the ascending grid; nan never wins."""
     arr = np.array([-np.inf if np.isnan(s) else s for s in scores])
-    return int(np.flatnonzero(arr == arr.max())[0])
+    return int(np.flatnonzero(arr >= arr.max() - tie)[0])
 
 
 @dataclass

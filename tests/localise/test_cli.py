@@ -32,6 +32,14 @@ def test_train_then_evaluate_from_the_command_line(voc_tree, voc_classifier, tmp
     assert summary["protocol"] == "crop" and summary["rows"][0]["regression"] == "SCR"
     assert summary["rows"][0]["fine_tuned"] == "1st and 2nd FC"
     assert (tmp_path / "ev" / "loc_eval.json").is_file()
+    # dense protocol, two nets at their own scales (Table 9's fusion row)
+    code, out, err = _run(["localise", "evaluate", res["best"], res["last"], "--classifier", str(voc_classifier),
+                           "--data", str(voc_tree), "--split", "val", "--scales", "64;64,96", "--limit", "2",
+                           "--set", "progress=false", "--json"], capsys)
+    assert code == 0, err
+    dense = json.loads(out)
+    assert [n["scales"] for n in dense["nets"]] == [[64], [64, 96]]
+    assert dense["rows"][2]["train"] == "fusion: 64/64 and 64/64,96"
     # the plain output is the Markdown table
     code, out, err = _run(["localise", "evaluate", res["best"], "--data", str(voc_tree), "--split", "val",
                            "--protocol", "crop", "--limit", "3", "--set", "progress=false"], capsys)

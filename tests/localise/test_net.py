@@ -50,6 +50,8 @@ def test_rehead_copies_all_layers_but_the_last(classifier):
     # same seed, same fresh layer
     assert torch.equal(localisation_net(classifier, "pcr", seed=1).state_dict()["classifier.6.weight"],
                        b["classifier.6.weight"])
+    # dropout has no weights: fine-tuning may change it
+    assert localisation_net(classifier, "scr", dropout=0.25).cfg.dropout == 0.25 and net.cfg.dropout == 0.0
 
 
 def test_dense_application_agrees_with_the_crop_form(classifier):
