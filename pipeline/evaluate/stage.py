@@ -28,7 +28,7 @@ from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_post
 from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
 from pipeline.evaluate.runner import DistContext, EvalNet, Item, check_scales, evaluate_items, gather_results
 from pipeline.evaluate.tables import build_rows, format_train_scale, to_csv, to_markdown
-from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.io import read_json, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.preprocess import normalization_of, train_scale_of
 
 __all__ = ["EvaluateConfig", "run_evaluate", "resolve_scales"]
@@ -250,6 +250,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """
     if bool(cfg.checkpoints) == bool(cfg.from_posteriors):
         raise UserError("give checkpoints (with --data) or --from-posteriors, not both or neither")
+    previous = _finished(cfg)
+    if previous is not None:  # an identical finished run: its saved result (a re-run of a flow reuses it)
+        return previous
     ctx = DistContext.start(cfg.distributed) if cfg.checkpoints else DistContext()
     try:
         if cfg.from_posteriors:
@@ -273,6 +276,17 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         return result
     finally:
         ctx.close()
+
+
+def _finished(cfg: EvaluateConfig) -> dict[str, Any] | None:
+    """The saved result of an identical finished run (same config, checkpoints unchanged), or None."""
+    if not cfg.out or not (Path(cfg.out) / "eval.json").is_file():
+        return None
+    old = read_json(Path(cfg.out) / "eval.json")
+    same = old.get("config") == cfg.model_dump(mode="json")
+    inputs = [Path(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
+    fresh = all(p.is_file() and p.stat().st_mtime <= (Path(cfg.out) / "eval.json").stat().st_mtime for p in inputs)
+    return {**old, "status": "exists"} if same and fresh else None
 
 
 def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig) -> dict[str, str]:

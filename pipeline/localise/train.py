@@ -242,11 +242,11 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
                     outp = model(x)
                 pred = outp.float().view(x.shape[0], slots, 4)
                 loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
+                if not torch.isfinite(loss):
+                    raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if not torch.isfinite(loss):
-                    raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
                 loss_sum += float(loss.detach()) * x.shape[0]
                 seen += x.shape[0]
                 bar.advance(x.shape[0])

@@ -156,3 +156,12 @@ def test_channels_last_and_bf16_switches(folder, ckpt, tmp_path):
     np.testing.assert_allclose(posts["cl"], posts["ref"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(posts["bf"], posts["ref"], atol=0.05)
     assert not np.array_equal(posts["bf"], posts["ref"])  # bf16 really ran
+
+
+def test_identical_rerun_returns_the_saved_result(both_run):
+    res, out = both_run
+    cfg = EvaluateConfig(**{**res["config"], "out": str(out)})
+    again = run_evaluate(cfg)
+    assert again["status"] == "exists" and again["top1_error"] == res["top1_error"]
+    other = run_evaluate(cfg.model_copy(update={"limit": 2, "out": str(out.parent / "other")}))
+    assert "status" not in other and other["n_images"] <= 2
