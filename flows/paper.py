@@ -105,11 +105,12 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
     # ---- Appendix B: features of D, linear SVMs
     ext = dict(checkpoints=[str(ckpt_d)], aggregate="stack",
                precision="bf16" if cfg.bf16 else "fp32", channels_last=cfg.bf16)
-    digits_h5 = w / "features" / "digits.h5"
+    q = lambda scales: "q" + "-".join(map(str, scales))  # noqa: E731 - new scales, new store (never a silent mix)
+    digits_h5 = w / "features" / f"digits-{q(cfg.digits_scales)}.h5"
     stage_task(run_extract, "extract-digits")(ExtractConfig(data=data["digits"], out=str(digits_h5), scales=cfg.digits_scales, **ext))
     voc = {}
     for split in ("trainval", "test"):
-        voc[split] = w / "features" / f"mosaics-{split}.h5"
+        voc[split] = w / "features" / f"mosaics-{split}-{q(cfg.mosaic_scales)}.h5"
         stage_task(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
             data=data["mosaics"], split=split, out=str(voc[split]), scales=cfg.mosaic_scales, **{**ext, "aggregate": "avg"}))
     caltech = stage_task(run_transfer, "transfer-caltech")(TransferConfig(
