@@ -8,6 +8,8 @@ in a stable order with decoded RGB images (paper 2.1); an image that cannot be d
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ def _pick_split(available: list[str], split: str | None, where: str) -> str:
     raise UserError(f"{where}: several splits ({', '.join(available)}); choose one")
 
 
-class DataView:
+class DataView(ABC):
     """A split of a dataset: ``classes``, ``kind``, ``split``, ``fingerprint``; iterate for samples."""
 
     classes: list[str]
@@ -60,14 +62,17 @@ class DataView:
     label_kind: str
 
     @property
-    def fingerprint(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A hash of the split's content (paths, sizes, labels) or of the shard manifest."""
 
-    def __iter__(self) -> Iterator[Sample]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def __iter__(self) -> Iterator[Sample]:
+        """Samples in stable order."""
 
-    def __len__(self) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of images in the split."""
 
 
 class ShardView(DataView):

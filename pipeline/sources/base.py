@@ -10,6 +10,7 @@ or detects the layout (``format="auto"``).
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ class Record:
         return Path(self.path).read_bytes()
 
 
-class Source:
+class Source(ABC):
     """Base of the readers. Subclasses set ``kind`` and implement the methods below."""
 
     kind: str = "source"
@@ -69,17 +70,17 @@ class Source:
         return False
 
     @property
+    @abstractmethod
     def classes(self) -> list[str]:
         """Class names; class index = position in this list (sorted names/wnids)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def splits(self) -> list[str]:
         """Splits this source has (e.g. train, val)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def records(self, split: str) -> Iterator[Record]:
         """Records of one split in stable source order."""
-        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """kind, root, classes and splits, for manifests and provenance."""
