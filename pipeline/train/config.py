@@ -90,7 +90,8 @@ class SpeedConfig(_Section):
                                                                   "(GPUs, CPUs with AVX512-BF16/AMX)")
     channels_last: bool = Field(True, description="NHWC memory format for convolutions")
     compile: bool = Field(False, description="torch.compile the model")
-    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads per process (default: as set by the environment)")
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads per process (default on CPU: the cores left "
+                                                         "to this rank after its loader workers)")
     pin_memory: bool = Field(True, description="pinned host memory for batches (GPU only)")
 
 

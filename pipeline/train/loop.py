@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,12 +46,27 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         UserError: bad input, before any training step.
     """
     env = init_distributed(cfg.speed.device)
+    threads = torch.get_num_threads()
     try:
-        if cfg.speed.threads:
-            torch.set_num_threads(cfg.speed.threads)
+        _set_threads(cfg, env)
         return _Run(cfg, env).train()
     finally:
+        torch.set_num_threads(threads)
         shutdown(env)
+
+
+def _set_threads(cfg: TrainConfig, env: DistEnv) -> None:
+    """CPU threads: as configured, else the cores left to this rank after its loader workers.
+
+    Oversubscribing the cores (compute threads + loader workers + other ranks) makes OpenMP's
+    waiting threads spin against each other: several times slower on a busy two-core machine.
+    """
+    if cfg.speed.threads:
+        torch.set_num_threads(cfg.speed.threads)
+    elif env.device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ranks_here - cfg.data.workers)))
 
 
 def _bf16(setting: bool | str, device: torch.device) -> bool:
