@@ -279,7 +279,8 @@ class _Run:
 
     def _end_epoch(self, max_steps_hit: bool) -> None:
         cfg = self.cfg
-        row: dict[str, Any] = {"kind": "val", "epoch": self.epoch + 1, "step": self.step, "lr": self.schedule.lr}
+        row: dict[str, Any] = {"kind": "val" if cfg.data.val_split else "epoch", "epoch": self.epoch + 1,
+                               "step": self.step, "lr": self.schedule.lr}
         improved = False
         if cfg.data.val_split:
             loader = val_loader(self.shards, cfg.data.val_split, view=self.view, batch=self.micro, rank=self.env.rank,

@@ -1,0 +1,60 @@
+"""`vgg bench`: the benchmark collector (pipeline/bench.py) and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.bench import STAGES, alternate, markdown, run_bench
+from pipeline.errors import UserError
+
+
+def test_alternate_interleaves_after_warmup_and_takes_medians():
+    calls: list[str] = []
+    a_vals = iter([100.0, 3.0, 1.0, 2.0])  # the first (warm-up) value must not count
+    b_vals = iter([100.0, 30.0, 10.0, 20.0])
+    a = lambda: calls.append("a") or next(a_vals)  # noqa: E731
+    b = lambda: calls.append("b") or next(b_vals)  # noqa: E731
+    assert alternate(a, b, reps=3, warmup=1) == (2.0, 20.0)
+    assert calls == ["a", "b"] * 4
+
+
+def test_every_stage_of_the_issue_has_a_benchmark_file():
+    assert set(STAGES) == {"shard", "loader", "train", "ddp", "evaluate", "extract", "transfer"}
+    for file in STAGES.values():
+        mod = run_bench.__globals__["_load"](file)
+        assert callable(mod.bench), file
+
+
+def test_unknown_stage_is_a_one_line_error():
+    with pytest.raises(UserError, match="unknown stage"):
+        run_bench(["shard", "warp-drive"])
+    r = subprocess.run([sys.executable, "-m", "pipeline", "bench", "--stages", "warp-drive"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2
+    assert "unknown stage" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_markdown_table_has_one_row_per_result():
+    rows = [{"stage": "shard", "ours": 26.1, "baseline": 9.2, "unit": "images/s", "ratio": 2.84, "goal": ">= 1.8x",
+             "meets": True},
+            {"stage": "ddp", "ours": 800.0, "baseline": 500.0, "unit": "images/s", "ratio": 0.8, "goal": ">= 0.8 efficiency",
+             "meets": False}]
+    lines = markdown(rows).splitlines()
+    assert lines[0].startswith("| stage | ours | baseline")
+    assert lines[2] == "| shard | 26.1 | 9.2 | images/s | 2.84 | >= 1.8x | yes |"
+    assert lines[3].endswith("| no |") and len(lines) == 4
+
+
+@pytest.mark.slow
+def test_vgg_bench_transfer_quick_json_runs_both_sides_on_the_same_data():
+    r = subprocess.run([sys.executable, "-m", "pipeline", "bench", "--stages", "transfer", "--quick", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads(r.stdout)
+    assert row["stage"] == "transfer" and row["ours"] > 0 and row["baseline"] > 0
+    assert row["ratio"] == pytest.approx(row["baseline"] / row["ours"])
+    assert {"unit", "goal", "meets", "note"} <= set(row)
