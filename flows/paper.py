@@ -43,7 +43,7 @@ class PaperConfig(StageConfig):
     preset_d: str = Field("fmnist-demo-d", description="training preset of net D, started from net A")
     train_sets: list[str] = Field(default_factory=list, description="extra `key=value` settings for both trainings")
     nproc_per_node: int = Field(1, ge=1, description="training processes (torchrun) per node")
-    eval_limit: int | None = Field(None, ge=1, description="evaluate only the first N validation images")
+    eval_limit: int | None = Field(300, ge=1, description="evaluate only the first N validation images (multi-crop costs 150 forward passes per image and net; None = all)")
     digits_size: int = Field(64, ge=32, description="side of the Caltech-style digit images")
     mosaics: int = Field(600, ge=8, description="VOC-style mosaic images")
     mosaic_canvas: int = Field(112, ge=56, description="side of the mosaics in pixels")
