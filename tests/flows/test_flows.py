@@ -119,3 +119,28 @@ def test_ui_deployments_page_lists_the_deployments(live_prefect):
         time.sleep(2)
     for name in ("vgg-paper", "shard", "extract", "transfer", "localise"):
         assert name in dom, f"{name} not on the deployments page"
+
+
+@pytest.mark.slow
+def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tmp_path):
+    """The demo's flow end to end at the smallest settings: every stage runs, tables and artifacts exist."""
+    from prefect.client.orchestration import get_client
+
+    from flows.paper import PaperConfig, paper_flow
+
+    cfg = PaperConfig(workdir=str(tmp_path / "demo"), train_per_class=30, val_per_class=5, eval_limit=10,
+                      train_sets=["schedule.max_epochs=1", "data.workers=0", "optim.batch_size=32"],
+                      digits_size=32, digits_scales=[32, 48], mosaics=60, mosaic_canvas=64, mosaic_scales=[32],
+                      localise_epochs=1)
+    res = paper_flow(cfg)
+    text = (tmp_path / "demo" / "tables.md").read_text()
+    for heading in ("Classification (Tables 3-6)", "Transfer (Table 11)", "Localisation (Tables 8-9)"):
+        assert heading in text
+    assert "multi-crop" in text.lower() or "dense" in text.lower()
+    assert 0 <= res["top1_error"] <= 1 and 0 <= res["caltech_recall"] <= 1 and 0 <= res["voc07_map"] <= 1
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"vgg-paper-tables", "vgg-paper-summary", "evaluate-table"} <= keys
+    t0 = time.perf_counter()
+    again = paper_flow(cfg)  # every stage finds its finished output
+    assert time.perf_counter() - t0 < res["seconds"] and again["top1_error"] == res["top1_error"]
