@@ -122,4 +122,5 @@ class TrainConfig(StageConfig):
 
 #: fields that may differ between a run and its resumption (they do not change the result)
 RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "speed.threads", "speed.pin_memory",
-               "data.shards"}  # moved shards resume; their fingerprint is checked instead
+               "data.shards",  # moved shards resume; their fingerprint is checked instead
+               "schedule.max_epochs", "schedule.max_steps"}  # limits: raising them continues a finished run

@@ -172,9 +172,21 @@ class _Run:
             self.epoch, self.step_in_epoch, self.step = pos["epoch"], pos["step_in_epoch"], pos["step"]
             self.wall_prior, self.finished = pos.get("wall_s", 0.0), pos.get("finished", False)
             self.last_val, self.stop_reason = pos.get("last_val"), pos.get("stop", "")
+            if self.finished and self._limit_raised():  # `--resume --set schedule.max_epochs=...`: train longer
+                self._log(f"--resume: the run stopped at {self.stop_reason}; continuing to the new limit")
+                self.finished, self.stop_reason = False, ""
             torch.set_rng_state(ck["rng"]["torch"])
             set_lr(self.opt, self.schedule.lr)
             self.resume_ck = None  # free the memory
+
+    def _limit_raised(self) -> bool:
+        """Whether a run stopped by its epoch or step limit may go on under this config's higher limit."""
+        sched = self.cfg.schedule
+        if self.stop_reason.startswith("max_epochs"):
+            return self.epoch < sched.max_epochs and (sched.max_steps is None or self.step < sched.max_steps)
+        if self.stop_reason.startswith("max_steps"):
+            return sched.max_steps is None or self.step < sched.max_steps
+        return False
 
     def meta(self) -> dict[str, Any]:
         s = self.cfg.data.scale

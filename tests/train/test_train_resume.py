@@ -60,3 +60,33 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert [(r["kind"], r["step"]) for r in ra] == [(r["kind"], r["step"]) for r in rb]  # no duplicate, none missing
     assert [r.get("top1") for r in ra] == [r.get("top1") for r in rb]
     assert json.loads(out)["steps"] == 60
+
+
+def test_raising_max_epochs_on_resume_continues_a_finished_run_as_if_never_stopped(tmp_path):
+    from pipeline.config import config_from
+    from pipeline.errors import UserError
+    from pipeline.train import TrainConfig, run_train
+
+    shards = write_shards(tmp_path / "shards", {"train": chunks(fmnist_samples("train", 12), [70, 50]),
+                                                "val": chunks(fmnist_samples("t10k", 4), [40])})
+    over = {"data.workers": 0, "schedule.patience": 5, "progress": False}
+    ref = run_train(config_from(TrainConfig, tiny_config(shards, tmp_path / "ref", **over, **{"schedule.max_epochs": 2})))
+    short = config_from(TrainConfig, tiny_config(shards, tmp_path / "ext", **over, **{"schedule.max_epochs": 1}))
+    assert run_train(short)["stop"] == "max_epochs 1"
+    again = run_train(short.model_copy(update={"resume": True}))  # same limit: nothing more to do
+    assert again["epochs"] == 1
+    longer = config_from(TrainConfig, tiny_config(shards, tmp_path / "ext", **over,
+                                                  **{"schedule.max_epochs": 2, "resume": True}))
+    ext = run_train(longer)
+    assert ext["epochs"] == ref["epochs"] == 2 and ext["steps"] == ref["steps"] and ext["stop"] == "max_epochs 2"
+    a = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ext" / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    other = tiny_config(shards, tmp_path / "ext", **over, **{"schedule.max_epochs": 3, "resume": True, "optim.lr": 0.5})
+    try:
+        run_train(config_from(TrainConfig, other))
+    except UserError as e:  # other settings than the limits are still refused
+        assert "optim.lr" in str(e)
+    else:
+        raise AssertionError("a resume with another learning rate was accepted")
