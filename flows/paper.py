@@ -43,11 +43,13 @@ class PaperConfig(StageConfig):
     preset_d: str = Field("fmnist-demo-d", description="training preset of net D, started from net A")
     train_sets: list[str] = Field(default_factory=list, description="extra `key=value` settings for both trainings")
     nproc_per_node: int = Field(1, ge=1, description="training processes (torchrun) per node")
-    eval_limit: int | None = Field(300, ge=1, description="evaluate only the first N validation images (multi-crop costs 150 forward passes per image and net; None = all)")
-    digits_size: int = Field(64, ge=32, description="side of the Caltech-style digit images")
+    eval_limit: int | None = Field(200, ge=1, description="evaluate only the first N validation images (multi-crop costs 150 forward passes per image and net; None = all)")
+    digits_size: int = Field(32, ge=32, description="side of the Caltech-style digit images (32: digits about the size "
+                             "of the Fashion-MNIST objects the nets were trained on)")
     mosaics: int = Field(600, ge=8, description="VOC-style mosaic images")
     mosaic_canvas: int = Field(112, ge=56, description="side of the mosaics in pixels")
-    digits_scales: list[int] = Field([64, 96, 128], description="test scales Q of the digits features (1x, 1.5x, 2x the 64-px images)")
+    digits_scales: list[int] = Field([32, 48, 64], description="test scales Q of the digits features (1x, 1.5x, 2x the "
+                                     "32-px images)")
     mosaic_scales: list[int] = Field([32, 48, 64], description="test scales Q of the mosaic features (1x, 1.5x, 2x the crop)")
     localise_epochs: int = Field(6, ge=1, description="epochs of localisation training")
     bf16: bool | None = Field(None, description="bf16 autocast + channels_last in evaluation, extraction and localisation "
@@ -62,11 +64,16 @@ def prepare(cfg: PaperConfig) -> dict[str, str]:
     from pipeline.shipped.voc_mosaics import prepare_voc_mosaics
 
     w = Path(cfg.workdir) / "data"
-    return {
-        "fmnist": str(prepare_fashion_mnist(w / "fashion-mnist", cfg.train_per_class, cfg.val_per_class)),
-        "digits": str(prepare_digits_caltech(w / "digits-caltech", size=cfg.digits_size)),
-        "mosaics": str(prepare_voc_mosaics(w / "voc-mosaics", images=cfg.mosaics, canvas=cfg.mosaic_canvas)),
+    return {  # folders named by their parameters: other settings lay out new folders beside the old ones
+        "fmnist": str(prepare_fashion_mnist(w / f"fashion-mnist-{_fm_tag(cfg)}", cfg.train_per_class, cfg.val_per_class)),
+        "digits": str(prepare_digits_caltech(w / f"digits-caltech-{cfg.digits_size}px", size=cfg.digits_size)),
+        "mosaics": str(prepare_voc_mosaics(w / f"voc-mosaics-{cfg.mosaics}x{cfg.mosaic_canvas}px", images=cfg.mosaics,
+                                           canvas=cfg.mosaic_canvas)),
     }
+
+
+def _fm_tag(cfg: PaperConfig) -> str:
+    return f"{cfg.train_per_class}-{cfg.val_per_class}"
 
 
 def _train_config(preset: str, shards: str, out: Path, extra: list[str]) -> TrainConfig:
@@ -84,17 +91,18 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
     w = Path(cfg.workdir).resolve()
     w.mkdir(parents=True, exist_ok=True)
     data = prepare(cfg)
-    shards = str(w / "shards" / "fashion-mnist")
+    shards = str(w / "shards" / f"fashion-mnist-{_fm_tag(cfg)}")
     stage_task(run_shard, "shard")(ShardConfig(source=data["fmnist"], out=shards, progress=False))
     stage_task(run_stats, "stats")(StatsConfig(shards=shards, progress=False))
 
     # ---- Section 3.1: net A from random init, then net D with A's first four convs and three FCs
-    ckpt_a = w / "train" / "A" / "checkpoints" / "best.pt"
-    ckpt_d = w / "train" / "D" / "checkpoints" / "best.pt"
-    launch_training.with_options(name="train-A")(_train_config(cfg.preset_a, shards, w / "train" / "A", cfg.train_sets),
+    runs = w / "train" / f"fashion-mnist-{_fm_tag(cfg)}"
+    ckpt_a = runs / "A" / "checkpoints" / "best.pt"
+    ckpt_d = runs / "D" / "checkpoints" / "best.pt"
+    launch_training.with_options(name="train-A")(_train_config(cfg.preset_a, shards, runs / "A", cfg.train_sets),
                                                  cfg.nproc_per_node)
     launch_training.with_options(name="train-D")(
-        _train_config(cfg.preset_d, shards, w / "train" / "D", [f"init.net_a={ckpt_a}", *cfg.train_sets]), cfg.nproc_per_node)
+        _train_config(cfg.preset_d, shards, runs / "D", [f"init.net_a={ckpt_a}", *cfg.train_sets]), cfg.nproc_per_node)
 
     # ---- Sections 3.2, 4.1-4.4: dense, multi-crop, combination, fusion
     ev = stage_task(run_evaluate, "evaluate")(EvaluateConfig(
@@ -106,11 +114,11 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
     ext = dict(checkpoints=[str(ckpt_d)], aggregate="stack",
                precision="bf16" if cfg.bf16 else "fp32", channels_last=cfg.bf16)
     q = lambda scales: "q" + "-".join(map(str, scales))  # noqa: E731 - new scales, new store (never a silent mix)
-    digits_h5 = w / "features" / f"digits-{q(cfg.digits_scales)}.h5"
+    digits_h5 = w / "features" / f"digits-{cfg.digits_size}px-{q(cfg.digits_scales)}.h5"
     stage_task(run_extract, "extract-digits")(ExtractConfig(data=data["digits"], out=str(digits_h5), scales=cfg.digits_scales, **ext))
     voc = {}
     for split in ("trainval", "test"):
-        voc[split] = w / "features" / f"mosaics-{split}-{q(cfg.mosaic_scales)}.h5"
+        voc[split] = w / "features" / f"mosaics-{cfg.mosaics}x{cfg.mosaic_canvas}px-{split}-{q(cfg.mosaic_scales)}.h5"
         stage_task(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
             data=data["mosaics"], split=split, out=str(voc[split]), scales=cfg.mosaic_scales, **{**ext, "aggregate": "avg"}))
     caltech = stage_task(run_transfer, "transfer-caltech")(TransferConfig(
@@ -120,22 +128,23 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
         out=str(w / "transfer" / "voc07")))
 
     # ---- Appendix A: localisation nets on the mosaics (PCR, all layers fine-tuned)
-    loc_out = w / "localise" / "train"
+    loc = w / "localise" / f"mosaics-{cfg.mosaics}x{cfg.mosaic_canvas}px"
+    loc_out = loc / "train"
     stage_task(run_localise_train, "localise-train")(LocaliseTrainConfig(
         data=data["mosaics"], split="trainval", val_split=None, classifier=str(ckpt_d), head="pcr", fine_tune="all",
         epochs=cfg.localise_epochs, batch_size=64, out=str(loc_out), bf16=cfg.bf16, channels_last=cfg.bf16,
         progress=False))
-    loc = {}
+    locres = {}
     for protocol in ("crop", "dense"):
-        loc[protocol] = stage_task(run_localise_evaluate, f"localise-{protocol}")(LocaliseEvalConfig(
+        locres[protocol] = stage_task(run_localise_evaluate, f"localise-{protocol}")(LocaliseEvalConfig(
             checkpoints=[str(loc_out / "checkpoints" / "last.pt")], classifier=str(ckpt_d), data=data["mosaics"],
-            split="test", protocol=protocol, out=str(w / "localise" / protocol)))
+            split="test", protocol=protocol, out=str(loc / protocol)))
 
     tables = [
         "## Classification (Tables 3-6): Fashion-MNIST validation set\n\n" + (w / "evaluate" / "table.md").read_text(),
         "## Transfer (Table 11): digits (Caltech protocol), VOC-style mosaics (VOC2007 protocol)\n\n"
         + (w / "transfer" / "caltech" / "table.md").read_text() + "\n" + (w / "transfer" / "voc07" / "table.md").read_text(),
-        "## Localisation (Tables 8-9): VOC-style mosaics, test split\n\n" + loc["crop"]["table"] + "\n\n" + loc["dense"]["table"],
+        "## Localisation (Tables 8-9): VOC-style mosaics, test split\n\n" + locres["crop"]["table"] + "\n\n" + locres["dense"]["table"],
     ]
     text = f"# VGG paper pipeline on the shipped data ({time.perf_counter() - t0:.0f} s)\n\n" + "\n\n".join(tables) + "\n"
     from pipeline.io import atomic_write_text
