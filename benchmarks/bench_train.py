@@ -258,8 +258,8 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as d:
         tmp = Path(d)
-        tree, shards = prepare(tmp, 250 if quick else 800)  # >= steps x 128 images: the plain loader's epoch
-        ours_l, base_l = loader_rates(tree, shards, 10 if quick else 30)
+        tree, shards = prepare(tmp, 400 if quick else 800)  # >= batches x 128 images: the plain loader's epoch
+        ours_l, base_l = loader_rates(tree, shards, 30 if quick else 60)  # fewer batches measure mostly start-up
         rows.append(_row("loader", ours_l, base_l, "images/s", 1.0,
                          "webdataset shards + our augmentation vs ImageFolder + DataLoader, same transforms, 1 process"))
         reps = 1 if quick else 3
