@@ -7,7 +7,8 @@ Rows (``bench(quick, device) -> list[dict]`` for ``vgg bench``):
   on the same images (the PNG tree the shards were made from); both in one process. Goal >= 1.0x.
 - ``train`` (same settings): ``run_train`` (fp32, contiguous) vs a plain loop: torchvision's
   ``VGG`` class with the same layers (its head resized to the crop, as ours) + ImageFolder +
-  DataLoader + SGD. Goal >= 1.0x.
+  DataLoader + SGD, both with one loader worker and torch threads on the cores left (the small
+  presets' layout). Goal >= 1.0x.
 - ``train`` (speed switches): ``run_train`` with channels_last and bf16 autocast where the CPU has
   native bf16 (``bf16: auto``) vs the same plain loop. Goal >= 2x.
 - ``ddp``: two gloo processes (one thread each, torchrun) vs one process with one thread, same
@@ -58,11 +59,11 @@ def prepare(root: Path, per_class: int) -> tuple[Path, Path]:
     return tree, shards
 
 
-def train_config(shards: Path, out: Path, steps: int, *, fast: bool, threads: int | None) -> dict[str, Any]:
+def train_config(shards: Path, out: Path, steps: int, *, fast: bool, threads: int | None, workers: int = 1) -> dict[str, Any]:
     return {
         "out": str(out), "model": MODEL,
         "data": {"shards": str(shards), "val_split": None, "scale": {"s_min": SCALE[0], "s_max": SCALE[1]},
-                 "workers": 0, "shuffle_buffer": 500, "std": "stats"},
+                 "workers": workers, "shuffle_buffer": 500, "std": "stats"},
         "optim": {"lr": 0.02, "batch_size": BATCH}, "schedule": {"max_steps": steps, "max_epochs": 100},
         "init": {"method": "glorot"},
         "speed": {"bf16": "auto" if fast else False, "channels_last": fast, "threads": threads},
@@ -124,11 +125,21 @@ def plain_loader(tree: Path, workers: int = 0):
 
 
 def plain_train(tree: Path, steps: int) -> float:
+    """The plain loop with the small presets' process layout: one loader worker, compute on the cores left."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - 1)))  # what run_train picks with 1 worker
+    try:
+        return _plain_train(tree, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _plain_train(tree: Path, steps: int) -> float:
     model = plain_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     mean = torch.tensor([73.0, 73.0, 73.0]).view(1, 3, 1, 1)
     warm = max(2, steps // 5)
-    it = iter(plain_loader(tree))
+    it = iter(plain_loader(tree, workers=1))
     t0 = None
     for i in range(steps):
         if i == warm:
@@ -172,7 +183,7 @@ def loader_rates(tree: Path, shards: Path, batches: int) -> tuple[float, float]:
 def ddp_rates(shards: Path, tmp: Path, steps: int) -> tuple[float, float]:
     def launch(nproc: int) -> float:
         out = Path(tempfile.mkdtemp(dir=tmp))
-        cfg = train_config(shards, out, steps, fast=True, threads=1) | {"progress": False}
+        cfg = train_config(shards, out, steps, fast=True, threads=1, workers=0) | {"progress": False}
         (out / "c.yaml").write_text(yaml.safe_dump(cfg))
         pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
         proc = subprocess.run(pre + ["-m", "pipeline", "train", "--config", str(out / "c.yaml")], capture_output=True,
@@ -265,7 +276,8 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
         reps = 1 if quick else 3
         same = alternate(lambda: ours_train(shards, tmp, steps, fast=False), lambda: plain_train(tree, steps), reps=reps, warmup=0)
         rows.append(_row("train", same[0], same[1], "images/s", 1.0,
-                         "run_train fp32 contiguous vs torchvision VGG + DataLoader + SGD (A, width 1/4, crop 32, batch 128)"))
+                         "run_train fp32 contiguous vs torchvision VGG + DataLoader + SGD (A, width 1/4, crop 32, batch 128; "
+                         "both with 1 loader worker and the cores left for compute)"))
         fast = alternate(lambda: ours_train(shards, tmp, steps, fast=True), lambda: plain_train(tree, steps), reps=reps, warmup=0)
         bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         rows.append(_row("train", fast[0], fast[1], "images/s", 2.0,
