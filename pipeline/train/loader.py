@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from pipeline.errors import UserError
 from pipeline.images import ImageError
 from pipeline.shards import read_manifest, shard_paths
+from pipeline.shards.tarstream import tar_samples
 from pipeline.transforms import CentreCropView, TrainAugment, sample_rng
 
 __all__ = ["ShardSet", "open_shards", "train_loader", "val_loader", "epoch_micro_batches"]
@@ -184,7 +185,7 @@ def train_loader(
         functools.partial(_endless_shards, shards.paths(split), seed=seed, epoch=epoch, shuffle=shardshuffle),
         wds.split_by_node,
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        tar_samples,
         functools.partial(_seeded_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch),
         functools.partial(_epoch_share, per_batch=micro_batch, batches=micro_batches, skip=skip),
         wds.map(functools.partial(_augment, augment=augment, seed=seed, epoch=epoch)),
@@ -222,7 +223,7 @@ def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int
     else:  # fewer shards than ranks: every rank reads all, keeps samples i % world == rank
         mine, sample_split = urls, functools.partial(_every_nth, rank=rank, world=world)
     workers = min(workers, len(mine)) if sample_split is None else 0
-    stages: list[Any] = [wds.SimpleShardList(mine), wds.split_by_worker, wds.tarfile_to_samples()]
+    stages: list[Any] = [wds.SimpleShardList(mine), wds.split_by_worker, tar_samples]
     if sample_split is not None:
         stages.append(sample_split)
     stages += [wds.map(functools.partial(_centre, view=view)),
