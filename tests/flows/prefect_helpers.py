@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -26,8 +27,14 @@ def api(url: str, path: str, body: dict | None = None, timeout: float = 10.0):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST" if body is not None else "GET",
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read() or b"null")
+    for attempt in range(10):
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:  # the server sheds load with 503 while its SQLite database is busy
+            if e.code not in (429, 502, 503) or attempt == 9:
+                raise
+            time.sleep(1.0 + attempt)
 
 
 def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
