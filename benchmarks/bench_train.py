@@ -126,8 +126,10 @@ def plain_loader(tree: Path, workers: int = 0):
 
 def plain_train(tree: Path, steps: int) -> float:
     """The plain loop with the small presets' process layout: one loader worker, compute on the cores left."""
+    from pipeline.speed import compute_threads
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - 1)))  # what run_train picks with 1 worker
+    torch.set_num_threads(compute_threads(loader_workers=1))  # what run_train picks with 1 worker
     try:
         return _plain_train(tree, steps)
     finally:

@@ -66,13 +66,17 @@ def prepare(cfg: PaperConfig) -> dict[str, str]:
     return {  # folders named by their parameters: other settings lay out new folders beside the old ones
         "fmnist": str(prepare_fashion_mnist(w / f"fashion-mnist-{_fm_tag(cfg)}", cfg.train_per_class, cfg.val_per_class)),
         "digits": str(prepare_digits_caltech(w / f"digits-caltech-{cfg.digits_size}px", size=cfg.digits_size)),
-        "mosaics": str(prepare_voc_mosaics(w / f"voc-mosaics-{cfg.mosaics}x{cfg.mosaic_canvas}px", images=cfg.mosaics,
+        "mosaics": str(prepare_voc_mosaics(w / f"voc-mosaics-{_mosaic_tag(cfg)}", images=cfg.mosaics,
                                            canvas=cfg.mosaic_canvas)),
     }
 
 
 def _fm_tag(cfg: PaperConfig) -> str:
     return f"{cfg.train_per_class}-{cfg.val_per_class}"
+
+
+def _mosaic_tag(cfg: PaperConfig) -> str:
+    return f"{cfg.mosaics}x{cfg.mosaic_canvas}px"
 
 
 def _train_config(preset: str, shards: str, out: Path, extra: list[str]) -> TrainConfig:
@@ -117,7 +121,7 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
     stage_task(run_extract, "extract-digits")(ExtractConfig(data=data["digits"], out=str(digits_h5), scales=cfg.digits_scales, **ext))
     voc = {}
     for split in ("trainval", "test"):
-        voc[split] = w / "features" / f"mosaics-{cfg.mosaics}x{cfg.mosaic_canvas}px-{split}-{q(cfg.mosaic_scales)}.h5"
+        voc[split] = w / "features" / f"mosaics-{_mosaic_tag(cfg)}-{split}-{q(cfg.mosaic_scales)}.h5"
         stage_task(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
             data=data["mosaics"], split=split, out=str(voc[split]), scales=cfg.mosaic_scales, **{**ext, "aggregate": "avg"}))
     caltech = stage_task(run_transfer, "transfer-caltech")(TransferConfig(
@@ -127,7 +131,7 @@ def run_paper(cfg: PaperConfig) -> dict[str, Any]:
         out=str(w / "transfer" / "voc07")))
 
     # ---- Appendix A: localisation nets on the mosaics (PCR, all layers fine-tuned)
-    loc = w / "localise" / f"mosaics-{cfg.mosaics}x{cfg.mosaic_canvas}px"
+    loc = w / "localise" / f"mosaics-{_mosaic_tag(cfg)}"
     loc_out = loc / "train"
     stage_task(run_localise_train, "localise-train")(LocaliseTrainConfig(
         data=data["mosaics"], split="trainval", val_split=None, classifier=str(ckpt_d), head="pcr", fine_tune="all",

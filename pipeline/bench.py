@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-__all__ = ["STAGES", "BENCH_DIR", "run_bench", "alternate", "markdown"]
+__all__ = ["STAGES", "BENCH_DIR", "run_bench", "alternate", "markdown", "load_benchmark"]
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 #: stage name -> benchmark module file
@@ -43,7 +43,8 @@ def alternate(ours: Callable[[], float], baseline: Callable[[], float], reps: in
     return statistics.median(a), statistics.median(b)
 
 
-def _load(file: str):
+def load_benchmark(file: str):
+    """The module ``benchmarks/<file>`` (the benchmarks folder is not a package)."""
     path = BENCH_DIR / file
     if not path.is_file():
         raise UserError(f"benchmark {path} not found (run `vgg bench` from a source checkout)")
@@ -66,7 +67,7 @@ def run_bench(stages: list[str], quick: bool = True, device: str = "cpu", log: C
         if file not in done_files:
             t0 = time.perf_counter()
             log(f"bench: running {file} ({'quick' if quick else 'full'}, {device}) ...")
-            done_files[file] = _load(file).bench(quick=quick, device=device)
+            done_files[file] = load_benchmark(file).bench(quick=quick, device=device)
             log(f"bench: {file} took {time.perf_counter() - t0:.1f} s")
         rows += [r for r in done_files[file] if r["stage"] == stage]
     return rows

@@ -8,9 +8,8 @@ in a stable order with decoded RGB images (paper 2.1); an image that cannot be d
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property

@@ -10,22 +10,15 @@ starting threads such as a progress bar.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from pipeline.speed import cpu_count
+
 __all__ = ["WorkerPool", "cpu_count", "resolve_workers"]
 
 T = TypeVar("T")
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: int) -> int:

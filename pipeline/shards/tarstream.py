@@ -3,11 +3,10 @@
 ``webdataset.tarfile_to_samples`` walks tars with Python's ``tarfile``: about 0.2 ms per member, so
 0.6 ms per sample of our three members (``.jpg``, ``.cls``, ``.json``), more than decoding and
 augmenting a small image (measured, benchmarks/README.md). The shards that ``vgg shard`` writes are
-ustar archives of regular files (each with a pax header), so this module reads the 512-byte
-headers directly and
-yields the same dicts (``__key__``, ``__url__``, one bytes value per extension). Any header it does
-not know (links, global pax headers, GNU long names) makes it hand the rest of the file to
-webdataset's reader.
+ustar archives of regular files (each with a pax header), so this module reads the 512-byte headers
+directly and yields the same dicts (``__key__``, ``__url__``, one bytes value per extension). Any
+header it does not know (links, global pax headers, GNU long names) makes it hand the rest of the
+file to webdataset's reader.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.models import build_model
 from pipeline.preprocess import Normalization
+from pipeline.speed import compute_threads
 from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_last, truncate_metrics
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import DistEnv, all_reduce_sum, broadcast_error, init_distributed, shutdown
@@ -56,17 +57,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _set_threads(cfg: TrainConfig, env: DistEnv) -> None:
-    """CPU threads: as configured, else the cores left to this rank after its loader workers.
-
-    Oversubscribing the cores (compute threads + loader workers + other ranks) makes OpenMP's
-    waiting threads spin against each other: several times slower on a busy two-core machine.
-    """
+    """CPU threads: as configured, else the cores left to this rank after its loader workers."""
     if cfg.speed.threads:
         torch.set_num_threads(cfg.speed.threads)
     elif env.device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ranks_here - cfg.data.workers)))
+        torch.set_num_threads(compute_threads(cfg.data.workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _bf16(setting: bool | str, device: torch.device) -> bool:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.bench import STAGES, alternate, markdown, run_bench
+from pipeline.bench import STAGES, alternate, load_benchmark, markdown, run_bench
 from pipeline.errors import UserError
 
 
@@ -25,7 +25,7 @@ def test_alternate_interleaves_after_warmup_and_takes_medians():
 def test_every_stage_of_the_issue_has_a_benchmark_file():
     assert set(STAGES) == {"shard", "loader", "train", "ddp", "evaluate", "extract", "transfer"}
     for file in STAGES.values():
-        mod = run_bench.__globals__["_load"](file)
+        mod = load_benchmark(file)
         assert callable(mod.bench), file
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
 
+from pipeline.bench import load_benchmark
 from pipeline.config import config_from
 from pipeline.train import TrainConfig, run_train
 
@@ -27,10 +25,6 @@ def test_train_on_gpu_with_bf16_and_channels_last_learns(tmp_path):
 
 
 def test_gpu_benchmark_reports_mfu():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
-    spec = importlib.util.spec_from_file_location("bench_train", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    rows = mod.gpu_rows(quick=True)
+    rows = load_benchmark("bench_train.py").gpu_rows(quick=True)
     ips, mfu = rows[0]["ours"], rows[1]["ours"]
     assert ips > 0 and 0.02 < mfu < 1.0, rows
