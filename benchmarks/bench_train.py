@@ -66,7 +66,7 @@ def train_config(shards: Path, out: Path, steps: int, *, fast: bool, threads: in
                  "workers": workers, "shuffle_buffer": 500, "std": "stats"},
         "optim": {"lr": 0.02, "batch_size": BATCH}, "schedule": {"max_steps": steps, "max_epochs": 100},
         "init": {"method": "glorot"},
-        "speed": {"bf16": "auto" if fast else False, "channels_last": fast, "threads": threads},
+        "runtime": {"bf16": "auto" if fast else False, "channels_last": fast, "threads": threads},
         "checkpoint_every": 0, "log_every": max(2, steps // 5),
     }
 
@@ -126,7 +126,7 @@ def plain_loader(tree: Path, workers: int = 0):
 
 def plain_train(tree: Path, steps: int) -> float:
     """The plain loop with the small presets' process layout: one loader worker, compute on the cores left."""
-    from pipeline.speed import compute_threads
+    from pipeline.runtime import compute_threads
 
     threads = torch.get_num_threads()
     torch.set_num_threads(compute_threads(loader_workers=1))  # what run_train picks with 1 worker

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -80,7 +79,7 @@ def evaluate(
     if os.environ.get("RANK", "0") != "0":  # under torchrun, process 0 reports
         return
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2))
         return
     _print(result)
 

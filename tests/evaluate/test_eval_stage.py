@@ -149,7 +149,8 @@ def test_channels_last_and_bf16_switches(folder, ckpt, tmp_path):
     bf16 autocast is close (and off by default)."""
     kw = dict(checkpoints=[str(ckpt)], data=str(folder), method="both", scales=[40], limit=7)
     posts = {}
-    for name, opts in (("ref", {}), ("cl", {"channels_last": True}), ("bf", {"channels_last": True, "bf16": True})):
+    for name, opts in (("ref", {}), ("cl", {"runtime": {"channels_last": True}}),
+                       ("bf", {"runtime": {"channels_last": True, "bf16": True}})):
         res = run_evaluate(EvaluateConfig(**kw, **opts, out=str(tmp_path / name)))
         assert res["n_images"] == 6
         posts[name] = load_posteriors(tmp_path / name).select("both")

@@ -190,6 +190,6 @@ def test_presets_load(name):
     else:
         # the small A presets train at a fixed S (like the paper's A), the D presets jitter
         assert (cfg.data.scale.s_max > cfg.data.scale.s_min) == name.endswith("-d")
-        assert cfg.speed.channels_last and cfg.speed.bf16 == "auto"
+        assert cfg.runtime.channels_last and cfg.runtime.bf16 == "auto"
         if name.endswith("-d"):
             assert cfg.init.net_a and cfg.model.config == "D"
