@@ -70,7 +70,8 @@ class ShardResult(StageResult):
         from pipeline.shards.manifest import SKIPPED
 
         if self.nothing_to_do:
-            return f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); nothing to do"
+            return (f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); "
+                    "nothing to do")
         lines = [f"{self.out}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
                  f" ({'resumed' if self.resumed else 'fresh run'}; source {self.detected})"]
         for name, sp in self.manifest["splits"].items():
@@ -105,7 +106,7 @@ class TrainResult(StageResult):
     result_json: str = Field(description="train.json: this result")
     best_top1: Optional[float] = None
     best_epoch: Optional[int] = None
-    final: Optional[dict[str, float]] = Field(None, description="last validation metrics")
+    final: Optional[dict[str, Any]] = Field(None, description="last validation metrics")
     epochs: int
     steps: int
     stop: Optional[str] = Field(None, description="why training stopped")

@@ -83,6 +83,8 @@ def upgrade_runtime_keys(data: Any) -> Any:
             value = data.pop(key)
             if key == "precision":
                 key, value = "bf16", (value == "bf16") if isinstance(value, str) else value
+            if key == "bf16" and value is None:  # the paper flow's old "None: where native"
+                value = "auto"
             runtime[key] = value
     data["runtime"] = runtime
     return data
