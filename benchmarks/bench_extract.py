@@ -92,7 +92,8 @@ def _bench(tmp: Path, quick: bool, device: str) -> list[dict[str, Any]]:
     precision, channels_last = ("bf16", True) if fast else ("fp32", False)
     batch = 16
     cfg = ExtractConfig(checkpoints=[str(ckpt)], data=str(data), out=str(tmp / "f.h5"), scales=scales,
-                        batch_size=batch, runtime={"device": str(dev), "bf16": fast, "channels_last": channels_last})
+                        batch_size=batch, runtime={"device": str(dev), "bf16": fast, "channels_last": channels_last},
+                        progress=False)
 
     # baseline inputs: the same images, decoded, rescaled and grouped exactly as the extraction does
     model, ck = load_model(ckpt)
@@ -125,7 +126,7 @@ def _bench(tmp: Path, quick: bool, device: str) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         res = run_extract(cfg.model_copy(update={"out": str(out)}))
         wall = time.perf_counter() - t0
-        loop_rates.append(res["images_per_s"])
+        loop_rates.append(res.images_per_s)
         out.unlink()
         return n / wall
 

@@ -281,7 +281,9 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
                          "run_train fp32 contiguous vs torchvision VGG + DataLoader + SGD (A, width 1/4, crop 32, batch 128; "
                          "both with 1 loader worker and the cores left for compute)"))
         fast = alternate(lambda: ours_train(shards, tmp, steps, fast=True), lambda: plain_train(tree, steps), reps=reps, warmup=0)
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        from pipeline.runtime import native_bf16
+
+        bf16 = native_bf16("cpu")
         rows.append(_row("train", fast[0], fast[1], "images/s", 2.0,
                          f"run_train channels_last + bf16 {'on' if bf16 else 'off (this CPU has no native bf16)'} vs the same plain loop"))
         two, one = ddp_rates(shards, tmp, steps)

@@ -274,9 +274,10 @@ def _prefect_run() -> bool:
 class Progress:
     """``with Progress(total, "train") as p: p.advance(n)``; silent when not ``enabled``.
 
-    On a terminal: a rich bar with the rate. Inside a Prefect flow run: a progress artifact (the
-    run's Artifacts tab) updated every ``artifact_s`` seconds, plus log lines. Elsewhere: a log
-    line every ``every_s`` seconds and at the end. ``note(text)`` shows extra text (loss, lr).
+    Inside a Prefect flow or task run: a progress artifact (the run's Artifacts tab) updated every
+    ``artifact_s`` seconds. On a terminal: a rich bar with the rate. Elsewhere: a log line every
+    ``every_s`` seconds. A log line at the end unless on a terminal. ``note(text)`` shows extra
+    text (loss, lr).
     """
 
     def __init__(self, total: int | None, desc: str, enabled: bool = True, every_s: float = 10.0,
@@ -330,10 +331,11 @@ class Progress:
             self._bar.update(self._task, advance=n, rate=f"{self.rate():.1f} {self.unit}/s")
             return
         now = time.monotonic()
-        if self._artifact is not None and now - self._last_artifact >= self.artifact_s:
-            self._last_artifact = now
-            self._artifact_update()
-        if now - self._last >= self.every_s:
+        if self._artifact is not None:
+            if now - self._last_artifact >= self.artifact_s:
+                self._last_artifact = now
+                self._artifact_update()
+        elif now - self._last >= self.every_s:
             self._last = now
             log(self._line())
 

@@ -104,8 +104,8 @@ def _print(result: dict[str, Any]) -> None:
               f"on {result['n_images']} images; {result['n_failed']} failed to decode")
     for note in result.get("notes", []):
         con.print(f"note: {note}")
-    if result.get("outputs"):
-        con.print(f"wrote {result['outputs'].get('eval')}")
+    if result.outputs is not None:
+        con.print(f"wrote {result.outputs.eval}")
 
 
 def register(app: typer.Typer) -> None:

@@ -93,8 +93,8 @@ def evaluate(
     if result.get("classification_error") is not None:
         line += f"; top-{result['top_k']} classification error {100 * result['classification_error']:.1f}%"
     typer.echo(line)
-    if cfg.out:
-        typer.echo(f"wrote {Path(cfg.out) / 'loc_eval.json'}")
+    if result.outputs is not None:
+        typer.echo(f"wrote {result.outputs.summary}")
 
 
 def register(app: typer.Typer) -> None:

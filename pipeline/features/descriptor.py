@@ -34,6 +34,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.models.vgg import VGG
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+from pipeline.runtime import autocast
 
 __all__ = [
     "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "resolve_scales", "Net", "ScaleGroup",
@@ -181,7 +182,7 @@ def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: b
                 x = torch.cat([x, x.flip(-1)])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.inference_mode(), autocast(device, use_bf16):
                 fmap = net.model.forward_features(x, dense=True)
             pooled = fmap.float().mean(dim=(2, 3))  # global average pooling
             if flip:

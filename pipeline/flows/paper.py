@@ -105,7 +105,7 @@ def _classification(cfg: PaperConfig, w: Path, shards: str, rt: RuntimeConfig) -
         cfg.nproc_per_node)
     ev = stage_task(run_evaluate, "evaluate")(EvaluateConfig(
         checkpoints=[_best(nets["A"]), _best(nets["D"])], data=shards, split="val", method="both", scales="multi",
-        out=str(w / "evaluate"), limit=cfg.eval_limit, runtime=rt, progress=False))
+        out=str(w / "evaluate"), limit=cfg.eval_limit, runtime=rt))
     publish_table(ev.rows, "evaluate-table", "Tables 3-6: top-1 / top-5 val. error (%)")
     return nets, ev
 
@@ -119,7 +119,7 @@ def _best(res: TrainResult) -> str:
 def _transfer(cfg: PaperConfig, w: Path, data: dict[str, str], ckpt_d: str,
               rt: RuntimeConfig) -> tuple[list[ExtractResult], TransferResult, TransferResult]:
     """Appendix B: features of D, linear SVMs."""
-    ext = dict(checkpoints=[ckpt_d], aggregate="stack", runtime=rt, progress=False)
+    ext = dict(checkpoints=[ckpt_d], aggregate="stack", runtime=rt)
     q = lambda scales: "q" + "-".join(map(str, scales))  # noqa: E731 - new scales, new store (never a silent mix)
     digits = stage_task(run_extract, "extract-digits")(ExtractConfig(
         data=data["digits"], out=str(w / "features" / f"digits-{cfg.digits_size}px-{q(cfg.digits_scales)}.h5"),
@@ -129,11 +129,10 @@ def _transfer(cfg: PaperConfig, w: Path, data: dict[str, str], ckpt_d: str,
         out=str(w / "features" / f"mosaics-{_mosaic_tag(cfg)}-{split}-{q(cfg.mosaic_scales)}.h5")))
         for split in ("trainval", "test")}
     caltech = stage_task(run_transfer, "transfer-caltech")(TransferConfig(
-        stores=[digits.path], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech"),
-        progress=False))
+        stores=[digits.path], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech")))
     vocres = stage_task(run_transfer, "transfer-voc07")(TransferConfig(
         stores=[voc["trainval"].path], test_stores=[voc["test"].path], protocol="voc07", aggregate="avg",
-        out=str(w / "transfer" / "voc07"), progress=False))
+        out=str(w / "transfer" / "voc07")))
     return [digits, voc["trainval"], voc["test"]], caltech, vocres
 
 
@@ -143,10 +142,10 @@ def _localisation(cfg: PaperConfig, w: Path, data: dict[str, str], ckpt_d: str,
     loc = w / "localise" / f"mosaics-{_mosaic_tag(cfg)}"
     trained = stage_task(run_localise_train, "localise-train")(LocaliseTrainConfig(
         data=data["mosaics"], split="trainval", val_split=None, classifier=ckpt_d, head="pcr", fine_tune="all",
-        epochs=cfg.localise_epochs, batch_size=64, out=str(loc / "train"), runtime=rt, progress=False))
+        epochs=cfg.localise_epochs, batch_size=64, out=str(loc / "train"), runtime=rt))
     return trained, {protocol: stage_task(run_localise_evaluate, f"localise-{protocol}")(LocaliseEvalConfig(
         checkpoints=[trained.last], classifier=ckpt_d, data=data["mosaics"], split="test", protocol=protocol,
-        out=str(loc / protocol), progress=False)) for protocol in ("crop", "dense")}
+        out=str(loc / protocol))) for protocol in ("crop", "dense")}
 
 
 def run_paper(cfg: PaperConfig) -> PaperResult:
@@ -158,8 +157,8 @@ def run_paper(cfg: PaperConfig) -> PaperResult:
     w.mkdir(parents=True, exist_ok=True)
     data = prepare(cfg)
     shards = stage_task(run_shard, "shard")(ShardConfig(
-        source=data["fmnist"], out=str(w / "shards" / f"fashion-mnist-{_fm_tag(cfg)}"), progress=False))
-    stage_task(run_stats, "stats")(StatsConfig(shards=str(shards.out), progress=False))
+        source=data["fmnist"], out=str(w / "shards" / f"fashion-mnist-{_fm_tag(cfg)}")))
+    stage_task(run_stats, "stats")(StatsConfig(shards=str(shards.out)))
     nets, ev = _classification(cfg, w, str(shards.out), rt)
     stores, caltech, vocres = _transfer(cfg, w, data, _best(nets["D"]), rt)
     loc_train, locres = _localisation(cfg, w, data, _best(nets["D"]), rt)
