@@ -76,8 +76,8 @@ def upgrade_runtime_keys(data: Any) -> Any:
     data = dict(data)
     runtime = dict(data.get("runtime") or {})
     speed = data.pop("speed", None)
-    if isinstance(speed, dict):
-        runtime = {**speed, **runtime}
+    if isinstance(speed, dict):  # old names win: they come from whoever still writes them (an old CLI flag, --set)
+        runtime = {**runtime, **speed}
     for key in _LEGACY_KEYS:
         if key in data:
             value = data.pop(key)

@@ -254,10 +254,18 @@ def _finished(cfg: EvaluateConfig) -> dict[str, Any] | None:
     if not cfg.out or not (Path(cfg.out) / "eval.json").is_file():
         return None
     old = read_json(Path(cfg.out) / "eval.json")
-    same = old.get("config") == cfg.model_dump(mode="json")
+    same = _same_config(old.get("config"), cfg)
     inputs = [Path(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
     fresh = all(p.is_file() and p.stat().st_mtime <= (Path(cfg.out) / "eval.json").stat().st_mtime for p in inputs)
     return {**old, "status": "exists"} if same and fresh else None
+
+
+def _same_config(old: Any, cfg: EvaluateConfig) -> bool:
+    """The saved config is this one (also when it was saved before the runtime section, in the old keys)."""
+    try:
+        return EvaluateConfig.model_validate(old).model_dump(mode="json") == cfg.model_dump(mode="json")
+    except ValueError:
+        return False
 
 
 def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig) -> dict[str, str]:
