@@ -15,8 +15,18 @@ import yaml
 from pipeline.config import config_from, load_config
 from pipeline.errors import UserError
 from pipeline.runtime import (
-    Progress, RuntimeConfig, autocast, backend_for, compute_threads, cpu_count, resolve_bf16, resolve_device,
-    start_distributed, stop_distributed, torch_threads, upgrade_runtime_keys,
+    Progress,
+    RuntimeConfig,
+    autocast,
+    backend_for,
+    compute_threads,
+    cpu_count,
+    resolve_bf16,
+    resolve_device,
+    start_distributed,
+    stop_distributed,
+    torch_threads,
+    upgrade_runtime_keys,
 )
 
 NO_CUDA = not torch.cuda.is_available()

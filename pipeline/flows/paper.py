@@ -13,21 +13,34 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
-from pipeline.flows.common import publish_markdown, publish_table, stage_task
-from pipeline.flows.stages import launch_training
 from pipeline.config import load_config
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
+from pipeline.flows.common import publish_markdown, publish_table, stage_task
+from pipeline.flows.stages import launch_training
 from pipeline.io import atomic_write_text
+from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
 from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
-from pipeline.results import (EvaluateResult, ExtractResult, LocaliseEvalResult, LocaliseTrainResult, PaperResult,
-                              TrainResult, TransferResult)
-from pipeline.runtime import RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
+from pipeline.results import (
+    EvaluateResult,
+    ExtractResult,
+    LocaliseEvalResult,
+    LocaliseTrainResult,
+    PaperResult,
+    TrainResult,
+    TransferResult,
+)
+from pipeline.runtime import (
+    RuntimeConfig,
+    RuntimeStageConfig,
+    resolve_bf16,
+    resolve_device,
+)
 from pipeline.shards import ShardConfig, StatsConfig, run_shard, run_stats
 from pipeline.train.config import TrainConfig
 from pipeline.transfer.stage import TransferConfig, run_transfer

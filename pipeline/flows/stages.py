@@ -18,18 +18,18 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipeline.flows.common import publish_markdown, publish_table, stage_task
 from pipeline.config import save_config
 from pipeline.errors import UserError
-from pipeline.io import read_json
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
+from pipeline.flows.common import publish_markdown, publish_table, stage_task
+from pipeline.io import read_json
 from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
 from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
-from pipeline.shards.config import ShardConfig, StatsConfig
-from pipeline.shards.stats import run_stats
 from pipeline.results import (TRAIN_RESULT, EvaluateResult, ExtractResult, LocaliseEvalResult, LocaliseTrainResult,
                               ShardResult, StatsResult, TrainResult, TransferResult)
+from pipeline.shards.config import ShardConfig, StatsConfig
+from pipeline.shards.stats import run_stats
 from pipeline.shards.writer import run_shard
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.config import TrainConfig

@@ -20,11 +20,11 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json
+from pipeline.results import StatsResult
+from pipeline.runtime import Progress, log
 from pipeline.shards.config import StatsConfig
 from pipeline.shards.manifest import MANIFEST
 from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.results import StatsResult
-from pipeline.runtime import Progress, log
 from pipeline.shards.reader import read_manifest
 
 __all__ = ["run_stats", "moments_of", "stats_from_moments", "shard_moments"]

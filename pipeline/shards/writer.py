@@ -25,12 +25,12 @@ import numpy as np
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from pipeline.results import ShardResult
+from pipeline.runtime import Progress, log
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
 from pipeline.shards.parallel import WorkerPool, resolve_workers
 from pipeline.shards.process import Options, Prepared, Skipped, prepare_many, skip_category
-from pipeline.results import ShardResult
-from pipeline.runtime import Progress, log
 from pipeline.sources.base import Record, Source, open_source
 
 __all__ = ["run_shard", "ShardResult", "STATE_DIR"]

@@ -25,10 +25,10 @@ from pipeline.io import atomic_write_json
 from pipeline.models import build_model
 from pipeline.preprocess import Normalization
 from pipeline.results import TRAIN_RESULT, TrainResult
-from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_last, truncate_metrics
-from pipeline.train.config import TrainConfig
 from pipeline.runtime import (DistEnv, Progress, autocast, compute_threads, resolve_bf16, start_distributed,
                               stop_distributed, torch_threads)
+from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_last, truncate_metrics
+from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import all_reduce_sum, broadcast_error
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.train.recipe import PlateauSchedule, batch_split, build_optimizer, initialise, set_lr
