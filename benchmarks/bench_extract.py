@@ -29,9 +29,9 @@ from PIL import Image
 
 from pipeline.bench import alternate
 from pipeline.features import ExtractConfig, Net, prepare_images, run_extract
-from pipeline.features.descriptor import resolve_device
 from pipeline.models import ModelConfig, build_model, init_weights, load_model, save_checkpoint
 from pipeline.preprocess import normalize, normalization_of
+from pipeline.runtime import resolve_device
 
 
 def _photo_tree(root: Path, n: int, seed: int = 0) -> Path:
@@ -92,7 +92,8 @@ def _bench(tmp: Path, quick: bool, device: str) -> list[dict[str, Any]]:
     precision, channels_last = ("bf16", True) if fast else ("fp32", False)
     batch = 16
     cfg = ExtractConfig(checkpoints=[str(ckpt)], data=str(data), out=str(tmp / "f.h5"), scales=scales,
-                        batch_size=batch, device=str(dev), precision=precision, channels_last=channels_last)
+                        batch_size=batch, runtime={"device": str(dev), "bf16": fast, "channels_last": channels_last},
+                        progress=False)
 
     # baseline inputs: the same images, decoded, rescaled and grouped exactly as the extraction does
     model, ck = load_model(ckpt)
@@ -125,7 +126,7 @@ def _bench(tmp: Path, quick: bool, device: str) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         res = run_extract(cfg.model_copy(update={"out": str(out)}))
         wall = time.perf_counter() - t0
-        loop_rates.append(res["images_per_s"])
+        loop_rates.append(res.images_per_s)
         out.unlink()
         return n / wall
 

@@ -109,7 +109,7 @@ def bench(quick: bool = False, device: str = "cpu") -> list[dict]:
         ``worker_speedup``, ``per_core``, ``workers``, ``images``, ``max_side``.
     """
     from pipeline.bench import alternate
-    from pipeline.speed import cpu_count
+    from pipeline.runtime import cpu_count
 
     n, reps = (40, 2) if quick else (100, 3)
     workers = cpu_count()

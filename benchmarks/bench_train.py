@@ -66,7 +66,7 @@ def train_config(shards: Path, out: Path, steps: int, *, fast: bool, threads: in
                  "workers": workers, "shuffle_buffer": 500, "std": "stats"},
         "optim": {"lr": 0.02, "batch_size": BATCH}, "schedule": {"max_steps": steps, "max_epochs": 100},
         "init": {"method": "glorot"},
-        "speed": {"bf16": "auto" if fast else False, "channels_last": fast, "threads": threads},
+        "runtime": {"bf16": "auto" if fast else False, "channels_last": fast, "threads": threads},
         "checkpoint_every": 0, "log_every": max(2, steps // 5),
     }
 
@@ -126,7 +126,7 @@ def plain_loader(tree: Path, workers: int = 0):
 
 def plain_train(tree: Path, steps: int) -> float:
     """The plain loop with the small presets' process layout: one loader worker, compute on the cores left."""
-    from pipeline.speed import compute_threads
+    from pipeline.runtime import compute_threads
 
     threads = torch.get_num_threads()
     torch.set_num_threads(compute_threads(loader_workers=1))  # what run_train picks with 1 worker
@@ -281,7 +281,9 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
                          "run_train fp32 contiguous vs torchvision VGG + DataLoader + SGD (A, width 1/4, crop 32, batch 128; "
                          "both with 1 loader worker and the cores left for compute)"))
         fast = alternate(lambda: ours_train(shards, tmp, steps, fast=True), lambda: plain_train(tree, steps), reps=reps, warmup=0)
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        from pipeline.runtime import native_bf16
+
+        bf16 = native_bf16("cpu")
         rows.append(_row("train", fast[0], fast[1], "images/s", 2.0,
                          f"run_train channels_last + bf16 {'on' if bf16 else 'off (this CPU has no native bf16)'} vs the same plain loop"))
         two, one = ddp_rates(shards, tmp, steps)

@@ -2,7 +2,7 @@
 Recognition* (ICLR 2015) as software: shard, stats, train, evaluate, extract, transfer, localise.
 
 Each stage is a plain function ``run_<stage>(config)`` taking one pydantic config; the ``vgg`` CLI
-(:mod:`pipeline.cli`) and the Prefect flows (``flows/``) are thin wrappers around them.
+(:mod:`pipeline.cli`) and the Prefect flows (:mod:`pipeline.flows`) are thin wrappers around them.
 """
 
 __version__ = "0.1.0"

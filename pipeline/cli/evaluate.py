@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -80,7 +79,7 @@ def evaluate(
     if os.environ.get("RANK", "0") != "0":  # under torchrun, process 0 reports
         return
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2))
         return
     _print(result)
 
@@ -105,8 +104,8 @@ def _print(result: dict[str, Any]) -> None:
               f"on {result['n_images']} images; {result['n_failed']} failed to decode")
     for note in result.get("notes", []):
         con.print(f"note: {note}")
-    if result.get("outputs"):
-        con.print(f"wrote {result['outputs'].get('eval')}")
+    if result.outputs is not None:
+        con.print(f"wrote {result.outputs.eval}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from pipeline.results import ExtractResult
 
 
 def parse_scales(text: str | None) -> list[int] | str | None:
@@ -63,49 +65,31 @@ def extract(
     """
     from pipeline.config import load_config
     from pipeline.features.extract import ExtractConfig, run_extract
-    from pipeline.shards.progress import Progress
 
     overrides: dict[str, Any] = {
         "checkpoints": [str(p) for p in checkpoints] if checkpoints else None, "data": data,
         "out": str(out) if out else None, "split": split, "format": format, "scales": parse_scales(scales),
         "relative": relative, "aggregate": aggregate, "l2": l2, "boxes": boxes, "flip": flip, "dtype": dtype,
-        "batch_size": batch_size, "device": device, "precision": None if bf16 is None else ("bf16" if bf16 else "fp32"),
-        "channels_last": channels_last, "overwrite": overwrite or None, "part": part, "merge": merge or None,
+        "batch_size": batch_size, "device": device, "bf16": bf16, "channels_last": channels_last, "progress": progress, "overwrite": overwrite or None, "part": part, "merge": merge or None,
     }
     cfg = load_config(ExtractConfig, config, sets, **overrides)
-    bar: Progress | None = None
-    seen = 0
-
-    def report(done: int, total: int) -> None:  # images handled so far / in this process's share
-        nonlocal bar, seen
-        if bar is None:  # first call: what is left (a resumed run starts part-way)
-            bar = Progress(total - done, f"extract {Path(cfg.out).name}", enabled=progress).__enter__()
-            seen = done
-        bar.advance(done - seen)
-        seen = done
-
-    try:
-        result = run_extract(cfg, progress=report)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    result = run_extract(cfg)
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2))
         return
     typer.echo(_summary(result))
 
 
-def _summary(r: dict[str, Any]) -> str:
-    status = r["status"]
-    if status == "exists":
-        return (f"{r['path']} already holds these features (same checkpoints, data, scales); nothing to do. "
-                f"Read it with FeatureStore({r['path']!r}) or `vgg inspect {r['path']}`.")
-    if status == "merged" and "images" not in r:
-        return f"merged {r['parts']} parts into {r['path']}"
-    rate = f", {r['images_per_s']:.1f} images/s" if r.get("images_per_s") else ""
-    what = {"written": "wrote", "resumed": "resumed and finished", "part": "wrote part", "merged": "wrote"}[status]
-    return (f"{what} {r['path']}: {r['images']} images, scales {r['scales']}, D={r['dims']}, "
-            f"{r.get('described', 0)} described in this run, {r.get('failed', 0)} failed{rate}")
+def _summary(r: ExtractResult) -> str:
+    if r.status == "exists":
+        return (f"{r.path} already holds these features (same checkpoints, data, scales); nothing to do. "
+                f"Read it with FeatureStore({r.path!r}) or `vgg inspect {r.path}`.")
+    if r.status == "merged" and r.images is None:
+        return f"merged {r['parts']} parts into {r.path}"
+    rate = f", {r.images_per_s:.1f} images/s" if r.images_per_s else ""
+    what = {"written": "wrote", "resumed": "resumed and finished", "part": "wrote part", "merged": "wrote"}[r.status]
+    return (f"{what} {r.path}: {r.images} images, scales {r.scales}, D={r.dims}, "
+            f"{r.described} described in this run, {r.failed} failed{rate}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """``vgg server``, ``vgg serve`` and ``vgg demo``: running the pipeline through Prefect.
 
-The flows live in the top-level ``flows`` package; these commands only set offline Prefect
+The flows live in :mod:`pipeline.flows`; these commands only set offline Prefect
 settings (shared/docs/prefect.md) and start things.
 """
 
@@ -20,7 +20,7 @@ def server(
     background: Annotated[bool, typer.Option(help="start in the background and return")] = False,
 ) -> None:
     """Start the Prefect server (UI at http://127.0.0.1:4200) with offline-safe settings."""
-    from flows.settings import configure_prefect
+    from pipeline.flows.settings import configure_prefect
 
     env = configure_prefect(home, use_server=False)
     typer.echo(f"PREFECT_HOME={env['PREFECT_HOME']}; UI at http://{env['PREFECT_SERVER_API_HOST']}:{env['PREFECT_SERVER_API_PORT']}")
@@ -39,21 +39,21 @@ def serve(
     Start the server first (`vgg server`), then trigger runs from the UI (Deployments page) or
     with `prefect deployment run 'vgg-paper/vgg-paper'`.
     """
-    from flows.settings import configure_prefect, server_healthy
+    from pipeline.flows.settings import configure_prefect, server_healthy
 
     configure_prefect(home, use_server=True)
     if not server_healthy():
         from pipeline.errors import UserError
 
         raise UserError(f"no Prefect server answers at {os.environ['PREFECT_API_URL']}; start one with `vgg server`")
-    from flows.deploy import serve_all
+    from pipeline.flows.deploy import serve_all
 
     serve_all(str(schedules) if schedules else None, dask_address, limit)
 
 
 def demo(
     workdir: Annotated[Path, typer.Option(help="run folder (outputs are reused by a re-run)")] = Path("runs/demo"),
-    sets: Annotated[Optional[list[str]], typer.Option("--set", help="PaperConfig field=value (see flows/paper.py)")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="PaperConfig field=value (see pipeline/flows/paper.py)")] = None,
     home: Annotated[Optional[Path], typer.Option(help="PREFECT_HOME (default: ./.prefect)")] = None,
 ) -> None:
     """Run the whole paper pipeline on the shipped data as the Prefect flow `vgg-paper`.
@@ -64,16 +64,16 @@ def demo(
     With a server running (`vgg server`) the run appears in its UI; otherwise the run is recorded
     in PREFECT_HOME's database, which `vgg server` shows later.
     """
-    from flows.settings import configure_prefect
+    from pipeline.flows.settings import configure_prefect
 
     configure_prefect(home)
-    from flows.paper import PaperConfig, paper_flow
+    from pipeline.flows.paper import PaperConfig, paper_flow
     from pipeline.config import load_config
 
     cfg = load_config(PaperConfig, None, sets, workdir=str(workdir))
     res = paper_flow(cfg)
-    typer.echo(Path(res["tables"]).read_text())
-    typer.echo(f"demo finished in {res['seconds']:.0f} s; tables in {res['tables']}")
+    typer.echo(Path(res.tables).read_text())
+    typer.echo(f"demo finished in {res.seconds:.0f} s; tables in {res.tables}")
 
 
 def register(app: typer.Typer) -> None:

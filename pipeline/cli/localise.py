@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -44,7 +43,7 @@ def train(
                       classifier=str(classifier) if classifier else None, out=str(out) if out else None)
     result = run_localise_train(cfg)
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2))
         return
     b = result["best_epoch"] or {}
     err = b.get("val_crop_error")
@@ -86,7 +85,7 @@ def evaluate(
     cfg = load_config(LocaliseEvalConfig, config, sets, **overrides)
     result = run_localise_evaluate(cfg)
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2, exclude={"table"}))
         return
     typer.echo(result["table"])
     im = result["images"]
@@ -94,8 +93,8 @@ def evaluate(
     if result.get("classification_error") is not None:
         line += f"; top-{result['top_k']} classification error {100 * result['classification_error']:.1f}%"
     typer.echo(line)
-    if cfg.out:
-        typer.echo(f"wrote {Path(cfg.out) / 'loc_eval.json'}")
+    if result.outputs is not None:
+        typer.echo(f"wrote {result.outputs.summary}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,6 @@ The same command runs on many ranks: ``torchrun --nproc_per_node=N -m pipeline t
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -32,7 +31,7 @@ def train(
     import os
 
     if os.environ.get("RANK", "0") == "0":
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2))
 
 
 def register(app: typer.Typer) -> None:

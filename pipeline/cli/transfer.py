@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -56,22 +54,10 @@ def transfer(
         "splits_file": str(splits_file) if splits_file else None, "train_per_class": train_per_class,
         "test_per_class": test_per_class,
     }
-    cfg = load_config(TransferConfig, config, sets, **overrides)
-    progress = None
-    if sys.stderr.isatty() and not as_json:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        task = bar.add_task(f"transfer {cfg.protocol}", total=None)
-        bar.start()
-        progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
-    try:
-        result = run_transfer(cfg, progress=progress)
-    finally:
-        if progress is not None:
-            bar.stop()
+    cfg = load_config(TransferConfig, config, sets, **overrides, progress=False if as_json else None)
+    result = run_transfer(cfg)
     if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(result.model_dump_json(indent=2))
         return
     from pipeline.transfer.report import per_class_table, table11
 

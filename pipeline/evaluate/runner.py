@@ -7,14 +7,13 @@ images of different sizes never share a forward pass and never change each other
 
 Under ``torchrun`` (several processes), process ``r`` of ``W`` evaluates the images whose position
 in the data is ``r mod W``; the per-image results are gathered on process 0 and put back in data
-order, so every image is counted exactly once. The gathering uses a gloo group (CPU objects).
+order, so every image is counted exactly once. The process group is :func:`pipeline.runtime.start_distributed`'s
+(NCCL on CUDA, gloo on CPU).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from pipeline.errors import UserError
 from pipeline.evaluate.protocols import dense_evaluate, multi_crop
 from pipeline.models.vgg import VGG
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+from pipeline.runtime import DistEnv, autocast, start_distributed, stop_distributed
 
 __all__ = ["EvalNet", "Item", "LocalResults", "evaluate_items", "DistContext", "gather_results"]
 
@@ -73,10 +73,6 @@ class LocalResults:
         return out
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
 class _Buckets:
     """Rescaled images waiting for a batch, keyed by (Q, height, width)."""
 
@@ -114,7 +110,7 @@ class _Buckets:
             x = normalize(x8, net.norm)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.device, self.bf16):
+            with autocast(self.device, self.bf16):
                 for m in self.methods:
                     if m == "dense":
                         p = dense_evaluate(net.model, x, flip=self.flip)
@@ -168,26 +164,22 @@ def evaluate_items(items: Iterable[Item], nets: list[EvalNet], methods: list[str
 
 @dataclass
 class DistContext:
-    """This process's rank and the world size; ``owned`` when this module started the group."""
+    """This process's rank, the world size and (when started for nets) its :class:`~pipeline.runtime.DistEnv`."""
 
     rank: int = 0
     world: int = 1
-    owned: bool = False
+    env: DistEnv | None = None
 
     @classmethod
-    def start(cls, enabled: bool = True) -> "DistContext":
-        """Join torch.distributed when launched by torchrun (WORLD_SIZE > 1); else a 1-process context."""
-        import torch.distributed as dist
+    def start(cls, enabled: bool = True, device: str = "auto") -> DistContext:
+        """Join torch.distributed when launched by torchrun (WORLD_SIZE > 1) and pick this rank's device."""
+        env = start_distributed(device, enabled)
+        return cls(env.rank, env.world, env)
 
-        if not enabled or not dist.is_available():
-            return cls()
-        if dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), False)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        dist.init_process_group("gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), True)
+    @property
+    def device(self) -> torch.device:
+        """This process's device (the CPU for a context without nets)."""
+        return self.env.device if self.env is not None else torch.device("cpu")
 
     def mine(self, index: int) -> bool:
         """True if the image at ``index`` belongs to this process."""
@@ -204,10 +196,9 @@ class DistContext:
         return box[0]
 
     def close(self) -> None:
-        if self.owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        """Leave the process group if :meth:`start` created it."""
+        if self.env is not None:
+            stop_distributed(self.env)
 
 
 def gather_results(local: LocalResults, ctx: DistContext, num_classes: dict[int, int]) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ Outputs under ``out``: ``posteriors.npz`` (per image, net, method, scale), ``tab
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -21,7 +20,7 @@ from typing import Any, Literal, Union
 import torch
 from pydantic import Field
 
-from pipeline.config import StageConfig, save_config
+from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.metrics import classification_report
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
@@ -30,13 +29,15 @@ from pipeline.evaluate.runner import DistContext, EvalNet, Item, check_scales, e
 from pipeline.evaluate.tables import build_rows, format_train_scale, to_csv, to_markdown
 from pipeline.io import read_json, atomic_write_json, atomic_write_text, sha256_file
 from pipeline.preprocess import normalization_of, train_scale_of
+from pipeline.results import EvaluateResult
+from pipeline.runtime import Progress, RuntimeStageConfig, resolve_bf16, torch_threads
 
 __all__ = ["EvaluateConfig", "run_evaluate", "resolve_scales"]
 
 MAX_FAILED_LISTED = 1000
 
 
-class EvaluateConfig(StageConfig):
+class EvaluateConfig(RuntimeStageConfig):
     """Configuration of ``run_evaluate`` (paper 3.2, 4.1-4.4)."""
 
     checkpoints: list[str] = Field(default_factory=list, description="checkpoints to evaluate (several: fusion, Table 6)")
@@ -59,11 +60,6 @@ class EvaluateConfig(StageConfig):
     batch_size: int = Field(16, ge=1, description="images of one rescaled size per forward pass")
     crop_batch: int = Field(128, ge=1, description="crops per forward pass in multi-crop evaluation")
     max_buffered: int = Field(256, ge=1, description="most rescaled images held while batches fill")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run (auto: cuda if available)")
-    channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: as set by the environment; 1 is "
-                                                        "faster on an oversubscribed machine)")
-    bf16: bool = Field(False, description="bfloat16 autocast (faster; posteriors differ slightly from float32)")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N images of the split")
     distributed: bool = Field(True, description="split the images over torchrun processes when WORLD_SIZE > 1")
     posterior_dtype: Literal["float32", "float16"] = Field("float32", description="storage type of saved posteriors")
@@ -95,16 +91,6 @@ def resolve_scales(cfg_scales: list[int] | str, ckpt: dict[str, Any], crop: int,
     return kept, notes
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("device cuda requested but no CUDA device is available")
-        import os
-
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 def _methods(method: str) -> list[str]:
     return list(METHODS) if method == "both" else [method]
 
@@ -120,7 +106,7 @@ def _load_nets(cfg: EvaluateConfig, device: torch.device) -> tuple[list[EvalNet]
         scales, n = resolve_scales(cfg.scales, ck, model.cfg.crop, path)
         notes += n
         model = model.to(device)
-        if cfg.channels_last:
+        if cfg.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         norm = normalization_of(ck)
         ts = train_scale_of(ck)
@@ -156,26 +142,10 @@ def _items(view: Any, ctx: DistContext, limit: int | None):
             yield Item(index=index, key=s.key, label=int(label), image=s.image, error=s.error)
 
 
-def _progress(total: int | None, enabled: bool):
-    """A rich progress bar on a terminal, else a no-op; returns (context, advance callable)."""
-    if not enabled or not sys.stderr.isatty():
-        from contextlib import nullcontext
-
-        return nullcontext(), None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    prog = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=True)
-    task = prog.add_task("evaluate", total=total)
-    return prog, lambda: prog.advance(task)
-
-
 def _run_nets(cfg: EvaluateConfig, ctx: DistContext) -> tuple[Posteriors | None, dict[str, Any]]:
     from pipeline.data import open_data
 
-    device = _device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    device = ctx.device
     nets, infos, notes = _load_nets(cfg, device)
     check_scales(nets)
     view = open_data(cfg.data, cfg.split, cfg.format)
@@ -184,12 +154,11 @@ def _run_nets(cfg: EvaluateConfig, ctx: DistContext) -> tuple[Posteriors | None,
     total = len(view) if cfg.limit is None else min(cfg.limit, len(view))
     mine = len([i for i in range(total) if ctx.mine(i)])
     t0 = time.perf_counter()
-    bar, advance = _progress(mine, cfg.progress and ctx.rank == 0)
-    with bar:
+    with Progress(mine, "evaluate", enabled=cfg.progress and ctx.rank == 0) as bar:
         local = evaluate_items(_items(view, ctx, cfg.limit), nets, _methods(cfg.method), flip=cfg.flip,
                                grid=cfg.grid, batch_size=cfg.batch_size, crop_batch=cfg.crop_batch,
-                               max_buffered=cfg.max_buffered, device=device, channels_last=cfg.channels_last,
-                               bf16=cfg.bf16, on_image=advance)
+                               max_buffered=cfg.max_buffered, device=device, channels_last=cfg.runtime.channels_last,
+                               bf16=resolve_bf16(cfg.runtime.bf16, device), on_image=bar.advance)
     seconds = time.perf_counter() - t0
     gathered = gather_results(local, ctx, {i: n.model.cfg.num_classes for i, n in enumerate(nets)})
     data_info = {"path": str(cfg.data), "split": view.split, "kind": view.kind, "fingerprint": view.fingerprint,
@@ -237,7 +206,7 @@ def _summarise(post: Posteriors, cfg: EvaluateConfig, extra: dict[str, Any]) -> 
     }, post
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     """Evaluate checkpoints on data (or recompute from saved posteriors) with the paper's protocols.
 
     Args:
@@ -245,15 +214,16 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     Returns:
         The ``eval.json`` content: ``top1_error``, ``top5_error`` (fractions), ``n_images``,
         ``method``, ``scales`` (per net), per-class accuracy, ``rows`` of the paper-format table,
-        ``n_failed`` and the failed images, ``config`` and ``outputs``. Under torchrun every process
-        returns the same dict; only process 0 writes files.
+        ``n_failed`` and the failed images, ``config`` and ``outputs`` (the written files, None
+        without ``out``). Under torchrun every process returns the same result; only process 0
+        writes files.
     """
     if bool(cfg.checkpoints) == bool(cfg.from_posteriors):
         raise UserError("give checkpoints (with --data) or --from-posteriors, not both or neither")
     previous = _finished(cfg)
     if previous is not None:  # an identical finished run: its saved result (a re-run of a flow reuses it)
-        return previous
-    ctx = DistContext.start(cfg.distributed) if cfg.checkpoints else DistContext()
+        return EvaluateResult(**previous)
+    ctx = DistContext.start(cfg.distributed, cfg.runtime.device) if cfg.checkpoints else DistContext()
     try:
         if cfg.from_posteriors:
             post: Posteriors | None = merge_posteriors([load_posteriors(p) for p in cfg.from_posteriors])
@@ -261,19 +231,20 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         else:
             if not cfg.data:
                 raise UserError("--data is required to evaluate checkpoints")
-            post, extra = _run_nets(cfg, ctx)
+            with torch_threads(cfg.runtime.threads):
+                post, extra = _run_nets(cfg, ctx)
         result: dict[str, Any] | None = None
         if post is not None:  # process 0 (or the only process)
             try:
                 result, used = _summarise(post, cfg, extra)
                 result["config"] = cfg.model_dump(mode="json")
-                result["outputs"] = _write(used, result, cfg) if cfg.out else {}
+                result["outputs"] = _write(used, result, cfg) if cfg.out else None
             except UserError as e:
                 result = {"__error__": str(e)}
         result = ctx.broadcast(result)
         if "__error__" in result:
             raise UserError(result["__error__"])
-        return result
+        return EvaluateResult(**result)
     finally:
         ctx.close()
 
@@ -283,10 +254,18 @@ def _finished(cfg: EvaluateConfig) -> dict[str, Any] | None:
     if not cfg.out or not (Path(cfg.out) / "eval.json").is_file():
         return None
     old = read_json(Path(cfg.out) / "eval.json")
-    same = old.get("config") == cfg.model_dump(mode="json")
+    same = _same_config(old.get("config"), cfg)
     inputs = [Path(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
     fresh = all(p.is_file() and p.stat().st_mtime <= (Path(cfg.out) / "eval.json").stat().st_mtime for p in inputs)
     return {**old, "status": "exists"} if same and fresh else None
+
+
+def _same_config(old: Any, cfg: EvaluateConfig) -> bool:
+    """The saved config is this one (also when it was saved before the runtime section, in the old keys)."""
+    try:
+        return EvaluateConfig.model_validate(old).model_dump(mode="json") == cfg.model_dump(mode="json")
+    except ValueError:
+        return False
 
 
 def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig) -> dict[str, str]:

@@ -34,10 +34,11 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.models.vgg import VGG
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+from pipeline.runtime import autocast
 
 __all__ = [
     "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "resolve_scales", "Net", "ScaleGroup",
-    "prepare_images", "describe", "image_descriptor", "box_crops", "resolve_device",
+    "prepare_images", "describe", "image_descriptor", "box_crops",
 ]
 
 #: Appendix B: Q in {256, 384, 512} (Caltech, and the default).
@@ -76,16 +77,6 @@ def resolve_scales(scales: str | Sequence[int], crop: int, relative: bool = Fals
         raise UserError(f"test scale(s) {low} below the crop size {crop}: the dense net needs a smallest side "
                         f">= {crop} (use larger scales, or --relative for small-crop nets)")
     return out
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; otherwise the named device (checked)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 @dataclass
@@ -191,7 +182,7 @@ def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: b
                 x = torch.cat([x, x.flip(-1)])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.inference_mode(), autocast(device, use_bf16):
                 fmap = net.model.forward_features(x, dense=True)
             pooled = fmap.float().mean(dim=(2, 3))  # global average pooling
             if flip:

@@ -18,9 +18,9 @@ Decoding and rescaling run in a background thread, one batch ahead of the forwar
 
 from __future__ import annotations
 
-import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,9 +33,8 @@ import torch
 from pydantic import Field, field_validator
 
 import pipeline
-from pipeline.config import StageConfig
 from pipeline.errors import UserError
-from pipeline.features.descriptor import Net, box_crops, describe, prepare_images, resolve_device, resolve_scales
+from pipeline.features.descriptor import Net, box_crops, describe, prepare_images, resolve_scales
 from pipeline.features.inputs import ExtractInput
 from pipeline.features.store import (
     FORMAT, StoreLayout, StoreWriter, create_store, failed_log_path, identity_differences, merge_parts, part_path,
@@ -44,13 +43,15 @@ from pipeline.features.store import (
 from pipeline.io import atomic_path, sha256_file
 from pipeline.models import load_model
 from pipeline.preprocess import normalization_of
+from pipeline.results import ExtractResult
+from pipeline.runtime import DistEnv, Progress, RuntimeStageConfig, resolve_bf16, start_distributed, stop_distributed
 
 __all__ = ["ExtractConfig", "run_extract"]
 
-Progress = Callable[[int, int], None]
+#: called after each flushed batch with (images handled, images in this process's share)
+OnProgress = Callable[[int, int], None]
 
-
-class ExtractConfig(StageConfig):
+class ExtractConfig(RuntimeStageConfig):
     """Configuration of ``vgg extract`` (paper Appendix B)."""
 
     checkpoints: list[str] = Field(default_factory=list, max_length=2,
@@ -71,12 +72,10 @@ class ExtractConfig(StageConfig):
     batch_size: int = Field(32, ge=1, description="images per batch (one done-mask flush per batch)")
     max_pixels: int = Field(1 << 22, ge=1, description="input pixels (images and flips) per forward pass")
     prefetch: int = Field(2, ge=1, description="batches decoded and rescaled ahead by the reader thread")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast (faster on AMX CPUs / GPUs)")
-    channels_last: bool = Field(False, description="NHWC memory format (faster with bf16 on CPUs)")
     overwrite: bool = Field(False, description="replace a store built from other inputs")
     part: str | None = Field(None, description="'i/n': describe only part i of n (fan-out without torchrun)")
     merge: bool = Field(False, description="combine the finished parts of --out instead of extracting")
+    progress: bool = Field(True, description="progress bar (images/s) on a terminal, a progress artifact in a flow")
 
     @field_validator("part")
     @classmethod
@@ -102,20 +101,6 @@ class _Batch:
     crops: dict | None
     owners: np.ndarray | None  # crop -> position among the ok images
     n_ok: int
-
-
-def _distributed() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call initialised the process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-        return dist.get_rank(), dist.get_world_size(), True
-    return 0, 1, False
 
 
 def _load_nets(paths: list[str], device: torch.device, channels_last: bool) -> tuple[list[Net], list[dict[str, Any]]]:
@@ -187,7 +172,8 @@ def _regions(whole: np.ndarray, region_desc: np.ndarray, owners: np.ndarray) -> 
 
 
 def _extract_into(path: Path, inp: ExtractInput, nets: list[Net], scales: list[int], cfg: ExtractConfig,
-                  device: torch.device, rows: tuple[int, int], progress: Progress | None) -> dict[str, Any]:
+                  device: torch.device, rows: tuple[int, int], precision: str, show: bool,
+                  on_progress: OnProgress | None) -> dict[str, Any]:
     """Describe rows [start, stop) into the store at ``path`` (local row 0 = ``start``), then finish it."""
     start, stop = rows
     writer = StoreWriter(path)
@@ -197,8 +183,9 @@ def _extract_into(path: Path, inp: ExtractInput, nets: list[Net], scales: list[i
         todo = [(s, min(s + bs, stop)) for s in range(start, stop, bs)
                 if not processed[s - start: min(s + bs, stop) - start].all()]
         total, done_count = stop - start, int(processed.sum())
-        if progress:
-            progress(done_count, total)
+        bar = Progress(total, f"extract {path.name}", enabled=show, start=done_count).__enter__()
+        if on_progress:
+            on_progress(done_count, total)
         q: queue.Queue = queue.Queue(maxsize=cfg.prefetch)
         stop_ev = threading.Event()
         reader = threading.Thread(target=_produce, args=(inp, todo, cfg, scales, q, stop_ev), daemon=True)
@@ -215,25 +202,26 @@ def _extract_into(path: Path, inp: ExtractInput, nets: list[Net], scales: list[i
                 descs, regs = [], []
                 for net in nets:
                     d_ok = describe(net, b.prepared, b.n_ok, flip=cfg.flip, device=device,
-                                    precision=cfg.precision, channels_last=cfg.channels_last)
+                                    precision=precision, channels_last=cfg.runtime.channels_last)
                     d = np.zeros((n, len(scales), net.dim), dtype=np.float32)
                     d[b.ok] = d_ok
                     descs.append(d)
                     if cfg.boxes:
                         r_crops = describe(net, b.crops, len(b.owners), flip=cfg.flip, device=device,
-                                           precision=cfg.precision, channels_last=cfg.channels_last)
+                                           precision=precision, channels_last=cfg.runtime.channels_last)
                         r = np.zeros_like(d)
                         r[b.ok] = _regions(d_ok, r_crops, b.owners)
                         regs.append(r)
                 writer.write_batch(b.start - start, descs, b.ok,
                                    [(r - start, k, why) for r, k, why in b.failures], regs if cfg.boxes else None)
                 described += b.n_ok
-                done_count += n
-                if progress:
-                    progress(done_count, total)
+                bar.advance(n)
+                if on_progress:
+                    on_progress(bar.done, total)
         finally:
             stop_ev.set()
             reader.join(timeout=10)
+            bar.__exit__(*sys.exc_info())
         seconds = time.perf_counter() - t0
         writer.finalize()
         return {"described": described, "seconds": seconds, "failed": len(writer.failed),
@@ -288,12 +276,13 @@ def _merge_only(cfg: ExtractConfig) -> dict[str, Any]:
     return {"status": "merged", "path": str(out), "parts": count}
 
 
-def run_extract(cfg: ExtractConfig, progress: Progress | None = None) -> dict[str, Any]:
+def run_extract(cfg: ExtractConfig, on_progress: OnProgress | None = None) -> ExtractResult:
     """Describe a dataset with one or two nets into a feature store (paper Appendix B).
 
     Args:
         cfg: the stage configuration.
-        progress: optional callback ``(images handled, images in this process's share)``.
+        on_progress: optional hook ``(images handled, images in this process's share)`` after each
+            flushed batch (progress itself is shown by the stage: ``cfg.progress``).
     Returns:
         ``status`` (``written``, ``resumed``, ``exists``, ``part`` or ``merged``), ``path``, counts,
         ``scales``, ``dims`` and, when images were described, ``images_per_s``.
@@ -302,27 +291,21 @@ def run_extract(cfg: ExtractConfig, progress: Progress | None = None) -> dict[st
             ``boxes=True``, or an existing store built from other inputs (without ``overwrite``).
     """
     if cfg.merge:
-        return _merge_only(cfg)
+        return ExtractResult(**_merge_only(cfg))
     out = Path(cfg.out)
-    rank, world, own_group = _distributed()
-    try:
-        return _run(cfg, out, rank, world, progress)
-    finally:
-        if own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progress | None) -> dict[str, Any]:
     if not cfg.checkpoints or cfg.data is None:
         raise UserError("extract needs one or two checkpoints and --data (or --merge to combine finished parts)")
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)  # NCCL collectives use the current device
-    nets, ck_info = _load_nets(cfg.checkpoints, device, cfg.channels_last)
+    env = start_distributed(cfg.runtime.device)
+    try:
+        return ExtractResult(**_run(cfg, out, env, on_progress))
+    finally:
+        stop_distributed(env)
+
+
+def _run(cfg: ExtractConfig, out: Path, env: DistEnv, on_progress: OnProgress | None) -> dict[str, Any]:
+    rank, world, device = env.rank, env.world, env.device
+    precision = "bf16" if resolve_bf16(cfg.runtime.bf16, device) else "fp32"
+    nets, ck_info = _load_nets(cfg.checkpoints, device, cfg.runtime.channels_last)
     scales = resolve_scales(cfg.scales, max(n.crop for n in nets), cfg.relative)
     inp = ExtractInput(cfg.data, cfg.split, cfg.format)
     if not inp.entries:
@@ -331,7 +314,7 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
         raise UserError(f"{cfg.data}: no boxes in split {inp.split!r}; --boxes needs a source with boxes (VOC, ILSVRC)")
     identity = {"format": FORMAT, "checkpoints": [c["sha256"] for c in ck_info], "data": inp.fingerprint,
                 "kind": inp.kind, "split": inp.split, "scales": scales, "flip": cfg.flip, "boxes": cfg.boxes,
-                "dtype": cfg.dtype, "precision": cfg.precision}
+                "dtype": cfg.dtype, "precision": precision}
     base = {"path": str(out), "scales": scales, "dims": [n.dim for n in nets], "images": len(inp.entries)}
 
     # A finished store from the same inputs: nothing to do.
@@ -360,7 +343,7 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
     provenance = {
         "config": cfg.model_dump(mode="json"), "checkpoints": ck_info,
         "data": {**inp.describe(), "path": str(Path(cfg.data).resolve())},
-        "scales": scales, "flip": cfg.flip, "boxes": cfg.boxes, "dtype": cfg.dtype, "precision": cfg.precision,
+        "scales": scales, "flip": cfg.flip, "boxes": cfg.boxes, "dtype": cfg.dtype, "precision": precision,
         "pipeline_version": pipeline.__version__, "torch_version": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identity": identity,
     }
@@ -373,7 +356,8 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
                 provenance=provenance, identity=identity, dtype=cfg.dtype, regions=cfg.boxes,
                 aggregate=cfg.aggregate, l2=cfg.l2, row_start=rows[0], rows_total=n,
                 part=None if in_place else (index, count)))
-        stats = _extract_into(target, inp, nets, scales, cfg, device, rows, progress)
+        stats = _extract_into(target, inp, nets, scales, cfg, device, rows, precision,
+                              cfg.progress and (env.main or cfg.part is not None), on_progress)
     result = {**base, **stats, "status": "resumed" if state == "resume" else "written"}
     if in_place:
         return result

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from pipeline.config import StageConfig, save_config
+from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.localise.augment import centre_crop
@@ -39,15 +39,17 @@ from pipeline.localise.net import load_localiser
 from pipeline.localise.protocols import LocNet, Runner, crop_box_in_image, crop_predictions, dense_localise
 from pipeline.models import load_model
 from pipeline.preprocess import normalization_of, normalize
+from pipeline.results import LocaliseEvalOutputs, LocaliseEvalResult
+from pipeline.runtime import Progress, RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
 
-__all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "resolve_device", "class_order",
+__all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "runner_for", "class_order",
            "iter_ground_truth", "crop_protocol_errors", "skip_category", "baseline_errors"]
 
 BASELINES = ("whole image", "centre quarter")
 MAX_SKIPS_LISTED = 1000
 
 
-class LocaliseEvalConfig(StageConfig):
+class LocaliseEvalConfig(RuntimeStageConfig):
     """Configuration of ``run_localise_evaluate`` (paper A.1 testing protocols, A.2 Tables 8-9)."""
 
     checkpoints: list[str] = Field(..., min_length=1, description="localisation checkpoints (several: their boxes "
@@ -76,22 +78,14 @@ class LocaliseEvalConfig(StageConfig):
     batch_size: int = Field(32, ge=1, description="images per forward pass (central crops; dense: images of one size)")
     max_buffered: int = Field(256, ge=1, description="dense protocol: most images held while same-size batches fill")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N images of the split")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to run (auto: cuda if available)")
-    channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
-    bf16: bool = Field(False, description="bfloat16 autocast (faster; boxes differ slightly from float32)")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: as set by the environment; 1 is "
-                                                        "fastest for small nets on a busy machine)")
     out: str | None = Field(None, description="output folder (None: return the summary without writing files)")
     progress: bool = Field(True, description="show progress on a terminal")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda requested but no CUDA device is available")
-    return torch.device(name)
+def runner_for(rt: RuntimeConfig) -> Runner:
+    """Where and how the nets run, from a stage's ``runtime`` section."""
+    device = resolve_device(rt.device)
+    return Runner(device, rt.channels_last, resolve_bf16(rt.bf16, device), rt.threads)
 
 
 def class_order(what: str, theirs: list[str] | None, count: int, classes: list[str]) -> np.ndarray | None:
@@ -235,7 +229,7 @@ def _scales_str(qs: list[int]) -> str:
     return ",".join(str(q) for q in qs)
 
 
-def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
+def run_localise_evaluate(cfg: LocaliseEvalConfig) -> LocaliseEvalResult:
     """Evaluate localisation nets with the crop or dense protocol (paper A.1-A.2).
 
     Args:
@@ -248,11 +242,9 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
             no usable image.
     """
     from pipeline.data import open_data
-    from pipeline.shards.progress import Progress
-
     view = open_data(cfg.data, cfg.split, cfg.format)
     classes = list(view.classes)
-    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16, cfg.threads)
+    runner = runner_for(cfg.runtime)
     nets, net_infos = _load_locnets(cfg, classes, runner)
     classifier = class_norm = class_idx = None
     class_info: dict[str, Any] | None = None
@@ -391,8 +383,11 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
     if cfg.out:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        atomic_write_text(out / "loc_table.md", table)
-        atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        atomic_write_json(out / "loc_eval.json", summary)
-    return summary
+        files = LocaliseEvalOutputs(config=str(out / "config.yaml"), table=str(out / "loc_table.md"),
+                                    predictions=str(out / "predictions.jsonl"), summary=str(out / "loc_eval.json"))
+        summary["outputs"] = files.model_dump()
+        save_config(cfg, files.config)
+        atomic_write_text(files.table, table)
+        atomic_write_text(files.predictions, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_json(files.summary, summary)
+    return LocaliseEvalResult(**summary)

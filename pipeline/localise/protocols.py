@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +30,7 @@ from pipeline.localise.merge import MergeConfig, best_box
 from pipeline.localise.net import LocaliserInfo, box_map_to_corners, box_outputs
 from pipeline.models import VGG
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
+from pipeline.runtime import autocast
 
 __all__ = ["Runner", "LocNet", "crop_predictions", "dense_boxes", "DenseResult", "dense_localise"]
 
@@ -60,9 +60,7 @@ class Runner:
 
     def autocast(self):
         """bf16 autocast context (or nothing)."""
-        if not self.bf16:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return autocast(self.device, self.bf16)
 
 
 @dataclass

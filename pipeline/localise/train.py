@@ -35,25 +35,27 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from pipeline.config import StageConfig, save_config
+from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.localise.augment import box_crop, targets
-from pipeline.localise.evaluate import (class_order, crop_protocol_errors, iter_ground_truth, resolve_device,
-                                        skip_category)
+from pipeline.localise.evaluate import class_order, crop_protocol_errors, iter_ground_truth, runner_for, skip_category
 from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
 from pipeline.localise.protocols import LocNet, Runner
 from pipeline.models import load_model, save_checkpoint
 from pipeline.preprocess import normalization_of, normalize, train_scale_of
+from pipeline.results import LocaliseTrainResult
+from pipeline.runtime import Progress, RuntimeStageConfig, log, upgrade_runtime_keys
 from pipeline.transforms import sample_rng
 
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"progress", "device", "epochs", "threads"}
+_RESUME_FREE = {"progress", "epochs"}
+_RESUME_FREE_RUNTIME = {"device", "threads"}
 
 
-class LocaliseTrainConfig(StageConfig):
+class LocaliseTrainConfig(RuntimeStageConfig):
     """Configuration of ``run_localise_train`` (paper A.1 training; Table 8's settings)."""
 
     data: str = Field(..., description="training data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)")
@@ -83,11 +85,6 @@ class LocaliseTrainConfig(StageConfig):
     limit: int | None = Field(None, ge=1, description="use only the first N training images")
     val_limit: int | None = Field(None, ge=1, description="validate on only the first N images")
     seed: int = Field(0, description="seed of the box layer, shuffling, crops, flips and dropout")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train (auto: cuda if available)")
-    channels_last: bool = Field(False, description="channels-last memory format (faster on AVX-512/AMX CPUs, GPUs)")
-    bf16: bool = Field(False, description="bfloat16 autocast")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: as set by the environment; 1 is "
-                                                        "fastest for small nets on a busy machine)")
     out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
     progress: bool = Field(True, description="show progress on a terminal")
 
@@ -139,7 +136,9 @@ def _skip_summary(skips: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def _resume_key(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in _RESUME_FREE}
+    d = upgrade_runtime_keys(d)  # a run saved before the runtime section resumes too
+    runtime = {k: v for k, v in (d.get("runtime") or {}).items() if k not in _RESUME_FREE_RUNTIME}
+    return {**{k: v for k, v in d.items() if k not in _RESUME_FREE}, "runtime": runtime}
 
 
 def _validate(model, info: LocaliserInfo, norm, s: int, cfg: LocaliseTrainConfig, runner: Runner) -> float | None:
@@ -162,7 +161,7 @@ def _validate(model, info: LocaliserInfo, norm, s: int, cfg: LocaliseTrainConfig
     return float(np.mean(errs)) if errs else None
 
 
-def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
+def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     """Fine-tune a localisation net from a classification checkpoint (paper A.1).
 
     Args:
@@ -175,8 +174,6 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
             holding a run with another config.
     """
     from pipeline.data import open_data
-    from pipeline.shards.progress import Progress, log
-
     out = Path(cfg.out)
     ck_dir = out / "checkpoints"
     view = open_data(cfg.data, cfg.split, cfg.format)
@@ -195,7 +192,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
     if s < crop:
         raise UserError(f"training scale S={s} is below the crop size {crop}")
     norm = normalization_of(ck)
-    runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16, cfg.threads)
+    runner = runner_for(cfg.runtime)
     model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed, dropout=cfg.dropout)
     slots = head_outputs(cfg.head, len(classes)) // 4
     info = LocaliserInfo(cfg.head, classes, cfg.fine_tune, s, {})
@@ -269,8 +266,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
                         skips=skip_summary)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     result = {"format": "vgg-localise-train/1", "out": str(out), "last": str(last), "best": str(ck_dir / "best.pt"),
-              "head": cfg.head, "fine_tune": cfg.fine_tune, "train_scale": s, "crop": crop, "classes": classes,
+              "metrics": str(out / "metrics.jsonl"), "result_json": str(out / "train.json"), "head": cfg.head, "fine_tune": cfg.fine_tune, "train_scale": s, "crop": crop, "classes": classes,
               "history": history, "best_epoch": best, "skips": skip_summary,
               "config": cfg.model_dump(mode="json")}
     atomic_write_json(out / "train.json", result)
-    return result
+    return LocaliseTrainResult(**result)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from pipeline.speed import cpu_count
+from pipeline.runtime import cpu_count
 
 __all__ = ["WorkerPool", "cpu_count", "resolve_workers"]
 

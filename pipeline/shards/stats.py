@@ -20,10 +20,11 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json
+from pipeline.results import StatsResult
+from pipeline.runtime import Progress, log
 from pipeline.shards.config import StatsConfig
 from pipeline.shards.manifest import MANIFEST
 from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.shards.progress import Progress, log
 from pipeline.shards.reader import read_manifest
 
 __all__ = ["run_stats", "moments_of", "stats_from_moments", "shard_moments"]
@@ -84,14 +85,14 @@ def stats_from_moments(n_img: int, n_px: int, s1: list[int], s2: list[list[int]]
             "images": int(n_img), "pixels": int(n_px)}
 
 
-def run_stats(cfg: StatsConfig) -> dict[str, Any]:
+def run_stats(cfg: StatsConfig) -> StatsResult:
     """Compute the RGB statistics of ``cfg.split`` and store them in the manifest.
 
     Args:
         cfg: the stats stage config.
     Returns:
-        The ``stats`` dict written to ``manifest["stats"]`` (``mean``, ``cov``, ``eigval``,
-        ``eigvec``, ``images``, ``pixels``, plus ``split``, ``sampled``, ``seed``).
+        The ``stats`` written to ``manifest["stats"]`` (``mean``, ``cov``, ``eigval``, ``eigvec``,
+        ``images``, ``pixels``, ``split``, ``sampled``, ``seed``) and the ``shards`` and ``manifest`` paths.
     """
     m = read_manifest(cfg.shards)
     if cfg.split not in m["splits"]:
@@ -123,4 +124,4 @@ def run_stats(cfg: StatsConfig) -> dict[str, Any]:
     atomic_write_json(base / MANIFEST, m)
     log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, eigval {[round(v, 3) for v in stats['eigval']]} "
         f"over {n_img} images ({n_px} pixels)", cfg.progress)
-    return stats
+    return StatsResult(**stats, shards=str(cfg.shards), manifest=str(base / MANIFEST))

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ import numpy as np
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from pipeline.results import ShardResult
+from pipeline.runtime import Progress, log
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
 from pipeline.shards.parallel import WorkerPool, resolve_workers
 from pipeline.shards.process import Options, Prepared, Skipped, prepare_many, skip_category
-from pipeline.shards.progress import Progress, log
 from pipeline.sources.base import Record, Source, open_source
 
 __all__ = ["run_shard", "ShardResult", "STATE_DIR"]
@@ -38,35 +38,6 @@ __all__ = ["run_shard", "ShardResult", "STATE_DIR"]
 STATE_DIR = ".shard-state"
 CHUNK = 16  # records per worker task (at most)
 _TAR_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<idx>\d{6})\.tar$")
-
-
-@dataclass
-class ShardResult:
-    """What ``run_shard`` did."""
-
-    out: Path
-    manifest: dict[str, Any]
-    nothing_to_do: bool = False
-    resumed: bool = False
-    written: int = 0
-    skipped: int = 0
-    found: int = 0
-    empty_classes: dict[str, list[str]] = field(default_factory=dict)
-    detected: str = ""
-
-    def summary(self) -> str:
-        """One-paragraph human summary."""
-        if self.nothing_to_do:
-            return f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); nothing to do"
-        lines = [f"{self.out}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
-                 f" ({'resumed' if self.resumed else 'fresh run'}; source {self.detected})"]
-        for name, sp in self.manifest["splits"].items():
-            lines.append(f"  {name}: {sp['count']} samples in {len(sp['shards'])} shards")
-        for reason, n in self.manifest["skipped"]["by_reason"].items():
-            lines.append(f"  skipped {n}: {reason} (see {SKIPPED})")
-        for split, names in self.empty_classes.items():
-            lines.append(f"  warning: {split}: {len(names)} classes without images: {', '.join(names[:20])}")
-        return "\n".join(lines)
 
 
 class _HashingFile:
@@ -323,7 +294,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     out.mkdir(parents=True, exist_ok=True)
     done = _check_existing(out, fp, cfg.overwrite)
     if done is not None:
-        res = ShardResult(out, done, nothing_to_do=True, detected=detected)
+        res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=detected)
         log(res.summary(), cfg.progress)
         return res
     state = out / STATE_DIR
@@ -374,7 +345,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         missing = [c for c, n in sp["per_class"].items() if n == 0]
         if missing:
             empty[name] = missing
-    res = ShardResult(out, manifest, resumed=resumed, written=written, skipped=manifest["skipped"]["count"],
+    res = ShardResult(out=out, manifest=manifest, resumed=resumed, written=written, skipped=manifest["skipped"]["count"],
                       found=found, empty_classes=empty, detected=detected)
     log(res.summary(), cfg.progress)
     return res

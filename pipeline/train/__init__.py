@@ -1,4 +1,4 @@
-"""The training stage (paper 3.1 training, 3.3 multi-device): ``run_train(TrainConfig) -> dict``.
+"""The training stage (paper 3.1 training, 3.3 multi-device): ``run_train(TrainConfig) -> TrainResult``.
 
 Modules: :mod:`~pipeline.train.config` (the one config), :mod:`~pipeline.train.loader`
 (webdataset input pipeline), :mod:`~pipeline.train.recipe` (SGD, plateau schedule,
@@ -7,7 +7,7 @@ initialisation), :mod:`~pipeline.train.distributed` (torchrun / DDP), :mod:`~pip
 :mod:`~pipeline.train.loop` (the run).
 """
 
-from pipeline.train.config import DataConfig, InitConfig, OptimConfig, ScheduleConfig, SpeedConfig, TrainConfig
+from pipeline.train.config import DataConfig, InitConfig, OptimConfig, ScheduleConfig, TrainRuntimeConfig, TrainConfig
 from pipeline.train.loop import run_train
 
-__all__ = ["run_train", "TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "SpeedConfig"]
+__all__ = ["run_train", "TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "TrainRuntimeConfig"]

@@ -21,6 +21,7 @@ import torch
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_text
 from pipeline.models import VGG, load_checkpoint, save_checkpoint
+from pipeline.runtime import upgrade_runtime_keys
 from pipeline.train.config import RESUME_FREE, TrainConfig
 
 __all__ = ["RunPaths", "save_last", "save_best", "load_resume", "config_differences", "truncate_metrics"]
@@ -74,7 +75,7 @@ def load_resume(paths: RunPaths, cfg: TrainConfig, fingerprint: str) -> dict[str
     meta = ck.get("meta") or {}
     if "position" not in ck or "optimizer" not in ck:
         raise UserError(f"{paths.last}: not a resumable training checkpoint")
-    diff = config_differences(meta.get("config") or {}, cfg.model_dump(mode="json"))
+    diff = config_differences(upgrade_runtime_keys(meta.get("config") or {}), cfg.model_dump(mode="json"))
     if diff:
         raise UserError(f"--resume: {paths.last} was written with another config (differs in {', '.join(diff[:6])})")
     if meta.get("dataset_fingerprint") != fingerprint:

@@ -1,7 +1,7 @@
 """The training stage's one config (paper 3.1 recipe, 3.3 multi-device), with the paper's defaults.
 
 ``TrainConfig`` nests the model (:class:`pipeline.models.ModelConfig`), the data and augmentation,
-the optimiser, the learning-rate schedule, the initialisation and the speed switches. Defaults are
+the optimiser, the learning-rate schedule, the initialisation and the runtime section (device, bf16, ...). Defaults are
 the paper's: batch 256, momentum 0.9, weight decay 5e-4, dropout 0.5, lr 1e-2 divided by 10 when
 the validation accuracy stops improving (three times, then stop), S=256, crop 224.
 """
@@ -12,11 +12,11 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.config import StageConfig
 from pipeline.models import ModelConfig
 from pipeline.preprocess import TrainScale
+from pipeline.runtime import RuntimeConfig, RuntimeStageConfig
 
-__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "SpeedConfig"]
+__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "TrainRuntimeConfig"]
 
 
 class _Section(BaseModel):
@@ -82,20 +82,19 @@ class InitConfig(_Section):
         return self
 
 
-class SpeedConfig(_Section):
-    """Speed switches, each can be turned off."""
+class TrainRuntimeConfig(RuntimeConfig):
+    """The runtime section of training: bf16 where native and channels_last by default, plus compile and pinning."""
 
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = the rank's GPU when CUDA is available, else CPU")
-    bf16: Union[Literal["auto"], bool] = Field("auto", description="bf16 autocast; auto = on where the device has native bf16 "
-                                                                  "(GPUs, CPUs with AVX512-BF16/AMX)")
+    bf16: Union[Literal["auto"], bool] = Field("auto", description="bf16 autocast; auto = on where the device has "
+                                                                  "native bf16 (GPUs, CPUs with AVX512-BF16/AMX)")
     channels_last: bool = Field(True, description="NHWC memory format for convolutions")
-    compile: bool = Field(False, description="torch.compile the model")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads per process (default on CPU: the cores left "
                                                          "to this rank after its loader workers)")
+    compile: bool = Field(False, description="torch.compile the model")
     pin_memory: bool = Field(True, description="pinned host memory for batches (GPU only)")
 
 
-class TrainConfig(StageConfig):
+class TrainConfig(RuntimeStageConfig):
     """Everything a training run needs; saved in ``config.yaml`` and in every checkpoint."""
 
     out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
@@ -104,7 +103,8 @@ class TrainConfig(StageConfig):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="SGD settings")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="lr schedule and stopping")
     init: InitConfig = Field(default_factory=InitConfig, description="weight initialisation")
-    speed: SpeedConfig = Field(default_factory=SpeedConfig, description="bf16, channels_last, compile, device")
+    runtime: TrainRuntimeConfig = Field(default_factory=TrainRuntimeConfig,
+                                        description="device, bf16, channels_last, threads, compile, pin_memory")
     seed: int = Field(0, description="seed of data order, augmentation and dropout")
     checkpoint_every: int = Field(500, ge=0, description="also write checkpoints/last.pt every N SGD steps (0 = epoch ends only)")
     log_every: int = Field(20, ge=1, description="SGD steps between metrics.jsonl training rows")
@@ -121,6 +121,6 @@ class TrainConfig(StageConfig):
 
 
 #: fields that may differ between a run and its resumption (they do not change the result)
-RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "speed.threads", "speed.pin_memory",
+RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "runtime.threads", "runtime.pin_memory",
                "data.shards",  # moved shards resume; their fingerprint is checked instead
                "schedule.max_epochs", "schedule.max_steps"}  # limits: raising them continues a finished run

@@ -6,79 +6,19 @@ gradients are computed, they are averaged to obtain the gradient of the full bat
 exactly this, so a run on N ranks equals one device with the whole batch.
 
 Ranks come from the environment ``torchrun`` sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-MASTER_PORT), on one or many nodes; without it the run is a single process.
+MASTER_PORT), on one or many nodes; without it the run is a single process. Joining and leaving
+the group is :func:`pipeline.runtime.start_distributed` / :func:`~pipeline.runtime.stop_distributed`;
+this module holds the few collectives training needs.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 
-from pipeline.errors import UserError
+from pipeline.runtime import DistEnv
 
-__all__ = ["DistEnv", "init_distributed", "shutdown", "all_reduce_sum", "broadcast_error"]
-
-
-@dataclass
-class DistEnv:
-    """This process's place in the run."""
-
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-    backend: str | None  # None: single process
-    owns_group: bool  # this module initialised the process group (and tears it down)
-
-    @property
-    def main(self) -> bool:
-        """Rank 0 writes checkpoints, metrics and the progress bar."""
-        return self.rank == 0
-
-
-def _device(pref: str, local_rank: int) -> torch.device:
-    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("speed.device=cuda but CUDA is not available")
-        n = torch.cuda.device_count()
-        return torch.device("cuda", local_rank % n)
-    return torch.device("cpu")
-
-
-def init_distributed(device: str = "auto") -> DistEnv:
-    """Join the process group that torchrun describes (if any) and pick this rank's device.
-
-    Args:
-        device: "auto", "cpu" or "cuda" (SpeedConfig.device).
-    Returns:
-        The rank, world size and device; ``backend`` is None for a single process.
-    """
-    if dist.is_available() and dist.is_initialized():  # a caller set it up (tests, notebooks)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        dev = _device(device, local)
-        return DistEnv(rank, world, local, dev, dist.get_backend(), owns_group=False)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _device(device, local)
-    if world <= 1:
-        return DistEnv(0, 1, 0, dev, None, owns_group=False)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                            device_id=dev if dev.type == "cuda" else None)
-    return DistEnv(rank, world, local, dev, backend, owns_group=True)
-
-
-def shutdown(env: DistEnv) -> None:
-    """Leave the process group if this module created it."""
-    if env.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+__all__ = ["all_reduce_sum", "broadcast_error"]
 
 
 def all_reduce_sum(values: list[float], env: DistEnv) -> list[float]:

@@ -21,12 +21,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pipeline.config import save_config
 from pipeline.errors import UserError
+from pipeline.io import atomic_write_json
 from pipeline.models import build_model
 from pipeline.preprocess import Normalization
-from pipeline.speed import compute_threads
+from pipeline.results import TRAIN_RESULT, TrainResult
+from pipeline.runtime import (DistEnv, Progress, autocast, compute_threads, resolve_bf16, start_distributed,
+                              stop_distributed, torch_threads)
 from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_last, truncate_metrics
 from pipeline.train.config import TrainConfig
-from pipeline.train.distributed import DistEnv, all_reduce_sum, broadcast_error, init_distributed, shutdown
+from pipeline.train.distributed import all_reduce_sum, broadcast_error
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.train.recipe import PlateauSchedule, batch_split, build_optimizer, initialise, set_lr
 from pipeline.train.validate import validate
@@ -35,41 +38,36 @@ from pipeline.transforms import CentreCropView, ColourShift, TrainAugment, colou
 __all__ = ["run_train"]
 
 
-def run_train(cfg: TrainConfig) -> dict[str, Any]:
+def run_train(cfg: TrainConfig) -> TrainResult:
     """Train a VGG net as ``cfg`` says (single process, or one rank of a torchrun job).
 
     Args:
         cfg: the resolved training config.
     Returns:
-        Summary: ``out``, ``last``, ``best``, ``best_top1``, ``best_epoch``, ``final`` (last val
-        metrics), ``epochs``, ``steps``, ``stop`` (why it stopped), ``wall_s``, ``images_per_s``.
+        The run's paths (``out``, ``last``, ``best``, ``metrics``, ``config``) and numbers
+        (``best_top1``, ``best_epoch``, ``final`` val metrics, ``epochs``, ``steps``, ``stop``,
+        ``wall_s``, ``images_per_s``); rank 0 also writes it to ``out/train.json``.
     Raises:
         UserError: bad input, before any training step.
     """
-    env = init_distributed(cfg.speed.device)
-    threads = torch.get_num_threads()
+    env = start_distributed(cfg.runtime.device)
     try:
-        _set_threads(cfg, env)
-        return _Run(cfg, env).train()
+        with torch_threads(_threads(cfg, env)):
+            result = _Run(cfg, env).train()
+        if env.main:
+            atomic_write_json(result.result_json, result.model_dump(mode="json"), indent=2)
+        return result
     finally:
-        torch.set_num_threads(threads)
-        shutdown(env)
+        stop_distributed(env)
 
 
-def _set_threads(cfg: TrainConfig, env: DistEnv) -> None:
-    """CPU threads: as configured, else the cores left to this rank after its loader workers."""
-    if cfg.speed.threads:
-        torch.set_num_threads(cfg.speed.threads)
-    elif env.device.type == "cpu":
-        torch.set_num_threads(compute_threads(cfg.data.workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-
-
-def _bf16(setting: bool | str, device: torch.device) -> bool:
-    if setting != "auto":
-        return bool(setting)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def _threads(cfg: TrainConfig, env: DistEnv) -> int | None:
+    """CPU threads: as configured, else on CPU the cores left to this rank after its loader workers."""
+    if cfg.runtime.threads:
+        return cfg.runtime.threads
+    if env.device.type == "cpu":
+        return compute_threads(cfg.data.workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return None
 
 
 def _seed_of(*parts: int) -> int:
@@ -145,16 +143,16 @@ class _Run:
     # -- model, optimizer, schedule -------------------------------------------------------------
     def _build(self) -> None:
         cfg, env = self.cfg, self.env
-        self.bf16 = _bf16(cfg.speed.bf16, env.device)
+        self.bf16 = resolve_bf16(cfg.runtime.bf16, env.device)
         model = self.model
         model.to(env.device)
-        if cfg.speed.channels_last:
+        if cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
         net: torch.nn.Module = model
         if env.world > 1:
             net = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         self.ddp = net if env.world > 1 else None
-        self.net = torch.compile(net) if cfg.speed.compile else net
+        self.net = torch.compile(net) if cfg.runtime.compile else net
         self.schedule = PlateauSchedule.from_config(cfg.optim.lr, cfg.schedule)
         self.opt = build_optimizer(model, cfg.optim, cfg.optim.lr)
         self.epoch, self.step_in_epoch, self.step, self.wall_prior = 0, 0, 0, 0.0
@@ -222,10 +220,10 @@ class _Run:
         dev = self.env.device
         torch.manual_seed(_seed_of(self.cfg.seed, self.env.rank, self.step))  # dropout masks: reproducible
         total = torch.zeros((), device=dev)
-        amp = torch.autocast(dev.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        amp = autocast(dev, self.bf16)
         for i, (x, y, off) in enumerate(micro_batches):
             x = colour_shift_and_normalize(x.to(dev, non_blocking=True), off, self.norm)
-            if self.cfg.speed.channels_last:
+            if self.cfg.runtime.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(dev, non_blocking=True)
             sync = self.ddp.no_sync() if (self.ddp is not None and i < len(micro_batches) - 1) else contextlib.nullcontext()
@@ -239,25 +237,20 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         return total
 
-    def _progress(self):
+    def _progress(self) -> Progress:
+        """This epoch's progress (rank 0; by default only on a terminal: the metrics rows are the log)."""
         show = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
-        if not (show and self.env.main):
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        return Progress(self.steps_per_epoch, f"train epoch {self.epoch + 1}", enabled=show and self.env.main,
+                        unit="steps", start=self.step_in_epoch)
 
-        return Progress(TextColumn("[bold]train[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
-
-    def _epoch(self, bar) -> bool:
+    def _epoch(self, bar: Progress) -> bool:
         """Train the rest of the current epoch; True if max_steps was reached."""
         cfg, d = self.cfg, self.cfg.data
         loader = train_loader(
             self.shards, d.train_split, augment=self.augment, micro_batch=self.micro,
             micro_batches=self.micro_per_epoch, skip=self.step_in_epoch * self.accum, seed=cfg.seed,
             epoch=self.epoch, shardshuffle=d.shardshuffle, shuffle_buffer=d.shuffle_buffer, workers=d.workers,
-            pin_memory=cfg.speed.pin_memory and self.env.device.type == "cuda")
-        task = bar.add_task("", total=self.steps_per_epoch, completed=self.step_in_epoch, epoch=self.epoch + 1,
-                            info="") if bar else None
+            pin_memory=cfg.runtime.pin_memory and self.env.device.type == "cuda")
         it = iter(loader)
         t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
         self.model.train()
@@ -273,11 +266,9 @@ class _Run:
                               "lr": self.schedule.lr, "images_per_s": ips, "wall_s": self.wall()})
                 self.train_time += time.perf_counter() - t_log
                 self.train_images += n_log * cfg.optim.batch_size
-                if task is not None:
-                    bar.update(task, info=f"loss {loss:.3f} lr {self.schedule.lr:.0e} {ips:.0f} img/s")
+                bar.note(f"loss {loss:.3f} lr {self.schedule.lr:.0e} {ips:.0f} img/s")
                 t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
-            if task is not None:
-                bar.update(task, completed=self.step_in_epoch)
+            bar.advance(1)
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step_in_epoch < self.steps_per_epoch:
                 self._save_last()
             if cfg.schedule.max_steps and self.step >= cfg.schedule.max_steps:
@@ -292,9 +283,9 @@ class _Run:
         if cfg.data.val_split:
             loader = val_loader(self.shards, cfg.data.val_split, view=self.view, batch=self.micro, rank=self.env.rank,
                                 world=self.env.world, workers=cfg.data.workers,
-                                pin_memory=cfg.speed.pin_memory and self.env.device.type == "cuda")
+                                pin_memory=cfg.runtime.pin_memory and self.env.device.type == "cuda")
             self.last_val = validate(self.model, loader, self.env, self.norm, bf16=self.bf16,
-                                     channels_last=cfg.speed.channels_last)
+                                     channels_last=cfg.runtime.channels_last)
             event = self.schedule.update(self.last_val["top1"], self.epoch + 1)
             improved = event == "improved"
             set_lr(self.opt, self.schedule.lr)
@@ -316,7 +307,7 @@ class _Run:
             save_best(self.paths, self.model, self.meta())
         self._save_last()
 
-    def train(self) -> dict[str, Any]:
+    def train(self) -> TrainResult:
         cfg, env = self.cfg, self.env
         self.t0 = time.perf_counter()
         self.train_time, self.train_images = 0.0, 0
@@ -329,21 +320,22 @@ class _Run:
                 self.paths.metrics.unlink(missing_ok=True)
         if self.finished:
             self._log(f"{cfg.out}: run already finished ({self.stop_reason})")
-        bar = self._progress()
-        with bar if bar is not None else contextlib.nullcontext():
-            while not self.finished:
+        while not self.finished:
+            with self._progress() as bar:
                 hit = self._epoch(bar)
-                self._end_epoch(hit)
+            self._end_epoch(hit)
         return self.summary()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> TrainResult:
         best = self.schedule.best if self.schedule.best >= 0 else None
-        return {
-            "out": str(self.paths.out), "last": str(self.paths.last),
-            "best": str(self.paths.best) if self.paths.best.exists() else None,
-            "best_top1": best, "best_epoch": self.schedule.best_epoch if best is not None else None,
-            "final": self.last_val, "epochs": self.epoch, "steps": self.step, "stop": self.stop_reason,
-            "lr_drops": self.schedule.drops, "wall_s": round(self.wall(), 2),
-            "images_per_s": round(self.train_images / self.train_time, 1) if self.train_time else None,
-            "world_size": self.env.world, "bf16": self.bf16,
-        }
+        return TrainResult(
+            out=str(self.paths.out), last=str(self.paths.last),
+            best=str(self.paths.best) if self.paths.best.exists() else None,
+            metrics=str(self.paths.metrics), config=str(self.paths.config),
+            result_json=str(self.paths.out / TRAIN_RESULT),
+            best_top1=best, best_epoch=self.schedule.best_epoch if best is not None else None,
+            final=self.last_val, epochs=self.epoch, steps=self.step, stop=self.stop_reason,
+            lr_drops=self.schedule.drops, wall_s=round(self.wall(), 2),
+            images_per_s=round(self.train_images / self.train_time, 1) if self.train_time else None,
+            world_size=self.env.world, bf16=self.bf16,
+        )

@@ -7,12 +7,11 @@ reports the same errors as one process: no padded duplicates, none missing.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from pipeline.preprocess import Normalization, normalize
-from pipeline.train.distributed import DistEnv, all_reduce_sum
+from pipeline.runtime import DistEnv, autocast
+from pipeline.train.distributed import all_reduce_sum
 
 __all__ = ["topk_correct", "validate"]
 
@@ -32,12 +31,11 @@ def validate(model: torch.nn.Module, loader, env: DistEnv, norm: Normalization, 
     was_training = model.training
     model.eval()
     c1 = c5 = n = 0
-    amp = torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     for x, y in loader:
         x = normalize(x.to(env.device, non_blocking=True), norm)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with amp:
+        with autocast(env.device, bf16):
             scores = model(x).float()
         a, b = topk_correct(scores, y.to(env.device))
         c1, c5, n = c1 + a, c5 + b, n + len(y)

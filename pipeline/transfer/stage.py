@@ -24,7 +24,6 @@ of the training store. A run with the same config and the same stores returns th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +34,8 @@ import pipeline
 from pipeline.config import StageConfig, save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, atomic_write_text, fingerprint, read_json
+from pipeline.results import TransferResult
+from pipeline.runtime import Progress
 from pipeline.transfer.descriptors import Descriptors, load_descriptors
 from pipeline.transfer.protocols import recall_protocol, voc_protocol
 from pipeline.transfer.report import COLUMN, method_name, per_class_table, table11, write_csv, write_voc_results
@@ -77,6 +78,7 @@ class TransferConfig(StageConfig):
     voc_sets: str | None = Field(None, description="VOC ImageSets/Main folder (or VOCdevkit, VOC20xx); default: from the store's dataset path")
     voc_test_split: str = Field("test", description="VOC split scored (test; val for VOC2012, whose test labels are not public)")
     method: str | None = Field(None, description="row name in the results table (default: from the stores' nets)")
+    progress: bool = Field(True, description="progress over the splits (a bar on a terminal, an artifact in a flow)")
 
 
 def _out_dir(cfg: TransferConfig) -> Path:
@@ -84,7 +86,7 @@ def _out_dir(cfg: TransferConfig) -> Path:
 
 
 def _inputs_fingerprint(cfg: TransferConfig) -> str:
-    items: list[Any] = [cfg.model_dump(mode="json", exclude={"out"}), pipeline.__version__]
+    items: list[Any] = [cfg.model_dump(mode="json", exclude={"out", "progress"}), pipeline.__version__]
     for p in [*cfg.stores, *cfg.test_stores, *([cfg.splits_file] if cfg.splits_file else [])]:
         if not Path(p).is_file():
             raise UserError(f"{'feature store' if p != cfg.splits_file else 'splits file'} not found: {p}")
@@ -196,8 +198,7 @@ def _voc(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path)
     }
 
 
-def _recall(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path,
-            progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+def _recall(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path) -> dict[str, Any]:
     if d.label_kind != "single" or d.labels.ndim != 1:
         raise UserError(f"the {cfg.protocol} protocol needs single-label stores; use voc07 or voc12 for multi-label ones")
     n_train, n_test = PROTOCOL_COUNTS.get(cfg.protocol, (None, None))
@@ -212,8 +213,9 @@ def _recall(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Pa
         meta = {"protocol": cfg.protocol, "train_per_class": n_train, "test_per_class": n_test, "seed": cfg.seed,
                 "val_fraction": cfg.val_fraction}
     save_splits(out / "splits.json", splits, list(d.ids), meta)
-    res = recall_protocol(d.X, d.labels, len(d.classes), splits, cfg.c_grid, cfg.solver,
-                          progress=(lambda k: progress(k, len(splits))) if progress else None)
+    with Progress(len(splits), f"transfer {cfg.protocol}", enabled=cfg.progress, unit="splits") as bar:
+        res = recall_protocol(d.X, d.labels, len(d.classes), splits, cfg.c_grid, cfg.solver,
+                              progress=lambda k: bar.advance(k - bar.done))
     for r in res:
         header = ["id", "label", "predicted"] + [f"score_{c}" for c in d.classes]
         write_csv(out / "decisions" / f"split{r.index}.csv", header,
@@ -234,12 +236,11 @@ def _recall(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Pa
     }
 
 
-def run_transfer(cfg: TransferConfig, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def run_transfer(cfg: TransferConfig) -> TransferResult:
     """Run a transfer protocol on feature stores and write its results (see the module docstring).
 
     Args:
         cfg: the stage config.
-        progress: optional callable(done, total) called after each split.
     Returns:
         The ``transfer.json`` content (``mean``/``std`` as fractions; the table shows percent).
     Raises:
@@ -255,7 +256,8 @@ def run_transfer(cfg: TransferConfig, progress: Callable[[int, int], None] | Non
         except ValueError:
             old = None
         if isinstance(old, dict) and old.get("fingerprint") == fp:
-            return {**old, "status": "exists"}
+            return TransferResult(**{**old, "status": "exists", "table": str(out / "table.md"),
+                                     "result_json": str(result_path)})
     voc = cfg.protocol in ("voc07", "voc12")
     aggregate = cfg.aggregate or ("avg" if voc else "stack")
     d = load_descriptors(cfg.stores, aggregate, cfg.scales, cfg.l2, cfg.regions)
@@ -266,7 +268,7 @@ def run_transfer(cfg: TransferConfig, progress: Callable[[int, int], None] | Non
         d, test_start = _concat(d, load_descriptors(cfg.test_stores, aggregate, cfg.scales, cfg.l2, cfg.regions,
                                                         require_labels=False))
     out.mkdir(parents=True, exist_ok=True)
-    body = _voc(cfg, d, test_start, out) if voc else _recall(cfg, d, test_start, out, progress)
+    body = _voc(cfg, d, test_start, out) if voc else _recall(cfg, d, test_start, out)
     result = {
         "protocol": cfg.protocol, "metric": METRIC[cfg.protocol], "mean": body.pop("mean"), "std": body.pop("std"),
         "per_class": body.pop("per_class"), "chosen_C": body.pop("chosen_C"),
@@ -277,9 +279,10 @@ def run_transfer(cfg: TransferConfig, progress: Callable[[int, int], None] | Non
         "c_grid": sorted(cfg.c_grid), "stores": d.stores,
         "test_stores": [str(p) for p in cfg.test_stores], "config": cfg.model_dump(mode="json"),
         "fingerprint": fp, "pipeline_version": pipeline.__version__,
-        "out": str(out), "seconds": round(time.perf_counter() - t0, 3), "status": "written",
+        "out": str(out), "table": str(out / "table.md"), "result_json": str(result_path),
+        "seconds": round(time.perf_counter() - t0, 3), "status": "written",
     }
     save_config(cfg, out / "config.yaml")
     atomic_write_text(out / "table.md", table11([result]) + "\n" + per_class_table(result))
     atomic_write_json(result_path, result)
-    return result
+    return TransferResult(**result)

@@ -28,7 +28,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, result_dir: str) -> Non
     torch.set_num_threads(1)
     res = run_evaluate(EvaluateConfig(**cfg))
     with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as fh:
-        json.dump(res, fh)
+        json.dump(res.model_dump(mode="json"), fh)
 
 
 def test_two_gloo_processes_equal_one(folder, ckpt, tmp_path):

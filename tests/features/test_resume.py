@@ -26,7 +26,7 @@ cfg = ExtractConfig.model_validate_json(sys.argv[1])
 def report(done, total):
     print(f"progress {done} {total}", flush=True)
     time.sleep(0.05)
-run_extract(cfg, progress=report)
+run_extract(cfg, on_progress=report)
 print("finished", flush=True)
 """
 

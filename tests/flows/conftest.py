@@ -10,7 +10,7 @@ import sys
 import pytest
 from prefect_helpers import api, free_port, stop, wait_for
 
-from flows.settings import OFFLINE_ENV
+from pipeline.flows.settings import OFFLINE_ENV
 
 
 @pytest.fixture(scope="session")

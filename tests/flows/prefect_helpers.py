@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from flows.settings import OFFLINE_ENV
+from pipeline.flows.settings import OFFLINE_ENV
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,27 +25,73 @@ def fmnist_tiny(tmp_path_factory):
 def test_shard_and_stats_flows_call_the_stages_and_reuse_outputs(prefect_harness, fmnist_tiny, tmp_path):
     from prefect.client.orchestration import get_client
 
-    from flows.stages import shard_flow, stats_flow
+    from pipeline.flows.stages import shard_flow, stats_flow
     from pipeline.shards import ShardConfig, StatsConfig, read_manifest
 
     cfg = ShardConfig(source=str(fmnist_tiny), out=str(tmp_path / "shards"), workers=1, progress=False)
     res = shard_flow(cfg)
     manifest = read_manifest(tmp_path / "shards")
     assert manifest["splits"]["train"]["count"] == 120 and manifest["splits"]["val"]["count"] == 40
-    assert res["manifest"]["fingerprint"] == manifest["fingerprint"]
+    assert res.manifest["fingerprint"] == manifest["fingerprint"] and res.manifest_path.is_file()
     again = shard_flow(cfg)  # a re-run reuses the finished shards (the stage's own reuse)
-    assert again["nothing_to_do"] is True
+    assert again.nothing_to_do is True
     stats = stats_flow(StatsConfig(shards=str(tmp_path / "shards"), workers=1, progress=False))
-    assert len(stats["mean"]) == 3 and "stats" in read_manifest(tmp_path / "shards")
+    assert len(stats.mean) == 3 and "stats" in read_manifest(tmp_path / "shards")
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts()}
     assert "shard-summary" in keys
 
 
+def test_train_and_evaluate_flows_pass_on_the_paths_of_real_results(prefect_harness, fmnist_tiny, tmp_path):
+    """The train flow returns the result its torchrun job wrote; the evaluate flow takes the checkpoint from it."""
+    from pipeline.config import config_from
+    from pipeline.evaluate import EvaluateConfig
+    from pipeline.flows.stages import evaluate_flow, shard_flow, stats_flow, train_flow
+    from pipeline.results import EvaluateResult, TrainResult
+    from pipeline.shards import ShardConfig, StatsConfig
+    from pipeline.train import TrainConfig
+
+    shards = shard_flow(ShardConfig(source=str(fmnist_tiny), out=str(tmp_path / "shards"), workers=1, progress=False))
+    stats_flow(StatsConfig(shards=str(shards.out), workers=1, progress=False))
+    cfg = config_from(TrainConfig, {
+        "out": str(tmp_path / "run"), "progress": False, "checkpoint_every": 0,
+        "model": {"config": "A", "num_classes": 10, "width": 0.125, "fc_width": 32, "crop": 32, "dropout": 0.0},
+        "data": {"shards": str(shards.out), "scale": {"s_min": 32, "s_max": 32}, "workers": 0, "shuffle_buffer": 16},
+        "optim": {"batch_size": 40}, "schedule": {"max_epochs": 1}, "init": {"method": "glorot"},
+        "runtime": {"bf16": False, "channels_last": False, "threads": 1}})
+    trained = train_flow(cfg)
+    assert isinstance(trained, TrainResult) and trained.epochs == 1 and trained.steps == 3
+    assert trained == TrainResult.model_validate_json(Path(trained.result_json).read_text())
+    ev = evaluate_flow(EvaluateConfig(checkpoints=[trained.best], data=str(shards.out), split="val", scales=[32],
+                                      out=str(tmp_path / "eval"), progress=False, runtime={"threads": 1}))
+    assert isinstance(ev, EvaluateResult) and ev.n_images == 40 and ev.outputs is not None
+    assert ev.nets[0]["checkpoint"] == trained.best and Path(ev.outputs.table_md).is_file()
+    assert EvaluateResult.model_validate_json(Path(ev.outputs.eval).read_text()).top1_error == ev.top1_error
+
+
+def test_progress_inside_a_flow_run_is_a_progress_artifact(prefect_harness):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from pipeline.runtime import Progress
+
+    @flow
+    def counting() -> int:
+        with Progress(5, "count things", artifact_s=0.0) as bar:
+            for _ in range(5):
+                bar.advance(1)
+        return bar.done
+
+    assert counting() == 5
+    with get_client(sync_client=True) as client:
+        arts = [a for a in client.read_artifacts() if a.key == "count-things"]
+    assert arts and {a.type for a in arts} == {"progress"} and float(arts[-1].data) == 100.0
+
+
 def test_only_transient_io_errors_are_retried(prefect_harness):
     from prefect import flow
 
-    from flows.common import stage_task
+    from pipeline.flows.common import stage_task
 
     calls = {"io": 0, "user": 0}
 
@@ -126,7 +173,7 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
     """The demo's flow end to end at the smallest settings: every stage runs, tables and artifacts exist."""
     from prefect.client.orchestration import get_client
 
-    from flows.paper import PaperConfig, paper_flow
+    from pipeline.flows.paper import PaperConfig, paper_flow
 
     cfg = PaperConfig(workdir=str(tmp_path / "demo"), train_per_class=30, val_per_class=5, eval_limit=10,
                       train_sets=["schedule.max_epochs=1", "data.workers=0", "optim.batch_size=32"],
@@ -137,10 +184,12 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
     for heading in ("Classification (Tables 3-6)", "Transfer (Table 11)", "Localisation (Tables 8-9)"):
         assert heading in text
     assert "multi-crop" in text.lower() or "dense" in text.lower()
-    assert 0 <= res["top1_error"] <= 1 and 0 <= res["caltech_recall"] <= 1 and 0 <= res["voc07_map"] <= 1
+    assert 0 <= res.top1_error <= 1 and 0 <= res.caltech_recall <= 1 and 0 <= res.voc07_map <= 1
+    assert all(Path(p).is_file() for p in [res.evaluate, *res.checkpoints.values(), *res.feature_stores,
+                                            *res.transfer.values(), *res.localise.values()])
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts()}
     assert {"vgg-paper-tables", "vgg-paper-summary", "evaluate-table"} <= keys
     t0 = time.perf_counter()
     again = paper_flow(cfg)  # every stage finds its finished output
-    assert time.perf_counter() - t0 < res["seconds"] and again["top1_error"] == res["top1_error"]
+    assert time.perf_counter() - t0 < res.seconds and again.top1_error == res.top1_error

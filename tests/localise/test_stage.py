@@ -22,7 +22,7 @@ from loc_fixtures import save_classifier
 
 def _train(voc_tree, classifier, out, **over):
     base = dict(data=str(voc_tree), classifier=str(classifier), out=str(out), epochs=1, batch_size=8, scale=64,
-                val_split="val", progress=False, device="cpu")
+                val_split="val", progress=False, runtime={"device": "cpu"})
     return run_localise_train(LocaliseTrainConfig(**{**base, **over}))
 
 
@@ -63,7 +63,7 @@ def test_train_writes_a_localisation_checkpoint(trained):
 def test_both_protocols_write_a_table_and_a_summary(trained, voc_tree, voc_classifier, tmp_path, protocol):
     cfg = LocaliseEvalConfig(checkpoints=[trained["best"], trained["last"]], classifier=str(voc_classifier),
                              data=str(voc_tree), split="val", protocol=protocol, out=str(tmp_path), progress=False,
-                             device="cpu")
+                             runtime={"device": "cpu"})
     s = run_localise_evaluate(cfg)
     saved = json.loads((tmp_path / "loc_eval.json").read_text())
     assert saved["rows"] == s["rows"]

@@ -49,7 +49,7 @@ def layouts(tmp_path_factory):
 def _cfg(shards, out, **over):
     return tiny_config(shards, out, **{"optim.batch_size": B, "optim.lr": 0.003, "schedule.max_steps": K,
                                        "data.shardshuffle": False, "data.shuffle_buffer": 0,
-                                       "data.epoch_images": B * K, "speed.channels_last": True, **over})
+                                       "data.epoch_images": B * K, "runtime.channels_last": True, **over})
 
 
 def _weights(path):

@@ -17,7 +17,7 @@ def test_train_on_gpu_with_bf16_and_channels_last_learns(tmp_path):
     shards = write_shards(tmp_path / "s", {"train": chunks(fmnist_samples("train", 40), [250, 150]),
                                            "val": chunks(fmnist_samples("t10k", 20), [200])})
     cfg = config_from(TrainConfig, tiny_config(shards, tmp_path / "out", **{
-        "speed": {"device": "cuda", "bf16": "auto", "channels_last": True, "pin_memory": True},
+        "runtime": {"device": "cuda", "bf16": "auto", "channels_last": True, "pin_memory": True},
         "data.workers": 2, "schedule.max_epochs": 4}))
     res = run_train(cfg)
     assert res["bf16"] is True and res["steps"] == 4 * 25

@@ -14,6 +14,7 @@ from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
 from pipeline.config import config_from, load_config
 from pipeline.errors import UserError
 from pipeline.models import load_model
+from pipeline.results import TrainResult
 from pipeline.train import TrainConfig, run_train
 
 
@@ -50,7 +51,11 @@ def test_a_small_net_learns_fashion_mnist(trained):
 
 def test_outputs_and_checkpoint_meta(trained, shards):
     cfg, res = trained
-    out = Path(res["out"])
+    out = Path(res.out)
+    # the result names the run's files, and train.json holds the same result (the train flow reads it)
+    assert (res.last, res.best, res.metrics, res.config) == tuple(
+        str(out / p) for p in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "config.yaml"))
+    assert TrainResult.model_validate_json(Path(res.result_json).read_text()) == res
     assert config_from(TrainConfig, yaml.safe_load((out / "config.yaml").read_text())) == cfg
     man = json.loads((shards / "manifest.json").read_text())
     model, ck = load_model(out / "checkpoints" / "best.pt")
@@ -190,6 +195,6 @@ def test_presets_load(name):
     else:
         # the small A presets train at a fixed S (like the paper's A), the D presets jitter
         assert (cfg.data.scale.s_max > cfg.data.scale.s_min) == name.endswith("-d")
-        assert cfg.speed.channels_last and cfg.speed.bf16 == "auto"
+        assert cfg.runtime.channels_last and cfg.runtime.bf16 == "auto"
         if name.endswith("-d"):
             assert cfg.init.net_a and cfg.model.config == "D"

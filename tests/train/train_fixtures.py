@@ -92,7 +92,7 @@ def tiny_config(shards: Path, out: Path, **over: Any) -> dict[str, Any]:
         "optim": {"lr": 0.003, "batch_size": 16},
         "schedule": {"max_epochs": 2},
         "init": {"method": "glorot"},
-        "speed": {"bf16": False, "channels_last": False, "threads": 1},
+        "runtime": {"bf16": False, "channels_last": False, "threads": 1},
         "checkpoint_every": 0,
         "log_every": 2,
     }

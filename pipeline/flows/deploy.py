@@ -26,8 +26,8 @@ __all__ = ["all_flows", "build_deployments", "load_schedules", "serve_all"]
 
 def all_flows() -> dict[str, Any]:
     """Deployment name -> flow."""
-    from flows.paper import paper_flow
-    from flows.stages import STAGE_FLOWS
+    from pipeline.flows.paper import paper_flow
+    from pipeline.flows.stages import STAGE_FLOWS
 
     return {**STAGE_FLOWS, "vgg-paper": paper_flow}
 
@@ -53,7 +53,7 @@ def load_schedules(path: str | os.PathLike[str] | None) -> dict[str, dict[str, A
 
 def build_deployments(schedules: dict[str, dict[str, Any]] | None = None, dask_address: str | None = None) -> list[Any]:
     """One RunnerDeployment per flow, with its schedule and default parameters."""
-    from flows.stages import task_runner
+    from pipeline.flows.stages import task_runner
 
     deps = []
     for name, fl in all_flows().items():

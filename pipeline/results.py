@@ -1,0 +1,214 @@
+"""What every stage returns: its output paths and headline numbers, as pydantic models.
+
+Each ``run_<stage>`` returns one of these; the flows, ``vgg demo`` and the CLI read paths from
+them and never rebuild them. The declared fields are the stage's contract (paths first, then the
+numbers a caller acts on); the rest of the stage's report (per-class values, table rows, the
+resolved config, ...) rides along as extra fields, so ``model_dump()`` is exactly the JSON file
+the stage writes (``eval.json``, ``transfer.json``, ``train.json``, ...). ``result["key"]`` reads a
+field like a mapping (for the reports' many keys); new code uses attributes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "StageResult", "ShardResult", "StatsResult", "TrainResult", "EvaluateOutputs", "EvaluateResult",
+    "ExtractResult", "TransferResult", "LocaliseTrainResult", "LocaliseEvalOutputs", "LocaliseEvalResult",
+    "PaperResult", "TRAIN_RESULT",
+]
+
+#: the file a training run's result is written to (read by the train flow, which runs torchrun)
+TRAIN_RESULT = "train.json"
+
+
+class StageResult(BaseModel):
+    """Base of the stage results: declared fields typed, the rest of the report kept as extra fields."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (key in type(self).model_fields or key in (self.model_extra or {}))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field's value, or ``default`` when the result has no such field."""
+        return self[key] if key in self else default
+
+
+# ---------------------------------------------------------------- shard, stats
+class ShardResult(StageResult):
+    """What ``run_shard`` did: the shard folder, its manifest and the sample counts."""
+
+    out: Path = Field(description="the shard folder")
+    manifest: dict[str, Any] = Field(description="the manifest written (splits, shards, fingerprint, skipped)")
+    nothing_to_do: bool = False
+    resumed: bool = False
+    written: int = 0
+    skipped: int = 0
+    found: int = 0
+    empty_classes: dict[str, list[str]] = Field(default_factory=dict)
+    detected: str = ""
+
+    @property
+    def manifest_path(self) -> Path:
+        """``manifest.json`` of the shard folder."""
+        from pipeline.shards.manifest import MANIFEST
+
+        return self.out / MANIFEST
+
+    def summary(self) -> str:
+        """One-paragraph human summary."""
+        from pipeline.shards.manifest import SKIPPED
+
+        if self.nothing_to_do:
+            return (f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); "
+                    "nothing to do")
+        lines = [f"{self.out}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
+                 f" ({'resumed' if self.resumed else 'fresh run'}; source {self.detected})"]
+        for name, sp in self.manifest["splits"].items():
+            lines.append(f"  {name}: {sp['count']} samples in {len(sp['shards'])} shards")
+        for reason, n in self.manifest["skipped"]["by_reason"].items():
+            lines.append(f"  skipped {n}: {reason} (see {SKIPPED})")
+        for split, names in self.empty_classes.items():
+            lines.append(f"  warning: {split}: {len(names)} classes without images: {', '.join(names[:20])}")
+        return "\n".join(lines)
+
+
+class StatsResult(StageResult):
+    """The RGB statistics ``run_stats`` stored in the manifest (extra: ``cov``, ``eigval``, ``eigvec``, ...)."""
+
+    shards: str = Field(description="the shard folder")
+    manifest: str = Field(description="the manifest.json the statistics were written to")
+    mean: list[float] = Field(description="mean RGB (0-255)")
+    images: int
+    pixels: int
+    split: str
+
+
+# ---------------------------------------------------------------- train
+class TrainResult(StageResult):
+    """A training run: its files and how it ended."""
+
+    out: str
+    last: str = Field(description="checkpoints/last.pt (resume point)")
+    best: Optional[str] = Field(description="checkpoints/best.pt (best val top-1), None before a validation")
+    metrics: str = Field(description="metrics.jsonl")
+    config: str = Field(description="config.yaml (the resolved config)")
+    result_json: str = Field(description="train.json: this result")
+    best_top1: Optional[float] = None
+    best_epoch: Optional[int] = None
+    final: Optional[dict[str, Any]] = Field(None, description="last validation metrics")
+    epochs: int
+    steps: int
+    stop: Optional[str] = Field(None, description="why training stopped")
+    wall_s: float
+    images_per_s: Optional[float] = None
+
+
+# ---------------------------------------------------------------- evaluate
+class EvaluateOutputs(BaseModel):
+    """Files written by ``run_evaluate``."""
+
+    posteriors: str
+    table_md: str
+    table_csv: str
+    config: str
+    eval: str
+
+
+class EvaluateResult(StageResult):
+    """The ``eval.json`` content: errors of the chosen method, table rows, per-net scales."""
+
+    outputs: Optional[EvaluateOutputs] = Field(None, description="written files (None without --out)")
+    top1_error: Optional[float] = Field(None, description="fraction; None when no image is labelled")
+    top5_error: Optional[float] = None
+    n_images: int
+    method: str
+    rows: list[dict[str, Any]] = Field(description="rows of the paper-format table")
+
+
+# ---------------------------------------------------------------- extract
+class ExtractResult(StageResult):
+    """A feature store (or one part of it) and what this run did to it."""
+
+    path: str = Field(description="the HDF5 store written (a part file for status 'part')")
+    status: str = Field(description="written, resumed, exists, part or merged")
+    images: Optional[int] = None
+    scales: Optional[list[int]] = None
+    dims: Optional[list[int]] = None
+    described: int = 0
+    failed: int = 0
+    images_per_s: Optional[float] = None
+
+
+# ---------------------------------------------------------------- transfer
+class TransferResult(StageResult):
+    """The ``transfer.json`` content: the protocol's mean (mAP or mean class recall) and its files."""
+
+    out: str
+    table: str = Field(description="table.md: the Table 11 row and per-class values")
+    result_json: str = Field(description="transfer.json: this result")
+    protocol: str
+    metric: str
+    mean: float = Field(description="fraction (the table shows percent)")
+    std: Optional[float] = Field(None, description="over the splits (None: one test set, VOC)")
+    status: str = Field(description="written or exists")
+
+
+# ---------------------------------------------------------------- localise
+class LocaliseTrainResult(StageResult):
+    """A localisation training run (``train.json``)."""
+
+    out: str
+    last: str
+    best: str
+    metrics: str
+    result_json: str = Field(description="train.json: this result")
+    history: list[dict[str, Any]]
+    best_epoch: Optional[dict[str, Any]] = None
+
+
+class LocaliseEvalOutputs(BaseModel):
+    """Files written by ``run_localise_evaluate``."""
+
+    config: str
+    table: str
+    predictions: str
+    summary: str
+
+
+class LocaliseEvalResult(StageResult):
+    """The ``loc_eval.json`` content: localisation error per net (and fusion, baselines)."""
+
+    outputs: Optional[LocaliseEvalOutputs] = Field(None, description="written files (None without out)")
+    protocol: str
+    rows: list[dict[str, Any]]
+    table: str = Field(description="the Table 8 / Table 9 format table (Markdown text)")
+    classification_error: Optional[float] = None
+
+
+# ---------------------------------------------------------------- the paper flow
+class PaperResult(StageResult):
+    """The end-to-end demo: where everything went and the headline numbers."""
+
+    workdir: str
+    tables: str = Field(description="tables.md")
+    shards: str
+    checkpoints: dict[str, str] = Field(description="net name (A, D) -> best checkpoint")
+    evaluate: str = Field(description="eval.json")
+    feature_stores: list[str]
+    transfer: dict[str, str] = Field(description="protocol -> transfer.json")
+    localise: dict[str, str] = Field(description="train and protocols -> their result JSON")
+    seconds: float
+    top1_error: Optional[float] = None
+    caltech_recall: Optional[float] = None
+    voc07_map: Optional[float] = None
