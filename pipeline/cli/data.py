@@ -18,7 +18,8 @@ def prepare_data(
     train_per_class: Annotated[int, typer.Option(help="fashion-mnist: training images per class")] = 1000,
     val_per_class: Annotated[int, typer.Option(help="fashion-mnist: validation images per class")] = 200,
     size: Annotated[int, typer.Option(help="digits-caltech: image side in pixels")] = 64,
-    images: Annotated[Optional[int], typer.Option(help="voc-mosaics: number of mosaics (2000); voc-action: images (600)")] = None,
+    images: Annotated[Optional[int], typer.Option(
+        help="voc-mosaics: number of mosaics (2000); voc-action: images (600)")] = None,
     canvas: Annotated[int, typer.Option(help="voc-mosaics, voc-action: image side in pixels")] = 112,
     seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics, voc-action: seed of the random draws")] = 0,
 ) -> None:

@@ -1,4 +1,4 @@
-"""``vgg models`` (Table 2: weight layers, parameters, GFLOPs; Section 2.3: receptive fields) and ``vgg import-weights``."""
+"""``vgg models`` (Table 2: weight layers, parameters, GFLOPs; 2.3: receptive fields) and ``vgg import-weights``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def models(
     for col in ("config", "weight layers", "parameters", "GFLOPs", "receptive field"):
         t.add_column(col, justify="right" if col != "config" else "left")
     for r in rows:
-        t.add_row(r["name"], str(r["weight_layers"]), f"{r['params']:,}", f"{r['gflops']:.2f}", str(r["receptive_field"]))
+        t.add_row(r["name"], str(r["weight_layers"]), f"{r['params']:,}", f"{r['gflops']:.2f}",
+                  str(r["receptive_field"]))
     Console().print(t)
     typer.echo("receptive field: pixels seen by one unit of the last conv layer. " + STACK_NOTE)
 

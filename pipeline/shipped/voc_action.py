@@ -108,7 +108,8 @@ def prepare_voc_action(out: str | os.PathLike[str], images: int = 600, canvas: i
             (voc / "Annotations" / f"{image_id}.xml").write_bytes(action_xml(image_id, canvas, persons))
             actions[image_id] = [p["action"] for p in persons]
         perm = rng.permutation(images)
-        members = {"train": sorted(ids[i] for i in perm[:images // 2]), "val": sorted(ids[i] for i in perm[images // 2:])}
+        half = images // 2
+        members = {"train": sorted(ids[i] for i in perm[:half]), "val": sorted(ids[i] for i in perm[half:])}
         members["trainval"] = sorted(members["train"] + members["val"])
         sets = voc / "ImageSets" / "Action"
         for split in ACTION_SPLITS:

@@ -28,7 +28,9 @@ from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_la
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import DistEnv, all_reduce_sum, broadcast_error, init_distributed, shutdown
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
-from pipeline.train.recipe import PlateauSchedule, batch_split, build_optimizer, freeze_conv, initialise, set_lr, train_mode
+from pipeline.train.recipe import (
+    PlateauSchedule, batch_split, build_optimizer, freeze_conv, initialise, set_lr, train_mode,
+)
 from pipeline.train.validate import validate
 from pipeline.transforms import CentreCropView, ColourShift, TrainAugment, colour_shift_and_normalize
 

@@ -41,7 +41,8 @@ __all__ = ["UNSCORED", "action_protocol", "hold_out_by_image"]
 UNSCORED = ("other",)
 
 
-def hold_out_by_image(rows: np.ndarray, images: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def hold_out_by_image(rows: np.ndarray, images: np.ndarray, fraction: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, val) rows: a seeded ``fraction`` of the distinct images of ``rows`` (with all their persons) is val."""
     names = np.unique(images[rows])
     picked = set(names[np.random.default_rng(seed).permutation(len(names))[:int(round(len(names) * fraction))]])
@@ -122,9 +123,9 @@ def action_protocol(cfg: Any, d: Descriptors, test_start: int | None, out: Path)
                      cfg.c_per_class)
     keys = [split_person_key(k) for k in test_ids]
     dec = out / "decisions"
-    write_csv(dec / "test.csv", ["id", "image", "person"] + [f"label_{a}" for a in scored] + [f"score_{a}" for a in scored],
-              [[k, img, p, *map(int, g), *map(float, s)] for k, (img, p), g, s in zip(test_ids, keys, test_gt[:, cols],
-                                                                                     r.decisions)])
+    header = ["id", "image", "person"] + [f"label_{a}" for a in scored] + [f"score_{a}" for a in scored]
+    write_csv(dec / "test.csv", header, [[k, img, p, *map(int, g), *map(float, s)]
+                                         for k, (img, p), g, s in zip(test_ids, keys, test_gt[:, cols], r.decisions)])
     for j, a in enumerate(scored):  # the devkit's results files ("comp10": outside training data used)
         lines = [f"{img} {p} {s:.9g}\n" for (img, p), s in zip(keys, r.decisions[:, j]) if not np.isnan(s)]
         atomic_write_text(dec / f"comp10_action_{ev}_{a}.txt", "".join(lines))

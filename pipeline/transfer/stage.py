@@ -56,8 +56,8 @@ class TransferConfig(StageConfig):
 
     stores: list[str] = Field(..., min_length=1, description="feature stores of the same images; several are stacked (late fusion)")
     protocol: Literal["voc07", "voc12", "caltech101", "caltech256", "generic", "voc12-action"] = Field(
-        ..., description="voc07 / voc12 (mAP, 11-point / area AP), caltech101 / caltech256 (30/50, 60/rest per class), generic, "
-                         "voc12-action (Table 12: persons, image and box stacked; pipeline.transfer.action)")
+        ..., description="voc07 / voc12 (mAP, 11-point / area AP), caltech101 / caltech256 (30/50, 60/rest per class), "
+                         "generic, voc12-action (Table 12: persons, image and box stacked)")
     test_stores: list[str] = Field([], description="stores of the test images (same nets, same order): VOC test split, or a generic test set")
     out: str | None = Field(None, description="output folder (default: transfer-<protocol> beside the first store)")
     aggregate: Literal["avg", "stack"] | None = Field(

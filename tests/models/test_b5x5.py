@@ -51,7 +51,7 @@ def test_b5x5_dense_and_crop_forward():
 
 
 def test_receptive_fields_by_hand():
-    # conv3 adds 2 x stride, a 2x2/2 pool adds 1 x stride and doubles it: A = 3, +1, +4, +2, +8+8, +4, +16+16, +8, +32+32
+    # conv3 adds 2 x stride, a 2x2/2 pool 1 x stride and doubles it: A = 3, +1, +4, +2, +8+8, +4, +16+16, +8, +32+32
     assert receptive_field("A") == 3 + 1 + 4 + 2 + 8 + 8 + 4 + 16 + 16 + 8 + 32 + 32 == 134
     assert receptive_field("D") == 196 and receptive_field("E") == 252
     assert receptive_field("C") == receptive_field("B")  # 1x1 layers add nothing (Section 2.3)

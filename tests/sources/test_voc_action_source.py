@@ -25,7 +25,8 @@ OBJECTS = {
 def _xml(objects) -> str:
     parts = ["<annotation><folder>VOC2012</folder><size><width>320</width><height>240</height><depth>3</depth></size>"]
     for name, (x0, y0, x1, y1), flags in objects:
-        acts = "" if flags is None else "<actions>" + "".join(f"<{a}>{v}</{a}>" for a, v in flags.items()) + "</actions>"
+        acts = "" if flags is None else "<actions>" + "".join(f"<{a}>{v}</{a}>" for a, v in flags.items())
+        acts += "</actions>" if flags is not None else ""
         parts.append(f"<object><name>{name}</name>{acts}<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
                      f"<ymax>{y1}</ymax></bndbox><point><x>50</x><y>60</y></point></object>")
     return "".join(parts) + "</annotation>"
