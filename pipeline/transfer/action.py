@@ -55,7 +55,10 @@ def _source(cfg: Any, d: Descriptors) -> VOCActionSource:
     if not path or not Path(path).exists():
         raise UserError("voc12-action needs the persons to score: a test store (--test) or the dataset's "
                         "ImageSets/Action lists (--voc-sets VOCdevkit)")
-    return VOCActionSource(path)
+    p = Path(path)
+    if p.name == "Action" and p.parent.name == "ImageSets":  # --voc-sets .../ImageSets/Action
+        p = p.parent.parent
+    return VOCActionSource(p)
 
 
 def _split_rows(cfg: Any, d: Descriptors, test_start: int | None, images: np.ndarray):
@@ -66,7 +69,8 @@ def _split_rows(cfg: Any, d: Descriptors, test_start: int | None, images: np.nda
         test_ids = list(d.ids[test_start:])
         test_rows = np.arange(test_start, len(d.ids))
         fit, val = hold_out_by_image(pool, images, cfg.val_fraction, cfg.seed)
-        return fit, val, pool, test_rows, test_ids, d.labels[test_rows], "test store", "image hold-out"
+        how = f"seeded {cfg.val_fraction:.0%} of the training store's images"
+        return fit, val, pool, test_rows, test_ids, d.labels[test_rows], "test", how
     src = _source(cfg, d)
     ev = cfg.voc_test_split
     if ev not in src.splits() and ev == "test" and "val" in src.splits():

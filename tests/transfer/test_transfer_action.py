@@ -106,9 +106,57 @@ def test_train_and_val_stores_and_bad_input(run, tmp_path, capsys):
                                       protocol="voc12-action", c_grid=[0.1, 1, 10], out=str(tmp_path / "t")))
     listed = run_transfer(TransferConfig(stores=[str(root / "tv.h5")], protocol="voc12-action", c_grid=[0.1, 1, 10],
                                          out=str(tmp_path / "l")))
-    assert res["rows"] == listed["rows"] and res["images"] == listed["images"] and res["scored_split"] == "test store"
+    assert res["rows"] == listed["rows"] and res["images"] == listed["images"] and res["scored_split"] == "test"
+    sets = root / "data" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Action"
+    by_sets = run_transfer(TransferConfig(stores=[str(root / "tv.h5")], protocol="voc12-action", c_grid=[0.1, 1, 10],
+                                          voc_sets=str(sets), out=str(tmp_path / "s")))
+    assert by_sets["per_class"] == listed["per_class"]
     assert res["mean"] == pytest.approx(listed["mean"], abs=0.02)
     cli(capsys, "extract", str(ck), "--data", str(root / "data"), "--split", "val", "--scales", "32",
         "--out", str(tmp_path / "plain.h5"))
     with pytest.raises(UserError, match="extract with --boxes"):
         run_transfer(TransferConfig(stores=[str(tmp_path / "plain.h5")], protocol="voc12-action"))
+
+
+def _person_store(path, keys, labels, whole, box, classes):
+    """A complete per-person store with region descriptors (one scale), through the store's own writer."""
+    from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_store
+
+    layout = StoreLayout(ids=keys, labels=labels, label_kind="multi", classes=classes, dims=[whole.shape[1]],
+                         scales=[8], provenance={"checkpoints": [], "data": {"path": ""}},
+                         identity={"format": FORMAT, "test": str(path)}, regions=True)
+    create_store(path, layout)
+    w = StoreWriter(path)
+    w.write_batch(0, [whole[:, None]], np.ones(len(keys), bool), [], [box[:, None]])
+    w.finalize()
+    w.close()
+    return path
+
+
+def test_other_is_not_scored_and_the_box_carries_the_action(tmp_path):
+    """Digits as persons, two per "image": the image part is the pair's mean, the box part the digit itself."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    classes = ["one", "other", "zero"]  # sorted; digits 0 / 1 / anything else
+    act = np.where(y == 0, 2, np.where(y == 1, 0, 1))
+    results = {}
+    for setting in ("image+box", "image only"):
+        stores = []
+        for name, sl in (("train", slice(0, 600)), ("test", slice(600, 1000))):
+            xs, a = x[sl].astype(np.float32), act[sl]
+            whole = np.repeat((xs[0::2] + xs[1::2]) / 2, 2, axis=0)
+            keys = [f"{name}{i // 2:04d}-{i % 2 + 1}" for i in range(len(xs))]
+            labels = np.where(a[:, None] == np.arange(3)[None], 1, -1).astype(np.int8)
+            box = xs if setting == "image+box" else whole
+            stores.append(_person_store(tmp_path / f"{setting}-{name}.h5", keys, labels, whole, box, classes))
+        results[setting] = run_transfer(TransferConfig(
+            stores=[str(stores[0])], test_stores=[str(stores[1])], protocol="voc12-action", c_grid=[0.01, 0.1, 1],
+            out=str(tmp_path / setting)))
+    res = results["image+box"]
+    assert sorted(res["per_class"]) == ["one", "zero"] and res["unscored_classes"] == ["other"]
+    assert res["rows"] == 400 and res["images"] == 200 and res["scored_split"] == "test"
+    assert sorted(p.name for p in (tmp_path / "image+box" / "decisions").iterdir()) == [
+        "comp10_action_test_one.txt", "comp10_action_test_zero.txt", "test.csv"]
+    # the box descriptor tells the two persons of an image apart; the image alone cannot
+    assert res["mean"] > 0.85 and res["mean"] > results["image only"]["mean"] + 0.2
