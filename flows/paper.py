@@ -4,7 +4,8 @@ Fashion-MNIST (shipped) is laid out as an ImageFolder -> sharded -> statistics -
 (paper 3.1) -> net D started from A -> evaluated: dense, multi-crop, their combination and the
 fusion of A and D (Tables 3-6) -> multi-scale features of D for a Caltech-style set (digits) and a
 VOC-style mosaic set and a VOC 2012 action-style set (App. B) -> linear-SVM transfer (mean class
-recall, VOC 11-point mAP: Table 11; action mAP over persons, image and box stacked: Table 12) -> localisation nets on the mosaics (App. A, Tables 8-9). Every step is a stage
+recall, VOC 11-point mAP: Table 11; action mAP over persons, image and box stacked: Table 12) ->
+localisation nets on the mosaics (App. A, Tables 8-9). Every step is a stage
 function with its own resume and reuse, so a failed run is repaired by running it again. The
 tables are printed, written to ``<workdir>/tables.md`` and published as artifacts.
 """
