@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from pipeline.errors import UserError
 
-DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics")
+DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics", "voc-action")
 
 
 def prepare_data(
@@ -18,15 +18,17 @@ def prepare_data(
     train_per_class: Annotated[int, typer.Option(help="fashion-mnist: training images per class")] = 1000,
     val_per_class: Annotated[int, typer.Option(help="fashion-mnist: validation images per class")] = 200,
     size: Annotated[int, typer.Option(help="digits-caltech: image side in pixels")] = 64,
-    images: Annotated[int, typer.Option(help="voc-mosaics: number of mosaics")] = 2000,
-    canvas: Annotated[int, typer.Option(help="voc-mosaics: mosaic side in pixels")] = 112,
-    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics: seed of the random draws")] = 0,
+    images: Annotated[Optional[int], typer.Option(
+        help="voc-mosaics: number of mosaics (2000); voc-action: images (600)")] = None,
+    canvas: Annotated[int, typer.Option(help="voc-mosaics, voc-action: image side in pixels")] = 112,
+    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics, voc-action: seed of the random draws")] = 0,
 ) -> None:
     """Derive a dataset from the files shipped in data/ (deterministic, offline).
 
     fashion-mnist: ImageFolder tree (train/, val/). digits-caltech: Caltech-256 tree
     (OUT/256_ObjectCategories) of scikit-learn's digits. voc-mosaics: VOC 2007 tree
-    (OUT/VOCdevkit/VOC2007) of mosaics of held-out Fashion-MNIST images.
+    (OUT/VOCdevkit/VOC2007) of mosaics of held-out Fashion-MNIST images. voc-action: VOC 2012 action
+    tree (OUT/VOCdevkit/VOC2012, ImageSets/Action) whose "persons" are held-out Fashion-MNIST images.
     """
     if name == "fashion-mnist":
         from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
@@ -39,7 +41,11 @@ def prepare_data(
     elif name == "voc-mosaics":
         from pipeline.shipped.voc_mosaics import prepare_voc_mosaics
 
-        path = prepare_voc_mosaics(out, images=images, canvas=canvas, seed=seed)
+        path = prepare_voc_mosaics(out, images=images or 2000, canvas=canvas, seed=seed)
+    elif name == "voc-action":
+        from pipeline.shipped.voc_action import prepare_voc_action
+
+        path = prepare_voc_action(out, images=images or 600, canvas=canvas, seed=seed)
     else:
         raise UserError(f"unknown dataset {name!r} ({', '.join(DATASETS)})")
     typer.echo(str(path))

@@ -1,4 +1,4 @@
-"""``vgg models`` (Table 2: weight layers, parameters, GFLOPs) and ``vgg import-weights``."""
+"""``vgg models`` (Table 2: weight layers, parameters, GFLOPs; 2.3: receptive fields) and ``vgg import-weights``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import config_from
-from pipeline.models import CONFIGS, ModelConfig, describe, import_torchvision_weights, save_checkpoint
+from pipeline.models import CONFIGS, STACK_NOTE, ModelConfig, describe, import_torchvision_weights, save_checkpoint
 from pipeline.models.checkpoint import load_checkpoint
 
 
@@ -23,7 +23,8 @@ def models(
     batch_norm: Annotated[bool, typer.Option("--bn/--no-bn", help="BatchNorm after each conv")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
 ) -> None:
-    """List the ConvNet configurations of Table 1 with weight layers, parameters and GFLOPs.
+    """List the ConvNet configurations of Table 1 (and Section 4.1's B-5x5) with weight layers, parameters,
+    GFLOPs and the receptive field of the last conv layer.
 
     At the defaults the parameter counts reproduce Table 2 (and torchvision) exactly.
     """
@@ -36,11 +37,13 @@ def models(
         typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="VGG configurations (Table 1)", caption=f"crop {crop}, width x{width:g}, FC {fc}, {num_classes} classes")
-    for col in ("config", "weight layers", "parameters", "GFLOPs"):
+    for col in ("config", "weight layers", "parameters", "GFLOPs", "receptive field"):
         t.add_column(col, justify="right" if col != "config" else "left")
     for r in rows:
-        t.add_row(r["name"], str(r["weight_layers"]), f"{r['params']:,}", f"{r['gflops']:.2f}")
+        t.add_row(r["name"], str(r["weight_layers"]), f"{r['params']:,}", f"{r['gflops']:.2f}",
+                  str(r["receptive_field"]))
     Console().print(t)
+    typer.echo("receptive field: pixels seen by one unit of the last conv layer. " + STACK_NOTE)
 
 
 def import_weights(

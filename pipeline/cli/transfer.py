@@ -23,7 +23,8 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 def transfer(
     stores: Annotated[list[Path], typer.Argument(help="feature store(s) of the same images; several are stacked (late fusion)")],
-    protocol: Annotated[Optional[str], typer.Option(help="voc07 | voc12 | caltech101 | caltech256 | generic")] = None,
+    protocol: Annotated[Optional[str], typer.Option(
+        help="voc07 | voc12 | caltech101 | caltech256 | generic | voc12-action")] = None,
     test: Annotated[Optional[list[Path]], typer.Option("--test", help="store(s) of the test images, one per net (repeat)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: transfer-PROTOCOL beside the first store)")] = None,
     aggregate: Annotated[Optional[str], typer.Option(help="avg | stack over scales (default: avg VOC, stack Caltech)")] = None,

@@ -8,6 +8,13 @@
 - start from net A: the first four conv layers (conv1_1, conv2_1, conv3_1, conv3_2 by Caffe name,
   the layers A shares with every deeper config) and the three FC layers of a trained net A are
   copied into a deeper config; everything else is initialised fresh.
+- start from net A into B-5x5 (Section 4.1's shallow control net): only the three FC layers are
+  copied. Its conv layers are 5x5 and one per block, so none of them has the shape (or the place in
+  the net) of an A layer: A's conv1_1 is 3x3, and B-5x5's conv3_1 replaces B's conv3_1 + conv3_2
+  pair. Padding A's 3x3 kernels into 5x5 ones would smuggle A's filters into the control net the
+  paper compares against, so we don't. The FC layers fit exactly (last conv block has 512 channels
+  at the same crop/32 map). B-5x5 has 8 weight layers, fewer than A, so like A it trains from a
+  random init (its presets do); the FC copy is what ``init.net_a`` does if asked.
 """
 
 from __future__ import annotations
@@ -20,12 +27,19 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.models.vgg import VGG
 
-__all__ = ["InitName", "init_weights", "init_from_net_a", "NET_A_LAYERS"]
+__all__ = ["InitName", "init_weights", "init_from_net_a", "net_a_layers", "NET_A_LAYERS"]
 
 InitName = Literal["paper", "glorot"]
 
 #: The layers of net A copied into deeper nets (paper 3.1: first four conv layers, three FC layers).
 NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
+#: Section 4.1's B-5x5: its 5x5 conv layers cannot take A's 3x3 weights; only the FC layers are copied.
+NET_A_LAYERS_5X5 = ("fc6", "fc7", "fc8")
+
+
+def net_a_layers(config: str) -> tuple[str, ...]:
+    """The layers of net A copied into ``config`` when it starts from a trained net A."""
+    return NET_A_LAYERS_5X5 if config == "B-5x5" else NET_A_LAYERS
 
 
 def init_weights(model: nn.Module, method: InitName = "paper", std: float = 1e-2, seed: int | None = None) -> nn.Module:
@@ -51,8 +65,8 @@ def init_weights(model: nn.Module, method: InitName = "paper", std: float = 1e-2
     return model
 
 
-def init_from_net_a(model: VGG, net_a: VGG, layers: tuple[str, ...] = NET_A_LAYERS) -> list[str]:
-    """Copy the named layers of a trained net A into ``model`` (in place).
+def init_from_net_a(model: VGG, net_a: VGG, layers: tuple[str, ...] | None = None) -> list[str]:
+    """Copy the named layers (default: :func:`net_a_layers` of the model's config) of a trained net A into ``model``.
 
     Returns:
         The names of the copied layers.
@@ -66,6 +80,7 @@ def init_from_net_a(model: VGG, net_a: VGG, layers: tuple[str, ...] = NET_A_LAYE
         raise UserError("start-from-A: batch_norm differs between net A and the target net")
     src, dst = net_a.named_weight_layers(), model.named_weight_layers()
     copied = []
+    layers = net_a_layers(model.cfg.config) if layers is None else layers
     for name in layers:
         a, b = src[name], dst[name]
         if a.weight.shape != b.weight.shape:

@@ -1,8 +1,14 @@
-"""The VGG ConvNet configurations A, A-LRN, B, C, D, E (paper Section 2, Table 1).
+"""The VGG ConvNet configurations A, A-LRN, B, C, D, E (paper Section 2, Table 1) and B-5x5 (Section 4.1).
 
 Each configuration is data: a list walked by one :func:`make_layers`, as torchvision does, extended
-so it can also say what torchvision cannot: config C's 1x1 convolutions (``("1x1", c)``) and
-A-LRN's local response normalisation (``"LRN"``). The layer layout and parameter names match
+so it can also say what torchvision cannot: config C's 1x1 convolutions (``("1x1", c)``), the 5x5
+convolutions of Section 4.1's shallow control net (``("5x5", c)``) and A-LRN's local response
+normalisation (``"LRN"``).
+
+``B-5x5`` is the net Section 4.1 compares B with: "a shallow net with five 5x5 conv. layers, which
+was derived from B by replacing each pair of 3x3 conv. layers with a single 5x5 conv. layer (which
+has the same receptive field as explained in Sect. 2.3)"; 8 weight layers, 134,503,528 parameters
+at 1000 classes. Its layers are named conv1_1 ... conv5_1 (one per block). The layer layout and parameter names match
 torchvision's ``vgg11/13/16/19[_bn]`` exactly (``features.N``, ``classifier.{0,3,6}``), so their
 state dicts load without renaming.
 
@@ -22,11 +28,13 @@ from torch import nn
 
 from pipeline.errors import UserError
 
-__all__ = ["CONFIGS", "ConfigName", "ModelConfig", "VGG", "make_layers", "build_model", "conv_layer_names"]
+__all__ = ["CONFIGS", "ConfigName", "ModelConfig", "VGG", "make_layers", "build_model", "conv_layer_names",
+           "kernel_and_channels"]
 
 Layer = Union[int, tuple[str, int], str]
 
-#: Table 1, one list per column. int = conv3-<c>; ("1x1", c) = conv1-<c>; "M" = 2x2 max-pool; "LRN".
+#: Table 1, one list per column (and B-5x5 of Section 4.1). int = conv3-<c>; ("1x1", c) = conv1-<c>;
+#: ("5x5", c) = conv5-<c>; "M" = 2x2 max-pool; "LRN".
 CONFIGS: dict[str, list[Layer]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -36,8 +44,9 @@ CONFIGS: dict[str, list[Layer]] = {
     "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
     "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
           512, 512, 512, 512, "M"],
+    "B-5x5": [("5x5", 64), "M", ("5x5", 128), "M", ("5x5", 256), "M", ("5x5", 512), "M", ("5x5", 512), "M"],
 }
-ConfigName = Literal["A", "A-LRN", "B", "C", "D", "E"]
+ConfigName = Literal["A", "A-LRN", "B", "C", "D", "E", "B-5x5"]
 
 #: torchvision's builder for the configs it has.
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
@@ -52,7 +61,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    config: ConfigName = Field("D", description="Table 1 column: A, A-LRN, B, C, D or E")
+    config: ConfigName = Field("D", description="Table 1 column: A, A-LRN, B, C, D or E; or B-5x5 (Section 4.1)")
     num_classes: int = Field(1000, ge=1, description="outputs of the last FC layer")
     width: float = Field(1.0, gt=0, description="width multiplier on the conv channels 64..512")
     fc_width: int = Field(4096, ge=1, description="channels of FC1 and FC2")
@@ -90,6 +99,13 @@ def scaled_channels(c: int, width: float) -> int:
     return int(round(c * width))
 
 
+def kernel_and_channels(item: Layer) -> tuple[int, int]:
+    """(kernel size, nominal channels) of a conv entry of a config list: 3 for ints, else its tag."""
+    if isinstance(item, tuple):
+        return int(item[0].split("x")[0]), int(item[1])
+    return 3, int(item)
+
+
 def make_layers(cfg: list[Layer], width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
     """Build the conv part of Table 1 in torchvision's layout (conv, [bn], relu, ..., maxpool)."""
     layers: list[nn.Module] = []
@@ -100,8 +116,8 @@ def make_layers(cfg: list[Layer], width: float = 1.0, batch_norm: bool = False) 
         elif item == "LRN":
             layers.append(nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
         else:
-            k, c = (1, item[1]) if isinstance(item, tuple) else (3, item)
-            out = scaled_channels(int(c), width)
+            k, c = kernel_and_channels(item)
+            out = scaled_channels(c, width)
             layers.append(nn.Conv2d(in_ch, out, kernel_size=k, stride=1, padding=k // 2))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out))

@@ -72,8 +72,11 @@ class InitConfig(_Section):
     method: Literal["paper", "glorot"] = Field("paper", description="random init of layers not copied: N(0, std^2) or Glorot")
     std: float = Field(1e-2, gt=0, description="std of the paper's normal init")
     seed: int = Field(0, description="seed of the random init")
-    net_a: Optional[str] = Field(None, description="checkpoint of a trained net A: copy its first four convs and three FCs")
+    net_a: Optional[str] = Field(None, description="checkpoint of a trained net A: copy its first four convs and "
+                                                   "three FCs (into B-5x5: the three FCs)")
     checkpoint: Optional[str] = Field(None, description="fine-tune: start from all weights of this checkpoint (same architecture)")
+    trainable: Literal["all", "fc"] = Field("all", description="layers trained: all, or fc = only the three FC layers "
+                                                              "(conv frozen: no gradient, not in the optimiser; 4.4)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "InitConfig":

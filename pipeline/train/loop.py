@@ -31,7 +31,9 @@ from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_la
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import all_reduce_sum, broadcast_error
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
-from pipeline.train.recipe import PlateauSchedule, batch_split, build_optimizer, initialise, set_lr
+from pipeline.train.recipe import (
+    PlateauSchedule, batch_split, build_optimizer, freeze_conv, initialise, set_lr, train_mode,
+)
 from pipeline.train.validate import validate
 from pipeline.transforms import CentreCropView, ColourShift, TrainAugment, colour_shift_and_normalize
 
@@ -148,6 +150,7 @@ class _Run:
         model.to(env.device)
         if cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
+        freeze_conv(model, cfg.init.trainable)  # before DDP: it registers only parameters with a gradient
         net: torch.nn.Module = model
         if env.world > 1:
             net = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
@@ -253,7 +256,7 @@ class _Run:
             pin_memory=cfg.runtime.pin_memory and self.env.device.type == "cuda")
         it = iter(loader)
         t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
-        self.model.train()
+        train_mode(self.model, self.cfg.init.trainable)
         while self.step_in_epoch < self.steps_per_epoch:
             loss_sum += self._sgd_step([next(it) for _ in range(self.accum)])
             self.step += 1

@@ -8,6 +8,13 @@ decreased 3 times, and the learning was stopped after 370K iterations (74 epochs
 Initialisation: random (the paper's N(0, 1e-2), or Glorot), the first four conv layers and the
 three FC layers of a trained net A for deeper nets, or every weight of a checkpoint to fine-tune
 (S=384 from S=256 at lr 1e-3, multi-scale from S=384).
+
+FC-only fine-tuning (``init.trainable: fc``, paper 4.4: the ILSVRC submission's multi-scale D was
+made "by fine-tuning only the fully-connected layers rather than all layers"): :func:`freeze_conv`
+turns off the gradient of every conv-part parameter before the model is wrapped in DDP (so DDP
+neither registers nor all-reduces them), :func:`build_optimizer` leaves them out of SGD (so no
+momentum and no weight decay touch them), and :func:`train_mode` keeps the conv part in eval mode
+(BatchNorm's running statistics, where present, stay put too). The conv weights stay bit-identical.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pipeline.errors import UserError
 from pipeline.models import VGG, init_from_net_a, init_weights, load_model
 from pipeline.train.config import InitConfig, OptimConfig, ScheduleConfig
 
-__all__ = ["PlateauSchedule", "batch_split", "build_optimizer", "initialise", "set_lr"]
+__all__ = ["PlateauSchedule", "batch_split", "build_optimizer", "freeze_conv", "initialise", "set_lr", "train_mode"]
 
 
 @dataclass
@@ -84,8 +91,32 @@ def batch_split(global_batch: int, world: int, micro_batch: int | None) -> tuple
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.SGD:
-    """Mini-batch SGD with momentum and weight decay."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    """Mini-batch SGD with momentum and weight decay over the trainable parameters (frozen ones are left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def freeze_conv(model: VGG, trainable: str) -> list[str]:
+    """Freeze the conv part (``model.features``) when ``trainable == "fc"``; returns the frozen parameter names.
+
+    Call before wrapping the model in DDP: DDP registers only parameters that require a gradient.
+    """
+    if trainable == "all":
+        return []
+    if trainable != "fc":
+        raise UserError(f"unknown init.trainable {trainable!r} (all, fc)")
+    frozen = []
+    for name, p in model.features.named_parameters():
+        p.requires_grad_(False)
+        frozen.append(f"features.{name}")
+    return frozen
+
+
+def train_mode(model: VGG, trainable: str) -> None:
+    """``model.train()``, except that a frozen conv part stays in eval mode (BatchNorm statistics unchanged)."""
+    model.train()
+    if trainable == "fc":
+        model.features.eval()
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -104,7 +135,7 @@ def _check_classes(path: str, ck: dict[str, Any], classes: list[str]) -> None:
 def initialise(model: VGG, cfg: InitConfig, classes: list[str]) -> dict[str, Any]:
     """Initialise ``model`` in place as ``cfg`` says; returns what was done (for the run record)."""
     init_weights(model, cfg.method, std=cfg.std, seed=cfg.seed)
-    info: dict[str, Any] = {"method": cfg.method}
+    info: dict[str, Any] = {"method": cfg.method, "trainable": cfg.trainable}
     if cfg.net_a:
         net_a, ck = load_model(cfg.net_a)
         _check_classes(cfg.net_a, ck, classes)

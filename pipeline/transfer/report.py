@@ -27,6 +27,7 @@ COLUMN = {
     "caltech101": "Caltech-101 (mean class recall)",
     "caltech256": "Caltech-256 (mean class recall)",
     "generic": "{dataset} (mean class recall)",
+    "voc12-action": "VOC-2012 action (mean AP)",
 }
 
 
@@ -81,7 +82,7 @@ def table11(results: list[dict[str, Any]]) -> str:
 
 def per_class_table(result: dict[str, Any]) -> str:
     """Markdown table of the per-class values (AP or recall, percent) of one result."""
-    what = "AP" if result["protocol"] in ("voc07", "voc12") else "recall"
+    what = "AP" if result["protocol"] in ("voc07", "voc12", "voc12-action") else "recall"
     lines = [f"| class | {what} (%) |", "|---|---|"]
     for name, v in result["per_class"].items():
         lines.append(f"| {name} | " + ("-" if v is None else f"{100.0 * v:.1f}") + " |")

@@ -45,18 +45,20 @@ from pipeline.transfer.splits import (
 
 __all__ = ["TransferConfig", "run_transfer", "PROTOCOLS", "DEFAULT_C_GRID"]
 
-PROTOCOLS = ("voc07", "voc12", "caltech101", "caltech256", "generic")
+PROTOCOLS = ("voc07", "voc12", "caltech101", "caltech256", "generic", "voc12-action")
 DEFAULT_C_GRID = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
 METRIC = {"voc07": "mAP (VOC2007 11-point AP)", "voc12": "mAP (VOC2010+ AP, area)",
-          "caltech101": "mean class recall", "caltech256": "mean class recall", "generic": "mean class recall"}
+          "caltech101": "mean class recall", "caltech256": "mean class recall", "generic": "mean class recall",
+          "voc12-action": "mAP over persons (VOC2010+ AP, area)"}
 
 
 class TransferConfig(StageConfig):
     """Configuration of ``vgg transfer`` (paper Appendix B)."""
 
     stores: list[str] = Field(..., min_length=1, description="feature stores of the same images; several are stacked (late fusion)")
-    protocol: Literal["voc07", "voc12", "caltech101", "caltech256", "generic"] = Field(
-        ..., description="voc07 / voc12 (mAP, 11-point / area AP), caltech101 / caltech256 (30/50, 60/rest per class), generic")
+    protocol: Literal["voc07", "voc12", "caltech101", "caltech256", "generic", "voc12-action"] = Field(
+        ..., description="voc07 / voc12 (mAP, 11-point / area AP), caltech101 / caltech256 (30/50, 60/rest per class), "
+                         "generic, voc12-action (Table 12: persons, image and box stacked)")
     test_stores: list[str] = Field([], description="stores of the test images (same nets, same order): VOC test split, or a generic test set")
     out: str | None = Field(None, description="output folder (default: transfer-<protocol> beside the first store)")
     aggregate: Literal["avg", "stack"] | None = Field(
@@ -258,23 +260,29 @@ def run_transfer(cfg: TransferConfig) -> TransferResult:
         if isinstance(old, dict) and old.get("fingerprint") == fp:
             return TransferResult(**{**old, "status": "exists", "table": str(out / "table.md"),
                                      "result_json": str(result_path)})
-    voc = cfg.protocol in ("voc07", "voc12")
+    voc = cfg.protocol in ("voc07", "voc12", "voc12-action")
     aggregate = cfg.aggregate or ("avg" if voc else "stack")
-    d = load_descriptors(cfg.stores, aggregate, cfg.scales, cfg.l2, cfg.regions)
+    regions = cfg.regions or cfg.protocol == "voc12-action"  # Table 12: the whole image and the person's box
+    d = load_descriptors(cfg.stores, aggregate, cfg.scales, cfg.l2, regions)
     test_start = None
     if cfg.test_stores:
         if len(cfg.test_stores) != len(cfg.stores):
             raise UserError(f"{len(cfg.test_stores)} test store(s) for {len(cfg.stores)} training store(s): give one per net")
-        d, test_start = _concat(d, load_descriptors(cfg.test_stores, aggregate, cfg.scales, cfg.l2, cfg.regions,
+        d, test_start = _concat(d, load_descriptors(cfg.test_stores, aggregate, cfg.scales, cfg.l2, regions,
                                                         require_labels=False))
     out.mkdir(parents=True, exist_ok=True)
-    body = _voc(cfg, d, test_start, out) if voc else _recall(cfg, d, test_start, out)
+    if cfg.protocol == "voc12-action":
+        from pipeline.transfer.action import action_protocol
+
+        body = action_protocol(cfg, d, test_start, out)
+    else:
+        body = _voc(cfg, d, test_start, out) if voc else _recall(cfg, d, test_start, out)
     result = {
         "protocol": cfg.protocol, "metric": METRIC[cfg.protocol], "mean": body.pop("mean"), "std": body.pop("std"),
         "per_class": body.pop("per_class"), "chosen_C": body.pop("chosen_C"),
         "method": cfg.method or method_name(d.stores), "column": COLUMN[cfg.protocol],
         **body,
-        "descriptor": {"aggregate": aggregate, "scales": cfg.scales, "l2": cfg.l2, "regions": cfg.regions,
+        "descriptor": {"aggregate": aggregate, "scales": cfg.scales, "l2": cfg.l2, "regions": regions,
                        "dim": int(d.X.shape[1]), "images": int(len(d.ids)), "failed_images": len(d.failed)},
         "c_grid": sorted(cfg.c_grid), "stores": d.stores,
         "test_stores": [str(p) for p in cfg.test_stores], "config": cfg.model_dump(mode="json"),

@@ -37,8 +37,9 @@ def test_models_json_reproduces_table2(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert {k: v["params"] for k, v in rows.items()} == {
         "A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952,
-        "D": 138_357_544, "E": 143_667_240}
-    assert [rows[k]["weight_layers"] for k in ("A", "B", "C", "D", "E")] == [11, 13, 16, 16, 19]
+        "D": 138_357_544, "E": 143_667_240, "B-5x5": 134_503_528}
+    assert [rows[k]["weight_layers"] for k in ("A", "B", "C", "D", "E", "B-5x5")] == [11, 13, 16, 16, 19, 8]
+    assert [rows[k]["receptive_field"] for k in ("A", "B", "D", "E", "B-5x5")] == [134, 140, 196, 252, 140]
     assert abs(rows["D"]["gflops"] - 30.9) < 0.1
 
 

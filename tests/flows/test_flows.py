@@ -178,10 +178,11 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
     cfg = PaperConfig(workdir=str(tmp_path / "demo"), train_per_class=30, val_per_class=5, eval_limit=10,
                       train_sets=["schedule.max_epochs=1", "data.workers=0", "optim.batch_size=32"],
                       digits_size=32, digits_scales=[32, 48], mosaics=60, mosaic_canvas=64, mosaic_scales=[32],
-                      localise_epochs=1)
+                      localise_epochs=1, action_images=20)
     res = paper_flow(cfg)
     text = (tmp_path / "demo" / "tables.md").read_text()
-    for heading in ("Classification (Tables 3-6)", "Transfer (Table 11)", "Localisation (Tables 8-9)"):
+    for heading in ("Classification (Tables 3-6)", "Transfer (Table 11)", "Action classification (Table 12)",
+                    "Localisation (Tables 8-9)"):
         assert heading in text
     assert "multi-crop" in text.lower() or "dense" in text.lower()
     assert 0 <= res.top1_error <= 1 and 0 <= res.caltech_recall <= 1 and 0 <= res.voc07_map <= 1

@@ -13,7 +13,7 @@ from pipeline.models import (
 )
 
 TABLE2 = {"A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952,
-          "D": 138_357_544, "E": 143_667_240}
+          "D": 138_357_544, "E": 143_667_240, "B-5x5": 134_503_528}
 SMALL = dict(width=0.125, crop=64, fc_width=64, num_classes=10)
 
 
@@ -37,7 +37,8 @@ def test_layer_structure_matches_table1():
     for name in CONFIGS:
         m = build_model(config=name, **SMALL)
         assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.features) == 5
-        assert describe(m.cfg)["weight_layers"] == {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19}[name]
+        assert describe(m.cfg)["weight_layers"] == {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19,
+                                                  "B-5x5": 8}[name]
 
 
 TV = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
