@@ -88,11 +88,11 @@ class PhotoSet(NamedTuple):
                 f"{max(min(s) for s in st)} px smaller side, {min(skb):.0f}-{max(skb):.0f} KB")
 
 
-def shard(src: Path, out: Path, max_side: int | None) -> list[bytes]:
-    """``vgg shard`` of ``src`` into ``out`` (its defaults, all cores); the stored JPEG bytes."""
+def shard(src: Path, out: Path, max_side: int | None, workers: int = 0) -> list[bytes]:
+    """``vgg shard`` of ``src`` into ``out`` (its defaults; workers 0: all cores); the stored JPEG bytes."""
     from pipeline.shards import ShardConfig, iter_samples, run_shard
 
-    run_shard(ShardConfig(source=str(src), out=str(out), max_side=max_side, workers=0, progress=False))
+    run_shard(ShardConfig(source=str(src), out=str(out), max_side=max_side, workers=workers, progress=False))
     return [s["jpg"] for s in iter_samples(out, "train")]
 
 
@@ -100,9 +100,10 @@ def prepare(root: Path, spec, n: int) -> PhotoSet:
     """Generate ``n`` photos of ``spec`` under ``root/src`` and shard them (max_side 512) with statistics."""
     from pipeline.shards import StatsConfig, run_stats
 
-    originals = _photos().write_photo_tree(root / "src", spec, n)
-    stored = shard(root / "src", root / "shards-512", S_MAX)
-    stats = run_stats(StatsConfig(shards=str(root / "shards-512"), workers=0, progress=False))
+    workers = 0 if n >= 16 else 1  # tiny sets (tests): no worker processes to start
+    originals = _photos().write_photo_tree(root / "src", spec, n, workers=workers)
+    stored = shard(root / "src", root / "shards-512", S_MAX, workers)
+    stats = run_stats(StatsConfig(shards=str(root / "shards-512"), workers=workers, progress=False))
     return PhotoSet(spec.name, root / "src", root / "shards-512", originals, stored, stats)
 
 
@@ -358,7 +359,7 @@ def lever_rows(stage: str, ps: PhotoSet, plan: Plan, root: Path) -> list[dict[st
     if stage != "loader-camera":  # ImageNet-size originals are within max_side 512: stored as they are, no draft
         return rows
     full = root / "shards-full"
-    stored = shard(ps.tree, full, None)
+    stored = shard(ps.tree, full, None, 0 if plan.n >= 16 else 1)
     no_draft = _augment(ps.stats, draft=False)
     m = interleave({"512": lambda: ours_rate(ps.shards, aug, plan.images),
                     "full": lambda: ours_rate(full, aug, plan.folder_images),
@@ -402,11 +403,62 @@ def bench(quick: bool = True, device: str = "cpu", log: Callable[[str], None] = 
     return rows
 
 
+def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
+    """Milliseconds per image of each step of the loader's augmentation (and of the experiments' replacements)."""
+    from pipeline.preprocess import isotropic_resize
+
+    rng = np.random.default_rng(0)
+    ss = [int(v) for v in rng.integers(S_MIN, S_MAX + 1, size=len(blobs))]
+    dec = [Image.open(io.BytesIO(b)) for b in blobs]
+    for d in dec:
+        d.load()
+    big = [isotropic_resize(d, s) for d, s in zip(dec, ss)]
+    crops = [g.crop((0, 0, CROP, CROP)) for g in big]
+
+    def box(d: Image.Image, g: Image.Image) -> Image.Image:
+        sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
+        return d.resize((CROP, CROP), Image.BILINEAR, box=(0, 0, CROP * sx, CROP * sy))
+
+    def window(d: Image.Image, g: Image.Image) -> torch.Tensor:
+        sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
+        b = _window(*d.size, sx, sy, 0, 0, CROP)
+        return _window_rescale(torch.from_numpy(np.array(d.crop(b))).permute(2, 0, 1), b[0], b[1], sx, sy, 0, 0, CROP)[0]
+
+    work: dict[str, Callable[[], object]] = {
+        "Pillow decode alone (the limit)": lambda: [Image.open(io.BytesIO(b)).load() for b in blobs],
+        "decode_rgb with draft (the loader's decode)": lambda: [decode_rgb(b, draft_size=(s, s)) for b, s in zip(blobs, ss)],
+        "  of which ImageOps.exif_transpose's copy": lambda: [ImageOps.exif_transpose(d) for d in dec],
+        "isotropic_resize to S (the loader)": lambda: [isotropic_resize(d, s) for d, s in zip(dec, ss)],
+        "crop 224 + flip + pil_to_tensor (the loader)": lambda: [
+            pil_to_tensor(c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) for c in crops],
+        "Pillow resize(box=crop) (experiment)": lambda: [box(d, g) for d, g in zip(dec, big)],
+        "window + torch antialiased rescale (experiment)": lambda: [window(d, g) for d, g in zip(dec, big)],
+    }
+    out = {}
+    for name, f in work.items():
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            times.append((time.perf_counter() - t) / len(blobs) * 1000)
+        out[name] = statistics.median(times)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--steps", action="store_true", help="only time each augmentation step on 64 ImageNet-size photos")
     args = ap.parse_args()
+    if args.steps:
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory(prefix="bench-loader-steps-") as d:
+            _photos().write_photo_tree(Path(d), _photos().IMAGENET, 64)
+            blobs = [p.read_bytes() for p in sorted(Path(d).rglob("*.jpg"))]
+        for name, ms in steps(blobs).items():
+            print(f"{name:48s} {ms:6.2f} ms/image")
+        return
     t = time.perf_counter()
     rows = bench(args.quick, log=lambda m: print(m, file=sys.stderr))
     if args.json:

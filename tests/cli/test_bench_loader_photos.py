@@ -100,3 +100,9 @@ def test_rows_run_at_minimal_size(tmp_path, bench, photos):
         assert r["note"] and r["unit"].startswith("images/s")
     assert "4 originals" in rows[0]["note"] and "2 originals 756-756 px" in rows[5]["note"]
     assert {"loader-photos", "loader-camera"} <= set(STAGES)
+
+
+def test_step_timings_cover_every_step(tmp_path, bench, photos):
+    blobs = [p.read_bytes() for p in photos.write_photo_tree(tmp_path, photos.IMAGENET, 2, workers=1)]
+    ms = bench.steps(blobs, reps=1)
+    assert len(ms) == 7 and all(v > 0 for v in ms.values())
