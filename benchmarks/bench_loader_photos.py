@@ -4,7 +4,7 @@ Rows (``bench(quick, device) -> list[dict]`` for ``vgg bench``), on two determin
 photo-like JPEGs (``benchmarks/photos.py``; nothing downloaded):
 
 - ``loader-photos``: ImageNet-size originals (smaller side 400-500 px, 85-145 KB each);
-- ``loader-camera``: camera-size originals (4032 x 3024, 12 MP, about 2.5-3 MB each).
+- ``loader-camera``: camera-size originals (4032 x 3024, 12 MP, about 3-3.4 MB each).
 
 Ours is the training stream of ``pipeline.train.loader`` (shards written by ``vgg shard`` with its
 defaults: smaller side stored at max_side = 512 = S_max, JPEG draft decoding; then decode with
@@ -17,14 +17,18 @@ two goal rows, both per core (one process, no loader workers, one torch thread, 
 - vs the physical limit: Pillow's decode alone (``Image.open(...).load()``, bytes already in
   memory) of the images as stored in the shards. Goal >= 0.8x.
 
-Lever rows (goal ``report``) measure what changes the rate: loader workers (2 vs 0), the
-shard's max_side (512 vs originals kept at full size, both read with draft), draft decoding in
-our loader (on vs off, on full-size shards), and a local experiment that is not in the loader:
-cropping before resizing (``Image.resize(..., box=crop)`` computes only the 224 x 224 crop of the
-rescaled image; same draws, same pixels up to rounding). All sides of a row alternate in one run
-(warm-up, then repetitions; medians). The machine may be shared: timings are noisy.
+Rows with goal ``report`` explain the rate. Every run: the stream's ceiling (our stream with the
+augmentation replaced by the decode alone) and two local experiments that are not in the loader:
+cropping before resizing with Pillow (``Image.resize(..., box=crop)`` computes only the 224 x 224
+crop of the rescaled image; same draws, same pixels up to rounding), and rescaling only the
+crop's source window with torch's uint8 antialiased bilinear kernel instead; both decode without
+the full-image copy ``ImageOps.exif_transpose`` makes when there is nothing to rotate. Full runs add the levers: loader workers (2 vs 0), the shard's
+max_side (512 vs originals kept, both read with draft) and draft decoding in our loader (on vs off,
+on shards of the originals). All sides of a row alternate in one run (one uncounted round, then
+repetitions; medians). The machine may be shared: timings are noisy.
 
-Run: ``python benchmarks/bench_loader_photos.py [--quick] [--json]``.
+Run: ``python benchmarks/bench_loader_photos.py [--quick] [--json] [--steps]`` (``--steps``: ms per image
+of each augmentation step).
 """
 
 from __future__ import annotations
@@ -128,12 +132,13 @@ class FusedCropAugment(TrainAugment):
 
     ``isotropic_resize`` to S then a 224 crop computes the whole rescaled image; ``Image.resize``
     with ``box`` computes only the crop's 224 x 224 pixels from the same source area with the same
-    filter scale, so the output equals the current path's up to rounding.
+    filter scale, so the output equals the current path's up to rounding. The decode skips the
+    copy ``ImageOps.exif_transpose`` returns when there is nothing to rotate (identical pixels).
     """
 
     def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
         s = self.jitter.draw(rng)
-        img = decode_rgb(data, draft_size=(s, s) if self.draft else None)
+        img = _decode_oriented(data, (s, s) if self.draft else None)
         w, h = img.size
         big = _rescaled(w, h, s)
         c = self.crop.size
@@ -339,11 +344,11 @@ def goal_rows(stage: str, ps: PhotoSet, plan: Plan) -> list[dict[str, Any]]:
              "diagnostic: our stream (tar, shuffle, per-sample generator, batches) with the augmentation replaced "
              "by the decode alone, vs the decode alone: what the stream's fixed costs leave"),
         _row(stage, m["box"], m["loader"], UNIT, None,
-             f"lever (local experiment, not in the loader): crop before resize, Pillow resize(box=crop) vs "
-             f"resize then crop; {exp('box')}"),
+             f"lever (local experiment, not in the loader): crop before resize, Pillow resize(box=crop), EXIF "
+             f"without a copy, vs the loader (resize then crop); {exp('box')}"),
         _row(stage, m["torch"], m["loader"], UNIT, None,
              f"lever (local experiment, not in the loader): rescale only the crop's window with torch's uint8 "
-             f"antialiased bilinear, EXIF without a copy; {exp('torch')}"),
+             f"antialiased bilinear, EXIF without a copy, vs the loader; {exp('torch')}"),
     ]
 
 

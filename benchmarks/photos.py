@@ -12,7 +12,7 @@ Two sets, as in the loader benchmark:
 - :data:`IMAGENET`: smaller side 400-500 px, aspect 4:3 / 3:2 / 5:4 (a quarter portrait); the JPEG
   quality of each image is searched so its file lands at a seeded target in 85-145 KB (ImageNet
   training JPEGs average about 110 KB).
-- :data:`CAMERA`: 4032 x 3024 (12.2 MP, a quarter portrait), quality 92, about 2.5-4 MB, like a
+- :data:`CAMERA`: 4032 x 3024 (12.2 MP, a quarter portrait), quality 92, about 3-3.4 MB, like a
   phone camera's file; the scene is drawn at 1000 px and upscaled, as camera pictures are smooth
   at the pixel level.
 
