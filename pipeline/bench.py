@@ -24,6 +24,8 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 STAGES = {
     "shard": "bench_shard.py",
     "loader": "bench_train.py",
+    "loader-photos": "bench_loader_photos.py",
+    "loader-camera": "bench_loader_photos.py",
     "train": "bench_train.py",
     "ddp": "bench_train.py",
     "evaluate": "bench_evaluate.py",

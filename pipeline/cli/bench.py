@@ -8,10 +8,13 @@ from typing import Annotated
 
 import typer
 
+from pipeline.bench import STAGES
+
+ALL_STAGES = ",".join(STAGES)
+
 
 def bench(
-    stages: Annotated[str, typer.Option(help="comma-separated: shard,loader,train,ddp,evaluate,extract,transfer")] =
-        "shard,loader,train,ddp,evaluate,extract,transfer",
+    stages: Annotated[str, typer.Option(help=f"comma-separated, from: {ALL_STAGES}")] = ALL_STAGES,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     quick: Annotated[bool, typer.Option("--quick/--full", help="a few minutes on two cores, or longer runs")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON rows instead of a table")] = False,

@@ -23,7 +23,8 @@ def test_alternate_interleaves_after_warmup_and_takes_medians():
 
 
 def test_every_stage_of_the_issue_has_a_benchmark_file():
-    assert set(STAGES) == {"shard", "loader", "train", "ddp", "evaluate", "extract", "transfer"}
+    assert set(STAGES) == {"shard", "loader", "loader-photos", "loader-camera", "train", "ddp", "evaluate", "extract",
+                           "transfer"}
     for file in STAGES.values():
         mod = load_benchmark(file)
         assert callable(mod.bench), file

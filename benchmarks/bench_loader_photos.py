@@ -1,0 +1,479 @@
+"""Benchmark of the training input pipeline on photo-size JPEGs (paper 3.1: S jittered in [256, 512], 224 crops).
+
+Rows (``bench(quick, device) -> list[dict]`` for ``vgg bench``), on two deterministic sets of
+photo-like JPEGs (``benchmarks/photos.py``; nothing downloaded):
+
+- ``loader-photos``: ImageNet-size originals (smaller side 400-500 px, 85-145 KB each);
+- ``loader-camera``: camera-size originals (4032 x 3024, 12 MP, about 3-3.4 MB each).
+
+Ours is the training stream of ``pipeline.train.loader`` (shards written by ``vgg shard`` with its
+defaults: smaller side stored at max_side = 512 = S_max, JPEG draft decoding; then decode with
+draft, S ~ U{256..512}, random 224 crop, flip, PCA colour offset, batches of 16). Each set has
+two goal rows, both per core (one process, no loader workers, one torch thread, on both sides):
+
+- vs torchvision's ``ImageFolder`` + ``DataLoader`` with the same transforms (``RandomChoice`` of
+  ``Resize(S)``, ``RandomCrop(224)``, ``RandomHorizontalFlip``, ``PILToTensor``, the same colour
+  offset) on the original files. Goal >= 1.0x on ImageNet-size, >= 3x on camera-size originals.
+- vs the physical limit: Pillow's decode alone (``Image.open(...).load()``, bytes already in
+  memory) of the images as stored in the shards. Goal >= 0.8x.
+
+Rows with goal ``report`` explain the rate. Every run: the stream's ceiling (our stream with the
+augmentation replaced by the decode alone) and two local experiments that are not in the loader:
+cropping before resizing with Pillow (``Image.resize(..., box=crop)`` computes only the 224 x 224
+crop of the rescaled image; same draws, same pixels up to rounding), and rescaling only the
+crop's source window with torch's uint8 antialiased bilinear kernel instead; both decode without
+the full-image copy ``ImageOps.exif_transpose`` makes when there is nothing to rotate. Full runs add the levers: loader workers (2 vs 0), the shard's
+max_side (512 vs originals kept, both read with draft) and draft decoding in our loader (on vs off,
+on shards of the originals). All sides of a row alternate in one run (one uncounted round, then
+repetitions; medians). The machine may be shared: timings are noisy.
+
+Run: ``python benchmarks/bench_loader_photos.py [--quick] [--json] [--steps]`` (``--steps``: ms per image
+of each augmentation step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from pipeline.images import decode_rgb
+from pipeline.preprocess import TrainScale, pil_to_tensor
+from pipeline.transforms import ColourShift, TrainAugment
+
+S_MIN, S_MAX, CROP, BATCH = 256, 512, 224, 16
+GOALS = {"loader-photos": 1.0, "loader-camera": 3.0}  # vs ImageFolder on the originals
+LIMIT_GOAL = 0.8  # vs Pillow's decode alone of the stored images, per core
+
+
+def _photos():
+    """``benchmarks/photos.py`` (the benchmarks folder is not a package)."""
+    name = "benchmarks.photos"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("photos.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+class PhotoSet(NamedTuple):
+    """One generated set: the originals' ImageFolder tree and the shards ``vgg shard`` made of it."""
+
+    name: str
+    tree: Path
+    shards: Path
+    originals: list[Path]
+    stored: list[bytes]
+    stats: dict[str, Any]
+
+    def describe(self) -> str:
+        kb = [p.stat().st_size / 1000 for p in self.originals]
+        sizes = [Image.open(p).size for p in self.originals]
+        short = [min(s) for s in sizes]
+        st = [Image.open(io.BytesIO(b)).size for b in self.stored]
+        skb = [len(b) / 1000 for b in self.stored]
+        return (f"{len(kb)} originals {min(short)}-{max(short)} px smaller side ({sizes[0][0]}x{sizes[0][1]} first), "
+                f"{min(kb):.0f}-{max(kb):.0f} KB (mean {statistics.mean(kb):.0f}); stored {min(min(s) for s in st)}-"
+                f"{max(min(s) for s in st)} px smaller side, {min(skb):.0f}-{max(skb):.0f} KB")
+
+
+def shard(src: Path, out: Path, max_side: int | None, workers: int = 0) -> list[bytes]:
+    """``vgg shard`` of ``src`` into ``out`` (its defaults; workers 0: all cores); the stored JPEG bytes."""
+    from pipeline.shards import ShardConfig, iter_samples, run_shard
+
+    run_shard(ShardConfig(source=str(src), out=str(out), max_side=max_side, workers=workers, progress=False))
+    return [s["jpg"] for s in iter_samples(out, "train")]
+
+
+def prepare(root: Path, spec, n: int) -> PhotoSet:
+    """Generate ``n`` photos of ``spec`` under ``root/src`` and shard them (max_side 512) with statistics."""
+    from pipeline.shards import StatsConfig, run_stats
+
+    workers = 0 if n >= 16 else 1  # tiny sets (tests): no worker processes to start
+    originals = _photos().write_photo_tree(root / "src", spec, n, workers=workers)
+    stored = shard(root / "src", root / "shards-512", S_MAX, workers)
+    stats = run_stats(StatsConfig(shards=str(root / "shards-512"), workers=workers, progress=False))
+    return PhotoSet(spec.name, root / "src", root / "shards-512", originals, stored, stats)
+
+
+# -- the sides -------------------------------------------------------------------------------------
+
+def _augment(stats: dict[str, Any], draft: bool = True, variant: str = "loader") -> TrainAugment:
+    """Our augmentation: the loader's (``loader``), a local experiment (``box``, ``torch``) or ``ceiling``."""
+    cls = {"loader": TrainAugment, "box": FusedCropAugment, "torch": WindowTorchAugment, "ceiling": DecodeOnlyAugment}[variant]
+    return cls(scale=TrainScale(s_min=S_MIN, s_max=S_MAX), crop=CROP, colour=ColourShift.from_stats(stats), draft=draft)
+
+
+def _rescaled(w: int, h: int, s: int) -> tuple[int, int]:
+    """The size ``pipeline.preprocess.isotropic_resize`` gives a w x h image for smallest side s."""
+    if min(w, h) == s:
+        return w, h
+    r = s / min(w, h)
+    return max(s, round(w * r)), max(s, round(h * r))
+
+
+class FusedCropAugment(TrainAugment):
+    """Local experiment: TrainAugment with the crop taken before the resize (same draws in the same order).
+
+    ``isotropic_resize`` to S then a 224 crop computes the whole rescaled image; ``Image.resize``
+    with ``box`` computes only the crop's 224 x 224 pixels from the same source area with the same
+    filter scale, so the output equals the current path's up to rounding. The decode skips the
+    copy ``ImageOps.exif_transpose`` returns when there is nothing to rotate (identical pixels).
+    """
+
+    def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        s = self.jitter.draw(rng)
+        img = _decode_oriented(data, (s, s) if self.draft else None)
+        w, h = img.size
+        big = _rescaled(w, h, s)
+        c = self.crop.size
+        x, y = int(rng.integers(0, big[0] - c + 1)), int(rng.integers(0, big[1] - c + 1))
+        if big == (w, h):
+            img = img.crop((x, y, x + c, y + c))
+        else:
+            sx, sy = w / big[0], h / big[1]
+            img = img.resize((c, c), Image.BILINEAR, box=(x * sx, y * sy, (x + c) * sx, (y + c) * sy))
+        if self.flip is not None:
+            img = self.flip(img, rng)
+        offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
+        return pil_to_tensor(img), offset
+
+
+class WindowTorchAugment(TrainAugment):
+    """Local experiment: decode, then rescale only the crop's source window with torch's uint8 kernel.
+
+    Same draws in the same order as TrainAugment. EXIF orientation is applied in place (no copy of
+    the decoded image when there is none); the source window of the crop (plus the filter's
+    support) is rescaled by ``F.interpolate(bilinear, antialias=True)`` with the scale of the
+    full-image resize (AVX2 uint8 kernel, a few times faster than Pillow's), and the crop taken
+    from it: the same crop as resize-then-crop shifted by less than a pixel (see ``_window_rescale``).
+    """
+
+    def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        s = self.jitter.draw(rng)
+        img = _decode_oriented(data, (s, s) if self.draft else None)
+        w, h = img.size
+        big = _rescaled(w, h, s)
+        c = self.crop.size
+        x, y = int(rng.integers(0, big[0] - c + 1)), int(rng.integers(0, big[1] - c + 1))
+        if big == (w, h):
+            out = torch.from_numpy(np.array(img.crop((x, y, x + c, y + c)))).permute(2, 0, 1)
+        else:
+            sx, sy = w / big[0], h / big[1]
+            box = _window(w, h, sx, sy, x, y, c)
+            win = torch.from_numpy(np.array(img.crop(box))).permute(2, 0, 1)  # only the window is copied
+            out = _window_rescale(win, box[0], box[1], sx, sy, x, y, c)[0]
+        if self.flip is not None and rng.random() < self.flip.p:
+            out = out.flip(2)
+        offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
+        return out.contiguous(), offset
+
+
+class DecodeOnlyAugment(TrainAugment):
+    """Diagnostic: our stream's ceiling. Decodes like the limit, then returns a blank crop (same draws)."""
+
+    def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        self.jitter.draw(rng)
+        Image.open(io.BytesIO(data)).load()
+        rng.integers(0, 2), rng.integers(0, 2), rng.random()
+        offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
+        return torch.zeros(3, self.crop.size, self.crop.size, dtype=torch.uint8), offset
+
+
+def _window(w: int, h: int, sx: float, sy: float, x: int, y: int, c: int) -> tuple[int, int, int, int]:
+    """The source box (x0, y0, x1, y1) that the c x c crop at (x, y) of the image rescaled by (1/sx, 1/sy) reads."""
+    m = math.ceil(max(sx, sy)) + 1  # the filter's support in source pixels, and one for rounding
+    return (max(0, int(x * sx) - m), max(0, int(y * sy) - m),
+            min(w, math.ceil((x + c) * sx) + m), min(h, math.ceil((y + c) * sy) + m))
+
+
+def _window_rescale(win: torch.Tensor, x0: int, y0: int, sx: float, sy: float, x: int, y: int,
+                    c: int) -> tuple[torch.Tensor, float, float]:
+    """The c x c crop near (x, y) of the rescaled image, from its source window ``win`` (3 x h x w, at (x0, y0)).
+
+    Returns the crop and the position (xf, yf) in the rescaled image where it really lies: the
+    window's pixel grid is offset by (x0 / sx, y0 / sy), so the crop lands within half a pixel of
+    (x, y) (one pixel at the right and bottom edges), a random sub-pixel shift of a random crop.
+    """
+    z = torch.nn.functional.interpolate(win[None], scale_factor=(1 / sy, 1 / sx), mode="bilinear", antialias=True,
+                                        recompute_scale_factor=False)[0]
+    u = min(round(x - x0 / sx), z.shape[2] - c)  # at the image's edge the window may end half a pixel short
+    v = min(round(y - y0 / sy), z.shape[1] - c)
+    return z[:, v:v + c, u:u + c], u + x0 / sx, v + y0 / sy
+
+
+def _decode_oriented(data: bytes, draft: tuple[int, int] | None) -> Image.Image:
+    """decode_rgb without the copy ``ImageOps.exif_transpose`` makes of an image that needs no rotation."""
+    img = Image.open(io.BytesIO(data))
+    if draft is not None and img.format == "JPEG":
+        img.draft("RGB", draft)
+    img.load()
+    if img.getexif().get(0x0112, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def ours_rate(shards: Path, augment, images: int, workers: int = 0) -> float:
+    """Images/s of our training stream over ``images`` images (loader start-up included)."""
+    from pipeline.train.loader import open_shards, train_loader
+
+    s = open_shards(str(shards), ["train"])
+    batches = max(1, math.ceil(images / BATCH))
+    t = time.perf_counter()
+    for _ in train_loader(s, "train", augment=augment, micro_batch=BATCH, micro_batches=batches, skip=0, seed=0,
+                          epoch=0, shardshuffle=True, shuffle_buffer=min(100, s.count("train")), workers=workers,
+                          pin_memory=False):
+        pass
+    return batches * BATCH / (time.perf_counter() - t)
+
+
+class _ColourOffset:
+    """The last ImageFolder transform: the crop and its PCA colour offset, as our loader returns them."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        self.shift = ColourShift.from_stats(stats)
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        return x, self.shift.offset(self.rng)
+
+
+def _rgb(path: str) -> Image.Image:
+    with Image.open(path) as im:  # torchvision's pil_loader
+        return im.convert("RGB")
+
+
+def folder_rate(tree: Path, stats: dict[str, Any], images: int, workers: int = 0) -> float:
+    """Images/s of torchvision ImageFolder + DataLoader with the same transforms on the original files."""
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    tf = T.Compose([T.RandomChoice([T.Resize(s) for s in range(S_MIN, S_MAX + 1)]), T.RandomCrop(CROP),
+                    T.RandomHorizontalFlip(), T.PILToTensor(), _ColourOffset(stats)])
+    ds = ImageFolder(str(tree / "train"), transform=tf, loader=_rgb)
+    done = 0
+    t = time.perf_counter()
+    while done < images:
+        for (x, _), _ in torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers):
+            done += len(x)
+            if done >= images:
+                break
+    return done / (time.perf_counter() - t)
+
+
+def decode_rate(blobs: list[bytes], images: int) -> float:
+    """Images/s of Pillow's decode alone of ``blobs`` (in memory), whole passes to at least ``images``."""
+    passes = max(1, math.ceil(images / len(blobs)))
+    t = time.perf_counter()
+    for _ in range(passes):
+        for b in blobs:
+            Image.open(io.BytesIO(b)).load()
+    return passes * len(blobs) / (time.perf_counter() - t)
+
+
+def interleave(sides: dict[str, Callable[[], float]], reps: int, warm: tuple[str, ...] | None = None) -> dict[str, float]:
+    """One uncounted round of the ``warm`` sides (default: all), then ``reps`` rounds of all in turn; medians."""
+    for k in sides if warm is None else warm:
+        sides[k]()
+    got: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(reps):
+        for k, f in sides.items():
+            got[k].append(f())
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+class Plan(NamedTuple):
+    """The size of one set's measurements."""
+
+    n: int  # photos generated
+    images: int  # images per measurement of the fast sides (ours, the decode limit)
+    folder_images: int  # images per measurement of the sides that decode originals (ImageFolder, ...)
+    reps: int  # measured rounds (after one uncounted round of the fast sides)
+    levers: bool  # also measure loader workers, the shard's max_side and draft decoding (full runs)
+
+
+QUICK = {"loader-photos": Plan(64, 64, 64, 3, False), "loader-camera": Plan(8, 64, 8, 2, False)}
+FULL = {"loader-photos": Plan(256, 256, 256, 5, True), "loader-camera": Plan(32, 128, 32, 3, True)}
+SETS = {"loader-photos": "IMAGENET", "loader-camera": "CAMERA"}
+UNIT = "images/s per core"
+
+
+def _row(stage: str, ours: float, base: float, unit: str, goal: float | None, note: str) -> dict[str, Any]:
+    r = ours / base
+    return {"stage": stage, "ours": ours, "baseline": base, "unit": unit, "ratio": r,
+            "goal": "report" if goal is None else f">= {goal:g}x", "meets": True if goal is None else r >= goal,
+            "note": note}
+
+
+def goal_rows(stage: str, ps: PhotoSet, plan: Plan) -> list[dict[str, Any]]:
+    """Ours vs ImageFolder and vs the decode limit, per core; the stream's ceiling and two experiments beside them."""
+    augs = {v: _augment(ps.stats, variant=v) for v in ("loader", "ceiling", "box", "torch")}
+    fast: dict[str, Callable[[], float]] = {"limit": lambda: decode_rate(ps.stored, plan.images)}
+    for v, aug in augs.items():
+        fast[v] = functools.partial(ours_rate, ps.shards, aug, plan.images)
+    m = interleave(fast | {"folder": lambda: folder_rate(ps.tree, ps.stats, plan.folder_images)},
+                   reps=plan.reps, warm=tuple(fast))
+    what = f"{ps.describe()}; 1 process, 0 workers, 1 thread, batch {BATCH}, median of {plan.reps}"
+
+    def exp(k: str) -> str:
+        return f"with it {m[k] / m['limit']:.2f}x the decode limit, {m[k] / m['folder']:.2f}x ImageFolder"
+
+    return [
+        _row(stage, m["loader"], m["folder"], UNIT, GOALS[stage],
+             f"our shards + loader vs ImageFolder + DataLoader, same transforms, on the originals; {what}"),
+        _row(stage, m["loader"], m["limit"], UNIT, LIMIT_GOAL,
+             f"our loader vs Pillow decode alone of the stored JPEGs (the physical limit); {what}"),
+        _row(stage, m["ceiling"], m["limit"], UNIT, None,
+             "diagnostic: our stream (tar, shuffle, per-sample generator, batches) with the augmentation replaced "
+             "by the decode alone, vs the decode alone: what the stream's fixed costs leave"),
+        _row(stage, m["box"], m["loader"], UNIT, None,
+             f"lever (local experiment, not in the loader): crop before resize, Pillow resize(box=crop), EXIF "
+             f"without a copy, vs the loader (resize then crop); {exp('box')}"),
+        _row(stage, m["torch"], m["loader"], UNIT, None,
+             f"lever (local experiment, not in the loader): rescale only the crop's window with torch's uint8 "
+             f"antialiased bilinear, EXIF without a copy, vs the loader; {exp('torch')}"),
+    ]
+
+
+def lever_rows(stage: str, ps: PhotoSet, plan: Plan, root: Path) -> list[dict[str, Any]]:
+    """Loader workers (2 vs 0); on camera-size photos also the shard's max_side and draft decoding."""
+    if not plan.levers:
+        return []
+    aug = _augment(ps.stats)
+    w = interleave({"w2": lambda: ours_rate(ps.shards, aug, 2 * plan.images, workers=2),
+                    "w0": lambda: ours_rate(ps.shards, aug, plan.images)}, reps=plan.reps)
+    rows = [_row(stage, w["w2"], w["w0"], "images/s", None,
+                 f"lever: 2 loader workers vs 0 (throughput on 2 shared cores; {w['w2'] / 2:.0f} images/s per worker)")]
+    if stage != "loader-camera":  # ImageNet-size originals are within max_side 512: stored as they are, no draft
+        return rows
+    full = root / "shards-full"
+    stored = shard(ps.tree, full, None, 0 if plan.n >= 16 else 1)
+    no_draft = _augment(ps.stats, draft=False)
+    m = interleave({"512": lambda: ours_rate(ps.shards, aug, plan.images),
+                    "full": lambda: ours_rate(full, aug, plan.folder_images),
+                    "full_nodraft": lambda: ours_rate(full, no_draft, plan.folder_images)}, reps=plan.reps, warm=("512",))
+    mb = sum(map(len, stored)) / len(stored) / 1e6
+    kb = sum(map(len, ps.stored)) / len(ps.stored) / 1e3
+    return rows + [
+        _row(stage, m["512"], m["full"], UNIT, None,
+             f"lever: shards at max_side 512 ({kb:.0f} KB/image) vs originals kept ({mb:.1f} MB/image), both read "
+             f"with draft; median of {plan.reps}"),
+        _row(stage, m["full"], m["full_nodraft"], UNIT, None,
+             f"lever: draft decoding in our loader (libjpeg DCT scaling to >= S) on vs off, on shards of the "
+             f"originals; median of {plan.reps}"),
+    ]
+
+
+def stage_rows(stage: str, spec, plan: Plan, root: Path, log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """All rows of one set: generate, shard, measure."""
+    t = time.perf_counter()
+    ps = prepare(root, spec, plan.n)
+    log(f"{stage}: {plan.n} photos generated and sharded in {time.perf_counter() - t:.1f} s")
+    rows = goal_rows(stage, ps, plan)
+    log(f"{stage}: goal rows after {time.perf_counter() - t:.1f} s")
+    rows += lever_rows(stage, ps, plan, root)
+    log(f"{stage}: levers after {time.perf_counter() - t:.1f} s")
+    return rows
+
+
+def bench(quick: bool = True, device: str = "cpu", log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """The rows of both sets (CPU decoding; ``device`` is not used)."""
+    plans = QUICK if quick else FULL
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-core rates: Pillow is single-threaded, so is our side
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-loader-photos-") as d:
+            for stage, spec in SETS.items():
+                rows += stage_rows(stage, getattr(_photos(), spec), plans[stage], Path(d) / stage, log)
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
+    """Milliseconds per image of each step of the loader's augmentation (and of the experiments' replacements)."""
+    from pipeline.preprocess import isotropic_resize
+
+    rng = np.random.default_rng(0)
+    ss = [int(v) for v in rng.integers(S_MIN, S_MAX + 1, size=len(blobs))]
+    dec = [Image.open(io.BytesIO(b)) for b in blobs]
+    for d in dec:
+        d.load()
+    big = [isotropic_resize(d, s) for d, s in zip(dec, ss)]
+    crops = [g.crop((0, 0, CROP, CROP)) for g in big]
+
+    def box(d: Image.Image, g: Image.Image) -> Image.Image:
+        sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
+        return d.resize((CROP, CROP), Image.BILINEAR, box=(0, 0, CROP * sx, CROP * sy))
+
+    def window(d: Image.Image, g: Image.Image) -> torch.Tensor:
+        sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
+        b = _window(*d.size, sx, sy, 0, 0, CROP)
+        return _window_rescale(torch.from_numpy(np.array(d.crop(b))).permute(2, 0, 1), b[0], b[1], sx, sy, 0, 0, CROP)[0]
+
+    work: dict[str, Callable[[], object]] = {
+        "Pillow decode alone (the limit)": lambda: [Image.open(io.BytesIO(b)).load() for b in blobs],
+        "decode_rgb with draft (the loader's decode)": lambda: [decode_rgb(b, draft_size=(s, s)) for b, s in zip(blobs, ss)],
+        "  of which ImageOps.exif_transpose's copy": lambda: [ImageOps.exif_transpose(d) for d in dec],
+        "isotropic_resize to S (the loader)": lambda: [isotropic_resize(d, s) for d, s in zip(dec, ss)],
+        "crop 224 + flip + pil_to_tensor (the loader)": lambda: [
+            pil_to_tensor(c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) for c in crops],
+        "Pillow resize(box=crop) (experiment)": lambda: [box(d, g) for d, g in zip(dec, big)],
+        "window + torch antialiased rescale (experiment)": lambda: [window(d, g) for d, g in zip(dec, big)],
+    }
+    out = {}
+    for name, f in work.items():
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            times.append((time.perf_counter() - t) / len(blobs) * 1000)
+        out[name] = statistics.median(times)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--steps", action="store_true", help="only time each augmentation step on 64 ImageNet-size photos")
+    args = ap.parse_args()
+    if args.steps:
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory(prefix="bench-loader-steps-") as d:
+            _photos().write_photo_tree(Path(d), _photos().IMAGENET, 64)
+            blobs = [p.read_bytes() for p in sorted(Path(d).rglob("*.jpg"))]
+        for name, ms in steps(blobs).items():
+            print(f"{name:48s} {ms:6.2f} ms/image")
+        return
+    t = time.perf_counter()
+    rows = bench(args.quick, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        print(f"{r['stage']:13s} ours {r['ours']:8.4g}  baseline {r['baseline']:8.4g} {r['unit']:18s} ratio {r['ratio']:5.2f} "
+              f"(goal {r['goal']}, {'meets' if r['meets'] else 'misses'})  {r['note']}")
+    print(f"took {time.perf_counter() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
