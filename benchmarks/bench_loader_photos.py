@@ -62,7 +62,7 @@ LIMIT_GOAL = 0.8  # vs Pillow's decode alone of the stored images, per core
 
 def _photos():
     """``benchmarks/photos.py`` (the benchmarks folder is not a package)."""
-    name = "benchmarks.photos"
+    name = "vgg_bench_photos"  # a top-level name: pickle (process pools) re-imports functions by module name
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("photos.py"))
         mod = importlib.util.module_from_spec(spec)

@@ -169,7 +169,7 @@ def write_photo_tree(root: str | Path, spec: PhotoSpec, n: int, *, classes: int 
     from concurrent.futures import ProcessPoolExecutor
 
     from pipeline.io import atomic_write_bytes
-    from pipeline.speed import cpu_count
+    from pipeline.runtime import cpu_count
 
     workers = min(n, workers or cpu_count())
     draw = functools.partial(_draw_one, spec, seed)

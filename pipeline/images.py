@@ -89,7 +89,7 @@ def decode_rgb(
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot decode: {e}") from None
     try:
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to rotate
     except Exception as e:  # noqa: BLE001 - broken EXIF must not lose the image
         warnings.warn(f"ignoring broken EXIF orientation: {e}")
     return to_rgb(img)

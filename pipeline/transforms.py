@@ -144,11 +144,30 @@ class TrainAugment:
     def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
         s = self.jitter.draw(rng)
         img = decode_rgb(data, draft_size=(s, s) if self.draft else None)
-        img = self.crop(self.jitter(img, rng, s), rng)
+        img = self._rescaled_crop(img, s, rng)
         if self.flip is not None:
             img = self.flip(img, rng)
         offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
         return pil_to_tensor(img), offset
+
+
+    def _rescaled_crop(self, img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+        """The random crop of the image rescaled to S, resampled from the source window alone.
+
+        Same crop position and the same bilinear filter as rescaling the whole image to S and
+        then cropping (:class:`ScaleJitter` + :class:`RandomCrop`), but only the crop's pixels are
+        computed: 1.5-1.9x faster on ImageNet-size photos (benchmarks/bench_loader_photos.py).
+        """
+        w, h = img.size
+        if min(w, h) == s:
+            return self.crop(img, rng)
+        r = s / min(w, h)
+        big_w, big_h = max(s, int(round(w * r))), max(s, int(round(h * r)))  # isotropic_resize's size
+        c = self.crop.size
+        x = int(rng.integers(0, big_w - c + 1))
+        y = int(rng.integers(0, big_h - c + 1))
+        sx, sy = w / big_w, h / big_h
+        return img.resize((c, c), Image.BILINEAR, box=(x * sx, y * sy, (x + c) * sx, (y + c) * sy))
 
 
 class CentreCropView:

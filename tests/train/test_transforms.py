@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import UserError
+from pipeline.images import decode_rgb
 from pipeline.preprocess import Normalization, TrainScale
 from pipeline.transforms import (
     CenterCrop, CentreCropView, ColourShift, RandomCrop, RandomHorizontalFlip, ScaleJitter, TrainAugment,
@@ -136,3 +137,15 @@ def test_centre_crop_view(photos):
     w = ref.size[0]
     ref = np.asarray(ref)[16:240, (w - 224) // 2:(w - 224) // 2 + 224]
     np.testing.assert_array_equal(v.permute(1, 2, 0).numpy(), ref)
+
+
+def test_train_crop_is_the_crop_of_the_image_rescaled_to_s(photos):
+    """The window-only resample equals ScaleJitter + RandomCrop (rescale everything, then crop) up to rounding."""
+    data = _jpeg(photos[1])
+    for s in (256, 300, 512):
+        aug = TrainAugment(scale=TrainScale(s_min=s, s_max=s), crop=224, flip=False, draft=False)
+        got, _ = aug(data, sample_rng(0, 1, f"k{s}"))
+        rng = sample_rng(0, 1, f"k{s}")
+        ref = RandomCrop(size=224)(ScaleJitter(s_min=s, s_max=s)(decode_rgb(data), rng, s), rng)
+        diff = np.abs(got.permute(1, 2, 0).numpy().astype(int) - np.asarray(ref).astype(int))
+        assert diff.max() <= 2 and diff.mean() < 0.05, (s, diff.max(), diff.mean())
