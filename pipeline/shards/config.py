@@ -61,10 +61,11 @@ class StatsConfig(StageConfig):
 
 
 class VerifyConfig(StageConfig):
-    """Check a shard folder against its manifest: every shard's size and sample count, optionally sha256 and images."""
+    """Check a shard folder against its manifest: each shard's size and sample count (``hash``: sha256, images)."""
 
     shards: str = Field(description="shard folder (with manifest.json)")
-    hash: bool = Field(False, description="also check every shard's sha256 and that every image decodes (reads all bytes; slow)")
+    hash: bool = Field(False, description="also check every shard's sha256 and that every image decodes "
+                                          "(reads all bytes; slow)")
     splits: list[str] | None = Field(None, description="splits to check (default: all)")
     workers: int = Field(0, ge=0, description="worker processes (0: all cores; 1: in this process)")
-    progress: bool = Field(True, description="progress bar on a terminal and the summary table on stderr; false: silent")
+    progress: bool = Field(True, description="progress bar on a terminal, summary table on stderr; false: silent")

@@ -116,7 +116,8 @@ def run_stats(cfg: StatsConfig) -> dict[str, Any]:
     s1 = [0, 0, 0]
     s2 = [[0] * 3 for _ in range(3)]
     workers = min(resolve_workers(cfg.workers), max(1, len(tasks)))
-    with WorkerPool(workers, in_flight=2) as pool, Progress(len(tasks), f"stats {cfg.split}", cfg.progress, unit="shards") as bar:
+    bar = Progress(len(tasks), f"stats {cfg.split}", cfg.progress, unit="shards")
+    with WorkerPool(workers, in_flight=2) as pool, bar:
         for a, b, c, d in pool.ordered_map(_one, tasks):
             n_img, n_px = n_img + a, n_px + b
             s1 = [u + v for u, v in zip(s1, c)]
@@ -126,6 +127,7 @@ def run_stats(cfg: StatsConfig) -> dict[str, Any]:
     stats.update({"split": cfg.split, "sampled": cfg.images is not None and cfg.images < total, "seed": cfg.seed})
     m["stats"] = stats
     atomic_write_json(base / MANIFEST, m)
-    log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, eigval {[round(v, 3) for v in stats['eigval']]} "
+    log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, "
+        f"eigval {[round(v, 3) for v in stats['eigval']]} "
         f"over {n_img} images ({n_px} pixels)", cfg.progress)
     return stats

@@ -130,7 +130,8 @@ def _members(url: str, nbytes: int | None = None, data: bool = True) -> Iterator
                 if size > total - pos or size < 0:
                     raise ValueError(f"announces {size} bytes, only {total - pos} left")
             except (ValueError, UnicodeDecodeError, IndexError) as e:
-                raise ShardError(f"{url}: bad tar header at byte {pos - _BLOCK} ({e}): corrupt or truncated shard") from None
+                raise ShardError(f"{url}: bad tar header at byte {pos - _BLOCK} ({e}): "
+                                 "corrupt or truncated shard") from None
             pad = -size % _BLOCK
             if name is None:
                 f.seek(size + pad, 1)

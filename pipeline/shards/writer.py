@@ -67,7 +67,8 @@ class ShardResult:
     def summary(self) -> str:
         """One-paragraph human summary."""
         if self.nothing_to_do:
-            return f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); nothing to do"
+            return (f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); "
+                    "nothing to do")
         lines = [f"{self.out}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
                  f" ({'resumed' if self.resumed else 'fresh run'}; source {self.detected})"]
         for name, sp in self.manifest["splits"].items():
@@ -226,7 +227,7 @@ class _SplitWriter:
         self.hf = _HashingFile(self.fh)
         import webdataset as wds  # imports torch: only when shards are written
 
-        self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg", format="GNU_FORMAT")
+        self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg")  # pax (tarfile default)
 
     def _close(self, end: int, final: bool) -> None:
         name = None
@@ -361,7 +362,8 @@ def _finish(out: Path, cfg: ShardConfig, src: Source, src_fp: str, fp: str, pair
     manifest, skipped_rows = _manifest(src, src_fp, fp, cfg, pairs, states, dups)
     written = sum(sp["count"] for sp in manifest["splits"].values())
     if found != written + manifest["skipped"]["count"]:
-        raise RuntimeError(f"reconciliation failed: found {found} != written {written} + skipped {manifest['skipped']['count']}")
+        raise RuntimeError(f"reconciliation failed: found {found} != written {written} "
+                           f"+ skipped {manifest['skipped']['count']}")
     atomic_write_text(out / SKIPPED, "".join(json.dumps(r, sort_keys=True) + "\n" for r in skipped_rows))
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / MANIFEST, manifest)  # last: its presence means the job is complete
@@ -389,7 +391,8 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     for a, b in pairs:
         recs, dups[b] = _dedupe(list(src.records(a)))
         plans[b] = _plan(recs, cfg)
-    src_fp = source_fingerprint(src.kind, src.classes, {b: sorted(p, key=lambda r: r.key) for b, p in plans.items()}, src.root)
+    by_key = {b: sorted(p, key=lambda r: r.key) for b, p in plans.items()}
+    src_fp = source_fingerprint(src.kind, src.classes, by_key, src.root)
     fp = dataset_fingerprint(src_fp, cfg.content())
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():

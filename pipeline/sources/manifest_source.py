@@ -27,6 +27,7 @@ from pipeline.sources.base import Record, Source, register_source
 __all__ = ["ManifestSource"]
 
 SUFFIXES = (".csv", ".jsonl")
+_FIELDS = ("path", "label", "labels", "boxes", "key", "split", "__line__")  # not copied into extras
 
 
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> UserError:
@@ -156,7 +157,7 @@ class ManifestSource(Source):
             p = Path(r["path"])
             path = p if p.is_absolute() else base / p
             key = str(r.get("key") or "__".join(Path(r["path"]).with_suffix("").parts).replace(".", "_"))
-            extras = {k: v for k, v in r.items() if k not in ("path", "label", "labels", "boxes", "key", "split", "__line__")}
+            extras = {k: v for k, v in r.items() if k not in _FIELDS}
             extras["source_path"] = str(path)
             if self.labelled and ("labels" if self.label_kind == "multi" else "label") not in r:
                 extras["skip"] = f"no label (line {r['__line__']} of {self.root.name})"

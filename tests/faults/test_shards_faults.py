@@ -237,7 +237,8 @@ def test_count_differs_from_the_manifest(good, ckpt, tmp_path, capsys):
     _rewrite(d / VAL, lambda m: list(m)[:-3])  # one sample less, re-packed: a valid tar
     _update_manifest(d, VAL)
     for command in ("evaluate", "stats", "verify"):
-        _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, "19 samples read, the manifest says 20")
+        _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL,
+                 "19 samples read, the manifest says 20")
 
 
 @pytest.mark.parametrize("name", ["../../x.tar", "/etc/x.tar", "sub/val-000000.tar", "..tar", ".hidden.tar"])

@@ -246,8 +246,10 @@ def test_verified_shards_round_trip_unchanged(tmp_path, capsys):
     for split, n in (("train", 40), ("val", 20)):
         ours = list(iter_samples(out, split))
         # an independent reader (webdataset's tarfile-based one) sees the same samples, bytes for bytes
-        ref = list(wds.tarfile_to_samples()(iter([{"url": str(out / s["name"])} for s in m["splits"][split]["shards"]])))
-        assert [(s["__key__"], s["jpg"], s["cls"]) for s in ours] == [(r["__key__"], r["jpg"], int(r["cls"])) for r in ref]
+        urls = [{"url": str(out / s["name"])} for s in m["splits"][split]["shards"]]
+        ref = list(wds.tarfile_to_samples()(iter(urls)))
+        assert [(s["__key__"], s["jpg"], s["cls"]) for s in ours] == [
+            (r["__key__"], r["jpg"], int(r["cls"])) for r in ref]
         assert len(ours) == n
         files = {f"{f.parent.name}__{f.stem}": f for f in (tree / split).rglob("*.png")}
         assert {s["__key__"] for s in ours} == set(files)

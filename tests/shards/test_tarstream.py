@@ -69,7 +69,8 @@ def test_header_walk_and_manifest_checks(tmp_path):
     walk = list(read_shard(str(path), 3, size, data=False))
     assert [s["__key__"] for s in walk] == [s["__key__"] for s in full] == [f"{'L' * 120}{i}" for i in range(3)]
     assert walk[0]["jpg"] is None and full[2]["jpg"] == bytes([2]) * 302
-    for count, nbytes, msg in ((4, size, "3 samples read, the manifest says 4"), (3, size + 512, f"{size} bytes, the manifest says")):
+    for count, nbytes, msg in ((4, size, "3 samples read, the manifest says 4"),
+                               (3, size + 512, f"{size} bytes, the manifest says")):
         try:
             list(read_shard(str(path), count, nbytes))
         except ShardError as e:
