@@ -258,3 +258,32 @@ def test_invalid_manifest_json(good, ckpt, tmp_path, capsys):
     _refused(_vgg(_readers(d, ckpt, tmp_path, "val")["stats"], capsys), "manifest.json", "not valid JSON")
     _refused(_vgg(["inspect", str(d)], capsys), "not valid JSON")
     _refused(_vgg(_readers(d, ckpt, tmp_path, "val")["evaluate"], capsys), "not valid JSON")
+
+
+def test_verify_hash_finds_a_flipped_byte_the_default_check_cannot(good, tmp_path, capsys):
+    d = _copy(good, tmp_path)
+    with tarfile.open(d / VAL) as tf:
+        jpg = next(m for m in tf.getmembers() if m.name.endswith(".jpg"))
+    data = bytearray((d / VAL).read_bytes())
+    data[jpg.offset_data + jpg.size // 2] ^= 0x10  # inside an image: headers, size and count intact
+    (d / VAL).write_bytes(bytes(data))
+    code, o, e = _vgg(["verify", str(d), "--workers", "1"], capsys)
+    assert code == 0 and "90 samples in 5 shards" in o  # sizes and counts still match
+    _refused(_vgg(["verify", str(d), "--hash", "--workers", "1"], capsys), VAL, "sha256")
+
+
+def test_verify_hash_finds_an_image_that_does_not_decode(good, tmp_path, capsys):
+    d = _copy(good, tmp_path)
+
+    def garble(members):  # the 5th sample's JPEG replaced by text, re-packed (the manifest updated to match)
+        m = list(members)
+        m[13] = (m[13][0], b"this is not a JPEG") if m[13][0].endswith(".jpg") else m[13]
+        return m
+
+    _rewrite(d / VAL, garble)
+    _update_manifest(d, VAL)
+    with tarfile.open(d / VAL) as tf:
+        assert tf.getnames()[13].endswith(".jpg")
+        key = tf.getnames()[13].rsplit(".", 1)[0]
+    assert _vgg(["verify", str(d), "--workers", "1"], capsys)[0] == 0
+    _refused(_vgg(["verify", str(d), "--hash", "--workers", "1"], capsys), VAL, repr(key), "does not decode")
