@@ -36,10 +36,23 @@ from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from pipeline.locks import folder_lock
 from pipeline.shards.config import ShardConfig
-from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
+from pipeline.shards.manifest import (
+    FORMAT,
+    MANIFEST,
+    SKIPPED,
+    dataset_fingerprint,
+    source_fingerprint,
+)
 from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.shards.process import Options, Prepared, Skipped, prepare_many, skip_category
+from pipeline.shards.process import (
+    Options,
+    Prepared,
+    Skipped,
+    prepare_many,
+    skip_category,
+)
 from pipeline.shards.progress import Progress, log
+from pipeline.shards.reader import read_manifest
 from pipeline.sources.base import Record, Source, open_source
 
 __all__ = ["run_shard", "ShardResult", "STATE_DIR", "safe_key"]
@@ -149,17 +162,17 @@ def _check_existing(out: Path, fp: str, overwrite: bool) -> dict[str, Any] | Non
     old = None
     if (out / MANIFEST).exists():
         try:
-            found = read_json(out / MANIFEST)
-        except ValueError:
-            found = {}
-        if not isinstance(found, dict) or found.get("format") != FORMAT:
+            found = read_manifest(out)  # valid JSON, format and structure (shard names, counts)
+        except UserError as e:
             if not overwrite:
-                raise UserError(f"{out / MANIFEST} is not a {FORMAT} manifest; pass --overwrite to replace it, "
-                                "or choose another folder")
+                raise UserError(f"{e}; pass --overwrite to replace it, or choose another folder") from None
             found = {"fingerprint": ""}
         old = found.get("fingerprint")
     elif (out / STATE_DIR / "plan.json").exists():
-        old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
+        try:
+            old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
+        except (ValueError, AttributeError):
+            old = ""  # a damaged plan: the state is not trusted (refused unless --overwrite)
     if old is None:
         return None
     if old != fp:

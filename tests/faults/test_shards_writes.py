@@ -259,3 +259,14 @@ def test_verified_shards_round_trip_unchanged(tmp_path, capsys):
             a = np.asarray(Image.open(io.BytesIO(s["jpg"])).convert("L"), dtype=np.float64)
             b = np.asarray(Image.open(src).convert("L"), dtype=np.float64)
             assert a.shape == b.shape and np.abs(a - b).mean() < 4  # JPEG quality 90 of the same pixels
+
+
+def test_damaged_manifest_in_the_output_folder(pngs, tmp_path, capsys):
+    src = _csv(tmp_path / "list.csv", [{"path": str(p), "label": c} for p, c in pngs])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"format": "vgg-shards/1", "splits": {"all": {"count": 1, "shards": '
+                                       '[{"name": "../../elsewhere.tar", "count": 1, "bytes": 0}]}}, "classes": []}')
+    _refused(_vgg(["shard", str(src), str(out), "--workers", "1"], capsys), "shard name", "--overwrite")
+    code, o, e = _vgg(["shard", str(src), str(out), "--workers", "1", "--overwrite"], capsys)
+    assert code == 0 and "12 samples written" in e
