@@ -52,9 +52,24 @@ def _num(field: bytes) -> int:
     return int(digits, 8) if digits else 0
 
 
+def _size(h: bytes) -> int:
+    """The size field; fast path for the usual 11 octal digits and a terminator."""
+    if 47 < h[135] < 56:  # 12 digits, no terminator
+        return _num(h[124:136])
+    try:
+        return int(h[124:135], 8)
+    except ValueError:  # NUL padded, base-256
+        return _num(h[124:136])
+
+
 def _checksum_ok(h: bytes) -> bool:
     """The header checksum: the byte sum with the checksum field as spaces (adler32's low half is 1 + sum mod 65521)."""
     total = (zlib.adler32(h) & 0xFFFF) - 1 - sum(h[148:156]) + 8 * 32
+    try:
+        if (total - int(h[148:154], 8)) % 65521 == 0:  # the usual "%06o\0 " field
+            return True
+    except ValueError:
+        pass
     return (total - _num(h[148:156])) % 65521 == 0
 
 
@@ -101,7 +116,7 @@ def _members(url: str, nbytes: int | None = None, data: bool = True) -> Iterator
             try:
                 if h[257:262] != b"ustar" or not _checksum_ok(h):
                     raise ValueError("checksum or magic")
-                size = _num(h[124:136])
+                size = _size(h)
                 kind = h[156:157]
                 if kind in (b"x", b"L", b"g", b"K"):  # extended headers: their content describes the next member
                     if size > total - pos:
