@@ -1,7 +1,8 @@
 """Configuration of the shard and stats stages (paper 3.1 "Training image size": S_max = 512).
 
 :class:`ShardConfig` is the one config of ``run_shard`` (CLI ``vgg shard``, Prefect flows, YAML
-presets); :class:`StatsConfig` that of ``run_stats`` (``vgg stats``). Fields that do not change
+presets); :class:`StatsConfig` that of ``run_stats`` (``vgg stats``); :class:`VerifyConfig` that of
+``run_verify`` (``vgg verify``). Fields that do not change
 the written samples (workers, progress, overwrite, paths) are left out of the fingerprint.
 """
 
@@ -14,7 +15,7 @@ from pydantic import Field
 from pipeline.config import StageConfig
 from pipeline.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["ShardConfig", "StatsConfig", "NON_CONTENT_FIELDS"]
+__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "NON_CONTENT_FIELDS"]
 
 #: ShardConfig fields that never change the samples written, so not part of the fingerprint.
 NON_CONTENT_FIELDS = frozenset({"source", "out", "workers", "progress", "overwrite"})
@@ -57,3 +58,14 @@ class StatsConfig(StageConfig):
     seed: int = Field(0, description="seed of the subsample")
     workers: int = Field(0, ge=0, description="worker processes (0: all cores; 1: in this process)")
     progress: bool = Field(True, description="progress bar on a terminal, plain log lines otherwise; false: silent")
+
+
+class VerifyConfig(StageConfig):
+    """Check a shard folder against its manifest: each shard's size and sample count (``hash``: sha256, images)."""
+
+    shards: str = Field(description="shard folder (with manifest.json)")
+    hash: bool = Field(False, description="also check every shard's sha256 and that every image decodes "
+                                          "(reads all bytes; slow)")
+    splits: list[str] | None = Field(None, description="splits to check (default: all)")
+    workers: int = Field(0, ge=0, description="worker processes (0: all cores; 1: in this process)")
+    progress: bool = Field(True, description="progress bar on a terminal, summary table on stderr; false: silent")

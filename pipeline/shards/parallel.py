@@ -36,7 +36,7 @@ class WorkerPool:
         self.workers, self.in_flight = workers, in_flight
         self.pool = None
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         if self.workers > 1:
             methods = mp.get_all_start_methods()
             self.pool = mp.get_context("fork" if "fork" in methods else "spawn").Pool(self.workers)

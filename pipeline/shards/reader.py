@@ -1,6 +1,8 @@
-"""Reading a shard folder: its manifest, the shard paths of a split, and its samples.
+"""Reading a shard folder: its manifest (validated), the shards of a split, and their samples.
 
-The training stage builds its own webdataset pipeline from :func:`shard_paths`; evaluation and
+Every reader goes through :func:`pipeline.shards.tarstream.read_shard` with the count and size
+the manifest records for each shard, so a damaged or replaced shard is refused with one line.
+The training stage builds its webdataset pipeline from :func:`shard_items`; evaluation and
 extraction go through :func:`pipeline.data.open_data`, which uses :func:`iter_samples`.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,12 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.io import read_json
 from pipeline.shards.manifest import FORMAT, MANIFEST
+from pipeline.shards.tarstream import ShardError, read_shard, shard_item
 
-__all__ = ["read_manifest", "shard_paths", "iter_samples", "is_shard_dir"]
+__all__ = ["read_manifest", "shard_paths", "shard_items", "iter_samples", "is_shard_dir", "check_shard_name"]
+
+#: A shard file name: one plain file in the shard folder (no separators, no "..", not hidden).
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar")
 
 
 def is_shard_dir(path: str | os.PathLike[str]) -> bool:
@@ -24,48 +31,96 @@ def is_shard_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def check_shard_name(name: Any, where: str) -> str:
+    """``name`` if it is a plain ``.tar`` file name inside the shard folder, else a UserError."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise UserError(f"{where}: shard name {name!r} is not a plain .tar file name in the shard folder")
+    return name
+
+
+def _check(m: Any, p: Path) -> None:
+    """The manifest's structure: splits of shards, each with a safe name, a count and a size."""
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        got = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise UserError(f"{p}: format {got!r}, expected {FORMAT!r}")
+    if not isinstance(m.get("splits"), dict) or not isinstance(m.get("classes"), list):
+        raise UserError(f"{p}: no 'splits' mapping or 'classes' list (damaged manifest)")
+    for split, sp in m["splits"].items():
+        shards = sp.get("shards") if isinstance(sp, dict) else None
+        if not isinstance(shards, list) or not isinstance(sp.get("count"), int):
+            raise UserError(f"{p}: split {split!r} has no 'shards' list or 'count' (damaged manifest)")
+        for s in shards:
+            if not isinstance(s, dict):
+                raise UserError(f"{p}: split {split!r}: a shard entry is not an object")
+            check_shard_name(s.get("name"), str(p))
+            for k in ("count", "bytes"):
+                if not isinstance(s.get(k), int) or isinstance(s.get(k), bool) or s[k] < 0:
+                    raise UserError(f"{p}: shard {s['name']}: {k!r} is not a count (damaged manifest)")
+        if sum(s["count"] for s in shards) != sp["count"]:
+            raise UserError(f"{p}: split {split!r}: its shards hold {sum(s['count'] for s in shards)} samples, "
+                            f"the split says {sp['count']} (damaged manifest)")
+
+
 def read_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a finished shard folder.
+    """The manifest of a finished shard folder, its structure and shard names checked.
 
     Raises:
-        UserError: no manifest (not a shard folder, or the shard run has not finished) or a
-            manifest of another format.
+        UserError: no manifest (not a shard folder, or the shard run has not finished), a file
+            that is not JSON, a manifest of another format, or a damaged one (bad shard names,
+            counts that do not add up).
     """
     p = Path(shard_dir) / MANIFEST
     if not p.is_file():
         raise UserError(f"{shard_dir}: no {MANIFEST} (not a shard folder, or `vgg shard` has not finished)")
-    m = read_json(p)
-    if m.get("format") != FORMAT:
-        raise UserError(f"{p}: format {m.get('format')!r}, expected {FORMAT!r}")
+    try:
+        m = read_json(p)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not valid JSON ({str(e).splitlines()[0]})") from None
+    _check(m, p)
     return m
 
 
-def shard_paths(shard_dir: str | os.PathLike[str], split: str) -> list[str]:
-    """Absolute paths of the shards of ``split``, in manifest order.
+def _split(m: dict[str, Any], shard_dir: str | os.PathLike[str], split: str) -> list[dict[str, Any]]:
+    if split not in m["splits"]:
+        raise UserError(f"{shard_dir}: no split {split!r} (has {', '.join(m['splits']) or 'none'})")
+    return m["splits"][split]["shards"]
+
+
+def shard_items(shard_dir: str | os.PathLike[str], split: str,
+                manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The shards of ``split`` in manifest order as reader items ``{"url", "count", "bytes"}``.
 
     Raises:
         UserError: unknown split, or a listed shard file missing.
     """
-    m = read_manifest(shard_dir)
-    if split not in m["splits"]:
-        raise UserError(f"{shard_dir}: no split {split!r} (has {', '.join(m['splits']) or 'none'})")
+    m = manifest if manifest is not None else read_manifest(shard_dir)
     base = Path(shard_dir).resolve()
-    paths = [str(base / s["name"]) for s in m["splits"][split]["shards"]]
-    for p in paths:
-        if not os.path.isfile(p):
-            raise UserError(f"{p}: shard listed in the manifest is missing")
-    return paths
+    items = [shard_item(str(base / s["name"]), s["count"], s["bytes"]) for s in _split(m, shard_dir, split)]
+    for it in items:
+        if not os.path.isfile(it["url"]):
+            raise ShardError(f"{it['url']}: shard listed in the manifest is missing")
+    return items
+
+
+def shard_paths(shard_dir: str | os.PathLike[str], split: str) -> list[str]:
+    """Absolute paths of the shards of ``split``, in manifest order (each checked to exist)."""
+    return [it["url"] for it in shard_items(shard_dir, split)]
 
 
 def iter_samples(shard_dir: str | os.PathLike[str], split: str) -> Iterator[dict[str, Any]]:
     """Raw samples of a split in shard order: ``{"__key__", "jpg": bytes, "cls": int | None, "json": dict}``."""
-    import webdataset as wds
+    for it in shard_items(shard_dir, split):
+        for s in read_shard(it["url"], it["count"], it["bytes"]):
+            yield decode_fields(s)
 
-    paths = shard_paths(shard_dir, split)
-    if not paths:
-        return
-    ds = wds.WebDataset(paths, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None)
-    for s in ds:
+
+def decode_fields(s: dict[str, Any]) -> dict[str, Any]:
+    """A raw tar sample's ``cls`` as int and ``json`` as dict (a malformed one is a ShardError naming the key)."""
+    if s.get("jpg") is None:
+        raise ShardError(f"{s['__url__']}: sample {s['__key__']!r} has no .jpg file")
+    try:
         cls = s.get("cls")
-        yield {"__key__": s["__key__"], "jpg": s["jpg"], "cls": int(cls) if cls is not None else None,
-               "json": json.loads(s["json"]) if "json" in s else {}}
+        return {"__key__": s["__key__"], "jpg": s["jpg"], "cls": int(cls) if cls is not None else None,
+                "json": json.loads(s["json"]) if "json" in s else {}}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardError(f"{s['__url__']}: sample {s['__key__']!r}: malformed .cls or .json ({e})") from None

@@ -5,13 +5,13 @@ The paper's only preprocessing is "subtracting the mean RGB value, computed on t
 eigenvectors of the 3x3 RGB covariance. Both are computed here on the 0-255 scale by streaming
 over the stored training images, with exact integer sums of x and x x^T (so the result does not
 depend on the order or on the number of workers), over all pixels or a seeded subsample of
-images, and stored in ``manifest["stats"]``.
+images, and stored in ``manifest["stats"]``. Shards are read with the checked reader
+(:func:`pipeline.shards.tarstream.read_shard`), so a damaged shard fails the stage with one line.
 """
 
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from pipeline.runtime import Progress, log
 from pipeline.shards.config import StatsConfig
 from pipeline.shards.manifest import MANIFEST
 from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.shards.reader import read_manifest
+from pipeline.shards.reader import read_manifest, shard_items
+from pipeline.shards.tarstream import ShardError, read_shard
 
 __all__ = ["run_stats", "moments_of", "stats_from_moments", "shard_moments"]
 
@@ -38,32 +39,35 @@ def moments_of(rgb: np.ndarray) -> tuple[int, list[int], list[list[int]]]:
     return x.shape[0], [int(v) for v in np.rint(s1)], [[int(v) for v in row] for row in np.rint(s2)]
 
 
-def shard_moments(path: str, pick: list[int] | None) -> tuple[int, int, list[int], list[list[int]]]:
-    """(images, pixels, sum x, sum x x^T) over the ``jpg`` members of one shard (``pick``: sample indices)."""
+def shard_moments(path: str, pick: list[int] | None, count: int | None = None,
+                  nbytes: int | None = None) -> tuple[int, int, list[int], list[list[int]]]:
+    """(images, pixels, sum x, sum x x^T) over the images of one shard (``pick``: sample indices).
+
+    ``count`` and ``nbytes`` are the manifest's values for the shard, checked by the reader.
+    """
     want = None if pick is None else set(pick)
     n_img, n_px = 0, 0
     s1 = [0, 0, 0]
     s2 = [[0] * 3 for _ in range(3)]
-    i = -1
-    with tarfile.open(path, "r|") as tf:
-        for m in tf:
-            if not m.isfile() or not m.name.endswith(".jpg"):
-                continue
-            i += 1
-            if want is not None and i not in want:
-                continue
-            data = tf.extractfile(m).read()  # in memory only
-            with Image.open(io.BytesIO(data)) as im:
+    for i, sample in enumerate(read_shard(path, count, nbytes)):
+        if want is not None and i not in want:
+            continue
+        if sample.get("jpg") is None:
+            raise ShardError(f"{path}: sample {sample['__key__']!r} has no .jpg file")
+        try:
+            with Image.open(io.BytesIO(sample["jpg"])) as im:
                 rgb = np.asarray(im.convert("RGB"))
-            n, a, b = moments_of(rgb)
-            n_img += 1
-            n_px += n
-            s1 = [u + v for u, v in zip(s1, a)]
-            s2 = [[u + v for u, v in zip(r1, r2)] for r1, r2 in zip(s2, b)]
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a damaged sample
+            raise ShardError(f"{path}: sample {sample['__key__']!r}: image does not decode ({e})") from None
+        n, a, b = moments_of(rgb)
+        n_img += 1
+        n_px += n
+        s1 = [u + v for u, v in zip(s1, a)]
+        s2 = [[u + v for u, v in zip(r1, r2)] for r1, r2 in zip(s2, b)]
     return n_img, n_px, s1, s2
 
 
-def _one(task: tuple[str, list[int] | None]) -> tuple[int, int, list[int], list[list[int]]]:
+def _one(task: tuple[str, list[int] | None, int, int]) -> tuple[int, int, list[int], list[list[int]]]:
     return shard_moments(*task)
 
 
@@ -107,12 +111,14 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
         chosen = np.sort(np.random.default_rng(cfg.seed).choice(total, size=cfg.images, replace=False))
         offs = np.cumsum([0] + [s["count"] for s in shards])
         picks = [[int(i - offs[k]) for i in chosen if offs[k] <= i < offs[k + 1]] for k in range(len(shards))]
-    tasks = [(str(base / s["name"]), p) for s, p in zip(shards, picks) if p is None or p]
+    items = shard_items(base, cfg.split, m)
+    tasks = [(it["url"], p, it["count"], it["bytes"]) for it, p in zip(items, picks) if p is None or p]
     n_img, n_px = 0, 0
     s1 = [0, 0, 0]
     s2 = [[0] * 3 for _ in range(3)]
     workers = min(resolve_workers(cfg.workers), max(1, len(tasks)))
-    with WorkerPool(workers, in_flight=2) as pool, Progress(len(tasks), f"stats {cfg.split}", cfg.progress, unit="shards") as bar:
+    bar = Progress(len(tasks), f"stats {cfg.split}", cfg.progress, unit="shards")
+    with WorkerPool(workers, in_flight=2) as pool, bar:
         for a, b, c, d in pool.ordered_map(_one, tasks):
             n_img, n_px = n_img + a, n_px + b
             s1 = [u + v for u, v in zip(s1, c)]
@@ -122,6 +128,7 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
     stats.update({"split": cfg.split, "sampled": cfg.images is not None and cfg.images < total, "seed": cfg.seed})
     m["stats"] = stats
     atomic_write_json(base / MANIFEST, m)
-    log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, eigval {[round(v, 3) for v in stats['eigval']]} "
+    log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, "
+        f"eigval {[round(v, 3) for v in stats['eigval']]} "
         f"over {n_img} images ({n_px} pixels)", cfg.progress)
     return StatsResult(**stats, shards=str(cfg.shards), manifest=str(base / MANIFEST))

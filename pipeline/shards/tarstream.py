@@ -1,28 +1,76 @@
-"""A fast reader of our own shard tars as webdataset samples (the training input pipeline, paper 3.1).
+"""The one reader of shard tars, with integrity checks (the training and test input of paper 3.1-3.2).
 
-``webdataset.tarfile_to_samples`` walks tars with Python's ``tarfile``: about 0.2 ms per member, so
-0.6 ms per sample of our three members (``.jpg``, ``.cls``, ``.json``), more than decoding and
-augmenting a small image (measured, benchmarks/README.md). The shards that ``vgg shard`` writes are
-ustar archives of regular files (each with a pax header), so this module reads the 512-byte headers
-directly and yields the same dicts (``__key__``, ``__url__``, one bytes value per extension). Any
-header it does not know (links, global pax headers, GNU long names) makes it hand the rest of the
-file to webdataset's reader.
+Every stage that reads shards (training, validation, evaluation, extraction, stats, inspect,
+verify) goes through :func:`read_shard`: it reads the 512-byte ustar headers directly (about ten
+times faster than Python's ``tarfile``, which ``webdataset`` uses) and yields webdataset's sample
+dicts (``__key__``, ``__url__``, one bytes value per extension). Unlike ``tarfile``, which takes a
+damaged header for the end of the archive and so under-reads silently, it refuses a shard with
+one line (:class:`ShardError`, a :class:`~pipeline.errors.UserError`) naming the file when:
+
+- the file size differs from the manifest's, or a header announces more bytes than the file has
+  left (a corrupt size field never allocates more than the file holds);
+- a header's checksum, magic or number fields are wrong (a corrupted header mid-shard);
+- the file ends inside a member or without the end-of-archive blocks, or holds data after them;
+- the files of a sample are not adjacent, or a key repeats (the file and key are named);
+- the samples read from a fully read shard differ in number from the manifest's count.
+
+It reads ustar, pax (``x`` extended headers for long or non-ASCII names and large sizes) and GNU
+(``L`` long names) archives; links, folders and other non-regular members are skipped, as
+webdataset does. ``vgg verify`` (:mod:`pipeline.shards.verify`) uses the same reader.
 """
 
 from __future__ import annotations
 
+import os
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import webdataset as wds
+from pipeline.errors import UserError
 
-__all__ = ["tar_samples"]
+__all__ = ["ShardError", "read_shard", "tar_samples", "shard_item"]
 
 _BLOCK = 512
+_ZERO = bytes(_BLOCK)
+_REGULAR = (b"0", b"\0", b"7")
 
 
-class _Unusual(Exception):
-    pass
+class ShardError(UserError):
+    """A shard file is damaged or does not match its manifest entry (one line, names the file)."""
+
+
+def shard_item(url: str, count: int | None = None, nbytes: int | None = None) -> dict[str, Any]:
+    """The webdataset shard-list item of one shard: ``{"url", "count", "bytes"}`` (manifest values)."""
+    return {"url": url, "count": count, "bytes": nbytes}
+
+
+def _num(field: bytes) -> int:
+    """A tar number field: octal digits (NUL/space ended) or GNU base-256 (first byte 0x80)."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip()
+    return int(digits, 8) if digits else 0
+
+
+def _size(h: bytes) -> int:
+    """The size field; fast path for the usual 11 octal digits and a terminator."""
+    if 47 < h[135] < 56:  # 12 digits, no terminator
+        return _num(h[124:136])
+    try:
+        return int(h[124:135], 8)
+    except ValueError:  # NUL padded, base-256
+        return _num(h[124:136])
+
+
+def _checksum_ok(h: bytes) -> bool:
+    """The header checksum: the byte sum with the checksum field as spaces (adler32's low half is 1 + sum mod 65521)."""
+    total = (zlib.adler32(h) & 0xFFFF) - 1 - sum(h[148:156]) + 8 * 32
+    try:
+        if (total - int(h[148:154], 8)) % 65521 == 0:  # the usual "%06o\0 " field
+            return True
+    except ValueError:
+        pass
+    return (total - _num(h[148:156])) % 65521 == 0
 
 
 def _pax(block: bytes) -> dict[str, str]:
@@ -31,70 +79,142 @@ def _pax(block: bytes) -> dict[str, str]:
     while pos < len(block) and block[pos:pos + 1] not in (b"", b"\0"):
         sp = block.index(b" ", pos)
         n = int(block[pos:sp])
+        if n <= sp - pos:
+            raise ValueError(f"pax record length {n}")
         key, _, value = block[sp + 1:pos + n - 1].partition(b"=")
         out[key.decode("utf-8")] = value.decode("utf-8")
         pos += n
     return out
 
 
-def _members(url: str) -> Iterator[tuple[str, bytes]]:
-    """(name, content) of each regular file of a ustar/pax archive, streamed (shards can be 1 GB)."""
-    pax: dict[str, str] = {}
+def _end(f, url: str, pos: int, total: int) -> None:
+    """After the first zero block: a second one, then only zeros (tar's record padding) to the end."""
+    if total - pos < _BLOCK:
+        raise ShardError(f"{url}: truncated: the end-of-archive marker is cut short at byte {total}")
+    while chunk := f.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise ShardError(f"{url}: data after the end-of-archive marker at byte {pos - _BLOCK} "
+                             "(a zeroed header, or files appended to the shard)")
+
+
+def _members(url: str, nbytes: int | None = None, data: bool = True) -> Iterator[tuple[str, bytes | None]]:
+    """(name, content) of each regular file, streamed and checked; ``data=False`` skips the contents."""
     with open(url, "rb", buffering=1 << 20) as f:
+        total = os.fstat(f.fileno()).st_size
+        if nbytes is not None and total != nbytes:
+            raise ShardError(f"{url}: {total} bytes, the manifest says {nbytes} (truncated, or replaced)")
+        pax: dict[str, str] = {}
+        long_name: str | None = None
+        pos = 0
         while True:
             h = f.read(_BLOCK)
-            if len(h) < _BLOCK or h[0] == 0:  # end of the archive
-                return
-            kind = h[156:157]
-            if h[257:262] != b"ustar" or kind not in (b"0", b"\0", b"x"):
-                raise _Unusual
-            size = int(h[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-            if kind == b"x":  # pax header: its path and size apply to the next member
-                block = f.read(size)
-                f.read(-size % _BLOCK)
-                pax = _pax(block)
-                continue
-            name = h[0:100].split(b"\0", 1)[0].decode("utf-8")
-            prefix = h[345:500].split(b"\0", 1)[0].decode("utf-8")
-            name = pax.get("path") or (f"{prefix}/{name}" if prefix else name)
-            size = int(pax.get("size", size))
-            pax = {}
-            value = f.read(size)
-            if len(value) < size:
-                raise _Unusual  # truncated: webdataset's reader reports it
-            f.read(-size % _BLOCK)
-            yield name, value
+            if len(h) < _BLOCK:
+                raise ShardError(f"{url}: truncated at byte {pos + len(h)} (no end-of-archive marker)")
+            pos += _BLOCK
+            if h == _ZERO:
+                return _end(f, url, pos, total)
+            try:
+                if h[257:262] != b"ustar" or not _checksum_ok(h):
+                    raise ValueError("checksum or magic")
+                size = _size(h)
+                kind = h[156:157]
+                if kind in (b"x", b"L", b"g", b"K"):  # extended headers: their content describes the next member
+                    if size > total - pos:
+                        raise ValueError(f"announces {size} bytes, only {total - pos} left")
+                    block = f.read(size)
+                    f.read(-size % _BLOCK)
+                    pos += size + (-size % _BLOCK)
+                    if kind == b"x":
+                        pax = _pax(block)
+                    elif kind == b"L":
+                        long_name = block.split(b"\0", 1)[0].decode("utf-8")
+                    continue
+                if kind in _REGULAR:
+                    size = int(pax.get("size", size))
+                    if pax.get("path"):
+                        name = pax["path"]
+                    elif long_name is not None:
+                        name = long_name
+                    else:
+                        name = h[0:100].split(b"\0", 1)[0].decode("utf-8")
+                        prefix = h[345:500].split(b"\0", 1)[0].decode("utf-8")
+                        name = f"{prefix}/{name}" if prefix else name
+                else:  # links, folders, devices: no sample content (their size field is 0 or ignored)
+                    name = None
+                pax, long_name = {}, None
+                if size > total - pos or size < 0:
+                    raise ValueError(f"announces {size} bytes, only {total - pos} left")
+            except (ValueError, UnicodeDecodeError, IndexError) as e:
+                raise ShardError(f"{url}: bad tar header at byte {pos - _BLOCK} ({e}): "
+                                 "corrupt or truncated shard") from None
+            pad = -size % _BLOCK
+            if name is None:
+                f.seek(size + pad, 1)
+            elif data:
+                value = f.read(size)
+                if len(value) < size:
+                    raise ShardError(f"{url}: truncated inside {name} at byte {pos + len(value)}")
+                f.read(pad)
+                yield name, value
+            else:
+                f.seek(size + pad, 1)
+                yield name, None
+            pos += size + pad
 
 
-def _group(url: str, members: Iterable[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
-    """Consecutive members with one key -> one sample (webdataset's ``group_by_keys`` rule)."""
+def _group(url: str, members: Iterable[tuple[str, bytes | None]]) -> Iterator[dict[str, Any]]:
+    """Adjacent members with one key -> one sample (webdataset's rule); a key seen before is refused."""
     cur: dict[str, Any] | None = None
+    key_cur = None
+    seen: dict[str, tuple[str, ...]] = {}
     for name, value in members:
         slash = name.rfind("/") + 1
         dot = name.find(".", slash)
         if dot < 0:
             continue
         key, ext = name[:dot], name[dot + 1:].lower()
-        if cur is None or cur["__key__"] != key:
+        if key != key_cur:
             if cur is not None:
+                seen[key_cur] = tuple(cur)
                 yield cur
+            if key in seen:
+                what = "repeats in this shard" if ext in seen[key] else "has files that are not adjacent"
+                raise ShardError(f"{url}: file {name}: key {key!r} {what}")
             cur = {"__key__": key, "__url__": url}
+            key_cur = key
+        elif ext in cur:
+            raise ShardError(f"{url}: file {name}: key {key!r} repeats in this shard (two .{ext} files)")
         cur[ext] = value
     if cur is not None:
         yield cur
 
 
+def read_shard(url: str, count: int | None = None, nbytes: int | None = None, *,
+               data: bool = True) -> Iterator[dict[str, Any]]:
+    """The samples of one shard tar, checked (see the module docstring).
+
+    Args:
+        url: path of the shard file.
+        count: samples the manifest records for it (checked once the shard is read to its end).
+        nbytes: file size the manifest records (checked when the file is opened).
+        data: read the member contents (False: values are None; a header-only walk).
+    Yields:
+        ``{"__key__", "__url__", ext: bytes, ...}`` per sample, in file order.
+    Raises:
+        ShardError: a damaged shard or one that differs from its manifest entry (one line).
+    """
+    n = 0
+    try:
+        for sample in _group(url, _members(url, nbytes, data)):
+            yield sample
+            n += 1
+    except FileNotFoundError:
+        raise ShardError(f"{url}: shard listed in the manifest is missing") from None
+    if count is not None and n != count:
+        raise ShardError(f"{url}: {n} samples read, the manifest says {count}")
+
+
 def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """webdataset stage: ``{"url": path}`` items -> samples, as ``wds.tarfile_to_samples()`` gives them."""
+    """webdataset stage: shard items (:func:`shard_item`, or ``{"url"}``) -> checked samples."""
     for item in src:
-        url, done = item["url"], 0
-        try:
-            for sample in _group(url, _members(url)):
-                yield sample
-                done += 1
-        except (_Unusual, ValueError, UnicodeDecodeError):
-            # a header this reader does not know (pax, long names, links) or a damaged file:
-            # webdataset's own reader goes on from the samples already given
-            for i, sample in enumerate(wds.tarfile_to_samples()([item])):
-                if i >= done:
-                    yield sample
+        yield from read_shard(item["url"], item.get("count"), item.get("bytes"))

@@ -6,7 +6,15 @@ process writes the results in plan order into ``{split}-{000000}.tar`` files wit
 ``TarWriter``, starting a new shard at the count or byte limit. Each shard is written under a
 temporary name and renamed when complete, then a small state file records which plan positions
 (and skips) it covers, so a run killed at any moment resumes after the last complete shard and
-ends with exactly the samples of an uninterrupted run. ``manifest.json`` is written last.
+ends with exactly the samples of an uninterrupted run. ``manifest.json`` is written last, with
+each shard's sample count, byte size and sha256 (what every reader and ``vgg verify`` check).
+
+A run holds ``out/.lock`` (:mod:`pipeline.locks`) from before it touches the folder until it
+returns: a second run into the same folder stops with one line, and the temporary files a killed
+run left are cleaned by the next one. Keys become tar member names, so :func:`safe_key` escapes
+them deterministically: every ``.``, ``/``, ``\\`` and non-printable character (control, format,
+line separators, non-ASCII spaces) becomes ``_`` (an empty key becomes ``_``); two records whose
+escaped keys collide keep the first and record the second as a "duplicate key" skip.
 """
 
 from __future__ import annotations
@@ -25,19 +33,34 @@ import numpy as np
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from pipeline.locks import folder_lock
 from pipeline.results import ShardResult
 from pipeline.runtime import Progress, log
 from pipeline.shards.config import ShardConfig
-from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
+from pipeline.shards.manifest import (
+    FORMAT,
+    MANIFEST,
+    SKIPPED,
+    dataset_fingerprint,
+    source_fingerprint,
+)
 from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.shards.process import Options, Prepared, Skipped, prepare_many, skip_category
+from pipeline.shards.process import (
+    Options,
+    Prepared,
+    Skipped,
+    prepare_many,
+    skip_category,
+)
+from pipeline.shards.reader import read_manifest
 from pipeline.sources.base import Record, Source, open_source
 
-__all__ = ["run_shard", "ShardResult", "STATE_DIR"]
+__all__ = ["run_shard", "ShardResult", "STATE_DIR", "safe_key"]
 
 STATE_DIR = ".shard-state"
 CHUNK = 16  # records per worker task (at most)
 _TAR_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<idx>\d{6})\.tar$")
+_KEY_SEP = re.compile(r"[./\\]")
 
 
 class _HashingFile:
@@ -74,13 +97,19 @@ def _parse_splits(src: Source, splits: list[str] | None) -> list[tuple[str, str]
     return pairs
 
 
+def safe_key(key: str) -> str:
+    """``key`` as a tar member stem: ``.``, ``/``, ``\\`` and non-printable characters become ``_``."""
+    if key and key.isprintable() and not _KEY_SEP.search(key):
+        return key
+    return "".join(c if c.isprintable() and c not in "./\\" else "_" for c in key) or "_"
+
+
 def _dedupe(recs: list[Record]) -> tuple[list[Record], list[Skipped]]:
-    """Keys made tar-safe (no dots); repeated keys become skips."""
+    """Keys made tar-safe (:func:`safe_key`); repeated keys become skips."""
     seen: set[str] = set()
     keep, dup = [], []
     for r in recs:
-        if "." in r.key:
-            r.key = r.key.replace(".", "_")
+        r.key = safe_key(str(r.key))
         if r.key in seen:
             dup.append(Skipped(r.key, str(r.path) if r.path else None, "duplicate key"))
         else:
@@ -103,17 +132,17 @@ def _check_existing(out: Path, fp: str, overwrite: bool) -> dict[str, Any] | Non
     old = None
     if (out / MANIFEST).exists():
         try:
-            found = read_json(out / MANIFEST)
-        except ValueError:
-            found = {}
-        if not isinstance(found, dict) or found.get("format") != FORMAT:
+            found = read_manifest(out)  # valid JSON, format and structure (shard names, counts)
+        except UserError as e:
             if not overwrite:
-                raise UserError(f"{out / MANIFEST} is not a {FORMAT} manifest; pass --overwrite to replace it, "
-                                "or choose another folder")
+                raise UserError(f"{e}; pass --overwrite to replace it, or choose another folder") from None
             found = {"fingerprint": ""}
         old = found.get("fingerprint")
     elif (out / STATE_DIR / "plan.json").exists():
-        old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
+        try:
+            old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
+        except (ValueError, AttributeError):
+            old = ""  # a damaged plan: the state is not trusted (refused unless --overwrite)
     if old is None:
         return None
     if old != fp:
@@ -181,7 +210,7 @@ class _SplitWriter:
         self.hf = _HashingFile(self.fh)
         import webdataset as wds  # imports torch: only when shards are written
 
-        self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg", format="GNU_FORMAT")
+        self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg")  # pax (tarfile default)
 
     def _close(self, end: int, final: bool) -> None:
         name = None
@@ -268,40 +297,10 @@ def _manifest(src: Source, src_fp: str, fp: str, cfg: ShardConfig, pairs: list[t
     return m, skipped_rows
 
 
-def run_shard(cfg: ShardConfig) -> ShardResult:
-    """Write the shards of ``cfg.source`` into ``cfg.out`` (resuming or doing nothing when possible).
-
-    Args:
-        cfg: the shard stage config.
-    Returns:
-        A :class:`ShardResult` with the manifest (also in ``out/manifest.json``) and the counts.
-    Raises:
-        UserError: unknown source or split, or an output folder holding another fingerprint
-            (unless ``cfg.overwrite``).
-    """
-    src = open_source(cfg.source, cfg.format, **cfg.source_options)
-    detected = src.kind if cfg.format != "auto" else f"{src.kind} (detected)"
-    log(f"source {src.root}: {detected}, {len(src.classes)} classes", cfg.progress)
-    pairs = _parse_splits(src, cfg.splits)
-    plans: dict[str, list[Record]] = {}
-    dups: dict[str, list[Skipped]] = {}
-    for a, b in pairs:
-        recs, dups[b] = _dedupe(list(src.records(a)))
-        plans[b] = _plan(recs, cfg)
-    src_fp = source_fingerprint(src.kind, src.classes, {b: sorted(p, key=lambda r: r.key) for b, p in plans.items()}, src.root)
-    fp = dataset_fingerprint(src_fp, cfg.content())
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = _check_existing(out, fp, cfg.overwrite)
-    if done is not None:
-        res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=detected)
-        log(res.summary(), cfg.progress)
-        return res
+def _write_splits(out: Path, cfg: ShardConfig, src: Source, pairs: list[tuple[str, str]],
+                  plans: dict[str, list[Record]]) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+    """Write (or resume) every split's shards; (shard states per split, whether anything was resumed)."""
     state = out / STATE_DIR
-    state.mkdir(exist_ok=True)
-    atomic_write_json(state / "plan.json", {"fingerprint": fp})
-    for p in out.glob(".*.tmp"):  # temporaries of a killed run
-        p.unlink()
     opts = Options(max_side=cfg.max_side, quality=cfg.quality, keep_original=cfg.keep_original,
                    draft=cfg.draft, max_pixels=cfg.max_pixels)
     workers = resolve_workers(cfg.workers)
@@ -331,15 +330,70 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
             w.abort()
             raise
         states[dest] = prev + w.records
+    return states, resumed
+
+
+def _clean_stale(out: Path) -> None:
+    """Temporaries of a killed run (safe: the caller holds the folder's lock, so no run is writing)."""
+    for p in [*out.glob(".*.tmp"), *(out / STATE_DIR).glob(".*.tmp")]:
+        p.unlink(missing_ok=True)
+
+
+def _finish(out: Path, cfg: ShardConfig, src: Source, src_fp: str, fp: str, pairs: list[tuple[str, str]],
+            states: dict[str, list[dict[str, Any]]], dups: dict[str, list[Skipped]], found: int) -> dict[str, Any]:
+    """Reconcile the counts, write skipped.jsonl, config.yaml and (last) manifest.json."""
     manifest, skipped_rows = _manifest(src, src_fp, fp, cfg, pairs, states, dups)
-    found = sum(len(p) + len(dups[b]) for b, p in plans.items())
     written = sum(sp["count"] for sp in manifest["splits"].values())
     if found != written + manifest["skipped"]["count"]:
-        raise RuntimeError(f"reconciliation failed: found {found} != written {written} + skipped {manifest['skipped']['count']}")
+        raise RuntimeError(f"reconciliation failed: found {found} != written {written} "
+                           f"+ skipped {manifest['skipped']['count']}")
     atomic_write_text(out / SKIPPED, "".join(json.dumps(r, sort_keys=True) + "\n" for r in skipped_rows))
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / MANIFEST, manifest)  # last: its presence means the job is complete
-    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    return manifest
+
+
+def run_shard(cfg: ShardConfig) -> ShardResult:
+    """Write the shards of ``cfg.source`` into ``cfg.out`` (resuming or doing nothing when possible).
+
+    Args:
+        cfg: the shard stage config.
+    Returns:
+        A :class:`ShardResult` with the manifest (also in ``out/manifest.json``) and the counts.
+    Raises:
+        UserError: unknown source or split, an output folder holding another fingerprint (unless
+            ``cfg.overwrite``), an output path that is a file, or another run writing the folder.
+    """
+    src = open_source(cfg.source, cfg.format, **cfg.source_options)
+    detected = src.kind if cfg.format != "auto" else f"{src.kind} (detected)"
+    log(f"source {src.root}: {detected}, {len(src.classes)} classes", cfg.progress)
+    pairs = _parse_splits(src, cfg.splits)
+    plans: dict[str, list[Record]] = {}
+    dups: dict[str, list[Skipped]] = {}
+    for a, b in pairs:
+        recs, dups[b] = _dedupe(list(src.records(a)))
+        plans[b] = _plan(recs, cfg)
+    by_key = {b: sorted(p, key=lambda r: r.key) for b, p in plans.items()}
+    src_fp = source_fingerprint(src.kind, src.classes, by_key, src.root)
+    fp = dataset_fingerprint(src_fp, cfg.content())
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: output folder is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, f"shard folder {out}"):
+        done = _check_existing(out, fp, cfg.overwrite)
+        if done is not None:
+            res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=detected)
+            log(res.summary(), cfg.progress)
+            return res
+        (out / STATE_DIR).mkdir(exist_ok=True)
+        _clean_stale(out)
+        atomic_write_json(out / STATE_DIR / "plan.json", {"fingerprint": fp})
+        states, resumed = _write_splits(out, cfg, src, pairs, plans)
+        found = sum(len(p) + len(dups[b]) for b, p in plans.items())
+        manifest = _finish(out, cfg, src, src_fp, fp, pairs, states, dups, found)
+    written = sum(sp["count"] for sp in manifest["splits"].values())
     empty = {}
     for name, sp in manifest["splits"].items():
         missing = [c for c, n in sp["per_class"].items() if n == 0]

@@ -5,6 +5,11 @@ One row per image with ``path`` (relative to the list file's folder, or absolute
 name -> 1/-1/0 as in VOC; in CSV, names separated by ``;``), plus optional ``key``, ``split``
 (default ``all``) and ``boxes`` (a JSON list of ``{xmin, ymin, xmax, ymax, name, difficult}``).
 Class index = rank of the sorted class names (numerically sorted when every name is an integer).
+
+A list that is not UTF-8 text, a row that is not an object, a ``path`` that is not a non-empty
+string or a label of the wrong type is a one-line :class:`~pipeline.errors.UserError` naming the
+line. In a labelled list (any row has ``label``, or any has ``labels``), a row without one is
+recorded as a skip with the reason "no label" (``skipped.jsonl``), never an unlabelled sample.
 """
 
 from __future__ import annotations
@@ -22,9 +27,22 @@ from pipeline.sources.base import Record, Source, register_source
 __all__ = ["ManifestSource"]
 
 SUFFIXES = (".csv", ".jsonl")
+_FIELDS = ("path", "label", "labels", "boxes", "key", "split", "__line__")  # not copied into extras
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> UserError:
+    return UserError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as UTF-8")
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        return _parse_rows(path)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
+
+
+def _parse_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows with their line number under ``"__line__"``."""
     if path.suffix == ".jsonl":
         rows = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -36,10 +54,15 @@ def _rows(path: Path) -> list[dict[str, Any]]:
                 raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{n}: expected a JSON object per line")
+            row["__line__"] = n
             rows.append(row)
         return rows
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = []
+        for row in reader:
+            row["__line__"] = reader.line_num
+            rows.append(row)
     for row in rows:
         if row.get("labels"):
             row["labels"] = [x.strip() for x in row["labels"].split(";") if x.strip()]
@@ -51,6 +74,26 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         for k in [k for k, v in row.items() if v in ("", None)]:
             del row[k]
     return rows
+
+
+def _check_row(path: Path, r: dict[str, Any]) -> None:
+    """Types of a row's fields (one line naming the list's line)."""
+    where = f"{path}:{r['__line__']}"
+    if "path" not in r:
+        raise UserError(f"{where}: row has no 'path'")
+    if not isinstance(r["path"], str) or not r["path"].strip():
+        raise UserError(f"{where}: 'path' must be a non-empty string, got {r['path']!r}")
+    if "label" in r and (isinstance(r["label"], bool) or not isinstance(r["label"], (str, int))):
+        raise UserError(f"{where}: 'label' must be a class name (string or integer), got {r['label']!r}")
+    v = r.get("labels")
+    if v is not None:
+        names = list(v) if isinstance(v, (list, dict)) else [v]
+        if any(isinstance(x, bool) or not isinstance(x, (str, int)) for x in names):
+            raise UserError(f"{where}: 'labels' must name classes (strings or integers), got {v!r}")
+        if isinstance(v, dict) and any(x not in (1, 0, -1) or isinstance(x, bool) for x in v.values()):
+            raise UserError(f"{where}: 'labels' mapping values must be 1, 0 or -1, got {v!r}")
+    if "key" in r and not isinstance(r["key"], (str, int)):
+        raise UserError(f"{where}: 'key' must be a string, got {r['key']!r}")
 
 
 def _sort_names(names: set[str]) -> list[str]:
@@ -78,15 +121,15 @@ class ManifestSource(Source):
             raise UserError(f"{self.root}: no rows")
         names: set[str] = set()
         multi = False
-        for i, r in enumerate(self.rows):
-            if "path" not in r:
-                raise UserError(f"{self.root}: row {i + 1} has no 'path'")
+        for r in self.rows:
+            _check_row(self.root, r)
             if "labels" in r:
                 multi = True
                 names.update(str(x) for x in (r["labels"] if isinstance(r["labels"], (list, dict)) else [r["labels"]]))
             if "label" in r:
                 names.add(str(r["label"]))
         self.label_kind = "multi" if multi else "single"
+        self.labelled = bool(names)
         self._classes = _sort_names(names)
         self._index = {c: i for i, c in enumerate(self._classes)}
         self._splits = list(dict.fromkeys(str(r.get("split", "all")) for r in self.rows))
@@ -114,8 +157,10 @@ class ManifestSource(Source):
             p = Path(r["path"])
             path = p if p.is_absolute() else base / p
             key = str(r.get("key") or "__".join(Path(r["path"]).with_suffix("").parts).replace(".", "_"))
-            extras = {k: v for k, v in r.items() if k not in ("path", "label", "labels", "boxes", "key", "split")}
+            extras = {k: v for k, v in r.items() if k not in _FIELDS}
             extras["source_path"] = str(path)
+            if self.labelled and ("labels" if self.label_kind == "multi" else "label") not in r:
+                extras["skip"] = f"no label (line {r['__line__']} of {self.root.name})"
             label = self._index[str(r["label"])] if "label" in r and self.label_kind == "single" else None
             if "label" in r:
                 extras["class_name"] = str(r["label"])

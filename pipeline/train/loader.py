@@ -20,6 +20,11 @@ worker count, which the resume check enforces).
 
 Validation reads each sample exactly once over all ranks (shards split by rank when there are
 enough, otherwise samples by index), so distributed top-1/top-5 are exact.
+
+Both streams read the tars with :func:`pipeline.shards.tarstream.tar_samples`, fed the count and
+size the manifest records per shard, so a damaged shard stops the run with one line naming it; a
+``UserError`` raised in a loader worker is re-raised in the training process with its own one-line
+message (not the worker's traceback text).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from torch.utils.data import DataLoader
 from pipeline.errors import UserError
 from pipeline.images import ImageError
 from pipeline.shards import read_manifest, shard_paths
+from pipeline.shards.reader import shard_items
 from pipeline.shards.tarstream import tar_samples
 from pipeline.transforms import CentreCropView, TrainAugment, sample_rng
 
@@ -71,6 +77,10 @@ class ShardSet:
         """Shard files of ``split`` (each checked to exist)."""
         return shard_paths(self.root, split)
 
+    def items(self, split: str) -> list[dict[str, Any]]:
+        """Reader items of ``split``'s shards: ``{"url", "count", "bytes"}`` from the manifest."""
+        return shard_items(self.root, split, self.manifest)
+
 
 def open_shards(root: str, splits: list[str]) -> ShardSet:
     """Open a shard folder and check that ``splits`` exist, are non-empty and their shards are on disk."""
@@ -93,14 +103,13 @@ def epoch_micro_batches(images_per_epoch: int, global_batch: int, accumulation: 
 
 # -- webdataset stages (top-level functions, so loader workers can pickle them) ------------------
 
-def _endless_shards(urls: list[str], *, seed: int, epoch: int, shuffle: bool) -> Iterator[dict[str, str]]:
+def _endless_shards(items: list[dict[str, Any]], *, seed: int, epoch: int, shuffle: bool) -> Iterator[dict[str, Any]]:
     """The shard list repeated forever; each pass shuffled with a seed shared by all ranks."""
     for p in range(1 << 62):
-        order = list(urls)
+        order = list(items)
         if shuffle:
             random.Random(f"{seed}/{epoch}/{p}").shuffle(order)
-        for u in order:
-            yield {"url": u}
+        yield from order
 
 
 def _seeded_shuffle(src: Iterator[dict], *, bufsize: int, seed: int, epoch: int) -> Iterator[dict]:
@@ -129,8 +138,19 @@ def _augment(sample: dict, *, augment: TrainAugment, seed: int, epoch: int) -> t
     try:
         x, off = augment(sample["jpg"], sample_rng(seed, epoch, key))
     except ImageError as e:  # shards hold decodable images; a corrupted one is a data error
-        raise UserError(f"training sample {key}: {e}") from None
-    return x, int(sample["cls"]), off
+        raise UserError(f"training sample {key} ({sample['__url__']}): {e}") from None
+    return x, _label(sample), off
+
+
+def _label(sample: dict) -> int:
+    """The sample's class index (a shard without one cannot train a classifier)."""
+    cls = sample.get("cls")
+    try:
+        return int(cls)
+    except (TypeError, ValueError):
+        what = "has no class label (.cls)" if cls is None else f"has a bad class label {cls[:20]!r}"
+        raise UserError(f"sample {sample['__key__']} of {sample['__url__']} {what}; classification needs "
+                        "single-label shards") from None
 
 
 def _collate_train(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,6 +163,23 @@ def _loader(pipe: wds.DataPipeline, workers: int, pin: bool) -> DataLoader:
                       prefetch_factor=4 if workers else None, in_order=True)
 
 
+def _worker_message(e: UserError) -> str:
+    """The original one-line message of a UserError that torch re-raised from a loader worker."""
+    text = str(e)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
+def _checked(it: Iterator) -> Iterator:
+    """Batches of a loader iterator; a worker's UserError comes back with its own one-line message."""
+    try:
+        yield from it
+    except UserError as e:
+        raise type(e)(_worker_message(e)) from None
+
+
 class _DropFirst:
     """Iterate a loader after dropping its first ``n`` batches (the sub-round part of a resume skip)."""
 
@@ -150,13 +187,23 @@ class _DropFirst:
         self.loader, self.n, self.total = loader, n, total
 
     def __iter__(self) -> Iterator:
-        it = iter(self.loader)
+        it = _checked(iter(self.loader))
         for _ in range(self.n):
             next(it)
         return it
 
     def __len__(self) -> int:
         return self.total
+
+
+class _Checked:
+    """A loader whose worker errors surface as one line (see :func:`_checked`)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator:
+        return _checked(iter(self.loader))
 
 
 def train_loader(
@@ -182,7 +229,7 @@ def train_loader(
     nw = max(1, workers)
     rounds = (skip // nw) * nw
     pipe = wds.DataPipeline(
-        functools.partial(_endless_shards, shards.paths(split), seed=seed, epoch=epoch, shuffle=shardshuffle),
+        functools.partial(_endless_shards, shards.items(split), seed=seed, epoch=epoch, shuffle=shardshuffle),
         wds.split_by_node,
         wds.split_by_worker,
         tar_samples,
@@ -196,6 +243,10 @@ def train_loader(
 
 # -- validation -----------------------------------------------------------------------------------
 
+def _listed(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield from items
+
+
 def _every_nth(src: Iterator[dict], *, rank: int, world: int) -> Iterator[dict]:
     for i, s in enumerate(src):
         if i % world == rank:
@@ -204,7 +255,7 @@ def _every_nth(src: Iterator[dict], *, rank: int, world: int) -> Iterator[dict]:
 
 def _centre(sample: dict, *, view: CentreCropView) -> tuple[torch.Tensor, int]:
     try:
-        return view(sample["jpg"]), int(sample["cls"])
+        return view(sample["jpg"]), _label(sample)
     except ImageError as e:
         raise UserError(f"validation sample {sample['__key__']}: {e}") from None
 
@@ -215,17 +266,17 @@ def _collate_val(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int, rank: int, world: int,
-               workers: int, pin_memory: bool) -> DataLoader:
+               workers: int, pin_memory: bool) -> _Checked:
     """This rank's part of the validation split, each image read by exactly one rank and worker."""
-    urls = shards.paths(split)
-    if len(urls) >= world:
-        mine, sample_split = urls[rank::world], None
+    items = shards.items(split)
+    if len(items) >= world:
+        mine, sample_split = items[rank::world], None
     else:  # fewer shards than ranks: every rank reads all, keeps samples i % world == rank
-        mine, sample_split = urls, functools.partial(_every_nth, rank=rank, world=world)
+        mine, sample_split = items, functools.partial(_every_nth, rank=rank, world=world)
     workers = min(workers, len(mine)) if sample_split is None else 0
-    stages: list[Any] = [wds.SimpleShardList(mine), wds.split_by_worker, tar_samples]
+    stages: list[Any] = [functools.partial(_listed, mine), wds.split_by_worker, tar_samples]
     if sample_split is not None:
         stages.append(sample_split)
     stages += [wds.map(functools.partial(_centre, view=view)),
                wds.batched(batch, collation_fn=_collate_val, partial=True)]
-    return _loader(wds.DataPipeline(*stages), workers, pin_memory)
+    return _Checked(_loader(wds.DataPipeline(*stages), workers, pin_memory))

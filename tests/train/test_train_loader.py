@@ -102,3 +102,20 @@ def test_bad_shard_folders(tmp_path, uneven):
     with pytest.raises(UserError, match="smaller than the global batch"):
         epoch_micro_batches(100, 256, 1)
     assert epoch_micro_batches(1000, 256, 4) == (3, 12)
+
+
+def test_damaged_shard_in_a_loader_worker_is_one_line(uneven, tmp_path):
+    import shutil
+
+    from pipeline.shards.tarstream import ShardError
+
+    d = tmp_path / "s"
+    shutil.copytree(uneven.root, d)
+    with open(d / "val-000000.tar", "r+b") as fh:
+        fh.truncate(2048)
+    shards = open_shards(str(d), ["train", "val"])
+    view = CentreCropView(q=36, crop=32)
+    with pytest.raises(ShardError) as e:
+        list(val_loader(shards, "val", view=view, batch=8, rank=0, world=1, workers=2, pin_memory=False))
+    msg = str(e.value)
+    assert "\n" not in msg and "Traceback" not in msg and "val-000000.tar" in msg and "the manifest says" in msg
