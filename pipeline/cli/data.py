@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from pipeline.errors import UserError
 
-DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics")
+DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics", "ilsvrc-loc")
 
 
 def prepare_data(
@@ -19,14 +19,17 @@ def prepare_data(
     val_per_class: Annotated[int, typer.Option(help="fashion-mnist: validation images per class")] = 200,
     size: Annotated[int, typer.Option(help="digits-caltech: image side in pixels")] = 64,
     images: Annotated[int, typer.Option(help="voc-mosaics: number of mosaics")] = 2000,
-    canvas: Annotated[int, typer.Option(help="voc-mosaics: mosaic side in pixels")] = 112,
-    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics: seed of the random draws")] = 0,
+    canvas: Annotated[Optional[int], typer.Option(help="voc-mosaics (default 112), ilsvrc-loc (64): image side "
+                                                       "in pixels")] = None,
+    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics, ilsvrc-loc: seed of the random draws")] = 0,
+    per_class: Annotated[int, typer.Option(help="ilsvrc-loc: training images per class (val: 50 per class)")] = 150,
 ) -> None:
     """Derive a dataset from the files shipped in data/ (deterministic, offline).
 
     fashion-mnist: ImageFolder tree (train/, val/). digits-caltech: Caltech-256 tree
     (OUT/256_ObjectCategories) of scikit-learn's digits. voc-mosaics: VOC 2007 tree
-    (OUT/VOCdevkit/VOC2007) of mosaics of held-out Fashion-MNIST images.
+    (OUT/VOCdevkit/VOC2007) of mosaics of held-out Fashion-MNIST images. ilsvrc-loc: ILSVRC CLS-LOC tree
+    (OUT/ILSVRC/Data/CLS-LOC, box XML) of one held-out item per --canvas (64) image on clutter.
     """
     if name == "fashion-mnist":
         from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
@@ -39,7 +42,11 @@ def prepare_data(
     elif name == "voc-mosaics":
         from pipeline.shipped.voc_mosaics import prepare_voc_mosaics
 
-        path = prepare_voc_mosaics(out, images=images, canvas=canvas, seed=seed)
+        path = prepare_voc_mosaics(out, images=images, canvas=canvas or 112, seed=seed)
+    elif name == "ilsvrc-loc":
+        from pipeline.shipped.ilsvrc_loc import prepare_ilsvrc_loc
+
+        path = prepare_ilsvrc_loc(out, train_per_class=per_class, canvas=canvas or 64, seed=seed)
     else:
         raise UserError(f"unknown dataset {name!r} ({', '.join(DATASETS)})")
     typer.echo(str(path))

@@ -41,7 +41,7 @@ from pipeline.models import load_model
 from pipeline.preprocess import normalization_of, normalize
 
 __all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "resolve_device", "class_order",
-           "iter_ground_truth", "crop_protocol_errors", "skip_category", "baseline_errors"]
+           "class_names", "iter_ground_truth", "crop_protocol_errors", "skip_category", "baseline_errors"]
 
 BASELINES = ("whole image", "centre quarter")
 MAX_SKIPS_LISTED = 1000
@@ -94,8 +94,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def class_order(what: str, theirs: list[str] | None, count: int, classes: list[str]) -> np.ndarray | None:
+def class_names(view: Any) -> list[str] | None:
+    """The data's human-readable class names where its classes are ids (ILSVRC wnids named by
+    ``LOC_synset_mapping.txt`` or the devkit), else None."""
+    words = getattr(getattr(view, "source", None), "words", None) or {}
+    names = [str(words.get(c, c)).split(",")[0].strip() for c in view.classes]
+    return names if words and names != list(view.classes) else None
+
+
+def class_order(what: str, theirs: list[str] | None, count: int, classes: list[str],
+                names: list[str] | None = None) -> np.ndarray | None:
     """How a net's outputs map to the data's classes: None (same order) or ``order[c]`` = the net's index of class c.
+
+    A net's classes match the data's by their ids, or else by their names (``names``, from
+    :func:`class_names`: a Fashion-MNIST classifier on the ILSVRC-style set, whose wnids are named).
 
     Raises:
         UserError: another class count, or (when the net records names) other class names.
@@ -105,6 +117,10 @@ def class_order(what: str, theirs: list[str] | None, count: int, classes: list[s
                         "use a net trained on the same classes")
     if not theirs or list(theirs) == list(classes):
         return None
+    if names is not None and sorted(theirs) == sorted(names) and sorted(theirs) != sorted(classes):
+        classes = names
+        if list(theirs) == list(classes):
+            return None
     if sorted(theirs) != sorted(classes):
         extra = sorted(set(theirs) - set(classes))[:3]
         raise UserError(f"{what} classes differ from the data's (e.g. {extra} not in the data)")
@@ -263,7 +279,7 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
         if (ck.get("meta") or {}).get("localise"):
             raise UserError(f"{cfg.classifier} is a localisation net, not a classification net")
         class_idx = class_order(f"classifier {cfg.classifier}", (ck.get("meta") or {}).get("classes"),
-                                model.cfg.num_classes, classes)
+                                model.cfg.num_classes, classes, class_names(view))
         classifier, class_norm = runner.prepare(model), normalization_of(ck)
         class_info = {"checkpoint": cfg.classifier, "sha256": sha256_file(cfg.classifier),
                       "train_scale": (ck.get("meta") or {}).get("train_scale"), "model": model.cfg.model_dump(mode="json")}

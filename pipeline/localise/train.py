@@ -39,7 +39,7 @@ from pipeline.config import StageConfig, save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.localise.augment import box_crop, targets
-from pipeline.localise.evaluate import (class_order, crop_protocol_errors, iter_ground_truth, resolve_device,
+from pipeline.localise.evaluate import (class_names, class_order, crop_protocol_errors, iter_ground_truth, resolve_device,
                                         skip_category)
 from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
 from pipeline.localise.protocols import LocNet, Runner
@@ -186,7 +186,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
     if cmeta.get("localise"):
         raise UserError(f"{cfg.classifier} is a localisation net; start from a classification checkpoint")
     # the class order does not matter here (the box layer is fresh), the classes do
-    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes, classes)
+    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes, classes,
+                class_names(view))
     ts = train_scale_of(ck)
     s = cfg.scale or (ts.s_min if ts else None)
     if s is None:
