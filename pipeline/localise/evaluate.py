@@ -68,6 +68,9 @@ class LocaliseEvalConfig(StageConfig):
     net_scales: list[list[int]] | None = Field(None, description="test scales of each net, in checkpoint order "
                                                                 "(overrides scales; Table 9's fusion row: 256/256 "
                                                                 "and 384/352,384)")
+    fusion_nets: list[int] | None = Field(None, description="dense protocol: indices (checkpoint order) of the nets "
+                                          "whose boxes are united for the fusion row (default all; Table 9 fuses two "
+                                          "of its rows)")
     class_scales: list[int] | None = Field(None, description="scales of the classification protocol giving the "
                                                              "top-5 classes (default: the localisation scales)")
     flip: bool = Field(True, description="the classification protocol averages in the flipped image (paper: on)")
@@ -306,7 +309,8 @@ def _dense_group(cfg: LocaliseEvalConfig, nets: list[LocNet], dense: _Dense, run
     k, thr = cfg.top_k, cfg.iou_threshold
     tops = None if dense.top is None else [dense.top.top(s.key, k) for _, s, _ in group]
     results = dense_localise(nets, dense.classifier, dense.norm, [s.image for _, s, _ in group], runner, cfg.merge,
-                             k=k, class_scales=cfg.class_scales, flip=cfg.flip, class_order=dense.order, top=tops)
+                             k=k, class_scales=cfg.class_scales, flip=cfg.flip, class_order=dense.order, top=tops,
+                             fusion=True if cfg.fusion_nets is None else cfg.fusion_nets)
     crops = ([centre_boxes(net, [(s, gt) for _, s, gt in group], runner, [r.top for r in results]) for net in nets]
              if cfg.centre_crop_rows else [])
     out = []
@@ -388,6 +392,9 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
     classes = list(view.classes)
     runner = Runner(resolve_device(cfg.device), cfg.channels_last, cfg.bf16, cfg.threads)
     nets, net_infos = _load_locnets(cfg, classes, runner)
+    bad = [i for i in cfg.fusion_nets or [] if not 0 <= i < len(nets)]
+    if bad:
+        raise UserError(f"fusion_nets {bad}: there are {len(nets)} nets (0..{len(nets) - 1})")
     dense = _load_dense(cfg, view, runner) if cfg.protocol == "dense" else None
     blacklist = read_blacklist(cfg.blacklist) if cfg.blacklist else set()
     skips: list[dict[str, str]] = []
@@ -413,7 +420,7 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
         table = crop_table(rows, view.split, images)
         cls_err = classes_from = None
     else:
-        rows = dense_rows(net_infos, mean, _means(records, "error_top1"), cfg.top_k)
+        rows = dense_rows(net_infos, mean, _means(records, "error_top1"), cfg.top_k, cfg.fusion_nets)
         classes_from = (f"saved posteriors ({cfg.posteriors_method}: {', '.join(cfg.posteriors)})" if cfg.posteriors
                         else f"the dense evaluation of {cfg.classifier}")
         table = dense_table(rows, view.split, cfg.top_k, images, classes_from)

@@ -182,7 +182,7 @@ def dense_localise(
     k: int = 5,
     class_scales: Sequence[int] | None = None,
     flip: bool = True,
-    fusion: bool = True,
+    fusion: bool | Sequence[int] = True,
     class_order: np.ndarray | None = None,
     top: Sequence[Sequence[int]] | None = None,
 ) -> list[DenseResult]:
@@ -198,7 +198,8 @@ def dense_localise(
         k: classes guessed per image (5 in ILSVRC).
         class_scales: scales of the classification protocol (default: every net's scales).
         flip: the classification protocol also averages the flipped image's posteriors.
-        fusion: also merge the union of all nets' boxes (when there are several nets).
+        fusion: also merge the union of all nets' boxes (when there are several nets), or of the nets
+            of these indices (Table 9's fusion row unites two of its rows).
         class_order: ``class_order[c]`` = the classifier's output index of the data's class c
             (None: the same order).
         top: per image, the k classes to guess, taken from a saved classification result (None:
@@ -216,8 +217,9 @@ def dense_localise(
             posts[q], maps[q] = posts[q][:, class_order], maps[q][:, class_order]
     boxes_at = {(i, q): dense_boxes(net, imgs, q, runner) for i, net in enumerate(nets) for q in net.scales}
     groups = {f"net{i}": [i] for i in range(len(nets))}
-    if fusion and len(nets) > 1:
-        groups["fusion"] = list(range(len(nets)))
+    members = list(range(len(nets))) if fusion is True else list(fusion or [])
+    if len(members) > 1:
+        groups["fusion"] = members
     size = imgs[0].size
     results = []
     for n in range(len(imgs)):

@@ -36,14 +36,16 @@ def crop_rows(net_infos: list[dict], mean: dict[str, float]) -> list[dict[str, A
     return rows
 
 
-def dense_rows(net_infos: list[dict], mean: dict[str, float], mean1: dict[str, float], k: int) -> list[dict[str, Any]]:
+def dense_rows(net_infos: list[dict], mean: dict[str, float], mean1: dict[str, float], k: int,
+               fusion: list[int] | None = None) -> list[dict[str, Any]]:
     """Table 9 rows: each net densely, the fusion, each net's central crop, then the baselines."""
     rows: list[dict[str, Any]] = []
     for i, info in enumerate(net_infos):
         rows.append({"name": f"net{i}", "train": str(info["train_scale"]), "test": _scales(info["scales"]),
                      "error": mean[f"net{i}"], "error_top1": mean1[f"net{i}"]})
     if "fusion" in mean:
-        parts = " and ".join(f"{info['train_scale']}/{_scales(info['scales'])}" for info in net_infos)
+        members = fusion or range(len(net_infos))
+        parts = " and ".join(f"{net_infos[i]['train_scale']}/{_scales(net_infos[i]['scales'])}" for i in members)
         rows.append({"name": "fusion", "train": f"fusion: {parts}", "test": "", "error": mean["fusion"],
                      "error_top1": mean1["fusion"]})
     for i, info in enumerate(net_infos):
