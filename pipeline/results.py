@@ -79,7 +79,8 @@ def _localisation(crop: dict | None, dense: dict | None) -> dict[str, Any]:
     if crop:
         rows = crop["rows"]
         nets = [r for r in rows if r["name"].startswith("net")]
-        chosen = next((r for r in nets if r["regression"] == "PCR" and r["fine_tuned"] == "all"), nets[0] if nets else None)
+        paper = [r for r in nets if r["regression"] == "PCR" and r["fine_tuned"] == "all"]
+        chosen = (paper or nets or [None])[0]
         out["crop"] = {"error": _pct(chosen["error"]) if chosen else None, "net": chosen["name"] if chosen else None,
                        "baselines": _baselines(rows, "error"), "rows": _loc_rows(rows),
                        "images": crop.get("images")}

@@ -44,7 +44,8 @@ from pipeline.models import load_model
 from pipeline.preprocess import normalization_of, normalize
 
 __all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "resolve_device", "class_order",
-           "class_names", "iter_ground_truth", "crop_protocol_errors", "centre_boxes", "skip_category", "baseline_errors"]
+           "class_names", "iter_ground_truth", "crop_protocol_errors", "centre_boxes", "skip_category",
+           "baseline_errors"]
 
 MAX_SKIPS_LISTED = 1000
 
@@ -232,7 +233,8 @@ def crop_protocol_errors(nets: list[LocNet], batch: list[tuple[Any, GroundTruth]
     boxes_out: list[list[dict]] = []
     for net in nets:
         per_image = centre_boxes(net, batch, runner, [gt.classes for _, gt in batch])
-        errors.append([image_localisation_error(g, gt, k=len(g), threshold=thr) for g, (_, gt) in zip(per_image, batch)])
+        errors.append([image_localisation_error(g, gt, k=len(g), threshold=thr)
+                       for g, (_, gt) in zip(per_image, batch)])
         boxes_out.append([{str(c): [round(v, 2) for v in b.tolist()] for c, b in g} for g in per_image])
     return errors, boxes_out
 
@@ -311,14 +313,16 @@ def _dense_group(cfg: LocaliseEvalConfig, nets: list[LocNet], dense: _Dense, run
     results = dense_localise(nets, dense.classifier, dense.norm, [s.image for _, s, _ in group], runner, cfg.merge,
                              k=k, class_scales=cfg.class_scales, flip=cfg.flip, class_order=dense.order, top=tops,
                              fusion=True if cfg.fusion_nets is None else cfg.fusion_nets)
-    crops = ([centre_boxes(net, [(s, gt) for _, s, gt in group], runner, [r.top for r in results]) for net in nets]
-             if cfg.centre_crop_rows else [])
+    # each checkpoint's central crop once (a checkpoint listed twice, at other scales, crops the same)
+    firsts = [i for i, c in enumerate(cfg.checkpoints) if cfg.checkpoints.index(c) == i] if cfg.centre_crop_rows else []
+    crops = {i: centre_boxes(nets[i], [(s, gt) for _, s, gt in group], runner, [r.top for r in results])
+             for i in firsts}
     out = []
     for j, ((pos, sample, gt), res) in enumerate(zip(group, results)):
         rec = {"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes, "top": res.top,
                "error": {}, "error_top1": {}, "guesses": {}}
         named = {name: [(c, b) for c, b, _ in g] for name, g in res.guesses.items()}
-        named.update({f"net{i} crop": crops[i][j] for i in range(len(crops))})
+        named.update({f"net{i} crop": boxes[j] for i, boxes in crops.items()})
         for name, g in named.items():
             rec["error"][name] = image_localisation_error(g, gt, k, thr)
             rec["error_top1"][name] = image_localisation_error(g, gt, 1, thr)
