@@ -4,9 +4,9 @@
 checkpoint (FC layers only with single-class regression, FC layers only with per-class
 regression, all layers with per-class regression; preset ``localise-train-small``), measures
 them with the central-crop, ground-truth-class protocol (Table 8), and applies the chosen
-setting (PCR, all layers) with the fully-fledged protocol (Table 9): densely at one scale, at two
-scales, the PCR FC-only net at two scales, and the fusion of the two multi-scale rows; each with
-its central crop for the same top-5 classes beside it. The devkit-format blacklist that ships
+setting (PCR, all layers) with the fully-fledged protocol (Table 9): densely at one scale and at
+two scales, the PCR FC-only net at one scale, and the fusion of the two single-scale nets (the
+union of their boxes); each net's central crop for the same top-5 classes beside them. The devkit-format blacklist that ships
 with the set is applied (localisation error only). Every stage reuses what a previous run
 finished, as the stages do.
 """
@@ -69,7 +69,7 @@ def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int |
     q1, q2 = dense_scales
     dense = task(run_localise_evaluate, "localise-dense")(load_config(
         LocaliseEvalConfig, eval_preset, [], checkpoints=[last["pcr-all"], last["pcr-all"], last["pcr-fc"]],
-        net_scales=[[q1], [q1, q2], [q1, q2]], fusion_nets=[1, 2], classifier=classifier, protocol="dense",
+        net_scales=[[q1], [q1, q2], [q1]], fusion_nets=[0, 2], classifier=classifier, protocol="dense",
         out=str(out / "dense"), **common))
     seconds = {name: round(sum(h["seconds"] for h in r["history"]), 1) for name, r in trained.items()}
     return {"crop": crop, "dense": dense, "train": trained, "training_seconds": seconds}

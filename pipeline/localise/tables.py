@@ -40,18 +40,24 @@ def dense_rows(net_infos: list[dict], mean: dict[str, float], mean1: dict[str, f
                fusion: list[int] | None = None) -> list[dict[str, Any]]:
     """Table 9 rows: each net densely, the fusion, each net's central crop, then the baselines."""
     rows: list[dict[str, Any]] = []
+    kinds = {(info["head"], info["fine_tune"]) for info in net_infos}
+
+    def train(info: dict) -> str:  # nets of several kinds: say which (PCR, all layers / FC layers)
+        s = str(info["train_scale"])
+        return s if len(kinds) == 1 else f"{s} ({info['head'].upper()}, {'all' if info['fine_tune'] == 'all' else 'FC'})"
+
     for i, info in enumerate(net_infos):
-        rows.append({"name": f"net{i}", "train": str(info["train_scale"]), "test": _scales(info["scales"]),
+        rows.append({"name": f"net{i}", "train": train(info), "test": _scales(info["scales"]),
                      "error": mean[f"net{i}"], "error_top1": mean1[f"net{i}"]})
     if "fusion" in mean:
         members = fusion or range(len(net_infos))
-        parts = " and ".join(f"{net_infos[i]['train_scale']}/{_scales(net_infos[i]['scales'])}" for i in members)
+        parts = " and ".join(f"{train(net_infos[i])}/{_scales(net_infos[i]['scales'])}" for i in members)
         rows.append({"name": "fusion", "train": f"fusion: {parts}", "test": "", "error": mean["fusion"],
                      "error_top1": mean1["fusion"]})
     for i, info in enumerate(net_infos):
         name = f"net{i} crop"
         if name in mean:
-            rows.append({"name": name, "train": f"{info['train_scale']}, central crop (Table 8's protocol, "
+            rows.append({"name": name, "train": f"{train(info)}, central crop (Table 8's protocol, "
                                                 f"top-{k} classes)", "test": str(info["scales"][0]),
                          "error": mean[name], "error_top1": mean1[name]})
     for b in BASELINES:

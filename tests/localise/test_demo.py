@@ -26,8 +26,8 @@ def test_demo_localisation_tables_and_results(tmp_path):
     assert [(r["regression"], r["fine_tuned"]) for r in res["crop"]["rows"][:3]] == \
         [("SCR", "1st and 2nd FC"), ("PCR", "1st and 2nd FC"), ("PCR", "all")]
     dense = {r["name"]: r for r in res["dense"]["rows"]}
-    assert [dense[f"net{i}"]["test"] for i in range(3)] == ["32", "32,64", "32,64"]
-    assert dense["fusion"]["train"] == "fusion: 32/32,64 and 32/32,64" and "net0 crop" in dense
+    assert [dense[f"net{i}"]["test"] for i in range(3)] == ["32", "32,64", "32"]
+    assert dense["fusion"]["train"] == "fusion: 32 (PCR, all)/32 and 32 (PCR, FC)/32" and "net0 crop" in dense
     assert res["crop"]["images"]["blacklisted"] == res["dense"]["images"]["blacklisted"] == 1
     assert set(res["training_seconds"]) == {"scr-fc", "pcr-fc", "pcr-all"}
     out = paper_results(loc_crop=res["crop"], loc_dense=res["dense"])["localisation"]
