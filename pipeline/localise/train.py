@@ -50,7 +50,7 @@ from pipeline.transforms import sample_rng
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"progress", "device", "epochs", "threads"}
+_RESUME_FREE = {"progress", "device", "epochs", "threads", "cache_mb"}
 
 
 class LocaliseTrainConfig(StageConfig):
@@ -81,6 +81,9 @@ class LocaliseTrainConfig(StageConfig):
                                                            "lies inside the crop (OverFeat: 50%)")
     shuffle_buffer: int = Field(2048, ge=1, description="images held for shuffling the stream (whole split if larger)")
     limit: int | None = Field(None, ge=1, description="use only the first N training images")
+    cache_mb: int = Field(512, ge=0, description="keep the decoded training images in memory after the first epoch "
+                                                 "when they fit in this many MB (0: never): the same images in the "
+                                                 "same order, read once")
     val_limit: int | None = Field(None, ge=1, description="validate on only the first N images")
     seed: int = Field(0, description="seed of the box layer, shuffling, crops, flips and dropout")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train (auto: cuda if available)")
@@ -102,10 +105,33 @@ def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return (sq * mask).sum() / (2 * pred.shape[0])
 
 
-def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips: list, counts: dict):
+def _usable(view: Any, cfg: LocaliseTrainConfig, skips: list, counts: dict, memory: dict):
+    """The stable stream of usable (sample, ground truth) pairs: read from the data, or from ``memory``
+    (the pairs, skips and counts of the first full pass, kept when the split is small enough)."""
+    if "items" in memory:
+        skips.extend(memory["skips"])
+        counts.update(memory["counts"])
+        yield from memory["items"]
+        return
+    items: list | None = [] if cfg.cache_mb > 0 else None
+    budget = cfg.cache_mb * 2**20
+    for item in iter_ground_truth(view, cfg.limit, skips, counts):
+        if items is not None:
+            budget -= 3 * item[0].image.size[0] * item[0].image.size[1]
+            if budget < 0:
+                items = None
+            else:
+                items.append(item)
+        yield item
+    if items is not None:
+        memory.update(items=items, skips=list(skips), counts=dict(counts))
+
+
+def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips: list, counts: dict,
+            memory: dict | None = None):
     """Usable (sample, ground truth) pairs in a shuffled order (a shuffle buffer over the stable stream)."""
     buf: list = []
-    for item in iter_ground_truth(view, cfg.limit, skips, counts):
+    for item in _usable(view, cfg, skips, counts, {} if memory is None else memory):
         buf.append(item)
         if len(buf) >= cfg.shuffle_buffer:
             yield buf.pop(int(rng.integers(len(buf))))
@@ -114,10 +140,10 @@ def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips
 
 
 def _batches(view: Any, cfg: LocaliseTrainConfig, s: int, crop: int, slots: int, epoch: int,
-             skips: list, counts: dict):
+             skips: list, counts: dict, memory: dict | None = None):
     """Batches of (uint8 crops, targets, target mask); each image's crop and flip drawn from its own generator."""
     xs, ts, ms = [], [], []
-    for sample, gt in _stream(view, cfg, np.random.default_rng([cfg.seed, epoch]), skips, counts):
+    for sample, gt in _stream(view, cfg, np.random.default_rng([cfg.seed, epoch]), skips, counts, memory):
         bc = box_crop(sample.image, gt, s, crop, sample_rng(cfg.seed, epoch, sample.key), flip=cfg.flip)
         t, m = targets(bc, crop, slots, cfg.min_visible)
         xs.append(bc.image)
@@ -211,6 +237,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {}  # the decoded training split, kept after the first epoch when small
     skip_summary: dict[str, Any] = {"by_reason": {}, "listed": []}
     start, best = 0, None
     last = ck_dir / "last.pt"
@@ -237,7 +264,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
         t0, seen, loss_sum = time.monotonic(), 0, 0.0
         total = min(len(view), cfg.limit) if cfg.limit else len(view)
         with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
-            for x, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts):
+            for x, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts, memory):
                 x = runner.input(normalize(x, norm))
                 with runner.autocast():
                     outp = model(x)

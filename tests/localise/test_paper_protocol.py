@@ -150,3 +150,17 @@ def test_table9_rows_scales_fusion_of_chosen_rows_and_the_central_crop(loc_set, 
     assert {"net0 crop", "whole image", "centre quarter"} <= set(by) and "net1 crop" not in by
     with pytest.raises(UserError, match="fusion_nets"):
         _dense(loc_set, nets, tmp_path, fusion_nets=[0, 3])
+
+
+def test_images_kept_in_memory_train_exactly_as_read_every_epoch(loc_set, nets, tmp_path):
+    cls_path, _ = nets
+    runs = {}
+    for mb in (0, 64):
+        runs[mb] = run_localise_train(LocaliseTrainConfig(
+            data=str(loc_set), classifier=str(cls_path), head="pcr", fine_tune="all", scale=64, epochs=2, batch_size=4,
+            lr=0.01, cache_mb=mb, out=str(tmp_path / f"mb{mb}"), progress=False, device="cpu"))
+    assert [h["train_loss"] for h in runs[0]["history"]] == [h["train_loss"] for h in runs[64]["history"]]
+    assert runs[0]["history"][1]["images"] == runs[64]["history"][1]["images"] == 20
+    a = torch.load(runs[0]["last"], weights_only=True)["state_dict"]
+    b = torch.load(runs[64]["last"], weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
