@@ -156,6 +156,26 @@ def _batches(view: Any, cfg: LocaliseTrainConfig, s: int, crop: int, slots: int,
         yield torch.stack(xs), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
 
 
+def _frozen_features(model: Any, xb: torch.Tensor, x: torch.Tensor, memo: dict[bytes, torch.Tensor],
+                     cfg: LocaliseTrainConfig, runner: Runner) -> torch.Tensor:
+    """The frozen conv features of a batch (FC-only fine-tuning), each crop's computed once, alone (so they do not
+    depend on the batch it came in: a resumed run computes the same), and reused while they fit in ``cache_mb``.
+
+    With S = crop every epoch's crop of an image is the whole rescaled image, flipped or not: two distinct crops.
+    """
+    out = []
+    for i in range(x.shape[0]):
+        key = xb[i].numpy().tobytes()
+        f = memo.get(key)
+        if f is None:
+            with torch.no_grad():
+                f = model.features(x[i:i + 1])
+            if (len(memo) + 1) * f.numel() * f.element_size() <= cfg.cache_mb * 2**20:
+                memo[key] = f
+        out.append(f)
+    return torch.cat(out)
+
+
 def _skip_summary(skips: list[dict[str, str]]) -> dict[str, Any]:
     by_reason: dict[str, int] = {}
     for sk in skips:
@@ -238,6 +258,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
     memory: dict[str, Any] = {}  # the decoded training split, kept after the first epoch when small
+    frozen: dict[bytes, torch.Tensor] | None = {} if cfg.fine_tune == "fc" and s == crop and cfg.cache_mb else None
     skip_summary: dict[str, Any] = {"by_reason": {}, "listed": []}
     start, best = 0, None
     last = ck_dir / "last.pt"
@@ -264,10 +285,13 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> dict[str, Any]:
         t0, seen, loss_sum = time.monotonic(), 0, 0.0
         total = min(len(view), cfg.limit) if cfg.limit else len(view)
         with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
-            for x, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts, memory):
-                x = runner.input(normalize(x, norm))
+            for xb, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts, memory):
+                x = runner.input(normalize(xb, norm))
                 with runner.autocast():
-                    outp = model(x)
+                    if frozen is not None:  # FC layers only, S = crop: each crop's conv features computed once
+                        outp = model.classifier(torch.flatten(_frozen_features(model, xb, x, frozen, cfg, runner), 1))
+                    else:
+                        outp = model(x)
                 pred = outp.float().view(x.shape[0], slots, 4)
                 loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
                 if not torch.isfinite(loss):

@@ -164,3 +164,21 @@ def test_images_kept_in_memory_train_exactly_as_read_every_epoch(loc_set, nets, 
     a = torch.load(runs[0]["last"], weights_only=True)["state_dict"]
     b = torch.load(runs[64]["last"], weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fc_only_at_s_equal_crop_reuses_conv_features_and_resumes_exactly(loc_set, nets, tmp_path):
+    cls_path, _ = nets
+    base = dict(data=str(loc_set), classifier=str(cls_path), head="pcr", fine_tune="fc", scale=32, batch_size=4,
+                lr=0.01, progress=False, device="cpu")
+    memo = run_localise_train(LocaliseTrainConfig(**base, epochs=2, out=str(tmp_path / "memo")))
+    plain = run_localise_train(LocaliseTrainConfig(**base, epochs=2, cache_mb=0, out=str(tmp_path / "plain")))
+    run_localise_train(LocaliseTrainConfig(**base, epochs=1, out=str(tmp_path / "resumed")))
+    resumed = run_localise_train(LocaliseTrainConfig(**base, epochs=2, out=str(tmp_path / "resumed")))
+    loss = [h["train_loss"] for h in memo["history"]]
+    assert loss == pytest.approx([h["train_loss"] for h in plain["history"]], rel=1e-4)
+    assert loss == [h["train_loss"] for h in resumed["history"]]
+    start = torch.load(cls_path, weights_only=True)["state_dict"]
+    for run in (memo, resumed):
+        sd = torch.load(run["last"], weights_only=True)["state_dict"]
+        assert all(torch.equal(sd[k], start[k]) for k in sd if k.startswith("features."))
+        assert not torch.equal(sd["classifier.0.weight"], start["classifier.0.weight"])
