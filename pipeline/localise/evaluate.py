@@ -452,10 +452,15 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> dict[str, Any]:
         "config": cfg.model_dump(mode="json"),
     }
     if cfg.out:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        atomic_write_text(out / "loc_table.md", table)
-        atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        atomic_write_json(out / "loc_eval.json", summary)
+        _write(cfg, records, summary)
     return summary
+
+
+def _write(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """config.yaml, loc_table.md, predictions.jsonl, then loc_eval.json (written last)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    atomic_write_text(out / "loc_table.md", summary["table"])
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_json(out / "loc_eval.json", summary)
