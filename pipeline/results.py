@@ -208,6 +208,7 @@ class PaperResult(StageResult):
     feature_stores: list[str]
     transfer: dict[str, str] = Field(description="protocol -> transfer.json")
     localise: dict[str, str] = Field(description="train and protocols -> their result JSON")
+    results: Optional[str] = Field(None, description="results.json: every number of the printed tables")
     seconds: float
     top1_error: Optional[float] = None
     caltech_recall: Optional[float] = None

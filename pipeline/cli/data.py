@@ -9,7 +9,7 @@ import typer
 
 from pipeline.errors import UserError
 
-DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics", "voc-action")
+DATASETS = ("fashion-mnist", "digits-caltech", "voc-mosaics", "voc-action", "ilsvrc-loc")
 
 
 def prepare_data(
@@ -20,8 +20,11 @@ def prepare_data(
     size: Annotated[int, typer.Option(help="digits-caltech: image side in pixels")] = 64,
     images: Annotated[Optional[int], typer.Option(
         help="voc-mosaics: number of mosaics (2000); voc-action: images (600)")] = None,
-    canvas: Annotated[int, typer.Option(help="voc-mosaics, voc-action: image side in pixels")] = 112,
-    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics, voc-action: seed of the random draws")] = 0,
+    canvas: Annotated[Optional[int], typer.Option(help="voc-mosaics, voc-action (default 112), ilsvrc-loc (64): "
+                                                       "image side in pixels")] = None,
+    seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics, voc-action, ilsvrc-loc: seed of the "
+                                           "random draws")] = 0,
+    per_class: Annotated[int, typer.Option(help="ilsvrc-loc: training images per class (val: 50 per class)")] = 150,
 ) -> None:
     """Derive a dataset from the files shipped in data/ (deterministic, offline).
 
@@ -29,6 +32,8 @@ def prepare_data(
     (OUT/256_ObjectCategories) of scikit-learn's digits. voc-mosaics: VOC 2007 tree
     (OUT/VOCdevkit/VOC2007) of mosaics of held-out Fashion-MNIST images. voc-action: VOC 2012 action
     tree (OUT/VOCdevkit/VOC2012, ImageSets/Action) whose "persons" are held-out Fashion-MNIST images.
+    ilsvrc-loc: ILSVRC CLS-LOC tree (OUT/ILSVRC/Data/CLS-LOC, box XML) of one held-out item per --canvas
+    (64) image on clutter.
     """
     if name == "fashion-mnist":
         from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
@@ -41,11 +46,15 @@ def prepare_data(
     elif name == "voc-mosaics":
         from pipeline.shipped.voc_mosaics import prepare_voc_mosaics
 
-        path = prepare_voc_mosaics(out, images=images or 2000, canvas=canvas, seed=seed)
+        path = prepare_voc_mosaics(out, images=images or 2000, canvas=canvas or 112, seed=seed)
     elif name == "voc-action":
         from pipeline.shipped.voc_action import prepare_voc_action
 
-        path = prepare_voc_action(out, images=images or 600, canvas=canvas, seed=seed)
+        path = prepare_voc_action(out, images=images or 600, canvas=canvas or 112, seed=seed)
+    elif name == "ilsvrc-loc":
+        from pipeline.shipped.ilsvrc_loc import prepare_ilsvrc_loc
+
+        path = prepare_ilsvrc_loc(out, train_per_class=per_class, canvas=canvas or 64, seed=seed)
     else:
         raise UserError(f"unknown dataset {name!r} ({', '.join(DATASETS)})")
     typer.echo(str(path))

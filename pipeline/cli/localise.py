@@ -62,6 +62,10 @@ def evaluate(
     scales: Annotated[Optional[str], typer.Option(help="test scales Q, e.g. 256,384 (default: each net's S); "
                                                        "per net separated by ';', e.g. '256;352,384'")] = None,
     limit: Annotated[Optional[int], typer.Option(help="evaluate only the first N images")] = None,
+    blacklist: Annotated[Optional[Path], typer.Option(help="devkit blacklist (one 1-based validation image index "
+                                                          "per line): left out of the localisation error only")] = None,
+    posteriors: Annotated[Optional[list[Path]], typer.Option(help="posteriors.npz of `vgg evaluate` giving the "
+                                                                  "top-5 classes (repeat to fuse nets)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder (loc_eval.json, loc_table.md, predictions.jsonl)")] = None,
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML config file or preset name")] = None,
@@ -76,6 +80,7 @@ def evaluate(
     overrides: dict[str, Any] = {
         "checkpoints": [str(p) for p in checkpoints], "classifier": str(classifier) if classifier else None,
         "data": data, "split": split, "protocol": protocol, "limit": limit,
+        "blacklist": str(blacklist) if blacklist else None, "posteriors": [str(p) for p in posteriors or []] or None,
         "device": device, "out": str(out) if out else None,
     }
     if scales is not None and ";" in scales:

@@ -6,7 +6,10 @@
 - :mod:`~pipeline.localise.augment`: training crops that move the boxes along.
 - :mod:`~pipeline.localise.metric`: the ILSVRC localisation error.
 - :mod:`~pipeline.localise.protocols`: the central-crop and dense testing protocols.
+- :mod:`~pipeline.localise.selection`: the devkit's validation blacklist; top-k classes from saved posteriors.
+- :mod:`~pipeline.localise.tables`: Tables 8 and 9 (rows, Markdown).
 - :mod:`~pipeline.localise.train` / :mod:`~pipeline.localise.evaluate`: the stages.
+- :mod:`~pipeline.localise.demo`: the demo's Tables 8-9 on the ILSVRC-style set.
 """
 
 from pipeline.localise.boxes import (

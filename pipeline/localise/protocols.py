@@ -180,8 +180,9 @@ def dense_localise(
     k: int = 5,
     class_scales: Sequence[int] | None = None,
     flip: bool = True,
-    fusion: bool = True,
+    fusion: bool | Sequence[int] = True,
     class_order: np.ndarray | None = None,
+    top: Sequence[Sequence[int]] | None = None,
 ) -> list[DenseResult]:
     """The fully-fledged protocol (Table 9) on a batch of images of one size.
 
@@ -195,9 +196,12 @@ def dense_localise(
         k: classes guessed per image (5 in ILSVRC).
         class_scales: scales of the classification protocol (default: every net's scales).
         flip: the classification protocol also averages the flipped image's posteriors.
-        fusion: also merge the union of all nets' boxes (when there are several nets).
+        fusion: also merge the union of all nets' boxes (when there are several nets), or of the nets
+            of these indices (Table 9's fusion row unites two of its rows).
         class_order: ``class_order[c]`` = the classifier's output index of the data's class c
             (None: the same order).
+        top: per image, the k classes to guess, taken from a saved classification result (None:
+            the top-k of the classifier's dense evaluation at ``class_scales``).
     Returns:
         One :class:`DenseResult` per image.
     """
@@ -211,21 +215,22 @@ def dense_localise(
             posts[q], maps[q] = posts[q][:, class_order], maps[q][:, class_order]
     boxes_at = {(i, q): dense_boxes(net, imgs, q, runner) for i, net in enumerate(nets) for q in net.scales}
     groups = {f"net{i}": [i] for i in range(len(nets))}
-    if fusion and len(nets) > 1:
-        groups["fusion"] = list(range(len(nets)))
+    members = list(range(len(nets))) if fusion is True else list(fusion or [])
+    if len(members) > 1:
+        groups["fusion"] = members
     size = imgs[0].size
     results = []
     for n in range(len(imgs)):
         p = np.mean([posts[q][n] for q in cls_scales], axis=0)
-        top = [int(c) for c in np.argsort(-p, kind="stable")[:k]]
+        classes = [int(c) for c in (top[n] if top is not None else np.argsort(-p, kind="stable"))][:k]
         # every net's boxes of each top-k class, at every location and scale, with the class's score there
         per_net: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
         for i, net in enumerate(nets):
-            acc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in top}
+            acc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in classes}
             for q in net.scales:
                 corners = boxes_at[(i, q)][n]
                 cmap = _resize_map(maps[q][n:n + 1], corners.shape[:2])[0]
-                for c in top:
+                for c in classes:
                     acc[c][0].append(corners[:, :, net.slot(c), :].reshape(-1, 4))
                     acc[c][1].append(cmap[c].reshape(-1))
             per_net.append({c: (np.concatenate(b), np.concatenate(s)) for c, (b, s) in acc.items()})
@@ -233,7 +238,7 @@ def dense_localise(
         n_boxes: dict[str, int] = {}
         for name, members in groups.items():
             out, total = [], 0
-            for c in top:
+            for c in classes:
                 boxes = np.concatenate([per_net[i][c][0] for i in members])
                 scores = np.concatenate([per_net[i][c][1] for i in members])
                 box, score = best_box(boxes, scores, merge, size)
@@ -241,5 +246,5 @@ def dense_localise(
                 total += len(boxes)
             guesses[name] = out
             n_boxes[name] = total
-        results.append(DenseResult(p, top, guesses, n_boxes))
+        results.append(DenseResult(p, classes, guesses, n_boxes))
     return results

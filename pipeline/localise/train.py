@@ -39,7 +39,8 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.localise.augment import box_crop, targets
-from pipeline.localise.evaluate import class_order, crop_protocol_errors, iter_ground_truth, runner_for, skip_category
+from pipeline.localise.evaluate import (class_names, class_order, crop_protocol_errors, iter_ground_truth, runner_for,
+                                        skip_category)
 from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
 from pipeline.localise.protocols import LocNet, Runner
 from pipeline.models import load_model, save_checkpoint
@@ -51,7 +52,7 @@ from pipeline.transforms import sample_rng
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"progress", "epochs"}
+_RESUME_FREE = {"progress", "epochs", "cache_mb"}
 _RESUME_FREE_RUNTIME = {"device", "threads"}
 
 
@@ -83,6 +84,9 @@ class LocaliseTrainConfig(RuntimeStageConfig):
                                                            "lies inside the crop (OverFeat: 50%)")
     shuffle_buffer: int = Field(2048, ge=1, description="images held for shuffling the stream (whole split if larger)")
     limit: int | None = Field(None, ge=1, description="use only the first N training images")
+    cache_mb: int = Field(512, ge=0, description="keep the decoded training images in memory after the first epoch "
+                                                 "when they fit in this many MB (0: never): the same images in the "
+                                                 "same order, read once")
     val_limit: int | None = Field(None, ge=1, description="validate on only the first N images")
     seed: int = Field(0, description="seed of the box layer, shuffling, crops, flips and dropout")
     out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
@@ -99,10 +103,33 @@ def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return (sq * mask).sum() / (2 * pred.shape[0])
 
 
-def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips: list, counts: dict):
+def _usable(view: Any, cfg: LocaliseTrainConfig, skips: list, counts: dict, memory: dict):
+    """The stable stream of usable (sample, ground truth) pairs: read from the data, or from ``memory``
+    (the pairs, skips and counts of the first full pass, kept when the split is small enough)."""
+    if "items" in memory:
+        skips.extend(memory["skips"])
+        counts.update(memory["counts"])
+        yield from memory["items"]
+        return
+    items: list | None = [] if cfg.cache_mb > 0 else None
+    budget = cfg.cache_mb * 2**20
+    for item in iter_ground_truth(view, cfg.limit, skips, counts):
+        if items is not None:
+            budget -= 3 * item[0].image.size[0] * item[0].image.size[1]
+            if budget < 0:
+                items = None
+            else:
+                items.append(item)
+        yield item
+    if items is not None:
+        memory.update(items=items, skips=list(skips), counts=dict(counts))
+
+
+def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips: list, counts: dict,
+            memory: dict | None = None):
     """Usable (sample, ground truth) pairs in a shuffled order (a shuffle buffer over the stable stream)."""
     buf: list = []
-    for item in iter_ground_truth(view, cfg.limit, skips, counts):
+    for item in _usable(view, cfg, skips, counts, {} if memory is None else memory):
         buf.append(item)
         if len(buf) >= cfg.shuffle_buffer:
             yield buf.pop(int(rng.integers(len(buf))))
@@ -111,10 +138,10 @@ def _stream(view: Any, cfg: LocaliseTrainConfig, rng: np.random.Generator, skips
 
 
 def _batches(view: Any, cfg: LocaliseTrainConfig, s: int, crop: int, slots: int, epoch: int,
-             skips: list, counts: dict):
+             skips: list, counts: dict, memory: dict | None = None):
     """Batches of (uint8 crops, targets, target mask); each image's crop and flip drawn from its own generator."""
     xs, ts, ms = [], [], []
-    for sample, gt in _stream(view, cfg, np.random.default_rng([cfg.seed, epoch]), skips, counts):
+    for sample, gt in _stream(view, cfg, np.random.default_rng([cfg.seed, epoch]), skips, counts, memory):
         bc = box_crop(sample.image, gt, s, crop, sample_rng(cfg.seed, epoch, sample.key), flip=cfg.flip)
         t, m = targets(bc, crop, slots, cfg.min_visible)
         xs.append(bc.image)
@@ -125,6 +152,26 @@ def _batches(view: Any, cfg: LocaliseTrainConfig, s: int, crop: int, slots: int,
             xs, ts, ms = [], [], []
     if xs:
         yield torch.stack(xs), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
+
+
+def _frozen_features(model: Any, xb: torch.Tensor, x: torch.Tensor, memo: dict[bytes, torch.Tensor],
+                     cfg: LocaliseTrainConfig, runner: Runner) -> torch.Tensor:
+    """The frozen conv features of a batch (FC-only fine-tuning), each crop's computed once, alone (so they do not
+    depend on the batch it came in: a resumed run computes the same), and reused while they fit in ``cache_mb``.
+
+    With S = crop every epoch's crop of an image is the whole rescaled image, flipped or not: two distinct crops.
+    """
+    out = []
+    for i in range(x.shape[0]):
+        key = xb[i].numpy().tobytes()
+        f = memo.get(key)
+        if f is None:
+            with torch.no_grad():
+                f = model.features(x[i:i + 1])
+            if (len(memo) + 1) * f.numel() * f.element_size() <= cfg.cache_mb * 2**20:
+                memo[key] = f
+        out.append(f)
+    return torch.cat(out)
 
 
 def _skip_summary(skips: list[dict[str, str]]) -> dict[str, Any]:
@@ -174,6 +221,7 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
             holding a run with another config.
     """
     from pipeline.data import open_data
+
     out = Path(cfg.out)
     ck_dir = out / "checkpoints"
     view = open_data(cfg.data, cfg.split, cfg.format)
@@ -183,7 +231,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     if cmeta.get("localise"):
         raise UserError(f"{cfg.classifier} is a localisation net; start from a classification checkpoint")
     # the class order does not matter here (the box layer is fresh), the classes do
-    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes, classes)
+    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes, classes,
+                class_names(view))
     ts = train_scale_of(ck)
     s = cfg.scale or (ts.s_min if ts else None)
     if s is None:
@@ -207,6 +256,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {}  # the decoded training split, kept after the first epoch when small
+    frozen: dict[bytes, torch.Tensor] | None = {} if cfg.fine_tune == "fc" and s == crop and cfg.cache_mb else None
     skip_summary: dict[str, Any] = {"by_reason": {}, "listed": []}
     start, best = 0, None
     last = ck_dir / "last.pt"
@@ -233,10 +284,13 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
         t0, seen, loss_sum = time.monotonic(), 0, 0.0
         total = min(len(view), cfg.limit) if cfg.limit else len(view)
         with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
-            for x, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts):
-                x = runner.input(normalize(x, norm))
+            for xb, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts, memory):
+                x = runner.input(normalize(xb, norm))
                 with runner.autocast():
-                    outp = model(x)
+                    if frozen is not None:  # FC layers only, S = crop: each crop's conv features computed once
+                        outp = model.classifier(torch.flatten(_frozen_features(model, xb, x, frozen, cfg, runner), 1))
+                    else:
+                        outp = model(x)
                 pred = outp.float().view(x.shape[0], slots, 4)
                 loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
                 if not torch.isfinite(loss):

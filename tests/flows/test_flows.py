@@ -4,6 +4,7 @@ real server's API and executed by `vgg serve`, and the UI's deployments page in 
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import subprocess
 import tempfile
@@ -178,7 +179,7 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
     cfg = PaperConfig(workdir=str(tmp_path / "demo"), train_per_class=30, val_per_class=5, eval_limit=10,
                       train_sets=["schedule.max_epochs=1", "data.workers=0", "optim.batch_size=32"],
                       digits_size=32, digits_scales=[32, 48], mosaics=60, mosaic_canvas=64, mosaic_scales=[32],
-                      localise_epochs=1, action_images=20)
+                      loc_per_class=5, localise_epochs=1, action_images=20)
     res = paper_flow(cfg)
     text = (tmp_path / "demo" / "tables.md").read_text()
     for heading in ("Classification (Tables 3-6)", "Transfer (Table 11)", "Action classification (Table 12)",
@@ -188,6 +189,8 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
     assert 0 <= res.top1_error <= 1 and 0 <= res.caltech_recall <= 1 and 0 <= res.voc07_map <= 1
     assert all(Path(p).is_file() for p in [res.evaluate, *res.checkpoints.values(), *res.feature_stores,
                                             *res.transfer.values(), *res.localise.values()])
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["classification"] and results["localisation"]["crop"]["baselines"]["whole_image"] is not None
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts()}
     assert {"vgg-paper-tables", "vgg-paper-summary", "evaluate-table"} <= keys

@@ -44,6 +44,12 @@ def test_train_then_evaluate_from_the_command_line(voc_tree, voc_classifier, tmp
     code, out, err = _run(["localise", "evaluate", res["best"], "--data", str(voc_tree), "--split", "val",
                            "--protocol", "crop", "--limit", "3", "--set", "progress=false"], capsys)
     assert code == 0 and "| Fine-tuned layers | regression type |" in out
+    # --blacklist: 1-based positions in the split (VOC keys carry no ILSVRC number)
+    (tmp_path / "black.txt").write_text("2\n")
+    code, out, err = _run(["localise", "evaluate", res["best"], "--data", str(voc_tree), "--split", "val",
+                           "--protocol", "crop", "--limit", "3", "--blacklist", str(tmp_path / "black.txt"),
+                           "--set", "progress=false"], capsys)
+    assert code == 0 and "1 blacklisted images left out" in out, err
 
 
 def test_bad_input_is_one_line_and_exit_2(voc_tree, voc_classifier, tmp_path, capsys):

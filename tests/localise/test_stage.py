@@ -70,7 +70,8 @@ def test_both_protocols_write_a_table_and_a_summary(trained, voc_tree, voc_class
     table = (tmp_path / "loc_table.md").read_text()
     assert ("Table 8" if protocol == "crop" else "Table 9") in table
     names = [r["name"] for r in s["rows"]]
-    expect = ["net0", "net1"] + (["fusion"] if protocol == "dense" else []) + ["whole image", "centre quarter"]
+    expect = ["net0", "net1"] + (["fusion", "net0 crop", "net1 crop"] if protocol == "dense" else []) \
+        + ["whole image", "centre quarter"]
     assert names == expect
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == s["images"]["evaluated"] > 0
@@ -147,7 +148,7 @@ def test_bad_boxes_are_clipped_or_skipped_with_reasons(tmp_path, photos):
     loc = _loc_net(tmp_path / "loc.pt", ["cat", "dog"])
     s = run_localise_evaluate(LocaliseEvalConfig(checkpoints=[str(loc)], data=str(tmp_path / "list.jsonl"), split="all",
                                                  protocol="crop", progress=False, out=str(tmp_path / "ev")))
-    assert s["images"] == {"seen": 3, "evaluated": 1, "skipped": 2}
+    assert s["images"] == {"seen": 3, "evaluated": 1, "localisation": 1, "blacklisted": 0, "skipped": 2}
     assert s["boxes"] == {"clipped": 1, "skipped": 2}
     reasons = s["skips"]["by_reason"]
     assert reasons["entirely outside the 96x64 image"] == 1 and reasons["min > max"] == 1

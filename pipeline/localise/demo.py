@@ -1,0 +1,75 @@
+"""Tables 8 and 9 of the end-to-end demo, on the ILSVRC-style set (paper Appendix A.2).
+
+:func:`demo_localisation` trains the three localisation nets of Table 8 from one classification
+checkpoint (FC layers only with single-class regression, FC layers only with per-class
+regression, all layers with per-class regression; preset ``localise-train-small``), measures
+them with the central-crop, ground-truth-class protocol (Table 8), and applies the chosen
+setting (PCR, all layers) with the fully-fledged protocol (Table 9): densely at one scale and at
+two scales, the PCR FC-only net at one scale, and the fusion of the two single-scale nets (the
+union of their boxes); each net's central crop for the same top-5 classes beside them. The devkit-format blacklist that ships
+with the set is applied (localisation error only). Every stage reuses what a previous run
+finished, as the stages do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import load_config
+from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
+from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
+
+__all__ = ["TABLE8_NETS", "demo_localisation"]
+
+#: (head, fine-tuned layers) of Table 8's rows, in the paper's order
+TABLE8_NETS = (("scr", "fc"), ("pcr", "fc"), ("pcr", "all"))
+
+
+def _plain(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    return fn
+
+
+def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int | None = None,
+                      bf16: bool = False, train_preset: str = "localise-train-small",
+                      eval_preset: str = "localise-eval-small", dense_scales: tuple[int, int] = (32, 64),
+                      task: Callable[[Callable[..., Any], str], Callable[..., Any]] = _plain) -> dict[str, Any]:
+    """Train Table 8's nets and evaluate them (Tables 8 and 9).
+
+    Args:
+        data: the ILSVRC-style set (``prepare_ilsvrc_loc``).
+        classifier: the classification checkpoint the nets start from and the dense protocol rates boxes with.
+        out: folder of the runs (``<head>-<layers>/``) and evaluations (``crop/``, ``dense/``).
+        epochs: training epochs (default: the preset's).
+        bf16: bf16 autocast and channels-last.
+        train_preset, eval_preset: the presets of the stages.
+        dense_scales: the single test scale and the second scale of the multi-scale rows.
+        task: wraps each stage function (a workflow task: ``task(fn, name)(cfg)``).
+    Returns:
+        ``{"crop", "dense"}``: the evaluation summaries; ``"train"``: the training summaries by net;
+        ``"training_seconds"``: seconds each net trained.
+    """
+    from pipeline.shipped.ilsvrc_loc import BLACKLIST
+
+    out = Path(out)
+    speed = {"bf16": bf16, "channels_last": bf16, "progress": False}
+    trained: dict[str, dict[str, Any]] = {}
+    for head, layers in TABLE8_NETS:
+        name = f"{head}-{layers}"
+        cfg = load_config(LocaliseTrainConfig, train_preset, [], data=data, classifier=classifier, head=head,
+                          fine_tune=layers, out=str(out / name), epochs=epochs, **speed)
+        trained[name] = task(run_localise_train, f"localise-train-{name}")(cfg)
+    last = {name: str(out / name / "checkpoints" / "last.pt") for name in trained}
+    black = Path(data) / BLACKLIST
+    common = dict(data=data, split="val", blacklist=str(black) if black.is_file() else None, **speed)
+    crop = task(run_localise_evaluate, "localise-crop")(load_config(
+        LocaliseEvalConfig, eval_preset, [], checkpoints=[last[f"{h}-{f}"] for h, f in TABLE8_NETS], protocol="crop",
+        out=str(out / "crop"), **common))
+    q1, q2 = dense_scales
+    dense = task(run_localise_evaluate, "localise-dense")(load_config(
+        LocaliseEvalConfig, eval_preset, [], checkpoints=[last["pcr-all"], last["pcr-all"], last["pcr-fc"]],
+        net_scales=[[q1], [q1, q2], [q1]], fusion_nets=[0, 2], classifier=classifier, protocol="dense",
+        out=str(out / "dense"), **common))
+    seconds = {name: round(sum(h["seconds"] for h in r["history"]), 1) for name, r in trained.items()}
+    return {"crop": crop, "dense": dense, "train": trained, "training_seconds": seconds}
