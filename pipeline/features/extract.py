@@ -389,7 +389,7 @@ def _run(cfg: ExtractConfig, out: Path, rank: int, world: int, progress: Progres
                 label_kind=inp.label_kind, classes=inp.classes, dims=[n.dim for n in nets], scales=scales,
                 provenance=provenance, identity=identity, dtype=cfg.dtype, regions=cfg.boxes,
                 aggregate=cfg.aggregate, l2=cfg.l2, row_start=rows[0], rows_total=n,
-                part=None if in_place else (index, count)))
+                part=None if in_place else (index, count), batch_rows=cfg.batch_size))
         stats = _extract_into(target, inp, nets, scales, cfg, device, rows, progress)
     result = {**base, **stats, "status": "resumed" if state == "resume" else "written"}
     if in_place:

@@ -102,6 +102,9 @@ class StoreLayout:
     rows_total: int | None = None
     part: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: rows per descriptor chunk when > 1: the writer's batch, so each chunk is written whole, once,
+    #: without being read first (its checksum computed once); 1: chunks of about 1 MiB
+    batch_rows: int = 1
 
 
 def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...],
@@ -120,8 +123,10 @@ def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chu
     return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fillvalue=fill)
 
 
-def _chunk_rows(n: int, row_bytes: int) -> int:
-    return max(1, min(n, CHUNK_BYTES // max(1, row_bytes)))
+def _chunk_rows(n: int, row_bytes: int, batch: int = 1) -> int:
+    """Rows per chunk: one writer batch when known (each chunk written whole, once), else ~1 MiB."""
+    rows = batch if batch > 1 else CHUNK_BYTES // max(1, row_bytes)
+    return max(1, min(n, rows))
 
 
 def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str | os.PathLike[str] | None = None) -> None:
@@ -175,7 +180,8 @@ def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
                 grp = f.require_group(f"{g}/net{i}")
                 grp.attrs["dim"] = int(d)
                 for q in layout.scales:
-                    _early(grp, str(q), (n, d), dtype, (_chunk_rows(n, d * dtype.itemsize), d), checksum=True)
+                    rows = _chunk_rows(n, d * dtype.itemsize, layout.batch_rows)
+                    _early(grp, str(q), (n, d), dtype, (rows, d), checksum=True)
         f.flush()
         os.fsync(f.id.get_vfd_handle())
 
