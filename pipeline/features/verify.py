@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import h5py
 import numpy as np

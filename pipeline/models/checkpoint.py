@@ -97,7 +97,9 @@ def _load_error(p: Path, e: Exception) -> UserError:
         return UserError(f"{p}: not a loadable checkpoint: it holds pickled Python objects{what}, and loading those "
                          "could run code from the file, so it is not read; checkpoints hold only tensors and plain "
                          "values (as `vgg train` writes them)")
-    if "zip archive" in text or isinstance(e, EOFError):
+    with open(p, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's archive: then it is damaged, not foreign
+    if zipped or "zip archive" in text or isinstance(e, EOFError):
         return UserError(f"{p}: not a loadable checkpoint: damaged or truncated (its archive cannot be read); "
                          "use an intact copy")
     first = text.strip().splitlines()[0][:160] if text.strip() else ""

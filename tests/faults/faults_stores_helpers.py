@@ -70,7 +70,7 @@ def run_subprocess(args: list, timeout: int = 600) -> tuple[int, str]:
     """``python -m pipeline ARGS`` in a fresh process (a crash shows as a negative code)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                       env=env, timeout=timeout, cwd=REPO)
+                       env=env, timeout=timeout, cwd=REPO, check=False)
     return p.returncode, p.stdout + p.stderr
 
 
@@ -94,7 +94,8 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None:
         pytest.skip("no mount command on this machine")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {r.stderr.strip()[:200]}")
     try:
@@ -151,3 +152,32 @@ def assert_same_store(a: Path, b: Path) -> None:
     for k in x:
         assert x[k].dtype == y[k].dtype, k
         np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def write_store(path: Path, ids: list[str], labels: np.ndarray, classes: list[str], blocks: list[np.ndarray],
+                scales: list[int]) -> Path:
+    """A complete one-net store written through the store's own writer: ``blocks[s]`` is (N, D) at ``scales[s]``."""
+    from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_store
+
+    labels = np.asarray(labels)
+    layout = StoreLayout(ids=list(ids), labels=labels, label_kind="multi" if labels.ndim == 2 else "single",
+                         classes=list(classes), dims=[int(blocks[0].shape[1])], scales=list(scales),
+                         provenance={"checkpoints": [], "data": {"path": "", "kind": "test", "split": "all"}},
+                         identity={"format": FORMAT, "test": str(path)})
+    create_store(path, layout)
+    w = StoreWriter(path)
+    w.write_batch(0, [np.stack(blocks, axis=1).astype(np.float32)], np.ones(len(ids), dtype=bool))
+    w.finalize()
+    return path
+
+
+def digits_store(path: Path, per_class: int = 12) -> Path:
+    """scikit-learn's digits (10 classes, ``per_class`` each): "scales" 8 (the digit) and 4 (a pooled copy)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rows = np.sort(np.concatenate([np.flatnonzero(d.target == c)[:per_class] for c in range(10)]))
+    x = d.images[rows].astype(np.float32)
+    coarse = x.reshape(len(x), 4, 2, 4, 2).mean(axis=(2, 4)).repeat(2, axis=1).repeat(2, axis=2)
+    return write_store(path, [f"d{i:04d}" for i in rows], d.target[rows].astype(np.int64), [str(c) for c in range(10)],
+                       [x.reshape(len(x), -1), coarse.reshape(len(x), -1)], [8, 4])

@@ -155,9 +155,8 @@ def test_flipped_bit_is_caught_by_the_checksum(net, images, reference, tmp_path,
     out = tmp_path / "features.h5"
     out.write_bytes(reference.read_bytes())
     flip_bit_in_chunk(out, "descriptors/net0/32")
-    with FeatureStore(out) as st:  # the structure is whole; the data is not
-        with pytest.raises(UserError, match="descriptors/net0/32 cannot be read: checksum mismatch"):
-            st.features()
+    with FeatureStore(out) as st, pytest.raises(UserError, match="descriptors/net0/32 cannot be read: checksum mismatch"):
+        st.features()  # the structure is whole; the data is not
     code, text = run_main(_extract_args(net, images, out), capfd)
     assert_one_line_error(code, text, "checksum mismatch", "not reused")
     code, text = run_main(["transfer", out, "--protocol", "generic", "--out", tmp_path / "t"], capfd)
