@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.features.store import FORMAT, StoreLayout, _write_failed, create_store
-from pipeline.features.verify import read_error, seal, structure_problems, write_error
+from pipeline.features.verify import read_error, seal, structure_problems, writing
 from pipeline.io import atomic_path
 
 __all__ = ["merge_parts"]
@@ -82,10 +82,8 @@ def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, o
             rows = src[s: s + block]
         except (OSError, RuntimeError) as e:
             raise read_error(src_path, src.name.lstrip("/"), e) from None
-        try:
+        with writing(out, f"copying {src.name.lstrip('/')} of part {Path(src_path).name}"):
             dst[offset + s: offset + s + len(rows)] = rows
-        except (OSError, RuntimeError, ValueError) as e:
-            raise write_error(out, e, f"copying {src.name.lstrip('/')} of part {Path(src_path).name}") from None
 
 
 def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]], layout: StoreLayout) -> None:
@@ -102,10 +100,8 @@ def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]], layout
             fg = f["failed"]
             failed += [(int(r) + off, i, s) for r, i, s in
                        zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:])]
-        try:
+        with writing(out, "recording decode failures"):
             _write_failed(dst, failed)
-        except (OSError, RuntimeError, ValueError) as e:
-            raise write_error(out, e, "recording decode failures") from None
         seal(dst, out)
     finally:
         if dst.id.valid:

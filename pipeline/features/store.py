@@ -47,7 +47,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.features.verify import (
-    descriptor_names, nonfinite_message, read_error, seal, structure_problems, write_error,
+    descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing,
 )
 
 __all__ = [
@@ -143,10 +143,8 @@ def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str |
     n = len(layout.ids)
     if n == 0:
         raise UserError("no images to describe")
-    try:
+    with writing(label or path, "creating it", created=False):
         _create(path, layout, n)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise write_error(label or path, e, "creating it", created=False) from None
 
 
 def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
@@ -197,7 +195,11 @@ def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
         with h5py.File(path, "r", locking=False) as f:
             if f.attrs.get("format") != FORMAT:
                 raise UserError(f"{path} exists and is not a feature store ({FORMAT}); use --overwrite or another --out")
-            return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
+            try:
+                return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
+            except (KeyError, ValueError, TypeError):
+                raise UserError(f"{path}: damaged feature store (its identity attributes are missing or unreadable); "
+                                "use --overwrite to rebuild it") from None
     except OSError as e:
         raise UserError(f"{path} exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]}); "
                         "use --overwrite to rebuild it") from None
@@ -317,29 +319,23 @@ class StoreWriter:
         """
         if self.regions and regions is None:
             raise ValueError("this store keeps region descriptors; pass regions=")
-        try:
+        with writing(self.label, f"rows {start}..{start + len(ok) - 1}"):
             self._put("descriptors", start, descs, ok)
             if self.regions:
                 self._put("regions", start, regions, ok)
             self.f.flush()  # data first ...
-        except (OSError, RuntimeError, ValueError) as e:
-            raise write_error(self.label, e, f"rows {start}..{start + len(ok) - 1}") from None
         if failures:
-            try:
-                with open(self.log, "a", encoding="utf-8") as fh:
-                    for r, key, reason in failures:
-                        fh.write(json.dumps({"row": int(r), "id": key, "reason": reason}) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as e:
-                raise write_error(self.label, e, f"logging decode failures to {self.log.name}") from None
+            with writing(self.label, f"logging decode failures to {self.log.name}"), \
+                    open(self.log, "a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps({"row": int(r), "id": key, "reason": reason}) + "\n"
+                                 for r, key, reason in failures))
+                fh.flush()
+                os.fsync(fh.fileno())
             for r, key, reason in failures:
                 self.failed[int(r)] = (key, reason)
-        try:
+        with writing(self.label, "marking rows done"):
             self.f["done"][start:start + len(ok)] = np.asarray(ok, dtype=bool)
             self.f.flush()  # ... then the mask that says it is there
-        except (OSError, RuntimeError, ValueError) as e:
-            raise write_error(self.label, e, "marking rows done") from None
 
     def finalize(self) -> None:
         """Record the failures, confirm every write (fsync, read back), mark the store complete, close it.
@@ -350,10 +346,8 @@ class StoreWriter:
         done = self.f["done"][:].astype(bool)
         if not (done | self._failed_mask()).all():
             raise RuntimeError(f"{self.path}: {int((~done).sum())} rows still pending")
-        try:
+        with writing(self.label, "recording decode failures"):
             _write_failed(self.f, [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]])
-        except (OSError, RuntimeError, ValueError) as e:
-            raise write_error(self.label, e, "recording decode failures") from None
         seal(self.f, self.label)
         self.log.unlink(missing_ok=True)
 
@@ -424,8 +418,12 @@ class FeatureStore:
             self.close()
             raise UserError(f"{self.path}: part {index} of {count} of a store; combine the "
                             "parts with `vgg extract --out STORE --merge` (or read with allow_incomplete=True)")
-        self.provenance: dict[str, Any] = json.loads(a["provenance"])
-        self.identity: dict[str, Any] = json.loads(a["identity"])
+        try:
+            self.provenance: dict[str, Any] = json.loads(a["provenance"])
+            self.identity: dict[str, Any] = json.loads(a["identity"])
+        except ValueError:
+            self.close()
+            raise UserError(f"{self.path}: damaged feature store (provenance or identity is not JSON)") from None
         self.label_kind: str = str(a["label_kind"])
         self.scales: list[int] = [int(q) for q in a["scales"]]
         self.nets: list[str] = [f"net{i}" for i in range(int(a["nets"]))]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from pipeline.errors import UserError
 
 __all__ = [
-    "CHECKSUM", "io_failure", "write_error", "read_error", "structure_problems", "data_problems",
+    "CHECKSUM", "io_failure", "write_error", "writing", "read_error", "structure_problems", "data_problems",
     "nonfinite_message", "seal", "verify_file", "descriptor_names", "BLOCK_ROWS",
 ]
 
@@ -68,6 +69,18 @@ def _unreadable(name: str, e: BaseException) -> str:
     why = ("checksum mismatch (the data changed after it was written)" if "filter returned failure" in str(e)
            else io_failure(e) or _first_line(e))
     return f"{name} cannot be read: {why}"
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str], during: str, created: bool = True) -> Iterator[None]:
+    """Turn an OS-level failure inside the block (h5py reports them as OSError, RuntimeError or
+    ValueError carrying the errno) into :func:`write_error`; anything else (a bug) passes unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as e:
+        if isinstance(e, OSError) or io_failure(e) is not None:
+            raise write_error(path, e, during, created) from None
+        raise
 
 
 def read_error(path: str | os.PathLike[str], name: str, e: BaseException) -> UserError:
@@ -205,22 +218,18 @@ def seal(f: h5py.File, path: str | os.PathLike[str]) -> None:
     Raises:
         UserError: a write or the read-back failed; the store is left incomplete.
     """
-    try:
+    with writing(path, "flushing"):
         f.flush()
         os.fsync(f.id.get_vfd_handle())
-    except (OSError, RuntimeError, ValueError) as e:
-        raise write_error(path, e, "flushing") from None
     problems = structure_problems(f) or data_problems(f, drop_cache=True)
     if problems:
         raise UserError(f"{path}: the read-back before marking it complete failed: {problems[0]}; "
                         "the store is left incomplete")
-    try:
+    with writing(path, "marking it complete"):
         f.attrs.modify("complete", True)
         f.flush()
         os.fsync(f.id.get_vfd_handle())
         f.close()
-    except (OSError, RuntimeError, ValueError) as e:
-        raise write_error(path, e, "marking it complete") from None
 
 
 def verify_file(path: str | os.PathLike[str], data: bool = True) -> list[str]:
