@@ -92,3 +92,22 @@ def test_path_like_class_names_never_leave_out(tmp_path, photos, capfd):
     assert set(result["per_class"]) == {evil, "cat"}
     lines = (out / "decisions" / "comp1_cls_test_cat.txt").read_text().splitlines()
     assert len(lines) == 6 and all(len(x.split(" ")) == 2 for x in lines)
+
+
+def test_names_become_file_names_only_escaped(tmp_path):
+    """Escaping keeps plain names, never yields a separator, and never maps two names to one file;
+    reading the devkit's per-class files refuses names that are not plain."""
+    from pipeline.transfer.report import devkit_id, file_part
+    from pipeline.transfer.splits import read_voc_class_labels
+
+    names = ["aeroplane", "tv-monitor", "../../x", "..", ".hidden", "a/b", "a%2Fb", "tv monitor", "\n", "é", "a\\b"]
+    parts = [file_part(n) for n in names]
+    assert parts[:2] == ["aeroplane", "tv-monitor"]
+    assert len(set(parts)) == len(names) and not any("/" in p or "\\" in p or "\n" in p for p in parts)
+    assert devkit_id("2008_000001") == "2008_000001" and devkit_id("a b\n%") == "a%20b%0A%25"
+    main = tmp_path / "VOC2007" / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "test.txt").write_text("000001\n")
+    (main.parents[1] / "x_test.txt").write_text("000001 1\n")  # what "../../x" would reach from Main
+    with pytest.raises(UserError, match="'../../x' cannot name a devkit file"):
+        read_voc_class_labels(main, ["cat", "../../x"], "test")
