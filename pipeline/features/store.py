@@ -181,8 +181,6 @@ def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
                 for q in layout.scales:
                     rows = _chunk_rows(n, d * dtype.itemsize, layout.batch_rows)
                     _early(grp, str(q), (n, d), dtype, (rows, d), checksum=True)
-        f.flush()
-        os.fsync(f.id.get_vfd_handle())
 
 
 def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
