@@ -5,8 +5,10 @@ and writes the raw multi-scale descriptors of :mod:`pipeline.features.descriptor
 store of :mod:`pipeline.features.store`:
 
 - Reuse: a finished store built from the same inputs (checkpoint sha256, dataset fingerprint and
-  split, scales, flip, boxes, dtype, precision) is left alone and named; a store built from other
-  inputs is refused unless ``overwrite``.
+  split, scales, flip, boxes, dtype, precision) is left alone and named once it passes a full
+  check (every dataset present with its shape, checksums, finite rows; see
+  :mod:`pipeline.features.verify`); a damaged one is refused (``overwrite`` rebuilds it), as is a
+  store built from other inputs.
 - Resume: an unfinished store with the same inputs continues from its ``done`` mask. Batches are
   aligned to fixed row blocks, so a resumed store equals an uninterrupted one.
 - Scale out: under ``torchrun`` (``WORLD_SIZE`` > 1, gloo or NCCL) each rank describes a contiguous
@@ -40,6 +42,7 @@ from pipeline.features.store import (
     FORMAT, StoreLayout, StoreWriter, create_store, failed_log_path, identity_differences, merge_parts, part_path,
     read_state,
 )
+from pipeline.features.verify import verify_file
 from pipeline.io import atomic_path, sha256_file
 from pipeline.models import load_model
 from pipeline.preprocess import normalization_of
@@ -230,14 +233,28 @@ def _extract_into(path: Path, inp: ExtractInput, nets: list[Net], scales: list[i
         writer.close()
 
 
+def _damaged(path: Path, complete: bool, overwrite: bool) -> bool:
+    """Whether the store at ``path`` (same inputs) is damaged; refuses it without ``overwrite``.
+
+    A complete store is read whole (checksums, finite rows); an unfinished one is checked for
+    structure (every dataset present with its shape) before it is resumed.
+    """
+    problems = verify_file(path, data=complete)
+    if problems and not overwrite:
+        state = "marked complete" if complete else "unfinished"
+        raise UserError(f"{path} is {state} but damaged ({problems[0]}), so it is not "
+                        f"{'reused' if complete else 'resumed'}; use --overwrite to rebuild it")
+    return bool(problems)
+
+
 def _prepare_target(path: Path, identity: dict[str, Any], overwrite: bool) -> str:
-    """``new``, ``resume`` or ``complete`` for a store or part at ``path``; refuses other inputs."""
+    """``new``, ``resume`` or ``complete`` for a store or part at ``path``; refuses other inputs and damaged stores."""
     if not path.exists():
         return "new"
     old, complete = read_state(path) if not overwrite else _state_or_none(path)
-    if old == identity:
+    if old == identity and not _damaged(path, complete, overwrite):
         return "complete" if complete else "resume"
-    if not overwrite:
+    if old != identity and not overwrite:
         diff = "; ".join(identity_differences(old, identity))
         raise UserError(f"{path} was built from other inputs ({diff}); use --overwrite to replace it, or another --out")
     path.unlink()
@@ -254,7 +271,7 @@ def _state_or_none(path: Path) -> tuple[dict[str, Any] | None, bool]:
 
 def _create(path: Path, layout: StoreLayout) -> None:
     with atomic_path(path) as tmp:
-        create_store(tmp, layout)
+        create_store(tmp, layout, label=path)
 
 
 def _merge_only(cfg: ExtractConfig) -> dict[str, Any]:
@@ -317,10 +334,10 @@ def _run(cfg: ExtractConfig, out: Path, env: DistEnv, on_progress: OnProgress | 
                 "dtype": cfg.dtype, "precision": precision}
     base = {"path": str(out), "scales": scales, "dims": [n.dim for n in nets], "images": len(inp.entries)}
 
-    # A finished store from the same inputs: nothing to do.
+    # A finished, whole store from the same inputs: nothing to do.
     if out.exists():
         old, complete = (read_state(out) if not cfg.overwrite else _state_or_none(out))
-        if old == identity and complete:
+        if old == identity and complete and not _damaged(out, True, cfg.overwrite):
             _update_read_defaults(out, cfg)
             return {**base, "status": "exists"}
         if old is not None and old != identity and not cfg.overwrite:
@@ -355,7 +372,7 @@ def _run(cfg: ExtractConfig, out: Path, env: DistEnv, on_progress: OnProgress | 
                 label_kind=inp.label_kind, classes=inp.classes, dims=[n.dim for n in nets], scales=scales,
                 provenance=provenance, identity=identity, dtype=cfg.dtype, regions=cfg.boxes,
                 aggregate=cfg.aggregate, l2=cfg.l2, row_start=rows[0], rows_total=n,
-                part=None if in_place else (index, count)))
+                part=None if in_place else (index, count), batch_rows=cfg.batch_size))
         stats = _extract_into(target, inp, nets, scales, cfg, device, rows, precision,
                               cfg.progress and (env.main or cfg.part is not None), on_progress)
     result = {**base, **stats, "status": "resumed" if state == "resume" else "written"}

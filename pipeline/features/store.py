@@ -17,15 +17,20 @@ the net again. Schema (``format = "vgg-features/1"``; plain h5py reads it; docs/
     descriptors/net{i}/{Q}    (N, D) float32 or float16: GAP of the FC7 map at scale Q, flip-averaged
     regions/net{i}/{Q}        (N, D) the same for the box crops (only with --boxes)
 
-Crash safety: the store is created whole (ids, labels and every descriptor chunk allocated up
-front), so extraction only writes raw data into existing chunks. Each batch writes descriptors,
-flushes, then sets its ``done`` rows and flushes again: a row is ``done`` only once its data is in
-the file, and a killed run resumes from the mask. Decode failures go to a small JSON-lines log next
+Crash safety: the store is created whole (ids, labels and every descriptor chunk written up front,
+so a disk too small fails at creation), so extraction only rewrites existing chunks. Each batch
+writes descriptors, flushes, then sets its ``done`` rows and flushes again: a row is ``done`` only
+once its data is in the file, and a killed run resumes from the mask. The writer keeps no chunk
+cache, so a failed write raises where it happens (h5py would otherwise lose it when a dataset is
+freed). Descriptor chunks carry the ``fletcher32`` checksum; the store is marked ``complete`` only
+after it has been fsynced and read back whole (:mod:`pipeline.features.verify`). A failed write
+leaves it incomplete and fails with the OS error in one line. Decode failures go to a small JSON-lines log next
 to the store (``<store>.failed.jsonl``) until the store is finished, then into ``failed/``.
 
 Reading: :class:`FeatureStore` refuses an incomplete store unless ``allow_incomplete=True``, and
 returns only rows that are done (failed images are never done), so ``ids``, ``labels`` and
-``features()`` always agree on the rows.
+``features()`` always agree on the rows. It refuses a store whose structure is damaged (a dataset
+missing or misshapen), a chunk whose checksum fails and non-finite descriptors, naming the rows.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_path
+from pipeline.features.verify import (
+    descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing,
+)
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
@@ -96,27 +103,51 @@ class StoreLayout:
     rows_total: int | None = None
     part: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: rows per descriptor chunk when > 1: the writer's batch, so each chunk is written whole, once,
+    #: without being read first (its checksum computed once); 1: chunks of about 1 MiB
+    batch_rows: int = 1
 
 
 def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...],
-           fill: Any = None) -> h5py.Dataset:
-    """A chunked dataset whose chunks are all allocated now (later writes touch raw data only)."""
+           fill: Any = None, checksum: bool = False) -> h5py.Dataset:
+    """A chunked dataset whose chunks are all allocated now (later writes touch raw data only).
+
+    With ``checksum`` every chunk carries a fletcher32 checksum, and the chunks are written (zeros)
+    now, so the whole store occupies the disk from its creation."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    if checksum:
+        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fletcher32=True,
+                                    fillvalue=0)
     if fill is None:
         return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fill_time="never")
     return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fillvalue=fill)
 
 
-def _chunk_rows(n: int, row_bytes: int) -> int:
-    return max(1, min(n, CHUNK_BYTES // max(1, row_bytes)))
+def _chunk_rows(n: int, row_bytes: int, batch: int = 1) -> int:
+    """Rows per chunk: one writer batch when known (each chunk written whole, once), else ~1 MiB."""
+    rows = batch if batch > 1 else CHUNK_BYTES // max(1, row_bytes)
+    return max(1, min(n, rows))
 
 
-def create_store(path: str | os.PathLike[str], layout: StoreLayout) -> None:
-    """Write a new, empty store (every row pending) at ``path``; callers make it atomic."""
+def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str | os.PathLike[str] | None = None) -> None:
+    """Write a new, empty store (every row pending) at ``path``; callers make it atomic.
+
+    Args:
+        path: the file to write (usually a temporary name).
+        layout: what the store holds.
+        label: the name errors give the store (default ``path``).
+    Raises:
+        UserError: no rows, or the disk refused a write (e.g. full), with the OS error.
+    """
     n = len(layout.ids)
     if n == 0:
         raise UserError("no images to describe")
+    with writing(label or path, "creating it", created=False):
+        _create(path, layout, n)
+
+
+def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
     dtype = np.dtype(layout.dtype)
     with h5py.File(path, "w") as f:
         a = f.attrs
@@ -148,7 +179,8 @@ def create_store(path: str | os.PathLike[str], layout: StoreLayout) -> None:
                 grp = f.require_group(f"{g}/net{i}")
                 grp.attrs["dim"] = int(d)
                 for q in layout.scales:
-                    _early(grp, str(q), (n, d), dtype, (_chunk_rows(n, d * dtype.itemsize), d))
+                    rows = _chunk_rows(n, d * dtype.itemsize, layout.batch_rows)
+                    _early(grp, str(q), (n, d), dtype, (rows, d), checksum=True)
 
 
 def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
@@ -161,7 +193,11 @@ def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
         with h5py.File(path, "r", locking=False) as f:
             if f.attrs.get("format") != FORMAT:
                 raise UserError(f"{path} exists and is not a feature store ({FORMAT}); use --overwrite or another --out")
-            return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
+            try:
+                return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
+            except (KeyError, ValueError, TypeError):
+                raise UserError(f"{path}: damaged feature store (its identity attributes are missing or unreadable); "
+                                "use --overwrite to rebuild it") from None
     except OSError as e:
         raise UserError(f"{path} exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]}); "
                         "use --overwrite to rebuild it") from None
@@ -217,21 +253,34 @@ def _write_failed(f: h5py.File, failed: Sequence[tuple[int, str, str]]) -> None:
 
 
 class StoreWriter:
-    """Writes batches of descriptors into an unfinished store, then finishes it."""
+    """Writes batches of descriptors into an unfinished store, then finishes it.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    The file is opened without a chunk cache: every write reaches the file in the call that makes
+    it, so a failed write (a full disk) raises there, as a one-line :class:`UserError`, and the rows
+    of that batch are never marked done.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], label: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
+        self.label = Path(label) if label is not None else self.path
         try:
-            self.f = h5py.File(self.path, "r+")
+            self.f = h5py.File(self.path, "r+", rdcc_nbytes=0)
         except OSError as e:
-            raise UserError(f"cannot open {self.path} for writing ({str(e).splitlines()[0][:120]}); "
+            raise UserError(f"cannot open {self.label} for writing ({str(e).splitlines()[0][:120]}); "
                             "is another extraction writing it?") from None
+        problems = structure_problems(self.f)
+        if problems:
+            self.close()
+            raise UserError(f"{self.label}: damaged feature store ({problems[0]}); rebuild it with --overwrite")
         a = self.f.attrs
         self.n = int(self.f["done"].shape[0])
         self.scales = [int(q) for q in a["scales"]]
         self.nets = int(a["nets"])
         self.regions = bool(a["regions"])
         self.dtype = np.dtype(str(a["dtype"]))
+        self._ds = {name: self.f[name] for name in
+                    [f"{g}/net{i}/{q}" for g in ("descriptors", "regions") if g == "descriptors" or self.regions
+                     for i in range(self.nets) for q in self.scales]}
         self.log = failed_log_path(self.path)
         self.failed = _read_failed_log(self.log, repair=True)
 
@@ -242,10 +291,16 @@ class StoreWriter:
             mask[r] = True
         return mask
 
-    def _put(self, group: str, start: int, descs: Sequence[np.ndarray]) -> None:
+    def _put(self, group: str, start: int, descs: Sequence[np.ndarray], ok: np.ndarray) -> None:
         for i, d in enumerate(descs):
             for si, q in enumerate(self.scales):
-                self.f[f"{group}/net{i}/{q}"][start:start + len(d)] = d[:, si].astype(self.dtype, copy=False)
+                name = f"{group}/net{i}/{q}"
+                block = d[:, si].astype(self.dtype, copy=False)
+                bad = np.flatnonzero(np.asarray(ok, dtype=bool) & ~np.isfinite(block).all(axis=1))
+                if len(bad):
+                    raise UserError(nonfinite_message(self.label, name, bad + start, None,
+                                                      hint="the net gave NaN/Inf; these rows were not stored"))
+                self._ds[name][start:start + len(d)] = block
 
     def write_batch(self, start: int, descs: Sequence[np.ndarray], ok: np.ndarray,
                     failures: Sequence[tuple[int, str, str]] = (), regions: Sequence[np.ndarray] | None = None) -> None:
@@ -257,33 +312,41 @@ class StoreWriter:
             ok: b booleans, the rows whose images were described.
             failures: (local row, id, reason) of the images that could not be decoded.
             regions: per net, b x S x D region descriptors (stores made with ``regions``).
+        Raises:
+            UserError: non-finite descriptors, or a write failed (the batch stays pending).
         """
-        self._put("descriptors", start, descs)
-        if self.regions:
-            if regions is None:
-                raise ValueError("this store keeps region descriptors; pass regions=")
-            self._put("regions", start, regions)
-        self.f.flush()  # data first ...
+        if self.regions and regions is None:
+            raise ValueError("this store keeps region descriptors; pass regions=")
+        with writing(self.label, f"rows {start}..{start + len(ok) - 1}"):
+            self._put("descriptors", start, descs, ok)
+            if self.regions:
+                self._put("regions", start, regions, ok)
+            self.f.flush()  # data first ...
         if failures:
-            with open(self.log, "a", encoding="utf-8") as fh:
-                for r, key, reason in failures:
-                    fh.write(json.dumps({"row": int(r), "id": key, "reason": reason}) + "\n")
+            with writing(self.label, f"logging decode failures to {self.log.name}"), \
+                    open(self.log, "a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps({"row": int(r), "id": key, "reason": reason}) + "\n"
+                                 for r, key, reason in failures))
                 fh.flush()
                 os.fsync(fh.fileno())
             for r, key, reason in failures:
                 self.failed[int(r)] = (key, reason)
-        self.f["done"][start:start + len(ok)] = np.asarray(ok, dtype=bool)
-        self.f.flush()  # ... then the mask that says it is there
+        with writing(self.label, "marking rows done"):
+            self.f["done"][start:start + len(ok)] = np.asarray(ok, dtype=bool)
+            self.f.flush()  # ... then the mask that says it is there
 
     def finalize(self) -> None:
-        """Record the failures, mark the store complete, close it and drop the failure log."""
+        """Record the failures, confirm every write (fsync, read back), mark the store complete, close it.
+
+        Raises:
+            UserError: a write or the read-back failed; the store stays incomplete.
+        """
         done = self.f["done"][:].astype(bool)
         if not (done | self._failed_mask()).all():
             raise RuntimeError(f"{self.path}: {int((~done).sum())} rows still pending")
-        _write_failed(self.f, [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]])
-        self.f.attrs.modify("complete", True)
-        self.f.flush()
-        self.close()
+        with writing(self.label, "recording decode failures"):
+            _write_failed(self.f, [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]])
+        seal(self.f, self.label)
         self.log.unlink(missing_ok=True)
 
     def _failed_mask(self) -> np.ndarray:
@@ -292,8 +355,12 @@ class StoreWriter:
         return m
 
     def close(self) -> None:
+        """Close the file; a close that fails after an earlier failure is not reported again."""
         if self.f.id.valid:
-            self.f.close()
+            try:
+                self.f.close()
+            except (OSError, RuntimeError, ValueError):
+                pass
 
 
 def _net_name(net: int | str) -> str:
@@ -333,6 +400,12 @@ class FeatureStore:
         if a.get("format") != FORMAT:
             self.close()
             raise UserError(f"{self.path}: not a feature store (format {a.get('format')!r}, expected {FORMAT!r})")
+        problems = structure_problems(self._f)
+        if problems:
+            self.close()
+            raise UserError(f"{self.path}: damaged feature store: {problems[0]}"
+                            + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
+                            + "; rebuild it with `vgg extract --overwrite`")
         self.complete = bool(a["complete"])
         if not self.complete and not allow_incomplete:
             self.close()
@@ -343,8 +416,12 @@ class FeatureStore:
             self.close()
             raise UserError(f"{self.path}: part {index} of {count} of a store; combine the "
                             "parts with `vgg extract --out STORE --merge` (or read with allow_incomplete=True)")
-        self.provenance: dict[str, Any] = json.loads(a["provenance"])
-        self.identity: dict[str, Any] = json.loads(a["identity"])
+        try:
+            self.provenance: dict[str, Any] = json.loads(a["provenance"])
+            self.identity: dict[str, Any] = json.loads(a["identity"])
+        except ValueError:
+            self.close()
+            raise UserError(f"{self.path}: damaged feature store (provenance or identity is not JSON)") from None
         self.label_kind: str = str(a["label_kind"])
         self.scales: list[int] = [int(q) for q in a["scales"]]
         self.nets: list[str] = [f"net{i}" for i in range(int(a["nets"]))]
@@ -359,6 +436,9 @@ class FeatureStore:
         self.rows_total = len(self._done)
         #: (index, count) when this file is one part of a distributed extraction, else None
         self.part: tuple[int, int] | None = (index, count) if count > 1 else None
+
+    def _descriptor_names(self) -> list[str]:
+        return descriptor_names(self._f.attrs)
 
     # -- rows
     @property
@@ -408,12 +488,24 @@ class FeatureStore:
         return names
 
     def raw(self, net: int | str = 0, Q: int | None = None, regions: bool = False) -> np.ndarray:
-        """The raw descriptors (float32, n x D) of one net at scale Q (default: the first scale)."""
+        """The raw descriptors (float32, n x D) of one net at scale Q (default: the first scale).
+
+        Raises:
+            UserError: a chunk fails its checksum, or a returned row holds NaN/Inf (the rows are named).
+        """
         name = self._nets([net])[0]
         q = self._scales([Q if Q is not None else self.scales[0]])[0]
         if regions and not self.has_regions:
             raise UserError(f"{self.path}: no region descriptors (extract with --boxes)")
-        return self._take(self._f[f"{'regions' if regions else 'descriptors'}/{name}/{q}"]).astype(np.float32)
+        ds_name = f"{'regions' if regions else 'descriptors'}/{name}/{q}"
+        try:
+            x = self._take(self._f[ds_name]).astype(np.float32)
+        except (OSError, RuntimeError) as e:
+            raise read_error(self.path, ds_name, e) from None
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if len(bad):
+            raise UserError(nonfinite_message(self.path, ds_name, self.rows[bad], self._f["ids"].asstr()[:]))
+        return x
 
     def features(self, aggregate: str | None = None, scales: Sequence[int] | None = None,
                  nets: Sequence[int | str] | None = None, l2: bool | str | None = None,
@@ -473,72 +565,11 @@ def _l2_place(l2: bool | str) -> str:
     return str(l2)
 
 
-def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, offset: int, block: int = 4096) -> None:
-    for s in range(0, src.shape[0], block):
-        dst[offset + s: offset + min(s + block, src.shape[0])] = src[s: s + block]
-
-
 def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
-    """Combine complete part stores (ranks or fanned-out tasks) into one store, rows in source order.
+    """Combine complete part stores into one store (see :func:`pipeline.features.merge.merge_parts`)."""
+    from pipeline.features.merge import merge_parts as merge
 
-    The merged store is written under a temporary name and renamed into place; the parts are left
-    for the caller to delete.
-
-    Raises:
-        UserError: parts missing, incomplete, built from other inputs, or not covering every row.
-    """
-    out = Path(out)
-    files = []
-    try:
-        for p in parts:
-            if not Path(p).is_file():
-                raise UserError(f"part {p} is missing")
-            files.append(h5py.File(p, "r", locking=False))
-        first = files[0].attrs
-        ident = first["identity"]
-        total = int(first["rows_total"])
-        expect = 0
-        for p, f in zip(parts, files):
-            a = f.attrs
-            if a.get("format") != FORMAT or a["identity"] != ident:
-                raise UserError(f"part {p} was built from other inputs than {parts[0]}")
-            if not bool(a["complete"]):
-                raise UserError(f"part {p} is incomplete; rerun its extraction first")
-            if int(a["row_start"]) != expect or int(a["rows_total"]) != total:
-                raise UserError(f"part {p} starts at row {int(a['row_start'])}, expected {expect}")
-            expect += len(f["done"])
-        if expect != total:
-            raise UserError(f"parts cover {expect} of {total} rows")
-        prov = json.loads(first["provenance"])
-        prov["merged_from"] = [Path(p).name for p in parts]
-        labels = np.concatenate([f["labels"][:] for f in files])
-        layout = StoreLayout(
-            ids=[s for f in files for s in f["ids"].asstr()[:]], labels=labels, label_kind=str(first["label_kind"]),
-            classes=list(files[0]["classes"].asstr()[:]), dims=[int(d) for d in first["dims"]],
-            scales=[int(q) for q in first["scales"]], provenance=prov, identity=json.loads(ident),
-            dtype=str(first["dtype"]), regions=bool(first["regions"]), aggregate=str(first["aggregate"]),
-            l2=str(first["l2"]))
-        with atomic_path(out) as tmp:
-            create_store(tmp, layout)
-            with h5py.File(tmp, "r+") as dst:
-                failed: list[tuple[int, str, str]] = []
-                groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
-                for f in files:
-                    off = int(f.attrs["row_start"])
-                    for g in groups:
-                        for i in range(len(layout.dims)):
-                            for q in layout.scales:
-                                _copy_rows(f[f"{g}/net{i}/{q}"], dst[f"{g}/net{i}/{q}"], off)
-                    _copy_rows(f["done"], dst["done"], off)
-                    fg = f["failed"]
-                    failed += [(int(r) + off, i, s) for r, i, s in
-                               zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:])]
-                _write_failed(dst, failed)
-                dst.attrs.modify("complete", True)
-    finally:
-        for f in files:
-            f.close()
-    return out
+    return merge(out, parts)
 
 
 def summarise_store(path: str | os.PathLike[str]) -> str:
@@ -565,5 +596,8 @@ def summarise_store(path: str | os.PathLike[str]) -> str:
         d_stack = d_avg * len(st.scales)
         lines.append(f"  read default: aggregate={st.default_aggregate} (avg: {d_avg}-D, stack: {d_stack}-D), "
                      f"l2={st.default_l2}")
+        checked = all(st._f[name].fletcher32 for name in st._descriptor_names())
+        lines.append(f"  integrity: structure whole; descriptor chunks {'fletcher32-checksummed' if checked else 'without checksums'}"
+                     " (`vgg extract` with the same inputs reads every chunk before reusing it)")
         lines.append(f"  pipeline {prov.get('pipeline_version', '?')}, {st.path.stat().st_size / 2**20:.1f} MiB")
         return "\n".join(lines)

@@ -43,7 +43,7 @@ from pipeline.localise.evaluate import (class_names, class_order, crop_protocol_
                                         skip_category)
 from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
 from pipeline.localise.protocols import LocNet, Runner
-from pipeline.models import load_model, save_checkpoint
+from pipeline.models import load_checkpoint, load_model, save_checkpoint
 from pipeline.preprocess import normalization_of, normalize, train_scale_of
 from pipeline.results import LocaliseTrainResult
 from pipeline.runtime import Progress, RuntimeStageConfig, log, upgrade_runtime_keys
@@ -262,7 +262,10 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     start, best = 0, None
     last = ck_dir / "last.pt"
     if last.exists():
-        prev = torch.load(last, map_location="cpu", weights_only=True)
+        prev = load_checkpoint(last)  # one-line UserError for a damaged or foreign file
+        if not {"optimizer", "epoch", "history"} <= set(prev) or "config" not in (prev.get("meta") or {}):
+            raise UserError(f"{last}: not a `localise train` checkpoint (no optimiser state or epoch); "
+                            "move it away or choose another out folder")
         if _resume_key(prev["meta"]["config"]) != _resume_key(cfg.model_dump(mode="json")):
             raise UserError(f"{out} holds a run with another config; choose another out folder")
         model.load_state_dict(prev["state_dict"])

@@ -5,14 +5,23 @@ A checkpoint is a plain dict of tensors and JSON-like values, written atomically
 runs code from it. It carries the :class:`ModelConfig`, so loading needs no other argument::
 
     {"format": "vgg-pipeline/1", "model": {...ModelConfig...}, "state_dict": {...},
-     "meta": {...}}   # plus, for training checkpoints, optimizer/scheduler/RNG/data state
+     "meta": {...}, "tensors_sha256": "..."}   # plus, for training checkpoints, optimizer/scheduler/RNG/data state
+
+``tensors_sha256`` is the sha256 of every tensor in the file (name, dtype, shape and bytes, in a
+fixed order); loading recomputes and compares it, so a flipped bit in the weights (which
+``torch.load`` does not notice) is an error, not a silently different net. Files without it
+(written before it existed, or by other tools) load unverified.
 
 Torchvision's ``vgg11/13/16/19[_bn]`` state dicts use the same parameter names as our A/B/D/E.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +39,36 @@ __all__ = [
     "load_model",
     "import_torchvision_weights",
     "infer_torchvision_config",
+    "tensors_sha256",
+    "read_checkpoint_file",
 ]
 
 FORMAT = "vgg-pipeline/1"
+HASH_KEY = "tensors_sha256"
+
+
+def _tensors(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) of every tensor in nested dicts / lists, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
+            if not (path == "" and k == HASH_KEY):
+                yield from _tensors(obj[k], f"{path}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{path}/{i}")
+
+
+def tensors_sha256(obj: Any) -> str:
+    """sha256 over every tensor of a checkpoint dict: path, dtype, shape and raw bytes (the hash key itself skipped)."""
+    h = hashlib.sha256()
+    for name, t in _tensors(obj):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: VGG, meta: dict[str, Any] | None = None, **extra: Any) -> Path:
@@ -46,20 +82,54 @@ def save_checkpoint(path: str | os.PathLike[str], model: VGG, meta: dict[str, An
         "meta": meta or {},
         **extra,
     }
+    obj[HASH_KEY] = tensors_sha256(obj)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint dict safely (``weights_only=True``); clear errors for wrong files."""
+def _load_error(p: Path, e: Exception) -> UserError:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in one line."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError):
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (e.g. {m.group(1)})" if m else ""
+        return UserError(f"{p}: not a loadable checkpoint: it holds pickled Python objects{what}, and loading those "
+                         "could run code from the file, so it is not read; checkpoints hold only tensors and plain "
+                         "values (as `vgg train` writes them)")
+    with open(p, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's archive: then it is damaged, not foreign
+    if zipped or "zip archive" in text or isinstance(e, EOFError):
+        return UserError(f"{p}: not a loadable checkpoint: damaged or truncated (its archive cannot be read); "
+                         "use an intact copy")
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
+    detail = f": {first}" if len(first) > 8 and "weights_only" not in first else ""
+    return UserError(f"{p}: not a loadable checkpoint (not a PyTorch file; {type(e).__name__}{detail})")
+
+
+def read_checkpoint_file(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(weights_only=True)`` of any torch file, with one-line errors and the tensor sha256 checked.
+
+    Raises:
+        UserError: missing, unreadable, holding pickled objects, or tensors that differ from their recorded sha256.
+    """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing "bad file"
-        raise UserError(f"{p}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise _load_error(p, e) from None
+    if isinstance(obj, dict) and HASH_KEY in obj and tensors_sha256(obj) != obj[HASH_KEY]:
+        raise UserError(f"{p}: damaged checkpoint: its tensors do not match their recorded sha256 "
+                        f"({str(obj[HASH_KEY])[:12]}...), so the file changed after it was written; use an intact copy")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint dict safely (``weights_only=True``, tensor sha256 verified); clear errors for wrong files."""
+    p = Path(path)
+    obj = read_checkpoint_file(p)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "model" not in obj:
         raise UserError(f"{p}: not a vgg-pipeline checkpoint (no recorded model config); "
                         "for torchvision weights use `vgg import-weights`")
@@ -108,7 +178,7 @@ def import_torchvision_weights(src: str | os.PathLike[str], config: str | None =
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"{p}: cannot read weights ({type(e).__name__})") from None
+        raise _load_error(p, e) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     name, bn = infer_torchvision_config(sd)

@@ -7,6 +7,10 @@ adds the optimizer, the plateau schedule, the epoch/step position inside the epo
 state. The data position is exact (see :mod:`pipeline.train.loader`); augmentation and dropout
 are drawn from generators seeded by (seed, epoch, sample key) and (seed, rank, step), so no
 generator state has to be carried between ranks.
+
+Each checkpoint records the sha256 of its tensors, verified whenever it is loaded (resume
+included). A run killed while writing leaves a temporary ``.last.pt.*.tmp`` / ``.best.pt.*.tmp``
+beside the checkpoints; :func:`clean_stale_tmp` removes them when the next run starts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pipeline.models import VGG, load_checkpoint, save_checkpoint
 from pipeline.runtime import upgrade_runtime_keys
 from pipeline.train.config import RESUME_FREE, TrainConfig
 
-__all__ = ["RunPaths", "save_last", "save_best", "load_resume", "config_differences", "truncate_metrics"]
+__all__ = ["RunPaths", "save_last", "save_best", "load_resume", "config_differences", "truncate_metrics",
+           "clean_stale_tmp"]
 
 
 class RunPaths:
@@ -37,6 +42,20 @@ class RunPaths:
         self.best = self.ckpt_dir / "best.pt"
         self.metrics = self.out / "metrics.jsonl"
         self.config = self.out / "config.yaml"
+
+
+def clean_stale_tmp(paths: RunPaths) -> list[Path]:
+    """Remove the temporary files a killed run left while writing ``last.pt`` / ``best.pt``; returns them.
+
+    Call it before this run writes any checkpoint (one writer per run folder: the main rank).
+    """
+    if not paths.ckpt_dir.is_dir():
+        return []
+    stale = [p for name in (paths.last.name, paths.best.name) for p in paths.ckpt_dir.glob(f".{name}.*.tmp")
+             if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pipeline.preprocess import Normalization
 from pipeline.results import TRAIN_RESULT, TrainResult
 from pipeline.runtime import (DistEnv, Progress, autocast, compute_threads, resolve_bf16, start_distributed,
                               stop_distributed, torch_threads)
-from pipeline.train.checkpoints import RunPaths, load_resume, save_best, save_last, truncate_metrics
+from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, load_resume, save_best, save_last, truncate_metrics
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import all_reduce_sum, broadcast_error
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
@@ -135,6 +135,8 @@ class _Run:
             self._log(f"--resume: no checkpoint in {cfg.out} yet, starting from the beginning")
         elif self.paths.last.exists():
             raise UserError(f"{cfg.out} already holds a training run: pass --resume to continue it, or choose another out")
+        if env.main:
+            clean_stale_tmp(self.paths)  # left by a run killed while writing a checkpoint
         self.model = build_model(cfg.model)  # initialising checks the init checkpoints (classes, shapes)
         if self.resume_ck is None:
             self.init_info = initialise(self.model, cfg.init, classes)

@@ -93,7 +93,8 @@ def load_descriptors(paths: list[str | os.PathLike[str]], aggregate: str = "avg"
     Returns:
         :class:`Descriptors` (float32 ``X``).
     Raises:
-        UserError: a store without labels, or stores of different images / labels / classes.
+        UserError: a store without labels, or stores of different images / labels / classes, a damaged
+            store (a dataset missing, a checksum failing) or non-finite descriptors (the rows are named).
     """
     if not paths:
         raise UserError("no feature store given")
@@ -125,12 +126,21 @@ def load_descriptors(paths: list[str | os.PathLike[str]], aggregate: str = "avg"
         X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
         if final:
             X = l2_normalise(X)
+        _check_finite(X, ids, paths)
         return Descriptors(ids=np.asarray(ids).astype(str), labels=np.asarray(labels), classes=list(first.classes),
                            label_kind=first.label_kind, X=np.ascontiguousarray(X, dtype=np.float32),
                            stores=summaries, failed=failed)
     finally:
         for st in opened:
             st.close()
+
+
+def _check_finite(X: np.ndarray, ids: np.ndarray, paths: list[str | os.PathLike[str]]) -> None:
+    """Refuse descriptors that are not finite after fusion (every SVM solver needs finite input)."""
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        shown = ", ".join(repr(str(ids[r])) for r in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise UserError(f"non-finite descriptors (NaN/Inf) for {len(bad)} image(s) of {', '.join(map(str, paths))}: {shown}")
 
 
 def _has_labels(labels: np.ndarray, label_kind: str) -> bool:
@@ -183,8 +193,8 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
                          classes=inp.classes, dims=[dim], scales=[size], provenance=provenance, identity=identity)
     out = Path(out)
     with atomic_path(out) as tmp:
-        create_store(tmp, layout)
-        w = StoreWriter(tmp)
+        create_store(tmp, layout, label=out)
+        w = StoreWriter(tmp, label=out)
         try:
             batch = 256
             for start in range(0, n, batch):

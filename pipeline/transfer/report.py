@@ -4,6 +4,11 @@ Table 11 has one row per method and one column per dataset: mean AP for VOC, mea
 ``mean ± std`` over the splits for Caltech, in percent with one decimal. :func:`table11` builds
 that table from any number of ``transfer.json`` results (e.g. deep features vs raw pixels, or
 nets D, E and D & E), :func:`per_class_table` the per-class breakdown of one result.
+
+Names are never paths: a class name becomes part of a devkit file name only through
+:func:`file_part` (plain names unchanged, anything else percent-encoded, so ``../x`` cannot leave
+the output folder), and ids go into the devkit's "<id> <score>" lines percent-encoded where they
+hold whitespace, control characters or ``%``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,8 @@ import numpy as np
 
 from pipeline.io import atomic_write_text
 
-__all__ = ["COLUMN", "method_name", "format_value", "table11", "per_class_table", "write_csv", "write_voc_results"]
+__all__ = ["COLUMN", "method_name", "format_value", "table11", "per_class_table", "write_csv", "write_voc_results",
+           "file_part", "devkit_id"]
 
 #: protocol -> column heading of Table 11
 COLUMN = {
@@ -99,11 +107,31 @@ def write_csv(path: str | os.PathLike[str], header: list[str], rows: list[list[A
     atomic_write_text(path, buf.getvalue())
 
 
-def write_voc_results(folder: str | os.PathLike[str], ids: list[str], classes: list[str], scores: np.ndarray) -> None:
+_PLAIN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
+_ID_UNSAFE = re.compile(r"[\s%\x00-\x1f\x7f]")
+
+
+def file_part(name: str) -> str:
+    """``name`` as a piece of a file name: unchanged when plain (letters, digits, ``_+-.``, not
+    starting with a dot), else percent-encoded UTF-8 (``../x`` -> ``..%2Fx``): never a separator,
+    and two names never share a file."""
+    return name if _PLAIN.fullmatch(name) else quote(name, safe="")
+
+
+def devkit_id(key: str) -> str:
+    """An image id as a field of a devkit line: whitespace, control characters and ``%`` percent-encoded."""
+    return _ID_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), key)
+
+
+def write_voc_results(folder: str | os.PathLike[str], ids: list[str], classes: list[str],
+                      scores: np.ndarray) -> dict[str, str]:
     """The devkit's submission files ``comp1_cls_test_<class>.txt`` ("<id> <score>" per line), so the
     official ``VOCevalcls.m`` can score them; images without a score are left out (the devkit gives
-    them ``-inf``)."""
+    them ``-inf``). Returns class -> file name (see :func:`file_part`)."""
     folder = Path(folder)
+    names = {name: f"comp1_cls_test_{file_part(name)}.txt" for name in classes}
+    fields = [devkit_id(str(i)) for i in ids]
     for c, name in enumerate(classes):
-        lines = [f"{i} {s:.9g}\n" for i, s in zip(ids, scores[:, c]) if not np.isnan(s)]
-        atomic_write_text(folder / f"comp1_cls_test_{name}.txt", "".join(lines))
+        lines = [f"{i} {s:.9g}\n" for i, s in zip(fields, scores[:, c]) if not np.isnan(s)]
+        atomic_write_text(folder / names[name], "".join(lines))
+    return names

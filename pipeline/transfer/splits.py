@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, read_json
+from pipeline.transfer.report import file_part
 
 __all__ = ["Split", "PROTOCOL_COUNTS", "make_splits", "save_splits", "load_splits", "find_voc_sets",
            "read_voc_sets", "read_voc_class_labels"]
@@ -177,6 +178,10 @@ def read_voc_class_labels(path: str | os.PathLike[str], classes: list[str], spli
     """id -> (C,) 1/-1/0 labels from the per-class ``<class>_<split>.txt`` files (last token = label)."""
     main = find_voc_sets(path)
     out: dict[str, np.ndarray] = {}
+    for what in [*classes, split]:
+        if file_part(what) != what:  # names are never paths: no devkit file is named this way
+            raise UserError(f"{main}: {what!r} cannot name a devkit file (<class>_<split>.txt); "
+                            "class and split names there are letters, digits, '_', '+', '-' and '.'")
     for c, name in enumerate(classes):
         f = main / f"{name}_{split}.txt"
         if not f.is_file():

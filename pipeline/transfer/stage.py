@@ -186,7 +186,7 @@ def _voc(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path)
     dec_dir = out / "decisions"
     write_csv(dec_dir / "test.csv", ["id"] + [f"label_{c}" for c in d.classes] + [f"score_{c}" for c in d.classes],
               [[i, *map(int, g), *map(float, s)] for i, g, s in zip(test_ids, test_gt, r.decisions)])
-    write_voc_results(dec_dir, test_ids, d.classes, r.decisions)
+    devkit = write_voc_results(dec_dir, test_ids, d.classes, r.decisions)
     per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(d.classes, r.per_class)}
     return {
         "mean": r.mean, "std": None, "per_class": per_class,
@@ -196,7 +196,9 @@ def _voc(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path)
                         "fit": len(fit), "val": len(val), "train": len(train), "test": len(test_ids)}}],
         "skipped_classes": [c for c, v in per_class.items() if v is None],
         "c_chosen_on": c_from, "voc_sets": str(sets_dir) if sets_dir else None, "solver": r.solver,
-        "skipped": skipped, "outputs": {"decisions": "decisions/test.csv", "devkit": "decisions/comp1_cls_test_<class>.txt"},
+        "skipped": skipped, "outputs": {"decisions": "decisions/test.csv", "devkit": "decisions/comp1_cls_test_<class>.txt",
+                                        **({"devkit_files": devkit} if any(f"comp1_cls_test_{c}.txt" != v
+                                                                           for c, v in devkit.items()) else {})},
     }
 
 

@@ -1,0 +1,111 @@
+"""Merging the part stores of a distributed or fanned-out extraction (paper Appendix B) into one store.
+
+Parts are checked (same inputs, complete, whole structure, contiguous rows) before anything is
+written; the merged store is written under a temporary name through the same confirmed path as
+any store (no chunk cache, fsync, read-back, then ``complete``) and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.features.store import FORMAT, StoreLayout, _write_failed, create_store
+from pipeline.features.verify import read_error, seal, structure_problems, writing
+from pipeline.io import atomic_path
+
+__all__ = ["merge_parts"]
+
+
+def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
+    """Combine complete part stores (ranks or fanned-out tasks) into one store, rows in source order.
+
+    The merged store is written under a temporary name and renamed into place; the parts are left
+    for the caller to delete.
+
+    Raises:
+        UserError: parts missing, incomplete, built from other inputs, or not covering every row.
+    """
+    out = Path(out)
+    files = []
+    try:
+        for p in parts:
+            if not Path(p).is_file():
+                raise UserError(f"part {p} is missing")
+            files.append(h5py.File(p, "r", locking=False))
+        first = files[0].attrs
+        ident = first["identity"]
+        total = int(first["rows_total"])
+        expect = 0
+        for p, f in zip(parts, files):
+            a = f.attrs
+            if a.get("format") != FORMAT or a["identity"] != ident:
+                raise UserError(f"part {p} was built from other inputs than {parts[0]}")
+            if not bool(a["complete"]):
+                raise UserError(f"part {p} is incomplete; rerun its extraction first")
+            problems = structure_problems(f)
+            if problems:
+                raise UserError(f"part {p} is damaged ({problems[0]}); rerun its extraction with --overwrite")
+            if int(a["row_start"]) != expect or int(a["rows_total"]) != total:
+                raise UserError(f"part {p} starts at row {int(a['row_start'])}, expected {expect}")
+            expect += len(f["done"])
+        if expect != total:
+            raise UserError(f"parts cover {expect} of {total} rows")
+        prov = json.loads(first["provenance"])
+        prov["merged_from"] = [Path(p).name for p in parts]
+        labels = np.concatenate([f["labels"][:] for f in files])
+        layout = StoreLayout(
+            ids=[s for f in files for s in f["ids"].asstr()[:]], labels=labels, label_kind=str(first["label_kind"]),
+            classes=list(files[0]["classes"].asstr()[:]), dims=[int(d) for d in first["dims"]],
+            scales=[int(q) for q in first["scales"]], provenance=prov, identity=json.loads(ident),
+            dtype=str(first["dtype"]), regions=bool(first["regions"]), aggregate=str(first["aggregate"]),
+            l2=str(first["l2"]))
+        with atomic_path(out) as tmp:
+            create_store(tmp, layout, label=out)
+            _merge_into(tmp, out, list(zip(parts, files)), layout)
+    finally:
+        for f in files:
+            f.close()
+    return out
+
+
+def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, offset: int, block: int = 4096) -> None:
+    for s in range(0, src.shape[0], block):
+        try:
+            rows = src[s: s + block]
+        except (OSError, RuntimeError) as e:
+            raise read_error(src_path, src.name.lstrip("/"), e) from None
+        with writing(out, f"copying {src.name.lstrip('/')} of part {Path(src_path).name}"):
+            dst[offset + s: offset + s + len(rows)] = rows
+
+
+def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]], layout: StoreLayout) -> None:
+    """Copy the parts' rows into the new store at ``tmp``, then confirm and seal it (errors name ``out``)."""
+    dst = h5py.File(tmp, "r+", rdcc_nbytes=0)
+    try:
+        failed: list[tuple[int, str, str]] = []
+        groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
+        names = [f"{g}/net{i}/{q}" for g in groups for i in range(len(layout.dims)) for q in layout.scales]
+        for p, f in parts:
+            off = int(f.attrs["row_start"])
+            for name in [*names, "done"]:
+                _copy_rows(p, f[name], out, dst[name], off)
+            fg = f["failed"]
+            failed += [(int(r) + off, i, s) for r, i, s in
+                       zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:])]
+        with writing(out, "recording decode failures"):
+            _write_failed(dst, failed)
+        seal(dst, out)
+    finally:
+        if dst.id.valid:
+            try:
+                dst.close()
+            except (OSError, RuntimeError, ValueError):
+                pass
