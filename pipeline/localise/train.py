@@ -208,6 +208,71 @@ def _validate(model, info: LocaliserInfo, norm, s: int, cfg: LocaliseTrainConfig
     return float(np.mean(errs)) if errs else None
 
 
+def _classifier(cfg: LocaliseTrainConfig, view: Any) -> tuple[torch.nn.Module, dict[str, Any], int]:
+    """The classification net the localiser starts from, its checkpoint and the training scale S."""
+    classifier, ck = load_model(cfg.classifier)
+    cmeta = ck.get("meta") or {}
+    if cmeta.get("localise"):
+        raise UserError(f"{cfg.classifier} is a localisation net; start from a classification checkpoint")
+    # the class order does not matter here (the box layer is fresh), the classes do
+    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes,
+                list(view.classes), class_names(view))
+    ts = train_scale_of(ck)
+    s = cfg.scale or (ts.s_min if ts else None)
+    if s is None:
+        raise UserError(f"{cfg.classifier} records no training scale; set scale")
+    if s < classifier.cfg.crop:
+        raise UserError(f"training scale S={s} is below the crop size {classifier.cfg.crop}")
+    return classifier, ck, s
+
+
+def _resume(last: Path, cfg: LocaliseTrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
+            skip_summary: dict[str, Any]) -> tuple[int, list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
+    """Continue a killed or finished run from ``last.pt``: (epoch, history, best, skips)."""
+    prev = load_checkpoint(last)  # one-line UserError for a damaged or foreign file
+    if not {"optimizer", "epoch", "history"} <= set(prev) or "config" not in (prev.get("meta") or {}):
+        raise UserError(f"{last}: not a `localise train` checkpoint (no optimiser state or epoch); "
+                        "move it away or choose another out folder")
+    if _resume_key(prev["meta"]["config"]) != _resume_key(cfg.model_dump(mode="json")):
+        raise UserError(f"{cfg.out} holds a run with another config; choose another out folder")
+    model.load_state_dict(prev["state_dict"])
+    opt.load_state_dict(prev["optimizer"])
+    log(f"resuming {cfg.out} after epoch {int(prev['epoch'])}", cfg.progress)
+    return int(prev["epoch"]), list(prev["history"]), prev.get("best"), prev.get("skips") or skip_summary
+
+
+def _epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, lr: float, batches: Any, runner: Runner, norm: Any,
+           slots: int, frozen: dict[bytes, torch.Tensor] | None, cfg: LocaliseTrainConfig, epoch: int,
+           total: int) -> tuple[int, float]:
+    """One pass of SGD at ``lr`` on the Euclidean box loss: (images seen, summed loss)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    model.train()
+    if cfg.fine_tune == "fc":
+        model.features.eval()  # frozen convs: dropout-free, BatchNorm statistics fixed
+    seen, loss_sum = 0, 0.0
+    with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
+        for xb, t, m in batches:
+            x = runner.input(normalize(xb, norm))
+            with runner.autocast():
+                if frozen is not None:  # FC layers only, S = crop: each crop's conv features computed once
+                    outp = model.classifier(torch.flatten(_frozen_features(model, xb, x, frozen, cfg, runner), 1))
+                else:
+                    outp = model(x)
+            pred = outp.float().view(x.shape[0], slots, 4)
+            loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
+            if not torch.isfinite(loss):
+                raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * x.shape[0]
+            seen += x.shape[0]
+            bar.advance(x.shape[0])
+    return seen, loss_sum
+
+
 def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     """Fine-tune a localisation net from a classification checkpoint (paper A.1).
 
@@ -226,20 +291,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     ck_dir = out / "checkpoints"
     view = open_data(cfg.data, cfg.split, cfg.format)
     classes = list(view.classes)
-    classifier, ck = load_model(cfg.classifier)
-    cmeta = ck.get("meta") or {}
-    if cmeta.get("localise"):
-        raise UserError(f"{cfg.classifier} is a localisation net; start from a classification checkpoint")
-    # the class order does not matter here (the box layer is fresh), the classes do
-    class_order(f"classifier {cfg.classifier}", cmeta.get("classes"), classifier.cfg.num_classes, classes,
-                class_names(view))
-    ts = train_scale_of(ck)
-    s = cfg.scale or (ts.s_min if ts else None)
-    if s is None:
-        raise UserError(f"{cfg.classifier} records no training scale; set scale")
+    classifier, ck, s = _classifier(cfg, view)
     crop = classifier.cfg.crop
-    if s < crop:
-        raise UserError(f"training scale S={s} is below the crop size {crop}")
     norm = normalization_of(ck)
     runner = runner_for(cfg.runtime)
     model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed, dropout=cfg.dropout)
@@ -262,48 +315,16 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     start, best = 0, None
     last = ck_dir / "last.pt"
     if last.exists():
-        prev = load_checkpoint(last)  # one-line UserError for a damaged or foreign file
-        if not {"optimizer", "epoch", "history"} <= set(prev) or "config" not in (prev.get("meta") or {}):
-            raise UserError(f"{last}: not a `localise train` checkpoint (no optimiser state or epoch); "
-                            "move it away or choose another out folder")
-        if _resume_key(prev["meta"]["config"]) != _resume_key(cfg.model_dump(mode="json")):
-            raise UserError(f"{out} holds a run with another config; choose another out folder")
-        model.load_state_dict(prev["state_dict"])
-        opt.load_state_dict(prev["optimizer"])
-        start, history, best = int(prev["epoch"]), list(prev["history"]), prev.get("best")
-        skip_summary = prev.get("skips") or skip_summary
-        log(f"resuming {out} after epoch {start}", cfg.progress)
+        start, history, best, skip_summary = _resume(last, cfg, model, opt, skip_summary)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     for epoch in range(start, cfg.epochs):
         lr = cfg.lr * 0.1 ** sum(epoch >= e for e in cfg.lr_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        model.train()
-        if cfg.fine_tune == "fc":
-            model.features.eval()
-        skips, counts = [], {}
-        t0, seen, loss_sum = time.monotonic(), 0, 0.0
-        total = min(len(view), cfg.limit) if cfg.limit else len(view)
-        with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
-            for xb, t, m in _batches(view, cfg, s, crop, slots, epoch, skips, counts, memory):
-                x = runner.input(normalize(xb, norm))
-                with runner.autocast():
-                    if frozen is not None:  # FC layers only, S = crop: each crop's conv features computed once
-                        outp = model.classifier(torch.flatten(_frozen_features(model, xb, x, frozen, cfg, runner), 1))
-                    else:
-                        outp = model(x)
-                pred = outp.float().view(x.shape[0], slots, 4)
-                loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
-                if not torch.isfinite(loss):
-                    raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss.detach()) * x.shape[0]
-                seen += x.shape[0]
-                bar.advance(x.shape[0])
+        skips: list[dict[str, str]] = []
+        t0 = time.monotonic()
+        batches = _batches(view, cfg, s, crop, slots, epoch, skips, {}, memory)
+        seen, loss_sum = _epoch(model, opt, lr, batches, runner, norm, slots, frozen, cfg, epoch,
+                                min(len(view), cfg.limit) if cfg.limit else len(view))
         if seen == 0:
             raise UserError(f"no usable training image in {cfg.data} (split {view.split}): "
                             f"{skips[0]['reason'] if skips else 'empty split'}")
@@ -312,8 +333,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "images": seen,
                "val_crop_error": val, "seconds": round(time.monotonic() - t0, 2)}
         history.append(row)
-        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}" + (f", val GT-class crop error {val:.3f}" if val is not None else ""),
-            cfg.progress)
+        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}"
+            + (f", val GT-class crop error {val:.3f}" if val is not None else ""), cfg.progress)
         m_ep = dict(meta, localise=dict(meta["localise"], epoch=epoch + 1, val_crop_error=val))
         improved = best is None or (val is not None and val < best["val_crop_error"]) or val is None
         if improved:
@@ -323,7 +344,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
                         skips=skip_summary)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     result = {"format": "vgg-localise-train/1", "out": str(out), "last": str(last), "best": str(ck_dir / "best.pt"),
-              "metrics": str(out / "metrics.jsonl"), "result_json": str(out / "train.json"), "head": cfg.head, "fine_tune": cfg.fine_tune, "train_scale": s, "crop": crop, "classes": classes,
+              "metrics": str(out / "metrics.jsonl"), "result_json": str(out / "train.json"), "head": cfg.head,
+              "fine_tune": cfg.fine_tune, "train_scale": s, "crop": crop, "classes": classes,
               "history": history, "best_epoch": best, "skips": skip_summary,
               "config": cfg.model_dump(mode="json")}
     atomic_write_json(out / "train.json", result)

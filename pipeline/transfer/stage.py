@@ -117,20 +117,24 @@ def _rows(ids: list[str], index: dict[str, int]) -> tuple[np.ndarray, list[str]]
     return np.array(rows, dtype=np.int64), [i for i in ids if i not in index]
 
 
+def _voc_sets_dir(cfg: TransferConfig, d: Descriptors) -> Path | None:
+    """The devkit's ImageSets/Main: given, else next to the data the store was extracted from (if there)."""
+    if cfg.voc_sets:
+        return find_voc_sets(cfg.voc_sets)
+    data_path = (d.stores[0].get("data") or {}).get("path")
+    if data_path and Path(data_path).exists():
+        try:
+            return find_voc_sets(data_path)
+        except UserError:
+            return None
+    return None
+
+
 def _voc(cfg: TransferConfig, d: Descriptors, test_start: int | None, out: Path) -> dict[str, Any]:
     if d.label_kind != "multi":
         raise UserError("the VOC protocols need multi-label stores (an N x C matrix of 1/-1/0); "
                         "use caltech101, caltech256 or generic for single-label stores")
-    sets_dir = None
-    if cfg.voc_sets:
-        sets_dir = find_voc_sets(cfg.voc_sets)
-    else:
-        data_path = (d.stores[0].get("data") or {}).get("path")
-        if data_path and Path(data_path).exists():
-            try:
-                sets_dir = find_voc_sets(data_path)
-            except UserError:
-                sets_dir = None
+    sets_dir = _voc_sets_dir(cfg, d)
     sets = read_voc_sets(sets_dir) if sets_dir else {}
     index = {k: i for i, k in enumerate(d.ids)}
     n_train_pool = test_start if test_start is not None else len(d.ids)
