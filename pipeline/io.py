@@ -1,7 +1,8 @@
 """Atomic file writes, hashing and fingerprints shared by every stage.
 
 Nothing half-written is ever visible: files are written under a temporary name in the same
-directory, flushed, fsynced and renamed into place.
+directory, flushed, fsynced and renamed into place. Outputs honour the umask (0644 under umask
+022) although ``tempfile`` creates its files 0600 and its folders 0700.
 """
 
 from __future__ import annotations
@@ -23,7 +24,26 @@ __all__ = [
     "sha256_bytes",
     "fingerprint",
     "read_json",
+    "umask_mode",
 ]
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, racing other threads)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as the process's umask lets files (0o666) or folders (0o777) be created."""
+    return mode & ~_umask()
 
 
 class atomic_path:
@@ -43,7 +63,10 @@ class atomic_path:
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix, dir=self.path.parent)
-        os.close(fd)
+        try:
+            os.fchmod(fd, umask_mode())  # mkstemp creates 0600
+        finally:
+            os.close(fd)
         self.tmp = Path(name)
         return self.tmp
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.config import StageConfig
+from pipeline.config import ConfigSection, StageConfig
 from pipeline.models import ModelConfig
 from pipeline.preprocess import TrainScale
 
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "SpeedConfig"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+class _Section(ConfigSection):
+    pass
 
 
 class DataConfig(_Section):
