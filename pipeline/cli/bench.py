@@ -8,13 +8,15 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cli.options import JsonOption
+
 
 def bench(
     stages: Annotated[str, typer.Option(help="comma-separated: shard,loader,train,ddp,evaluate,extract,transfer")] =
         "shard,loader,train,ddp,evaluate,extract,transfer",
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     quick: Annotated[bool, typer.Option("--quick/--full", help="a few minutes on two cores, or longer runs")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON rows instead of a table")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Measure each stage against its plain baseline (same data, same device, one process).
 
