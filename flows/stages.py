@@ -21,7 +21,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import publish_markdown, publish_table, stage_task
+from flows.common import one_line_failures, publish_markdown, publish_table, stage_task
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
@@ -96,6 +96,7 @@ def torchrun_command(config_path: Path, nproc_per_node: int, nnodes: int, rdzv_e
 
 
 @task(name="train", log_prints=True)
+@one_line_failures
 def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                     rdzv_endpoint: str | None = None) -> dict[str, Any]:
     """Write the resolved config, launch torchrun on it and stream its output into the flow logs."""
@@ -108,13 +109,15 @@ def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 
     cmd = torchrun_command(cfg_path, nproc_per_node, nnodes, rdzv_endpoint, resume or config.resume)
     logger.info("launching: %s", shlex.join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    error = ""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as p:
         assert p.stdout is not None
         for line in p.stdout:
             if line.strip():
                 logger.info(line.rstrip())
+            error = line.strip()[len("error: "):] if line.startswith("error: ") else error  # the CLI's one line
     if p.returncode != 0:
-        raise UserError(f"training exited with status {p.returncode} (see the log above)")
+        raise UserError(error or f"training exited with status {p.returncode} (see the log above)")
     summary = out / "summary.json"
     if summary.is_file():
         from pipeline.io import read_json

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
@@ -24,6 +26,7 @@ __all__ = [
     "sha256_bytes",
     "fingerprint",
     "read_json",
+    "InvalidJSONError",
     "umask_mode",
 ]
 
@@ -96,10 +99,23 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 
 
+class InvalidJSONError(UserError, ValueError):
+    """A JSON file that cannot be decoded (a ValueError, as ``json.load``'s errors are)."""
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON file.
+
+    Raises:
+        InvalidJSONError: not UTF-8 or not valid JSON (the message names the file and the place).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise InvalidJSONError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise InvalidJSONError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
 def sha256_bytes(data: bytes) -> str:
