@@ -13,9 +13,9 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 from pipeline.errors import UserError, is_expected, one_line
 
@@ -57,10 +57,26 @@ def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+class _StageTask(Task):
+    """A task whose direct call raises the error of the Failed state it returned, as a raise would."""
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        result = super().__call__(*args, return_state=return_state, **kwargs)
+        if not return_state and isinstance(result, State) and result.is_failed():
+            result.result()  # raises the stored exception
+        return result
+
+    def with_options(self, **kwargs: Any) -> _StageTask:
+        new = super().with_options(**kwargs)
+        new.__class__ = _StageTask
+        return new
+
+
 def stage_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Any:
-    """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors."""
-    return task(one_line_failures(fn), name=name, retries=retries, retry_delay_seconds=[5, 30, 120][:retries] or 0,
-                retry_condition_fn=transient_only, log_prints=True)
+    """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors; an
+    expected failure ends it Failed with the one-line message (see :func:`one_line_failures`)."""
+    return _StageTask(one_line_failures(fn), name=name, retries=retries, retry_delay_seconds=[5, 30, 120][:retries] or 0,
+                      retry_condition_fn=transient_only, log_prints=True)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

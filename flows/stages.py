@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import one_line_failures, publish_markdown, publish_table, stage_task
+from flows.common import publish_markdown, publish_table, stage_task
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
@@ -95,8 +95,6 @@ def torchrun_command(config_path: Path, nproc_per_node: int, nnodes: int, rdzv_e
     return [*cmd, "-m", "pipeline.train", *args]
 
 
-@task(name="train", log_prints=True)
-@one_line_failures
 def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                     rdzv_endpoint: str | None = None) -> dict[str, Any]:
     """Write the resolved config, launch torchrun on it and stream its output into the flow logs."""
@@ -124,6 +122,9 @@ def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 
 
         return read_json(summary)
     return {"out": str(out), "best": str(out / "checkpoints" / "best.pt"), "last": str(out / "checkpoints" / "last.pt")}
+
+
+launch_training = stage_task(launch_training, "train", retries=0)  # a failed run is not retried
 
 
 @flow(name="train", description="Train a VGG net with the paper's recipe (3.1), one or many processes (3.3).")

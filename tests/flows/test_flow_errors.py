@@ -1,0 +1,44 @@
+"""Prefect flows report an expected failure as the CLI does: the failed task's state message is
+the CLI's one line (no exception type, no traceback); transient I/O errors are still retried."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _cli_line(argv: list[str]) -> str:
+    r = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True, text=True, timeout=120)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: ") and "\n" not in err, err
+    return err[len("error: "):]
+
+
+def test_failed_task_message_is_the_cli_line(prefect_harness, tmp_path):
+    from prefect import flow
+
+    from flows.common import stage_task
+    from flows.stages import stats_flow
+    from pipeline.errors import UserError
+    from pipeline.shards import StatsConfig, run_stats
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{")
+    for folder in ("missing", "bad"):
+        cfg = StatsConfig(shards=str(tmp_path / folder), workers=1, progress=False)
+
+        states = []
+
+        @flow
+        def one_task() -> None:
+            states.append(stage_task(run_stats, "stats")(cfg, return_state=True))
+
+        one_task()
+        (state,) = states
+        assert state.is_failed()
+        assert state.message == _cli_line(["stats", str(tmp_path / folder)])
+        assert "Traceback" not in state.message and "UserError" not in state.message
+        with pytest.raises(UserError, match="manifest"):  # the flow itself fails with the same error
+            stats_flow(cfg)
