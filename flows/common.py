@@ -75,8 +75,9 @@ class _StageTask(Task):
 def stage_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Any:
     """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors; an
     expected failure ends it Failed with the one-line message (see :func:`one_line_failures`)."""
-    return _StageTask(one_line_failures(fn), name=name, retries=retries, retry_delay_seconds=[5, 30, 120][:retries] or 0,
-                      retry_condition_fn=transient_only, log_prints=True)
+    return _StageTask(one_line_failures(fn), name=name, retries=retries,
+                      retry_delay_seconds=[5, 30, 120][:retries] or 0, retry_condition_fn=transient_only,
+                      log_prints=True)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -62,8 +62,11 @@ def split_text(value: str, ann: Any) -> Any:
         except ValueError:
             choices = f", or {' / '.join(map(str, words))}" if words else ""
             raise ValueError(f"expected {_NUMBER_NAMES[item]}{choices}, got {value!r}") from None
-        if item is int and any(f != int(f) for f in float_parts):
-            raise ValueError(f"expected {_NUMBER_NAMES[int]}, got {value!r}")
+        if item is int:
+            if not all(f.is_integer() for f in float_parts):
+                raise ValueError(f"expected {_NUMBER_NAMES[int]}, got {value!r}")
+            return [int(f) for f in float_parts]
+        return float_parts
     return parts
 
 

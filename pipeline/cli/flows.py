@@ -10,13 +10,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from pipeline.cli.options import SetOption
 
-HomeOption = Annotated[Optional[Path], typer.Option(help="PREFECT_HOME (default: ./.prefect)")]
+HomeOption = Annotated[Path | None, typer.Option(help="PREFECT_HOME (default: ./.prefect)")]
 
 
 def server(
@@ -33,10 +33,12 @@ def server(
 
 
 def serve(
-    schedules: Annotated[Optional[Path], typer.Option(help="YAML of cron/interval schedules and parameters per deployment")] = None,
-    dask_address: Annotated[Optional[str], typer.Option(help="run fan-out tasks on this Dask scheduler (tcp://host:8786)")] = None,
+    schedules: Annotated[Path | None, typer.Option(
+        help="YAML of cron/interval schedules and parameters per deployment")] = None,
+    dask_address: Annotated[str | None, typer.Option(
+        help="run fan-out tasks on this Dask scheduler (tcp://host:8786)")] = None,
     home: HomeOption = None,
-    limit: Annotated[Optional[int], typer.Option(help="most flow runs at once")] = None,
+    limit: Annotated[int | None, typer.Option(help="most flow runs at once")] = None,
 ) -> None:
     """Register every flow as a deployment with the running server and execute triggered runs.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,7 +28,8 @@ def models(model: ModelConfig, as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    t = Table(title="VGG configurations (Table 1)", caption=f"crop {crop}, width x{width:g}, FC {fc}, {num_classes} classes")
+    t = Table(title="VGG configurations (Table 1)",
+              caption=f"crop {crop}, width x{width:g}, FC {fc}, {num_classes} classes")
     for col in ("config", "weight layers", "parameters", "GFLOPs"):
         t.add_column(col, justify="right" if col != "config" else "left")
     for r in rows:
@@ -39,7 +40,8 @@ def models(model: ModelConfig, as_json: JsonOption = False) -> None:
 def import_weights(
     src: Annotated[Path, typer.Argument(help="torchvision VGG state dict (.pth), e.g. vgg16-397923af.pth")],
     out: Annotated[Path, typer.Argument(help="our checkpoint to write (.pt)")],
-    config: Annotated[Optional[str], typer.Option(help="expected config (A, B, D or E); checked against the weights")] = None,
+    config: Annotated[str | None, typer.Option(
+        help="expected config (A, B, D or E); checked against the weights")] = None,
 ) -> None:
     """Convert torchvision VGG weights (vgg11/13/16/19 and *_bn) into a checkpoint with its config."""
     model = import_torchvision_weights(src, config=config)

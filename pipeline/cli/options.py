@@ -23,7 +23,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Collection, Iterator
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 import typer
 from pydantic import BaseModel
@@ -34,10 +34,10 @@ from pipeline.config import load_config
 
 __all__ = ["stage_command", "config_fields", "ConfigOption", "SetOption", "JsonOption"]
 
-ConfigOption = Annotated[Optional[str], typer.Option(
+ConfigOption = Annotated[str | None, typer.Option(
     "--config", "-c", help="YAML config file, or the name of a preset in pipeline/presets (the defaults shown are the "
                            "config model's; a preset's values replace them)", rich_help_panel="Config")]
-SetOption = Annotated[Optional[list[str]], typer.Option(
+SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="override any config field: key=value (YAML value; dotted keys for sections: data.shards=...); "
                   "repeatable", rich_help_panel="Config")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
@@ -75,15 +75,15 @@ def _kind(ann: Any) -> tuple[Any, str | None]:
         return None, None
     lists = [m for m in members if typing.get_origin(m) is list]
     if lists and all(typing.get_args(m) in ((str,), ()) for m in lists):
-        return Optional[list[str]], "LIST"  # names, paths: repeatable, each value may hold a comma-separated list
+        return list[str] | None, "LIST"  # names, paths: repeatable, each value may hold a comma-separated list
     if lists:
-        return Optional[str], "LIST"  # numbers (scales, C values): one comma-separated value, the last one wins
+        return str | None, "LIST"  # numbers (scales, C values): one comma-separated value, the last one wins
     if len(members) == 1 and members[0] in _SCALARS:
-        return Optional[members[0]], None
+        return members[0] | None, None
     if all(typing.get_origin(m) is Literal for m in members):
         words = [str(w) for m in members for w in typing.get_args(m)]
-        return Optional[str], "|".join(words)
-    return Optional[str], "TEXT"  # unions (list or word, bool or auto), tuples: parsed by the model
+        return str | None, "|".join(words)
+    return str | None, "TEXT"  # unions (list or word, bool or auto), tuples: parsed by the model
 
 
 def _default_text(field: FieldInfo, decls: list[str]) -> str | None:
@@ -111,22 +111,23 @@ def _option(path: str, field: FieldInfo, alias: str | None) -> tuple[Any, list[s
     if py is None:
         return None
     flag = path.replace("_", "-")
-    decls = [f"--{flag}/--no-{flag}"] if py is Optional[bool] else [f"--{flag}"]
+    decls = [f"--{flag}/--no-{flag}"] if py == bool | None else [f"--{flag}"]
     if alias:
         decls = [alias] if "/" in alias else decls + [alias]
     section = path.rsplit(".", 1)[0] if "." in path else None
-    info = typer.Option(*decls, help=(field.description or "").replace("\n", " "), show_default=_default_text(field, decls) or False,
-                        metavar=metavar, rich_help_panel=f"{section} section" if section else None)
+    info = typer.Option(*decls, help=(field.description or "").replace("\n", " "),
+                        show_default=_default_text(field, decls) or False, metavar=metavar,
+                        rich_help_panel=f"{section} section" if section else None)
     return Annotated[py, info], decls
 
 
 def _argument(field: FieldInfo) -> Any:
     help_ = (field.description or "").replace("\n", " ")
     if list in {typing.get_origin(m) for m in _members(field.annotation)}:
-        return Annotated[Optional[list[str]], typer.Argument(help=help_, show_default=False)], None
+        return Annotated[list[str] | None, typer.Argument(help=help_, show_default=False)], None
     if field.is_required():
         return Annotated[str, typer.Argument(help=help_, show_default=False)], inspect.Parameter.empty
-    return Annotated[Optional[str], typer.Argument(help=help_, show_default=False)], None
+    return Annotated[str | None, typer.Argument(help=help_, show_default=False)], None
 
 
 def _put(tree: dict[str, Any], path: str, value: Any) -> None:
@@ -137,7 +138,8 @@ def _put(tree: dict[str, Any], path: str, value: Any) -> None:
 
 
 def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), aliases: dict[str, str] | None = None,
-                  skip: Collection[str] = (), presets: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                  skip: Collection[str] = (), presets: bool = True
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: a command whose options are ``cls``'s fields, calling ``body(cfg, **extras)``.
 
     Args:
@@ -162,11 +164,12 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
             made = None if path in arguments or path in skip else _option(path, field, aliases.get(path))
             if made is not None:
                 pname = path.replace(".", "__")
-                params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=made[0]))
+                params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                                annotation=made[0]))
                 fields[pname] = (path, made[1][0].split("/")[0])
         if presets:
-            params += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOption),
-                       inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SetOption)]
+            params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+                       for name, ann in (("config", ConfigOption), ("sets", SetOption))]
         hints = typing.get_type_hints(body, include_extras=True)
         extras = [p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
                   for p in list(inspect.signature(body).parameters.values())[1:]]

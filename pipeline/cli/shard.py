@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,7 +15,7 @@ from pipeline.shards.config import ShardConfig, StatsConfig
 @stage_command(ShardConfig, arguments=["source", "out"], aliases={"splits": "--split"})
 def shard(
     cfg: ShardConfig,
-    devkit: Annotated[Optional[str], typer.Option(help="ILSVRC: devkit folder or ILSVRC2012_devkit_t12.tar.gz "
+    devkit: Annotated[str | None, typer.Option(help="ILSVRC: devkit folder or ILSVRC2012_devkit_t12.tar.gz "
                                                        "(val labels); = --set source_options.devkit=...")] = None,
 ) -> None:
     """Write an image collection as WebDataset shards ({split}-000000.tar) with manifest.json.
@@ -42,7 +42,7 @@ def stats(cfg: StatsConfig) -> None:
 def inspect(
     path: Annotated[str, typer.Argument(help="shard folder, features .h5 file or checkpoint .pt")],
     samples: Annotated[int, typer.Option(help="samples to show (shard folders)")] = 3,
-    split: Annotated[Optional[str], typer.Option(help="split whose samples to show")] = None,
+    split: Annotated[str | None, typer.Option(help="split whose samples to show")] = None,
 ) -> None:
     """Summarise a shard folder (manifest + a few samples), a feature store or a checkpoint."""
     from pipeline.shards.inspect import describe_path

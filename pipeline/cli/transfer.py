@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -54,7 +54,7 @@ def pixel_features(
     data: Annotated[str, typer.Argument(help="shard folder or source dataset (Caltech, VOC, ImageFolder, ...)")],
     out: Annotated[Path, typer.Option(help="feature store to write")] = Path("pixels.h5"),
     size: Annotated[int, typer.Option(help="images are resized to size x size RGB")] = 32,
-    split: Annotated[Optional[str], typer.Option(help="split to describe (as vgg extract)")] = None,
+    split: Annotated[str | None, typer.Option(help="split to describe (as vgg extract)")] = None,
     format: Annotated[str, typer.Option(help="source layout (auto detects)")] = "auto",
 ) -> None:
     """Write raw pixels as a feature store: the baseline the deep features are compared with."""

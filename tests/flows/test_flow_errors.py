@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+from pipeline.errors import UserError
+from pipeline.shards import StatsConfig, run_stats
+
 
 def _cli_line(argv: list[str]) -> str:
     r = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True, text=True, timeout=120)
@@ -21,24 +24,19 @@ def test_failed_task_message_is_the_cli_line(prefect_harness, tmp_path):
 
     from flows.common import stage_task
     from flows.stages import stats_flow
-    from pipeline.errors import UserError
-    from pipeline.shards import StatsConfig, run_stats
+
+    @flow
+    def one_task(cfg: StatsConfig) -> tuple[bool, str]:
+        state = stage_task(run_stats, "stats")(cfg, return_state=True)
+        return state.is_failed(), state.message
 
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("{")
     for folder in ("missing", "bad"):
         cfg = StatsConfig(shards=str(tmp_path / folder), workers=1, progress=False)
-
-        states = []
-
-        @flow
-        def one_task() -> None:
-            states.append(stage_task(run_stats, "stats")(cfg, return_state=True))
-
-        one_task()
-        (state,) = states
-        assert state.is_failed()
-        assert state.message == _cli_line(["stats", str(tmp_path / folder)])
-        assert "Traceback" not in state.message and "UserError" not in state.message
+        failed, message = one_task(cfg)
+        assert failed
+        assert message == _cli_line(["stats", str(tmp_path / folder)])
+        assert "Traceback" not in message and "UserError" not in message
         with pytest.raises(UserError, match="manifest"):  # the flow itself fails with the same error
             stats_flow(cfg)
