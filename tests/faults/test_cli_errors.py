@@ -184,3 +184,22 @@ def test_internal_bug_exits_1_traceback_only_with_debug(debug):
     assert ("Traceback" in r.stderr) == bool(debug), r.stderr
     if not debug:
         assert "--debug" in last and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_files_are_one_line(shards, tmp_path, capsys):
+    import shutil
+
+    noise = os.urandom(4096)
+    (tmp_path / "f.h5").write_bytes(noise)
+    (tmp_path / "m.pt").write_bytes(noise)
+    for argv in (["inspect", tmp_path / "f.h5"], ["inspect", tmp_path / "m.pt"],
+                 ["transfer", tmp_path / "f.h5", "--protocol", "caltech101", "--out", tmp_path / "t"]):
+        code, _, err = vgg(argv, capsys)
+        assert_one_line(code, err, "")
+    data = tmp_path / "shards"
+    shutil.copytree(shards, data)
+    shard = sorted(data.glob("train-*.tar"))[0]
+    shard.write_bytes(noise[:512] * (shard.stat().st_size // 512))  # same size, not a tar
+    for argv in (["stats", data, "--workers", "1"], ["inspect", data]):
+        code, _, err = vgg(argv, capsys)
+        assert_one_line(code, err, "")
