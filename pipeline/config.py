@@ -142,6 +142,7 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     sets: list[str] | None = None,
     labels: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> C:
     """Load a stage config from a YAML preset (a path, or a preset name), then apply ``--set``s.
@@ -151,7 +152,8 @@ def load_config(
         path: a YAML file, or the name of a preset shipped in ``pipeline/presets`` (without .yaml).
         sets: ``key=value`` strings (dotted keys for nested fields).
         labels: names of fields in error messages (see :func:`config_from`).
-        overrides: further fields, applied last (the CLI's explicit options).
+        values: further fields as a (nested) dict, applied after ``sets``: the CLI's explicit options.
+        overrides: further fields, applied last (None values are left out).
     Returns:
         The validated config.
     """
@@ -163,6 +165,7 @@ def load_config(
             raise UserError(f"{p}: expected a mapping at the top level")
         data = loaded
     data = _merge(data, parse_sets(sets))
+    data = _merge(data, values or {})
     data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
     return config_from(cls, data, source=str(path) if path else cls.__name__, labels=labels)
 

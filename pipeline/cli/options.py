@@ -185,14 +185,13 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
                     value = value[0]  # one occurrence: text the model parses (comma-separated lists)
                 _put(overrides, path, value)
                 labels[path] = label
-            cfg = load_config(cls, kwargs.get("config"), kwargs.get("sets"), labels=labels, **overrides)
+            cfg = load_config(cls, kwargs.get("config"), kwargs.get("sets"), labels=labels, values=overrides)
             return body(cfg, **{p.name: kwargs[p.name] for p in extras})
 
         command.__signature__ = inspect.Signature(params + extras)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params + extras}
         command.__doc__ = body.__doc__
         command.__name__ = body.__name__
-        command.__wrapped_body__ = body  # type: ignore[attr-defined]
         return command
 
     return wrap
