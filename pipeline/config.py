@@ -2,30 +2,90 @@
 
 Every stage takes exactly one config (a subclass of :class:`StageConfig`), saves the resolved
 config next to its outputs, and the Prefect flows take the same models as parameters, so the UI
-renders them as forms. See design.md "Configuration flows one way".
+renders them as forms; the CLI's options are generated from the same models
+(:mod:`pipeline.cli.options`). Configuration flows one way: preset < ``--set`` < explicit options.
+
+Text values of list fields are parsed by the models themselves (:meth:`ConfigSection._split_text`):
+``"256,384,512"`` is ``[256, 384, 512]`` wherever a list is expected, so ``--scales 256,384``,
+``--set scales=256,384`` and a YAML list mean the same.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, validation_summary
 from pipeline.io import atomic_write_text
 
-__all__ = ["StageConfig", "load_config", "save_config", "parse_sets", "config_from"]
+__all__ = ["ConfigSection", "StageConfig", "load_config", "save_config", "parse_sets", "config_from", "split_text"]
 
 C = TypeVar("C", bound=BaseModel)
 
+_NUMBER_NAMES = {int: "integers like 256,384,512", float: "numbers like 0.1,1,10"}
 
-class StageConfig(BaseModel):
-    """Base of all stage configs: unknown keys are errors, values validated on assignment."""
+
+def _alternatives(ann: Any) -> list[Any]:
+    """The members of a Union / Optional annotation (the annotation itself otherwise)."""
+    if typing.get_origin(ann) in (Union, types.UnionType):
+        return [a for alt in typing.get_args(ann) for a in _alternatives(alt)]
+    return [ann]
+
+
+def split_text(value: str, ann: Any) -> Any:
+    """Parse text given for a field of type ``ann``: comma-separated lists (``;`` between the lists
+    of a list of lists), numbers checked; a word that is one of the field's literal choices stays.
+
+    Raises:
+        ValueError: list items that are not numbers where numbers are expected.
+    """
+    alts = _alternatives(ann)
+    words = [w for a in alts if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+    seqs = [a for a in alts if typing.get_origin(a) in (list, tuple, set, frozenset)]
+    if not seqs or value.strip() in words or str in alts:
+        return value
+    seq = seqs[0]
+    item = typing.get_args(seq)[0] if typing.get_args(seq) else str
+    if typing.get_origin(item) in (list, tuple):
+        return [split_text(part, item) for part in value.split(";")]
+    parts = [p.strip() for p in re.split(r"[,\s]+" if item in _NUMBER_NAMES else ",", value.strip()) if p.strip()]
+    if item in _NUMBER_NAMES:
+        try:
+            float_parts = [float(p) for p in parts]
+        except ValueError:
+            choices = f", or {' / '.join(map(str, words))}" if words else ""
+            raise ValueError(f"expected {_NUMBER_NAMES[item]}{choices}, got {value!r}") from None
+        if item is int:
+            if not all(f.is_integer() for f in float_parts):
+                raise ValueError(f"expected {_NUMBER_NAMES[int]}, got {value!r}")
+            return [int(f) for f in float_parts]
+        return float_parts
+    return parts
+
+
+class ConfigSection(BaseModel):
+    """Base of every config model and section: unknown keys are errors, values validated on
+    assignment, and text given for a list field is split (see :func:`split_text`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _split_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and info.field_name in cls.model_fields:
+            return split_text(value, cls.model_fields[info.field_name].annotation)
+        return value
+
+
+class StageConfig(ConfigSection):
+    """Base of all stage configs (one per stage)."""
 
 
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
@@ -44,7 +104,13 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_path(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or "not valid YAML"
+            raise UserError(f"--set {key.strip()}: {problem} in {raw!r} (quote text: key='[1,'; lists: key=[1,2])") \
+                from None
+        _set_path(out, key.strip(), value)
     return out
 
 
@@ -58,22 +124,25 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_from(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
-    """Validate ``data`` as ``cls``; a validation error becomes one readable UserError line."""
+def config_from(cls: type[C], data: dict[str, Any], source: str = "config",
+                labels: dict[str, str] | None = None) -> C:
+    """Validate ``data`` as ``cls``; a validation error becomes one readable UserError line.
+
+    Args:
+        labels: names to use for fields in the message (the CLI names its options: ``--scales``).
+    """
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-            parts.append(f"{loc}: {err['msg']}")
-        raise UserError(f"invalid {source}: " + "; ".join(parts)) from None
+        raise UserError(f"invalid {source}: " + validation_summary(e, labels)) from None
 
 
 def load_config(
     cls: type[C],
     path: str | os.PathLike[str] | None = None,
     sets: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> C:
     """Load a stage config from a YAML preset (a path, or a preset name), then apply ``--set``s.
@@ -82,21 +151,37 @@ def load_config(
         cls: the stage's config model.
         path: a YAML file, or the name of a preset shipped in ``pipeline/presets`` (without .yaml).
         sets: ``key=value`` strings (dotted keys for nested fields).
-        overrides: further fields, applied last (the CLI's explicit options).
+        labels: names of fields in error messages (see :func:`config_from`).
+        values: further fields as a (nested) dict, applied after ``sets``: the CLI's explicit options.
+        overrides: further fields, applied last (None values are left out).
     Returns:
         The validated config.
     """
     data: dict[str, Any] = {}
     if path is not None:
         p = resolve_preset(path)
-        with open(p, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh) or {}
+        loaded = _read_yaml(p)
         if not isinstance(loaded, dict):
             raise UserError(f"{p}: expected a mapping at the top level")
         data = loaded
     data = _merge(data, parse_sets(sets))
+    data = _merge(data, values or {})
     data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    return config_from(cls, data, source=str(path) if path else cls.__name__)
+    return config_from(cls, data, source=str(path) if path else cls.__name__, labels=labels)
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file's content; malformed YAML is a one-line UserError naming the file and the line."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
 PRESET_DIR = Path(__file__).parent / "presets"

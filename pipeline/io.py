@@ -1,7 +1,8 @@
 """Atomic file writes, hashing and fingerprints shared by every stage.
 
 Nothing half-written is ever visible: files are written under a temporary name in the same
-directory, flushed, fsynced and renamed into place.
+directory, flushed, fsynced and renamed into place. Outputs honour the umask (0644 under umask
+022) although ``tempfile`` creates its files 0600 and its folders 0700.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
@@ -23,7 +26,27 @@ __all__ = [
     "sha256_bytes",
     "fingerprint",
     "read_json",
+    "InvalidJSONError",
+    "umask_mode",
 ]
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, racing other threads)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as the process's umask lets files (0o666) or folders (0o777) be created."""
+    return mode & ~_umask()
 
 
 class atomic_path:
@@ -43,7 +66,10 @@ class atomic_path:
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix, dir=self.path.parent)
-        os.close(fd)
+        try:
+            os.fchmod(fd, umask_mode())  # mkstemp creates 0600
+        finally:
+            os.close(fd)
         self.tmp = Path(name)
         return self.tmp
 
@@ -73,10 +99,23 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 
 
+class InvalidJSONError(UserError, ValueError):
+    """A JSON file that cannot be decoded (a ValueError, as ``json.load``'s errors are)."""
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON file.
+
+    Raises:
+        InvalidJSONError: not UTF-8 or not valid JSON (the message names the file and the place).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise InvalidJSONError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise InvalidJSONError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
 def sha256_bytes(data: bytes) -> str:

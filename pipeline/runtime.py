@@ -27,9 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import StageConfig
+from pipeline.config import ConfigSection, StageConfig
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,10 +43,8 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- the config section
-class RuntimeConfig(BaseModel):
+class RuntimeConfig(ConfigSection):
     """Where and how a stage runs its nets; none of these change what is computed beyond bf16 rounding."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     device: str = Field("auto", description="auto (this rank's GPU when CUDA is available, else CPU), cpu, cuda "
                                             "or cuda:N")

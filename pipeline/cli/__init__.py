@@ -1,19 +1,26 @@
 """The ``vgg`` command line: one sub-command per stage, each a thin wrapper over ``run_<stage>``.
 
 Stage modules in this package register their commands with a ``register(app)`` function; every
-module here is discovered, so adding a stage never edits this file. User errors
-(:class:`pipeline.errors.UserError`, missing files) print one line and exit with status 2.
+module here is discovered, so adding a stage never edits this file. Stage options are generated
+from the stage's config model (:mod:`pipeline.cli.options`).
+
+This is the one error boundary: expected failures (:func:`pipeline.errors.is_expected`: user
+errors, OS errors, undecodable files, invalid configs, usage errors) print one line ``error: ...``
+and exit with status 2; a bug prints ``internal error: ...`` and exits with 1, with its traceback
+only under ``--debug`` (anywhere on the command line) or ``VGG_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
+import traceback
 
 import typer
 
-from pipeline.errors import UserError
+from pipeline.errors import is_expected, one_line
 
 __all__ = ["app", "main"]
 
@@ -22,7 +29,9 @@ app = typer.Typer(
     help=(
         "Very Deep Convolutional Networks (Simonyan & Zisserman, ICLR 2015) as a pipeline.\n\n"
         "Stages: shard -> stats -> train -> evaluate -> extract -> transfer, and localise "
-        "(Appendix A). Each stage reads paths, writes one output folder and records its config."
+        "(Appendix A). Each stage reads paths, writes one output folder and records its config.\n\n"
+        "Failures print one line `error: ...` (exit 2); add `--debug` anywhere (or set VGG_DEBUG=1) to see the "
+        "traceback of an internal error (exit 1)."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,15 +57,45 @@ _register_all()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``vgg`` console script."""
+    """Entry point of the ``vgg`` console script: runs the command and exits with its status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
+    if debug:
+        args.remove("--debug")
+    debug = debug or os.environ.get("VGG_DEBUG", "") not in ("", "0")
     try:
-        app(args=argv, prog_name="vgg")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        rc = app(args=args, prog_name="vgg", standalone_mode=False)
+    except typer.Exit as e:  # typer.Exit inside a command; Ctrl-C (130)
+        rc = e.exit_code
+        if rc == 130:
+            print("interrupted", file=sys.stderr)
+    except typer.TyperException as e:  # usage errors: unknown option, missing argument, bad value
+        if type(e).__name__ != "NoArgsIsHelpError":  # (that one has printed the help)
+            ctx = getattr(e, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print(f"error: {' '.join(e.format_message().split())}{where}", file=sys.stderr)
         sys.exit(2)
-    except FileNotFoundError as e:
-        print(f"error: file not found: {e.filename or e}", file=sys.stderr)
-        sys.exit(2)
+    except typer.Abort as e:  # typer turns an EOFError raised by a command into Abort
+        if isinstance(e.__cause__, EOFError):
+            sys.exit(_report(e.__cause__, debug))
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the error boundary
+        sys.exit(_report(e, debug))
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` as the boundary does; the exit status (2 expected, 1 bug)."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    expected = is_expected(exc)
+    if expected:
+        print(f"error: {one_line(exc, getattr(exc, 'labels', None))}", file=sys.stderr)
+    else:
+        print(f"internal error: {one_line(exc)}" + ("" if debug else " (run again with --debug for the traceback)"),
+              file=sys.stderr)
+    return 2 if expected else 1

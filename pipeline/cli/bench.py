@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.bench import STAGES
+from pipeline.cli.options import JsonOption
 
 ALL_STAGES = ",".join(STAGES)
 
@@ -17,7 +18,7 @@ def bench(
     stages: Annotated[str, typer.Option(help=f"comma-separated, from: {ALL_STAGES}")] = ALL_STAGES,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     quick: Annotated[bool, typer.Option("--quick/--full", help="a few minutes on two cores, or longer runs")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON rows instead of a table")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Measure each stage against its plain baseline (same data, same device, one process).
 

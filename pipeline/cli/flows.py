@@ -1,7 +1,7 @@
 """``vgg server``, ``vgg serve`` and ``vgg demo``: running the pipeline through Prefect.
 
-The flows live in :mod:`pipeline.flows`; these commands only set offline Prefect
-settings (shared/docs/prefect.md) and start things.
+The flows live in :mod:`pipeline.flows`; these commands only set offline Prefect settings
+(docs/design.md, "Prefect integration") and start things.
 """
 
 from __future__ import annotations
@@ -10,13 +10,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from pipeline.cli.options import SetOption
+
+HomeOption = Annotated[Path | None, typer.Option(help="PREFECT_HOME (default: ./.prefect)")]
+
 
 def server(
-    home: Annotated[Optional[Path], typer.Option(help="PREFECT_HOME (default: ./.prefect)")] = None,
+    home: HomeOption = None,
     background: Annotated[bool, typer.Option(help="start in the background and return")] = False,
 ) -> None:
     """Start the Prefect server (UI at http://127.0.0.1:4200) with offline-safe settings."""
@@ -29,10 +33,12 @@ def server(
 
 
 def serve(
-    schedules: Annotated[Optional[Path], typer.Option(help="YAML of cron/interval schedules and parameters per deployment")] = None,
-    dask_address: Annotated[Optional[str], typer.Option(help="run fan-out tasks on this Dask scheduler (tcp://host:8786)")] = None,
-    home: Annotated[Optional[Path], typer.Option(help="PREFECT_HOME (default: ./.prefect)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="most flow runs at once")] = None,
+    schedules: Annotated[Path | None, typer.Option(
+        help="YAML of cron/interval schedules and parameters per deployment")] = None,
+    dask_address: Annotated[str | None, typer.Option(
+        help="run fan-out tasks on this Dask scheduler (tcp://host:8786)")] = None,
+    home: HomeOption = None,
+    limit: Annotated[int | None, typer.Option(help="most flow runs at once")] = None,
 ) -> None:
     """Register every flow as a deployment with the running server and execute triggered runs.
 
@@ -53,8 +59,8 @@ def serve(
 
 def demo(
     workdir: Annotated[Path, typer.Option(help="run folder (outputs are reused by a re-run)")] = Path("runs/demo"),
-    sets: Annotated[Optional[list[str]], typer.Option("--set", help="PaperConfig field=value (see pipeline/flows/paper.py)")] = None,
-    home: Annotated[Optional[Path], typer.Option(help="PREFECT_HOME (default: ./.prefect)")] = None,
+    sets: SetOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Run the whole paper pipeline on the shipped data as the Prefect flow `vgg-paper`.
 
@@ -62,13 +68,14 @@ def demo(
     combination, fusion), extract features for a Caltech-style and a VOC-style set, linear-SVM
     transfer, localisation; prints the paper-style tables and writes them to WORKDIR/tables.md.
     With a server running (`vgg server`) the run appears in its UI; otherwise the run is recorded
-    in PREFECT_HOME's database, which `vgg server` shows later.
+    in PREFECT_HOME's database, which `vgg server` shows later. --set takes the fields of
+    pipeline.flows.paper.PaperConfig (e.g. --set localise_epochs=2).
     """
     from pipeline.flows.settings import configure_prefect
 
-    configure_prefect(home)
-    from pipeline.flows.paper import PaperConfig, paper_flow
+    configure_prefect(home)  # before Prefect is imported
     from pipeline.config import load_config
+    from pipeline.flows.paper import PaperConfig, paper_flow
 
     cfg = load_config(PaperConfig, None, sets, workdir=str(workdir))
     res = paper_flow(cfg)

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pipeline.errors import UserError
-
 table_app = typer.Typer(help="Paper tables rebuilt from saved results (no net is run).", no_args_is_help=True)
-
-
-def _group(text: str) -> list[int]:
-    try:
-        return [int(p) for p in re.split(r"[,\s]+", text.strip()) if p]
-    except ValueError:
-        raise UserError(f"--nets: expected integers like 0,1, got {text!r}") from None
 
 
 @table_app.command("ensemble")
@@ -36,8 +26,7 @@ def ensemble(
     from pipeline.config import config_from
     from pipeline.evaluate.ensemble import EnsembleConfig, run_ensemble
 
-    cfg = config_from(EnsembleConfig, {"runs": [str(r) for r in runs], "groups": [_group(g) for g in nets] if nets
-                                       else None, "methods": method or None, "out": str(out) if out else None},
+    cfg = config_from(EnsembleConfig, {"runs": [str(r) for r in runs], "groups": ";".join(nets) if nets else None, "methods": method or None, "out": str(out) if out else None},
                       "vgg table ensemble")
     res = run_ensemble(cfg)
     if as_json:

@@ -1,47 +1,83 @@
 """Pieces every flow uses: the stage task with I/O-only retries, and result artifacts.
 
 No stage logic lives here: a task calls the stage's ``run_<stage>(config)`` and turns its result
-into what users look at in the UI (tables in the paper's format, a run summary).
+into what users look at in the UI (tables in the paper's format, a run summary). A task failing
+with an expected error (:func:`pipeline.errors.is_expected`) ends Failed with the same one-line
+message the CLI prints, without a traceback in the logs; transient I/O errors are retried first.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed, State
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, is_expected, one_line
 
-__all__ = ["transient_only", "stage_task", "publish_table", "publish_markdown", "markdown_table"]
+__all__ = ["transient_only", "one_line_failures", "stage_task", "publish_table", "publish_markdown", "markdown_table"]
 
 #: OSErrors that are deterministic (a wrong path stays wrong): never retried.
 _PERMANENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, (UserError, *_PERMANENT)):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EROFS)
 
 
 def transient_only(task_, task_run, state) -> bool:
     """Retry condition: only I/O errors that can pass (EIO, timeouts, connection errors)."""
     try:
         state.result()
-    except UserError:
-        return False
-    except _PERMANENT:
-        return False
-    except (TimeoutError, ConnectionError):
-        return True
-    except OSError as e:
-        return e.errno not in (errno.ENOSPC, errno.EROFS)
-    except BaseException:  # noqa: BLE001 - anything else is deterministic
-        return False
+    except BaseException as e:  # noqa: BLE001 - anything else is deterministic
+        return _transient(e)
     return False
 
 
+def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, returning a Failed state with the one-line message for expected, non-transient errors."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - sorted below; bugs and transient errors are raised
+            if not is_expected(e) or _transient(e):
+                raise
+            get_run_logger().error("error: %s", one_line(e))
+            return Failed(message=one_line(e), data=e)
+
+    return run
+
+
+class _StageTask(Task):
+    """A task whose direct call raises the error of the Failed state it returned, as a raise would."""
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        result = super().__call__(*args, return_state=return_state, **kwargs)
+        if not return_state and isinstance(result, State) and result.is_failed():
+            result.result()  # raises the stored exception
+        return result
+
+    def with_options(self, **kwargs: Any) -> _StageTask:
+        new = super().with_options(**kwargs)
+        new.__class__ = _StageTask
+        return new
+
+
 def stage_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Any:
-    """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors."""
-    return task(fn, name=name, retries=retries, retry_delay_seconds=[5, 30, 120][:retries] or 0,
-                retry_condition_fn=transient_only, log_prints=True)
+    """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors; an
+    expected failure ends it Failed with the one-line message (see :func:`one_line_failures`)."""
+    return _StageTask(one_line_failures(fn), name=name, retries=retries,
+                      retry_delay_seconds=[5, 30, 120][:retries] or 0, retry_condition_fn=transient_only,
+                      log_prints=True)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

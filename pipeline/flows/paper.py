@@ -15,20 +15,20 @@ them is in ``<workdir>/results.json`` (:mod:`pipeline.demo_results`).
 from __future__ import annotations
 
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
 from pipeline.config import load_config
+from pipeline.demo_results import paper_results, write_results
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
 from pipeline.flows.common import publish_markdown, publish_table, stage_task
 from pipeline.flows.stages import launch_training
 from pipeline.io import atomic_write_text
-from pipeline.demo_results import paper_results, write_results
 from pipeline.localise.demo import demo_localisation
 from pipeline.results import (
     EvaluateResult,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.config import save_config
@@ -26,8 +26,17 @@ from pipeline.flows.common import publish_markdown, publish_table, stage_task
 from pipeline.io import read_json
 from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
 from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
-from pipeline.results import (TRAIN_RESULT, EvaluateResult, ExtractResult, LocaliseEvalResult, LocaliseTrainResult,
-                              ShardResult, StatsResult, TrainResult, TransferResult)
+from pipeline.results import (
+    TRAIN_RESULT,
+    EvaluateResult,
+    ExtractResult,
+    LocaliseEvalResult,
+    LocaliseTrainResult,
+    ShardResult,
+    StatsResult,
+    TrainResult,
+    TransferResult,
+)
 from pipeline.shards.config import ShardConfig, StatsConfig
 from pipeline.shards.stats import run_stats
 from pipeline.shards.writer import run_shard
@@ -72,11 +81,10 @@ def torchrun_command(config_path: Path, nproc_per_node: int, nnodes: int, rdzv_e
     if nproc_per_node == 1 and nnodes == 1:
         return [sys.executable, "-m", "pipeline.train", *args]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}", f"--nnodes={nnodes}"]
-    cmd += [f"--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}"] if rdzv_endpoint else ["--standalone"]
+    cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}"] if rdzv_endpoint else ["--standalone"]
     return [*cmd, "-m", "pipeline.train", *args]
 
 
-@task(name="train", log_prints=True)
 def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                     rdzv_endpoint: str | None = None) -> TrainResult:
     """Write the resolved config, launch torchrun on it and stream its output into the flow logs.
@@ -93,17 +101,22 @@ def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 
     cmd = torchrun_command(cfg_path, nproc_per_node, nnodes, rdzv_endpoint, resume or config.resume)
     logger.info("launching: %s", shlex.join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    error = ""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as p:
         assert p.stdout is not None
         for line in p.stdout:
             if line.strip():
                 logger.info(line.rstrip())
+            error = line.strip()[len("error: "):] if line.startswith("error: ") else error  # the CLI's one line
     if p.returncode != 0:
-        raise UserError(f"training exited with status {p.returncode} (see the log above)")
+        raise UserError(error or f"training exited with status {p.returncode} (see the log above)")
     result = out / TRAIN_RESULT
     if not result.is_file():
         raise UserError(f"training exited without writing its result {result}")
     return TrainResult.model_validate(read_json(result))
+
+
+launch_training = stage_task(launch_training, "train", retries=0)  # a failed run is not retried
 
 
 @flow(name="train", description="Train a VGG net with the paper's recipe (3.1), one or many processes (3.3).")

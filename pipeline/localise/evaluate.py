@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.config import save_config
 from pipeline.errors import UserError
@@ -98,6 +98,15 @@ class LocaliseEvalConfig(RuntimeStageConfig):
     limit: int | None = Field(None, ge=1, description="evaluate only the first N images of the split")
     out: str | None = Field(None, description="output folder (None: return the summary without writing files)")
     progress: bool = Field(True, description="show progress on a terminal")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_net_scales(cls, data: Any) -> Any:
+        """``scales: "256;352,384"`` (text with ';') gives each net its scales (``net_scales``)."""
+        if isinstance(data, dict) and isinstance(data.get("scales"), str) and ";" in data["scales"]:
+            data = {**data, "net_scales": data["scales"]}
+            del data["scales"]
+        return data
 
 
 def runner_for(rt: RuntimeConfig) -> Runner:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, read_json
+from pipeline.io import atomic_write_json, read_json, umask_mode
 
 __all__ = ["DIGIT_NAMES", "CALTECH_DIR", "prepare_digits_caltech", "prepared_tree", "jittered_digit"]
 
@@ -53,6 +53,7 @@ def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Pa
         raise UserError(f"{out} exists and is not a prepared {params.get('dataset', 'dataset')} tree")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(umask_mode(0o777))  # mkdtemp creates 0700
     try:
         build(tmp)
         atomic_write_json(tmp / ".prepared.json", params)

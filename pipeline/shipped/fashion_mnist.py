@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, read_json
+from pipeline.io import atomic_write_json, read_json, umask_mode
 from pipeline.shipped import DATA_DIR
 
 __all__ = ["CLASSES", "read_idx", "load_split", "prepare_fashion_mnist", "HELD_OUT"]
@@ -68,6 +68,7 @@ def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 10
         raise UserError(f"{out} exists and is not a prepared Fashion-MNIST tree")
     out.parent.mkdir(parents=True, exist_ok=True)
     final, out = out, Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out.chmod(umask_mode(0o777))  # mkdtemp creates 0700
     x_tr, y_tr = load_split("train")
     x_te, y_te = load_split("t10k")
     x_val, y_val = x_te[VAL_POOL], y_te[VAL_POOL]

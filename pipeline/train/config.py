@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from pipeline.config import ConfigSection
 from pipeline.models import ModelConfig
 from pipeline.preprocess import TrainScale
 from pipeline.runtime import RuntimeConfig, RuntimeStageConfig
@@ -19,8 +20,8 @@ from pipeline.runtime import RuntimeConfig, RuntimeStageConfig
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "TrainRuntimeConfig"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+class _Section(ConfigSection):
+    pass
 
 
 class DataConfig(_Section):
