@@ -32,7 +32,7 @@ def worker(batch: int, steps: int, out: str) -> None:
 
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
-    local = int(os.environ.get("LOCAL_RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local)
     dev = torch.device("cuda", local)
     photos = load_sample_images().images
@@ -45,7 +45,8 @@ def worker(batch: int, steps: int, out: str) -> None:
     xb = (torch.tensor(np.stack(crops), device=dev).permute(0, 3, 1, 2).float() - 115.0).contiguous(
         memory_format=torch.channels_last)
     yb = torch.arange(batch, device=dev) % 1000
-    model = init_weights(build_model(ModelConfig(config="D")), "glorot", seed=0).to(dev).to(memory_format=torch.channels_last)
+    model = init_weights(build_model(ModelConfig(config="D")), "glorot", seed=0)
+    model = model.to(dev).to(memory_format=torch.channels_last)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local])
     opt = torch.optim.SGD(ddp.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     torch.backends.cudnn.benchmark = True
@@ -109,7 +110,8 @@ def main() -> None:
         worker(a.batch, a.steps, a.out)
         return
     rows = bench(quick=a.quick)
-    print(json.dumps(rows, indent=2) if a.json else "\n".join(f"{r['stage']}: {r['ratio']:.2f} ({r['note']})" for r in rows))
+    text = "\n".join(f"{r['stage']}: {r['ratio']:.2f} ({r['note']})" for r in rows)
+    print(json.dumps(rows, indent=2) if a.json else text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ dimensions, an exact n-dimensional stand-in: with the Gram matrix ``K = [X, s][X
 descriptors, so the problem and its minimiser (``w = [X, s]^T U L^{-1/2} u``) are the same while
 every product is n x n instead of n x D. The columns of this F are orthogonal, so the Jacobi
 preconditioner is nearly exact while most images violate the margin (20x fewer CG iterations
-than a Cholesky factor gave on the benchmark's slice). A grid of C values is solved in ascending order, each warm-started from the previous one.
+than a Cholesky factor gave on the benchmark's slice). A grid of C values is solved in ascending
+order, each warm-started from the previous one.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _cg(F, A2C, G, diag, eta: float, max_cg: int) -> tuple[torch.Tensor, torch.T
 
     Returns (D, Z = F D, iterations). Columns stop on their own; the GEMMs only carry the live ones.
     """
-    m, P = G.shape
+    P = G.shape[1]
     D = torch.zeros_like(G)
     Z = torch.zeros((F.shape[0], P), dtype=G.dtype, device=G.device)
     R = -G
@@ -136,7 +137,8 @@ def _cg(F, A2C, G, diag, eta: float, max_cg: int) -> tuple[torch.Tensor, torch.T
     return D, Z, it
 
 
-def _solve_c(F, F2, Y, M, W, C: float, tol: float, max_newton: int, max_cg: int) -> tuple[torch.Tensor, int, int, float]:
+def _solve_c(F, F2, Y, M, W, C: float, tol: float, max_newton: int,
+             max_cg: int) -> tuple[torch.Tensor, int, int, float]:
     """Newton-CG for every class at one C from the warm start W; (W, Newton steps, CG iterations, max |g|/|g0|)."""
     O = F @ W
     g0 = (2.0 * C * (F.T @ Y)).norm(dim=0).clamp(min=1e-30)  # |gradient| at w = 0

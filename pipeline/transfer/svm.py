@@ -125,7 +125,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, C: float = 1.0, solver: str = "newton", intercept_scaling: float = 1.0,
-                 tol: float | None = None, max_iter: int = 10000, device: str = "cpu", precision: str = "float64") -> None:
+                 tol: float | None = None, max_iter: int = 10000, device: str = "cpu",
+                 precision: str = "float64") -> None:
         self.C = C
         self.solver = solver
         self.intercept_scaling = intercept_scaling

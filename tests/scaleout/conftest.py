@@ -37,7 +37,8 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def start(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
     """A process in its own session (so that stopping it stops its children), output to ``log``."""
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:

@@ -70,9 +70,11 @@ def test_extract_fan_out_on_a_dask_cluster_equals_one_process(tmp_path, ckpt, fm
     address, client = dask_cluster["address"], dask_cluster["client"]
     runner = task_runner(dask_address=address)
     assert type(runner).__name__ == "DaskTaskRunner"
-    assert {d.name for d in build_deployments(dask_address=address)} >= {"extract"}  # what `vgg serve --dask-address` serves
+    served = {d.name for d in build_deployments(dask_address=address)}  # what `vgg serve --dask-address` serves
+    assert "extract" in served
     out = tmp_path / "features.h5"
-    cfg = ExtractConfig(checkpoints=[str(ckpt)], data=str(fmnist), split="val", out=str(out), scales=SCALES, batch_size=4)
+    cfg = ExtractConfig(checkpoints=[str(ckpt)], data=str(fmnist), split="val", out=str(out), scales=SCALES,
+                        batch_size=4)
     before = set(client.run(os.getpid).values())
     res = extract_flow.with_options(task_runner=runner)(config=cfg, parts=2)
     assert res["status"] == "merged" and res["parts"] == 2

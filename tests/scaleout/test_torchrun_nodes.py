@@ -87,7 +87,8 @@ def test_extract_on_two_nodes_equals_one_process(tmp_path, ckpt, fmnist, single_
 
     out = tmp_path / "features.h5"
     procs = two_nodes(["extract", str(ckpt), "--data", str(fmnist), "--split", "val", "--out", str(out),
-                       "--scales", ",".join(map(str, SCALES)), "--batch-size", "4", "--device", "cpu", "--json"], tmp_path)
+                       "--scales", ",".join(map(str, SCALES)), "--batch-size", "4", "--device", "cpu", "--json"],
+                      tmp_path)
     for p in procs:
         assert p.returncode == 0, p.stderr[-3000:]
     assert any('"status": "merged"' in p.stdout for p in procs)

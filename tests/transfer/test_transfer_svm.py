@@ -119,7 +119,7 @@ def _synthetic(seed: int, n: int, d: int, k: int):
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 def test_batched_solver_matches_linearsvc(seed, n, d, k, C, precision):
     X, y = _synthetic(seed, n, d, k)
-    Xte, yte = _synthetic(seed + 100, 200, d, k)
+    Xte, _ = _synthetic(seed + 100, 200, d, k)
     s = 1.0
     ref = LinearSVC(C=C, tol=1e-8, max_iter=500000, intercept_scaling=s).fit(X, y)
     tol = None if precision == "float64" else 1e-6  # float32 default (1e-4) is the protocol's, looser
@@ -173,7 +173,7 @@ def test_left_out_rows_and_bad_arguments():
     c, b = ovr_path(X, Y, [1.0])
     keep = Y[:, 0] != 0
     ref = LinearSVC(C=1.0, tol=1e-9, max_iter=500000).fit(X[keep], Y[keep, 0])
-    assert np.abs(c[0, 0] - ref.coef_[0]).max() < 1e-4
+    assert np.abs(c[0, 0] - ref.coef_[0]).max() < 1e-4 and abs(b[0, 0] - ref.intercept_[0]) < 1e-4
     import torch
 
     with pytest.raises(ValueError):
