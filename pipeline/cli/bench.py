@@ -10,8 +10,9 @@ import typer
 
 
 def bench(
-    stages: Annotated[str, typer.Option(help="comma-separated: shard,loader,train,ddp,evaluate,extract,transfer")] =
-        "shard,loader,train,ddp,evaluate,extract,transfer",
+    stages: Annotated[str, typer.Option(
+        help="comma-separated: shard,loader,train,ddp,evaluate,extract,transfer,transfer-paper")] =
+        "shard,loader,train,ddp,evaluate,extract,transfer,transfer-paper",
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     quick: Annotated[bool, typer.Option("--quick/--full", help="a few minutes on two cores, or longer runs")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON rows instead of a table")] = False,
