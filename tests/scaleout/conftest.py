@@ -23,6 +23,16 @@ for sub in ("features", "train"):
         sys.path.insert(0, str(TESTS / sub))
 
 
+def flows_module(name: str):
+    """``pipeline.flows.<name>``, or the top-level ``flows.<name>`` of checkouts from before the move."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"pipeline.flows.{name}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"flows.{name}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

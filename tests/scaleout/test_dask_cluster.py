@@ -12,7 +12,7 @@ import os
 import sys
 
 import pytest
-from conftest import child_env, free_port, start, stop, wait_for
+from conftest import child_env, flows_module, free_port, start, stop, wait_for
 
 pytestmark = pytest.mark.slow  # a Prefect server, a scheduler and two workers on two cores: about a minute
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # a Prefect server, a scheduler and two workers o
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """Prefect's test server (temporary database); its URL is handed to the Dask workers."""
-    from flows.settings import OFFLINE_ENV
+    OFFLINE_ENV = flows_module("settings").OFFLINE_ENV
 
     home = tmp_path_factory.mktemp("prefect-home")
     for k, v in {**OFFLINE_ENV, "PREFECT_HOME": str(home)}.items():
@@ -37,7 +37,7 @@ def dask_cluster(tmp_path_factory, prefect_api):
     """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1; stopped by their ids."""
     from distributed import Client
 
-    from flows.settings import OFFLINE_ENV
+    OFFLINE_ENV = flows_module("settings").OFFLINE_ENV
 
     logs = tmp_path_factory.mktemp("dask-logs")
     port = free_port()
@@ -63,9 +63,10 @@ def dask_cluster(tmp_path_factory, prefect_api):
 def test_extract_fan_out_on_a_dask_cluster_equals_one_process(tmp_path, ckpt, fmnist, single_store, dask_cluster):
     from features_helpers import SCALES, assert_same_store
 
-    from flows.deploy import build_deployments
-    from flows.stages import extract_flow, task_runner
     from pipeline.features import ExtractConfig
+
+    build_deployments = flows_module("deploy").build_deployments
+    extract_flow, task_runner = flows_module("stages").extract_flow, flows_module("stages").task_runner
 
     address, client = dask_cluster["address"], dask_cluster["client"]
     runner = task_runner(dask_address=address)
