@@ -25,10 +25,12 @@ order, each warm-started from the previous one.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["SMALL", "OvrStats", "objective", "ovr_path"]
 
@@ -223,6 +225,9 @@ def _path(X, Y, Cs, s: float, device, dtype, tol: float, max_newton: int, max_cg
         stats.form = "gram" if reduce else "primal"
     for j in np.argsort(Cs):
         W, steps, cg, ratio = _solve_c(F, F2, Yt, Mt, W, float(Cs[j]), tol, max_newton, max_cg)
+        if ratio > tol:
+            warnings.warn(f"C={float(Cs[j]):g}: stopped after {steps} Newton steps at |gradient| / |gradient at 0| = "
+                          f"{ratio:.2g} > tol {tol:g}", ConvergenceWarning, stacklevel=3)
         if stats is not None:
             stats.newton_steps.append(steps)
             stats.cg_iterations.append(cg)

@@ -176,6 +176,10 @@ def test_left_out_rows_and_bad_arguments():
     assert np.abs(c[0, 0] - ref.coef_[0]).max() < 1e-4 and abs(b[0, 0] - ref.intercept_[0]) < 1e-4
     import torch
 
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="stopped after 1 Newton steps"):
+        ovr_path(X, Y, [100.0], tol=1e-12, max_newton=1)
     with pytest.raises(ValueError):
         ovr_path(X, Y, [1.0], dtype=torch.float16)
     with pytest.raises(ValueError):
