@@ -103,11 +103,10 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
     """
     import torch
 
-    from pipeline.speed import cpu_count
-
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = torch.get_num_threads()
-    busy = os.getloadavg()[0] > cpu_count()
-    torch.set_num_threads(1 if busy else cpu_count())
+    busy = os.getloadavg()[0] > cores
+    torch.set_num_threads(1 if busy else cores)
     try:
         return _bench(quick, device, torch.get_num_threads(), busy)
     finally:
