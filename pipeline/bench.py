@@ -31,6 +31,7 @@ STAGES = {
     "evaluate": "bench_evaluate.py",
     "extract": "bench_extract.py",
     "transfer": "bench_transfer.py",
+    "transfer-paper": "bench_transfer_paper.py",
 }
 
 

@@ -4,7 +4,7 @@
 the devkit's AP rules) or the Caltech-101/256 protocol (mean class recall over 3 random splits) on
 one or more feature stores; the pieces are usable on their own: :mod:`.metrics` (VOC AP, mean
 class recall), :mod:`.splits`, :mod:`.svm` (an sklearn-compatible linear SVM with a fast
-Gram-space Newton solver), :mod:`.descriptors` (reading / fusing stores, the raw-pixel baseline).
+batched Newton-CG solver, :mod:`.ovr`), :mod:`.descriptors` (reading / fusing stores, the raw-pixel baseline).
 """
 
 from pipeline.transfer.descriptors import Descriptors, load_descriptors, write_pixel_store

@@ -70,7 +70,7 @@ class TransferConfig(StageConfig):
     c_grid: list[float] = Field(DEFAULT_C_GRID, min_length=1, description="SVM C values to choose from on the validation images")
     c_per_class: bool = Field(False, description="VOC: choose C per class (default: one C by validation mAP)")
     solver: Literal["auto", "newton", "liblinear"] = Field(
-        "auto", description="newton (Gram-space finite Newton), liblinear (sklearn LinearSVC), auto (newton when small enough)")
+        "auto", description="newton (batched Newton-CG in torch, all classes at once), liblinear (sklearn LinearSVC), auto (newton)")
     n_splits: int = Field(3, ge=1, description="Caltech / generic: number of random splits")
     seed: int = Field(0, description="seed of the random splits and of the VOC validation hold-out")
     train_per_class: int | None = Field(None, ge=1, description="training images per class (default: the protocol's: 30 / 60)")

@@ -7,13 +7,11 @@ The problem is scikit-learn's ``LinearSVC`` default, one vs rest, for each class
 with the bias as an extra feature of value ``intercept_scaling`` (regularised, as liblinear does).
 Two solvers give the same minimiser:
 
-* ``"liblinear"``: ``sklearn.svm.LinearSVC`` itself (dual coordinate descent), the reference;
-* ``"newton"``: the finite Newton method for L2-loss SVMs (Keerthi & DeCoste, JMLR 2005) in the
-  span of the training images: with the Gram matrix ``K = X X^T + s^2`` and ``w = X^T beta``, each
-  step solves ``(K_SV + I/(2C)) beta_SV = y_SV`` on the current margin violators SV, followed by an
-  exact line search; it stops when the violator set no longer changes. One Gram matrix serves
-  every class and every C of a grid (warm-started from the previous C), which is what makes the
-  Caltech protocol fast when the images are fewer than the descriptor dimensions.
+* ``"newton"`` (and ``"auto"``, at every size): :func:`pipeline.transfer.ovr.ovr_path`, a batched
+  truncated-Newton (Newton-CG) solver in torch that solves every class at once with matrix
+  products, warm-started along the C grid, on CPU or CUDA, in float32 or float64;
+* ``"liblinear"``: ``sklearn.svm.LinearSVC`` itself (dual coordinate descent, one class at a
+  time), the reference.
 
 :class:`LinearSVM` keeps the scikit-learn estimator contract (arguments stored in ``__init__``,
 learned state ending in ``_``, ``fit`` returns ``self``), so pipelines and grid searches work on it.
@@ -26,164 +24,42 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
-__all__ = ["LinearSVM", "newton_l2svm", "svm_path", "gram", "choose_solver", "liblinear_path", "newton_cost"]
+__all__ = ["LinearSVM", "svm_path", "choose_solver", "liblinear_path", "SOLVERS"]
 
-#: "auto" uses Newton while one step over all problems (:func:`newton_cost`) stays below this.
-NEWTON_BUDGET_FLOPS = 2e11
-
-
-def gram(A: np.ndarray, B: np.ndarray | None = None, intercept_scaling: float = 1.0) -> np.ndarray:
-    """``A B^T + s^2`` in float64: the Gram matrix of the bias-augmented descriptors."""
-    A64 = np.asarray(A, dtype=np.float64)
-    B64 = A64 if B is None else np.asarray(B, dtype=np.float64)
-    K = A64 @ B64.T
-    K += intercept_scaling ** 2
-    return K
-
-
-def _line_search(reg_slope: float, curvature: float, r: np.ndarray, s: np.ndarray, C: float) -> float:
-    """Exact minimiser over t >= 0 of the objective along a Newton direction (piecewise quadratic).
-
-    phi'(t) = reg_slope + t curvature - 2C sum_{r_i - t s_i > 0} s_i (r_i - t s_i) is nondecreasing
-    (r = margins' slack 1 - y f, s = y times the change of f along the direction); bracket its
-    root, then solve the linear piece that holds it.
-    """
-    def piece(t: float) -> tuple[float, float, np.ndarray]:
-        act = (r - t * s) > 0
-        a = reg_slope - 2.0 * C * float(np.dot(s[act], r[act]))
-        b = curvature + 2.0 * C * float(np.dot(s[act], s[act]))
-        return a, b, act
-
-    def slope(t: float) -> float:
-        a, b, _ = piece(t)
-        return a + b * t
-
-    lo, hi = 0.0, 1.0
-    while slope(hi) < 0 and hi < 1e6:
-        lo, hi = hi, hi * 2.0
-    for _ in range(100):
-        if np.array_equal(piece(lo)[2], piece(hi)[2]):
-            break
-        mid = 0.5 * (lo + hi)
-        if slope(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    a, b, _ = piece(lo)
-    t = -a / b if b > 0 else hi
-    return float(min(max(t, lo), hi))
-
-
-def newton_l2svm(K: np.ndarray | None, y: np.ndarray, C: float, X: np.ndarray | None = None,
-                 start: np.ndarray | None = None, max_iter: int = 100) -> tuple[np.ndarray, int]:
-    """Minimise the L2-loss SVM objective by finite Newton steps with exact line search.
-
-    Kernel form (``K`` given): over ``beta`` with ``f = K beta``, objective
-    ``1/2 beta'K beta + C sum max(0, 1 - y f)^2``; each step solves ``(K_SV + I/2C) beta_SV = y_SV``.
-    Primal form (``K`` None, ``X`` the bias-augmented descriptors): over ``w`` with ``f = X w``,
-    objective ``1/2 |w|^2 + C sum max(0, 1 - y f)^2``; each step solves
-    ``(X_SV'X_SV + I/2C) w = X_SV'y_SV``. Use whichever system is smaller (rows vs dimensions).
-
-    Args:
-        K: (n, n) Gram matrix of the bias-augmented training descriptors, or None.
-        y: (n,) labels in {-1, +1}.
-        C: SVM cost.
-        X: (n, D+1) bias-augmented descriptors (primal form only).
-        start: warm start (e.g. the solution for a neighbouring C).
-        max_iter: Newton steps at most (it usually stops in under 10).
-    Returns:
-        (beta or w, steps taken).
-    """
-    y = np.asarray(y, dtype=np.float64)
-    lam = 1.0 / (2.0 * C)
-    primal = K is None
-    dim = X.shape[1] if primal else len(y)
-    v = np.zeros(dim) if start is None else np.array(start, dtype=np.float64)
-    f = (X @ v) if primal else (K @ v)
-    for step in range(1, max_iter + 1):
-        sv = np.flatnonzero(y * f < 1.0)
-        if primal:
-            Xs = X[sv]
-            A = Xs.T @ Xs
-            A[np.diag_indices_from(A)] += lam
-            target = scipy.linalg.solve(A, Xs.T @ y[sv], assume_a="pos", check_finite=False)
-        else:
-            target = np.zeros(dim)
-            if sv.size:
-                A = K[np.ix_(sv, sv)]
-                A[np.diag_indices_from(A)] += lam
-                target[sv] = scipy.linalg.solve(A, y[sv], assume_a="pos", check_finite=False)
-        d = target - v
-        if not d.any():
-            return v, step
-        if primal:
-            g = X @ d
-            reg_slope, curvature = float(v @ d), float(d @ d)
-        else:
-            nz = np.flatnonzero(d)
-            g = K[:, nz] @ d[nz]
-            reg_slope, curvature = float(d @ f), float(d @ g)
-        t = _line_search(reg_slope, curvature, 1.0 - y * f, y * g, C)
-        v += t * d
-        f += t * g
-        if abs(t - 1.0) < 1e-12 and np.array_equal(np.flatnonzero(y * f < 1.0), sv):
-            return v, step
-        if t * np.abs(d).max() <= 1e-12 * max(1.0, np.abs(v).max()):
-            return v, step
-    return v, max_iter
-
-
-def newton_cost(n_rows: int, n_dims: int, n_problems: int) -> float:
-    """Rough flops of one Newton step over all problems (the smaller of the two systems)."""
-    m = min(n_rows, n_dims + 1)
-    return n_problems * (m ** 3 / 3.0 + (n_rows * n_dims * m if n_dims + 1 < n_rows else 0))
+SOLVERS = ("auto", "newton", "liblinear")
 
 
 def svm_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scaling: float = 1.0,
-             max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Newton solutions for every problem (column of ``Y``) and every C.
-
-    The kernel form shares one Gram matrix across problems and Cs when the images are fewer than
-    the dimensions; otherwise the primal form is used. Each C is warm-started from the previous
-    (ascending) one. Small systems run with one BLAS thread (threads only add contention there).
+             device: str = "cpu", precision: str = "auto", tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Newton-CG solutions for every problem (column of ``Y``) and every C, all classes at once.
 
     Args:
         X: (n, D) training descriptors.
         Y: (n, P) targets in {+1, -1}; 0 leaves the row out of that problem.
-        Cs: the C values.
+        Cs: the C values (solved ascending, each warm-started from the previous one).
         intercept_scaling: value of the constant feature carrying the bias.
+        device: ``cpu`` or ``cuda``.
+        precision: ``float32``, ``float64`` or ``auto`` (float32 for float32 descriptors, else float64).
+        tol: relative gradient norm at which a class stops (default: see :func:`~pipeline.transfer.ovr.ovr_path`).
     Returns:
         (coef (len(Cs), P, D), intercept (len(Cs), P)); decision values are ``X @ coef.T + intercept``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y)
-    n, D = X.shape
-    P = Y.shape[1]
-    s = float(intercept_scaling)
-    coef = np.zeros((len(Cs), P, D))
-    icpt = np.zeros((len(Cs), P))
-    primal = D + 1 < n
-    order = np.argsort(Cs)
-    with threadpool_limits(limits=1 if min(n, D + 1) < 1500 else None):
-        Xa = np.hstack([X, np.full((n, 1), s)])
-        K = None if primal else gram(X, intercept_scaling=s)
-        for p in range(P):
-            rows = np.flatnonzero(Y[:, p] != 0)
-            yp = Y[rows, p].astype(np.float64)
-            Kp = None if primal else K[np.ix_(rows, rows)]
-            v = None
-            for j in order:
-                v, _ = newton_l2svm(Kp, yp, float(Cs[j]), X=Xa[rows] if primal else None, start=v, max_iter=max_iter)
-                w = v if primal else v @ Xa[rows]
-                coef[j, p], icpt[j, p] = w[:D], w[D] * s
-    return coef, icpt
+    import torch
+
+    from pipeline.transfer.ovr import ovr_path
+
+    if precision not in ("auto", "float32", "float64"):
+        raise ValueError(f"unknown precision {precision!r} (auto, float32, float64)")
+    X = np.asarray(X)
+    if precision == "auto":
+        precision = "float32" if X.dtype == np.float32 else "float64"
+    dtype = torch.float32 if precision == "float32" else torch.float64
+    return ovr_path(X, np.asarray(Y), list(Cs), intercept_scaling, device=device, dtype=dtype, tol=tol)
 
 
 def _targets(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -223,13 +99,11 @@ def liblinear_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scal
     return coef, icpt
 
 
-def choose_solver(solver: str, n_rows: int, n_dims: int, n_problems: int) -> str:
-    """Resolve ``"auto"``: Newton while one step over all problems stays within :data:`NEWTON_BUDGET_FLOPS`."""
-    if solver not in ("auto", "newton", "liblinear"):
+def choose_solver(solver: str, n_rows: int = 0, n_dims: int = 0, n_problems: int = 0) -> str:
+    """Resolve ``"auto"``: the batched Newton-CG solver at every size (the sizes are kept for callers)."""
+    if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r} (auto, newton, liblinear)")
-    if solver != "auto":
-        return solver
-    return "newton" if newton_cost(n_rows, n_dims, n_problems) <= NEWTON_BUDGET_FLOPS else "liblinear"
+    return "liblinear" if solver == "liblinear" else "newton"
 
 
 class LinearSVM(ClassifierMixin, BaseEstimator):
@@ -237,10 +111,12 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
     Args:
         C: cost of margin violations.
-        solver: ``"newton"`` (Gram-space finite Newton), ``"liblinear"`` (``LinearSVC``) or
-            ``"auto"`` (Newton when the training set is small enough, see :func:`choose_solver`).
+        solver: ``"newton"`` or ``"auto"`` (batched Newton-CG, :func:`svm_path`) or ``"liblinear"`` (``LinearSVC``).
         intercept_scaling: value of the constant feature that carries the (regularised) bias.
-        tol, max_iter: passed to ``LinearSVC`` by the liblinear solver.
+        tol: Newton: relative gradient norm at which to stop (None: 1e-8 in float64, 1e-4 in float32);
+            liblinear: ``LinearSVC``'s tol (None: 1e-4).
+        max_iter: passed to ``LinearSVC`` by the liblinear solver.
+        device, precision: Newton only: ``cpu``/``cuda``; ``float64``/``float32``/``auto`` (as the input).
     Attributes:
         classes_: class labels (single-label) or class indices (multi-label).
         coef_: (P, D) weights; intercept_: (P,) biases; P = 1 for two classes.
@@ -249,24 +125,31 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, C: float = 1.0, solver: str = "newton", intercept_scaling: float = 1.0,
-                 tol: float = 1e-4, max_iter: int = 10000) -> None:
+                 tol: float | None = None, max_iter: int = 10000, device: str = "cpu",
+                 precision: str = "float64") -> None:
         self.C = C
         self.solver = solver
         self.intercept_scaling = intercept_scaling
         self.tol = tol
         self.max_iter = max_iter
+        self.device = device
+        self.precision = precision
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearSVM:
         """Train one SVM per class (or one for two classes). Returns ``self``."""
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
         if X.ndim != 2 or len(X) != len(y):
             raise ValueError(f"X must be (n, d) with one row per label, got {X.shape} for {len(y)} labels")
         self.classes_, Y, self.multilabel_ = _targets(y)
         self.n_features_in_ = X.shape[1]
         self.solver_ = choose_solver(self.solver, X.shape[0], X.shape[1], Y.shape[1])
-        path = liblinear_path if self.solver_ == "liblinear" else svm_path
-        kw = {"tol": self.tol, "max_iter": self.max_iter} if self.solver_ == "liblinear" else {}
-        coef, icpt = path(X, Y, [self.C], intercept_scaling=self.intercept_scaling, **kw)
+        if self.solver_ == "liblinear":
+            coef, icpt = liblinear_path(X, Y, [self.C], intercept_scaling=self.intercept_scaling,
+                                        tol=1e-4 if self.tol is None else self.tol, max_iter=self.max_iter)
+        else:
+            coef, icpt = svm_path(X, Y, [self.C], intercept_scaling=self.intercept_scaling, device=self.device,
+                                  precision=self.precision, tol=self.tol)
         self.coef_, self.intercept_ = coef[0], icpt[0]
         return self
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pipeline.bench import STAGES, alternate, load_benchmark, markdown, run_bench
@@ -24,7 +25,7 @@ def test_alternate_interleaves_after_warmup_and_takes_medians():
 
 def test_every_stage_of_the_issue_has_a_benchmark_file():
     assert set(STAGES) == {"shard", "loader", "loader-photos", "loader-camera", "train", "ddp", "evaluate", "extract",
-                           "transfer"}
+                           "transfer", "transfer-paper"}
     for file in STAGES.values():
         mod = load_benchmark(file)
         assert callable(mod.bench), file
@@ -59,3 +60,15 @@ def test_vgg_bench_transfer_quick_json_runs_both_sides_on_the_same_data():
     assert row["stage"] == "transfer" and row["ours"] > 0 and row["baseline"] > 0
     assert row["ratio"] == pytest.approx(row["baseline"] / row["ours"])
     assert {"unit", "goal", "meets", "note"} <= set(row)
+
+
+def test_paper_descriptors_have_the_caltech256_shape_and_class_structure():
+    from sklearn.svm import LinearSVC
+
+    X, y = load_benchmark("bench_transfer_paper.py").paper_descriptors(6, 40, dim=3000)
+    assert X.shape == (240, 3000) and X.dtype.name == "float32" and (X >= 0).all()
+    assert (abs(1 - (X.astype("float64") ** 2).sum(1)) < 1e-5).all()
+    train = np.ones(len(y), dtype=bool)
+    train[1::2] = False
+    acc = [(LinearSVC(C=C).fit(X[train], y[train]).predict(X[~train]) == y[~train]).mean() for C in (0.01, 100.0)]
+    assert 1 / 6 + 0.1 < max(acc) < 1.0  # learnable, not trivial

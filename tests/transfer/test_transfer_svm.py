@@ -98,3 +98,104 @@ def test_c_choice_prefers_the_smallest_c_on_ties():
     assert _best([0.3, 0.35000000000000003, 0.33, 0.35]) == 1
     assert _best([0.3, 0.35, 0.33, 0.35000000000000003]) == 1
     assert _best([float("nan"), 0.1, 0.2]) == 2
+
+
+def _synthetic(seed: int, n: int, d: int, k: int):
+    """Non-negative, L2-normalised descriptors with class structure (the paper's descriptors' shape)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.exponential(1.0, (k, d)) * (rng.random((k, d)) < 0.2)
+    y = np.arange(n) % k
+    X = np.maximum(0.0, 0.8 * mu[y] + rng.normal(0, 1.0, (n, d)))
+    return X / np.linalg.norm(X, axis=1, keepdims=True), y
+
+
+@pytest.mark.parametrize("seed,n,d,k,C", [
+    (0, 120, 400, 2, 1.0),      # n < d, two classes
+    (1, 400, 60, 2, 10.0),      # n > d, two classes
+    (2, 360, 500, 120, 1.0),    # n < d, 120 classes (the Gram-basis form)
+    (3, 720, 80, 120, 0.1),     # n > d, 120 classes
+    (4, 300, 150, 10, 100.0),   # large C: many CG iterations
+])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_batched_solver_matches_linearsvc(seed, n, d, k, C, precision):
+    X, y = _synthetic(seed, n, d, k)
+    Xte, _ = _synthetic(seed + 100, 200, d, k)
+    s = 1.0
+    ref = LinearSVC(C=C, tol=1e-8, max_iter=500000, intercept_scaling=s).fit(X, y)
+    tol = None if precision == "float64" else 1e-6  # float32 default (1e-4) is the protocol's, looser
+    ours = LinearSVM(C=C, precision=precision, intercept_scaling=s, tol=tol).fit(X.astype(precision), y)
+    Y = np.where(y[:, None] == ours.classes_[None, :], 1, -1)
+    Y = Y[:, 1:] if k == 2 else Y
+    f_ref = _objective(ref.coef_, ref.intercept_ / s, X, Y, C)
+    f_ours = _objective(ours.coef_, ours.intercept_ / s, X, Y, C)
+    if precision == "float64":
+        assert f_ours <= f_ref * (1 + 1e-7)
+        assert f_ours == pytest.approx(f_ref, rel=1e-6)
+    else:  # float32 descriptors and arithmetic
+        assert f_ours == pytest.approx(f_ref, rel=1e-4)
+    agree = (ours.predict(Xte) == ref.predict(Xte)).mean()
+    assert agree >= (0.995 if precision == "float64" else 0.98)
+
+
+@pytest.mark.parametrize("s", [1.0, 10.0])
+def test_intercept_scaling_is_liblinears(s):
+    # the bias is w_b * s with w_b regularised: a large s makes the bias almost free, as in liblinear
+    X, y = _synthetic(5, 200, 30, 3)
+    X = X + 0.5  # a far-from-origin cloud: the bias matters
+    ref = LinearSVC(C=1.0, tol=1e-9, max_iter=500000, intercept_scaling=s).fit(X, y)
+    ours = LinearSVM(C=1.0, intercept_scaling=s).fit(X, y)
+    assert np.abs(ours.intercept_ - ref.intercept_).max() < 1e-4 * max(1.0, np.abs(ref.intercept_).max())
+    assert np.abs(ours.coef_ - ref.coef_).max() < 1e-4 * max(1.0, np.abs(ref.coef_).max())
+
+
+def test_warm_started_path_equals_cold_solves_and_the_gram_form():
+    from pipeline.transfer.ovr import OvrStats, ovr_path
+
+    X, y = _synthetic(6, 150, 600, 7)
+    Y = np.where(y[:, None] == np.arange(7)[None, :], 1, -1)
+    Cs = [10.0, 0.01, 1.0]  # any order: solved ascending
+    st = OvrStats()
+    cp, bp = ovr_path(X, Y, Cs, tol=1e-10, reduce=False, stats=st)
+    cg, bg = ovr_path(X, Y, Cs, tol=1e-10, reduce=True)
+    assert st.form == "primal" and len(st.newton_steps) == 3
+    for j, C in enumerate(Cs):
+        cc, bc = ovr_path(X, Y, [C], tol=1e-10, reduce=False)
+        assert np.abs(cp[j] - cc[0]).max() < 1e-6 and np.abs(bp[j] - bc[0]).max() < 1e-6
+        assert np.abs(cg[j] - cc[0]).max() < 1e-6 and np.abs(bg[j] - bc[0]).max() < 1e-6
+
+
+def test_left_out_rows_and_bad_arguments():
+    from pipeline.transfer.ovr import ovr_path
+
+    X, y = _synthetic(7, 200, 40, 4)
+    Y = np.where(y[:, None] == np.arange(4)[None, :], 1, -1)
+    Y[y == 3, 0] = 0  # class 3's images left out of problem 0 (VOC's "difficult")
+    c, b = ovr_path(X, Y, [1.0])
+    keep = Y[:, 0] != 0
+    ref = LinearSVC(C=1.0, tol=1e-9, max_iter=500000).fit(X[keep], Y[keep, 0])
+    assert np.abs(c[0, 0] - ref.coef_[0]).max() < 1e-4 and abs(b[0, 0] - ref.intercept_[0]) < 1e-4
+    import torch
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="stopped after 1 Newton steps"):
+        ovr_path(X, Y, [100.0], tol=1e-12, max_newton=1)
+    with pytest.raises(ValueError):
+        ovr_path(X, Y, [1.0], dtype=torch.float16)
+    with pytest.raises(ValueError):
+        LinearSVM(solver="sgd").fit(X, y)
+
+
+@pytest.mark.gpu
+def test_solver_on_cuda_matches_cpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    X, y = _synthetic(8, 600, 900, 50)
+    for precision in ("float64", "float32"):
+        cpu = LinearSVM(C=1.0, precision=precision).fit(X, y)
+        gpu = LinearSVM(C=1.0, precision=precision, device="cuda").fit(X, y)
+        tol = 1e-6 if precision == "float64" else 1e-2
+        assert np.abs(gpu.coef_ - cpu.coef_).max() < tol * max(1.0, np.abs(cpu.coef_).max())
+        assert (gpu.predict(X) == cpu.predict(X)).mean() > 0.99
