@@ -94,7 +94,7 @@ class RandomHorizontalFlip:
 
 
 class ColourShift:
-    """AlexNet's PCA colour shift (formats.md section 5): one RGB offset per image.
+    """AlexNet's PCA colour shift (docs/formats.md section 5): one RGB offset per image.
 
     ``offset = [p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T`` with ``a_i ~ N(0, alpha_std^2)``, where p_i, l_i
     are the eigenvectors and eigenvalues of the training set's RGB covariance. The formula and

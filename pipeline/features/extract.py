@@ -44,6 +44,7 @@ from pipeline.features.store import (
 )
 from pipeline.features.verify import verify_file
 from pipeline.io import atomic_path, sha256_file
+from pipeline.locks import exclusive
 from pipeline.models import load_model
 from pipeline.preprocess import normalization_of
 from pipeline.results import ExtractResult
@@ -314,7 +315,11 @@ def run_extract(cfg: ExtractConfig, on_progress: OnProgress | None = None) -> Ex
         raise UserError("extract needs one or two checkpoints and --data (or --merge to combine finished parts)")
     env = start_distributed(cfg.runtime.device)
     try:
-        return ExtractResult(**_run(cfg, out, env, on_progress))
+        index, count = (int(x) for x in cfg.part.split("/")) if cfg.part is not None else (env.rank, env.world)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = "" if count == 1 else f".part{index}of{count}"
+        with exclusive(out.parent / f".{out.name}{part}.lock", f"feature store {out}{part and ' (' + part[1:] + ')'}"):
+            return ExtractResult(**_run(cfg, out, env, on_progress))
     finally:
         stop_distributed(env)
 

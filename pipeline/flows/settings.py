@@ -1,4 +1,4 @@
-"""Prefect settings that never open an outside connection (shared/docs/prefect.md).
+"""Prefect settings that never open an outside connection (docs/design.md, "Prefect integration").
 
 ``configure_prefect()`` sets the offline defaults as environment variables *before* Prefect is
 imported by the caller's flows; values the user already set win. ``PREFECT_HOME`` defaults to

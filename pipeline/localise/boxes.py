@@ -1,4 +1,4 @@
-"""Bounding boxes for localisation (paper Appendix A.1; ILSVRC rules of formats.md section 4).
+"""Bounding boxes for localisation (paper Appendix A.1; ILSVRC rules of docs/formats.md section 4).
 
 Two representations are used:
 
@@ -170,7 +170,7 @@ def _box_label(box: dict[str, Any], classes: Sequence[str], label: int | None) -
     name = box.get("name")
     if name in classes:
         return list(classes).index(name)
-    return label  # ILSVRC XML <name> is sometimes a human label: the image's class then (formats.md 1)
+    return label  # ILSVRC XML <name> is sometimes a human label: the image's class then (docs/formats.md 1)
 
 
 def ground_truth(

@@ -1,4 +1,4 @@
-"""OverFeat's greedy merging of bounding-box predictions (paper Appendix A.1; formats.md section 4).
+"""OverFeat's greedy merging of bounding-box predictions (paper Appendix A.1; docs/formats.md section 4).
 
 "The greedy merging procedure of Sermanet et al. (2014) first merges spatially close predictions
 (by averaging their coordinates), and then rates them based on the class scores." Given the boxes

@@ -1,4 +1,4 @@
-"""The ILSVRC localisation error (paper Appendix A.2; formats.md section 4; devkit ``eval_clsloc.m``).
+"""The ILSVRC localisation error (paper Appendix A.2; docs/formats.md section 4; devkit ``eval_clsloc.m``).
 
 An image gets up to k (label, box) guesses. For each ground-truth class of the image, the image is
 correct on that class if some guess has that label **and** its box overlaps some ground-truth box

@@ -1,4 +1,4 @@
-"""Which images count and which classes are guessed (paper Appendix A.2; formats.md section 4).
+"""Which images count and which classes are guessed (paper Appendix A.2; docs/formats.md section 4).
 
 - **The validation blacklist.** ILSVRC's devkit lists validation images whose annotations are
   ambiguous (``ILSVRC2014_clsloc_validation_blacklist.txt``: one 1-based validation image index

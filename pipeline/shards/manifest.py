@@ -1,4 +1,4 @@
-"""The shard folder's ``manifest.json`` (design.md) and the fingerprints that guard it.
+"""The shard folder's ``manifest.json`` (docs/formats.md section 6) and the fingerprints that guard it.
 
 The manifest records the source kind, root and fingerprint, the classes, counts per split and
 class, every shard with its sample count, bytes and sha256, the resolved config, the skip summary

@@ -1,7 +1,7 @@
 """scikit-learn's handwritten digits laid out as Caltech-256 (paper Appendix B, Caltech protocol).
 
 ``<out>/256_ObjectCategories/NNN.<name>/NNN_XXXX.jpg`` exactly as the Caltech-256 archive unpacks
-(formats.md section 3): ten class folders ``001.zero`` .. ``010.nine`` (sorted folder names = digit
+(docs/formats.md section 3): ten class folders ``001.zero`` .. ``010.nine`` (sorted folder names = digit
 order), files numbered from ``0001`` in the order of ``sklearn.datasets.load_digits``; all 1,797
 digits (174 to 183 per class), enough for both the Caltech-101 protocol (30 training / 50 test
 images per class) and the Caltech-256 one (60 training / the rest).

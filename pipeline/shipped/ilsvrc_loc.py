@@ -3,7 +3,7 @@
 ILSVRC's localisation task has one dominant object per image, at any scale and position, and
 boxes in PASCAL-style XML. This module derives such a set from the 5,000 held-out Fashion-MNIST
 test images (``HELD_OUT``), which no classifier of the project trains or validates on, laid out
-as the CLS-LOC tree unpacks (formats.md section 1, the ``imagenet-object-localization-challenge``
+as the CLS-LOC tree unpacks (docs/formats.md section 1, the ``imagenet-object-localization-challenge``
 layout), so the project's ILSVRC reader reads it as it reads ImageNet:
 
 * ``ILSVRC/Data/CLS-LOC/train/<wnid>/<wnid>_<n>.JPEG`` and ``ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_<8 digits>.JPEG``

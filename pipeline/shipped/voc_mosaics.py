@@ -1,6 +1,6 @@
 """Held-out Fashion-MNIST images as a PASCAL VOC 2007 tree of mosaics (paper Appendix B, VOC protocol).
 
-``<out>/VOCdevkit/VOC2007/`` laid out as the VOC 2007 archives unpack (formats.md section 2):
+``<out>/VOCdevkit/VOC2007/`` laid out as the VOC 2007 archives unpack (docs/formats.md section 2):
 
 * ``JPEGImages/NNNNNN.jpg``: a ``canvas`` x ``canvas`` RGB JPEG holding 1 to 4 objects, one per cell
   of a 2 x 2 grid, each a Fashion-MNIST image (bright object on black) scaled to a random size and

@@ -1,4 +1,4 @@
-"""Readers for the real dataset layouts (formats.md); importing this registers all of them."""
+"""Readers for the real dataset layouts (docs/formats.md); importing this registers all of them."""
 
 from pipeline.sources.base import SOURCES, Record, Source, open_source, register_source
 from pipeline.sources import imagefolder  # noqa: F401  (registers "imagefolder")

@@ -2,7 +2,7 @@
 
 A *source* is a dataset on disk in one of the real layouts (ImageFolder, ILSVRC-2012, PASCAL VOC,
 Caltech-101/256, a CSV/JSONL manifest). It lists its classes (sorted names = class indices, as
-torchvision and formats.md) and yields :class:`Record` objects per split, in a stable source order.
+torchvision and docs/formats.md) and yields :class:`Record` objects per split, in a stable source order.
 Readers register themselves with :func:`register_source`; :func:`open_source` picks one by name
 or detects the layout (``format="auto"``).
 """

@@ -1,4 +1,4 @@
-"""Caltech-101 and Caltech-256 layouts (formats.md section 3; paper App. B, "Caltech image classification").
+"""Caltech-101 and Caltech-256 layouts (docs/formats.md section 3; paper App. B, "Caltech image classification").
 
 The paper uses all 102 Caltech-101 classes ("101 object categories and a background class", so
 ``BACKGROUND_Google`` is kept, and ``Faces`` / ``Faces_easy`` stay separate) and all 257

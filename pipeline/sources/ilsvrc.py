@@ -1,4 +1,4 @@
-"""ImageNet ILSVRC-2012 CLS-LOC layouts (formats.md section 1; paper 2.1 and 3.1 "Dataset").
+"""ImageNet ILSVRC-2012 CLS-LOC layouts (docs/formats.md section 1; paper 2.1 and 3.1 "Dataset").
 
 Train: ``train/<wnid>/<wnid>_<n>.JPEG`` folders, per-synset ``train/<wnid>.tar`` files, or the
 outer ``ILSVRC2012_img_train.tar`` holding them, read in place: tar members are located once
@@ -130,7 +130,7 @@ def _val_number(stem: str) -> int | None:
 
 @register_source("ilsvrc")
 class ILSVRCSource(Source):
-    """ILSVRC-2012: ``train`` and ``val`` splits in any of the layouts of formats.md."""
+    """ILSVRC-2012: ``train`` and ``val`` splits in any of the layouts of docs/formats.md."""
 
     detect_priority = 20
 

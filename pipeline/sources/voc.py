@@ -1,4 +1,4 @@
-"""PASCAL VOC 2007 / 2012 classification layout (formats.md section 2; paper App. B).
+"""PASCAL VOC 2007 / 2012 classification layout (docs/formats.md section 2; paper App. B).
 
 ``VOCdevkit/VOC2007/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/<split>.txt,
 ImageSets/Main/<class>_<split>.txt}``. Each image gets the 20 per-class labels 1 (a non-difficult
@@ -39,7 +39,7 @@ def parse_voc_xml(data: bytes) -> tuple[tuple[int, int] | None, list[dict[str, A
     """((width, height) or None, boxes) of a PASCAL-style annotation.
 
     Boxes are ``{"xmin","ymin","xmax","ymax","name","difficult"}`` in source pixels. Noise seen in
-    ILSVRC (formats.md) is repaired: float coordinates are kept as floats, min/max are ordered,
+    ILSVRC (docs/formats.md) is repaired: float coordinates are kept as floats, min/max are ordered,
     coordinates are clipped to the image size when it is known, and boxes without area or with
     missing coordinates are dropped. The ``<filename>`` field is never used.
     """

@@ -1,6 +1,6 @@
 """Transfer metrics (paper Appendix B, Table 11): PASCAL VOC average precision and mean class recall.
 
-VOC AP follows the devkit's ``VOCevalcls.m`` exactly (formats.md section 2):
+VOC AP follows the devkit's ``VOCevalcls.m`` exactly (docs/formats.md section 2):
 
 1. every test image has a score; an image with no score gets ``-inf`` (pass ``nan`` for "no score");
 2. images are ranked by descending score with a *stable* sort (MATLAB's ``sort``), so ties keep
@@ -37,7 +37,7 @@ def matlab_thresholds(step: float = 0.1) -> np.ndarray:
     MATLAB's colon operator fills the first half as ``k*step`` and the second half as
     ``1 - k*step`` (the middle element, for an even count, is the midpoint), so e.g. its 0.7 is
     ``1 - 0.3`` = 0.7 exactly, where ``np.arange(0, 1.1, 0.1)`` gives 0.7000000000000001. This
-    matters when a recall equals a threshold exactly (formats.md, VOC item 5).
+    matters when a recall equals a threshold exactly (docs/formats.md, VOC item 5).
     """
     n = int(round(1.0 / step))
     out = np.empty(n + 1)

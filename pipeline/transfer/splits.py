@@ -3,7 +3,7 @@
 * Caltech-101: 3 random splits, 30 training images per class and up to 50 test images per class
   (test = min(50, rest)); Caltech-256: 3 splits, 60 training images per class and the rest for
   test; in each split 20% of the training images (per class, rounded) form a validation set that
-  chooses the SVM's C, after which the SVM is refit on all training images (formats.md section 3).
+  chooses the SVM's C, after which the SVM is refit on all training images (docs/formats.md section 3).
 * Generic: the same procedure with any training / test counts per class.
 * PASCAL VOC: the devkit's own lists, ``ImageSets/Main/{train,val,trainval,test}.txt``.
 

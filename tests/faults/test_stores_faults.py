@@ -77,7 +77,8 @@ def test_full_disk_fails_cleanly_and_rerun_with_space_is_complete(net, images, r
         code, text = run_subprocess(_extract_args(net, images, out))
         assert_one_line_error(code, text, "No space left on device", str(out))
         assert not out.exists()  # nothing half-written is visible
-        assert [p.name for p in disk.iterdir()] == [filler.name]  # no temp file left behind
+        # no temp file left behind (the empty lock file of the store stays: it guards the next run)
+        assert [p.name for p in disk.iterdir() if p.name != ".features.h5.lock"] == [filler.name]
         filler.unlink()
         code, text = run_main(_extract_args(net, images, out), capfd)
         assert code == 0, text
@@ -172,3 +173,14 @@ def test_resuming_a_damaged_unfinished_store_is_refused(net, images, reference, 
         del f["done"]
     code, text = run_main(_extract_args(net, images, out), capfd)
     assert_one_line_error(code, text, "unfinished but damaged", "dataset done is missing")
+
+
+def test_a_second_extract_into_a_store_being_written_is_refused(net, images, tmp_path, capfd):
+    """Two runs writing one store: the second stops with one line while the first holds the store's lock."""
+    from pipeline.locks import exclusive
+
+    out = tmp_path / "features.h5"
+    with exclusive(tmp_path / ".features.h5.lock", "the first run"):
+        code, text = run_main(_extract_args(net, images, out), capfd)
+    assert_one_line_error(code, text, "being written by another run", str(out))
+    assert not out.exists()

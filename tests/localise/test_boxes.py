@@ -1,4 +1,4 @@
-"""Boxes: IoU with inclusive widths (devkit), conversions, ground-truth validation (formats.md 4)."""
+"""Boxes: IoU with inclusive widths (devkit), conversions, ground-truth validation (docs/formats.md 4)."""
 
 from __future__ import annotations
 

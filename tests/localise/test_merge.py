@@ -1,4 +1,4 @@
-"""OverFeat greedy merging on constructed boxes (formats.md section 4)."""
+"""OverFeat greedy merging on constructed boxes (docs/formats.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ILSVRC localisation error on hand-made examples (formats.md 4, devkit eval_clsloc.m)."""
+"""The ILSVRC localisation error on hand-made examples (docs/formats.md 4, devkit eval_clsloc.m)."""
 
 from __future__ import annotations
 

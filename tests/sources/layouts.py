@@ -1,4 +1,4 @@
-"""Builders of small datasets laid out exactly like the real ones (formats.md), from real photos.
+"""Builders of small datasets laid out exactly like the real ones (docs/formats.md), from real photos.
 
 Images are crops of scikit-learn's sample photos (china.jpg, flower.jpg) saved as real JPEG/PNG
 files; annotations, devkit files and tars follow the real formats byte for byte where it matters

@@ -1,4 +1,4 @@
-"""Training augmentation (paper 3.1) checked against PIL/numpy by hand and formats.md's constants."""
+"""Training augmentation (paper 3.1) checked against PIL/numpy by hand and docs/formats.md's constants."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pipeline.transforms import (
     colour_shift_and_normalize, sample_rng,
 )
 
-# formats.md section 5: ImageNet eigenvalues for pixels in [0, 1] and eigenvectors (columns)
+# docs/formats.md section 5: ImageNet eigenvalues for pixels in [0, 1] and eigenvectors (columns)
 EIGVAL01 = np.array([0.2175, 0.0188, 0.0045])
 EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 

@@ -1,6 +1,6 @@
 """Real shard folders for the training tests, built from the shipped Fashion-MNIST images.
 
-Written with webdataset's TarWriter in the agreed format (helper_common / design.md): samples
+Written with webdataset's TarWriter in the agreed format (docs/formats.md section 6): samples
 ``__key__``, ``jpg`` (RGB JPEG), ``cls``, ``json``; ``manifest.json`` with classes, split counts,
 shard list (count, bytes, sha256), fingerprint and the RGB statistics computed with numpy on the
 stored pixels. The tests control the shard layout (uneven shards, a fixed order) which the
