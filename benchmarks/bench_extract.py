@@ -30,7 +30,7 @@ from PIL import Image
 from pipeline.bench import alternate
 from pipeline.features import ExtractConfig, Net, prepare_images, run_extract
 from pipeline.models import ModelConfig, build_model, init_weights, load_model, save_checkpoint
-from pipeline.preprocess import normalize, normalization_of
+from pipeline.preprocess import normalization_of, normalize
 from pipeline.runtime import resolve_device
 
 

@@ -22,7 +22,8 @@ augmentation replaced by the decode alone) and two local experiments that are no
 cropping before resizing with Pillow (``Image.resize(..., box=crop)`` computes only the 224 x 224
 crop of the rescaled image; same draws, same pixels up to rounding), and rescaling only the
 crop's source window with torch's uint8 antialiased bilinear kernel instead; both decode without
-the full-image copy ``ImageOps.exif_transpose`` makes when there is nothing to rotate. Full runs add the levers: loader workers (2 vs 0), the shard's
+the full-image copy ``ImageOps.exif_transpose`` makes when there is nothing to rotate. Full runs add
+the levers: loader workers (2 vs 0), the shard's
 max_side (512 vs originals kept, both read with draft) and draft decoding in our loader (on vs off,
 on shards of the originals). All sides of a row alternate in one run (one uncounted round, then
 repetitions; medians). The machine may be shared: timings are noisy.
@@ -115,7 +116,9 @@ def prepare(root: Path, spec, n: int) -> PhotoSet:
 
 def _augment(stats: dict[str, Any], draft: bool = True, variant: str = "loader") -> TrainAugment:
     """Our augmentation: the loader's (``loader``), a local experiment (``box``, ``torch``) or ``ceiling``."""
-    cls = {"loader": TrainAugment, "box": FusedCropAugment, "torch": WindowTorchAugment, "ceiling": DecodeOnlyAugment}[variant]
+    cls = {"loader": TrainAugment, "box": FusedCropAugment, "torch": WindowTorchAugment, "ceiling": DecodeOnlyAugment}[
+        variant
+    ]
     return cls(scale=TrainScale(s_min=S_MIN, s_max=S_MAX), crop=CROP, colour=ColourShift.from_stats(stats), draft=draft)
 
 
@@ -286,7 +289,9 @@ def decode_rate(blobs: list[bytes], images: int) -> float:
     return passes * len(blobs) / (time.perf_counter() - t)
 
 
-def interleave(sides: dict[str, Callable[[], float]], reps: int, warm: tuple[str, ...] | None = None) -> dict[str, float]:
+def interleave(
+    sides: dict[str, Callable[[], float]], reps: int, warm: tuple[str, ...] | None = None
+) -> dict[str, float]:
     """One uncounted round of the ``warm`` sides (default: all), then ``reps`` rounds of all in turn; medians."""
     for k in sides if warm is None else warm:
         sides[k]()
@@ -366,9 +371,15 @@ def lever_rows(stage: str, ps: PhotoSet, plan: Plan, root: Path) -> list[dict[st
     full = root / "shards-full"
     stored = shard(ps.tree, full, None, 0 if plan.n >= 16 else 1)
     no_draft = _augment(ps.stats, draft=False)
-    m = interleave({"512": lambda: ours_rate(ps.shards, aug, plan.images),
-                    "full": lambda: ours_rate(full, aug, plan.folder_images),
-                    "full_nodraft": lambda: ours_rate(full, no_draft, plan.folder_images)}, reps=plan.reps, warm=("512",))
+    m = interleave(
+        {
+            "512": lambda: ours_rate(ps.shards, aug, plan.images),
+            "full": lambda: ours_rate(full, aug, plan.folder_images),
+            "full_nodraft": lambda: ours_rate(full, no_draft, plan.folder_images),
+        },
+        reps=plan.reps,
+        warm=("512",),
+    )
     mb = sum(map(len, stored)) / len(stored) / 1e6
     kb = sum(map(len, ps.stored)) / len(ps.stored) / 1e3
     return rows + [
@@ -381,7 +392,9 @@ def lever_rows(stage: str, ps: PhotoSet, plan: Plan, root: Path) -> list[dict[st
     ]
 
 
-def stage_rows(stage: str, spec, plan: Plan, root: Path, log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+def stage_rows(
+    stage: str, spec, plan: Plan, root: Path, log: Callable[[str], None] = lambda s: None
+) -> list[dict[str, Any]]:
     """All rows of one set: generate, shard, measure."""
     t = time.perf_counter()
     ps = prepare(root, spec, plan.n)
@@ -417,7 +430,7 @@ def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
     dec = [Image.open(io.BytesIO(b)) for b in blobs]
     for d in dec:
         d.load()
-    big = [isotropic_resize(d, s) for d, s in zip(dec, ss)]
+    big = [isotropic_resize(d, s) for d, s in zip(dec, ss, strict=False)]
     crops = [g.crop((0, 0, CROP, CROP)) for g in big]
 
     def box(d: Image.Image, g: Image.Image) -> Image.Image:
@@ -427,17 +440,24 @@ def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
     def window(d: Image.Image, g: Image.Image) -> torch.Tensor:
         sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
         b = _window(*d.size, sx, sy, 0, 0, CROP)
-        return _window_rescale(torch.from_numpy(np.array(d.crop(b))).permute(2, 0, 1), b[0], b[1], sx, sy, 0, 0, CROP)[0]
+        return _window_rescale(torch.from_numpy(np.array(d.crop(b))).permute(2, 0, 1), b[0], b[1], sx, sy, 0, 0, CROP)[
+            0
+        ]
 
     work: dict[str, Callable[[], object]] = {
         "Pillow decode alone (the limit)": lambda: [Image.open(io.BytesIO(b)).load() for b in blobs],
-        "decode_rgb with draft (the loader's decode)": lambda: [decode_rgb(b, draft_size=(s, s)) for b, s in zip(blobs, ss)],
+        "decode_rgb with draft (the loader's decode)": lambda: [
+            decode_rgb(b, draft_size=(s, s)) for b, s in zip(blobs, ss, strict=False)
+        ],
         "  of which ImageOps.exif_transpose's copy": lambda: [ImageOps.exif_transpose(d) for d in dec],
-        "isotropic_resize to S (the loader)": lambda: [isotropic_resize(d, s) for d, s in zip(dec, ss)],
+        "isotropic_resize to S (the loader)": lambda: [isotropic_resize(d, s) for d, s in zip(dec, ss, strict=False)],
         "crop 224 + flip + pil_to_tensor (the loader)": lambda: [
-            pil_to_tensor(c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) for c in crops],
-        "Pillow resize(box=crop) (experiment)": lambda: [box(d, g) for d, g in zip(dec, big)],
-        "window + torch antialiased rescale (experiment)": lambda: [window(d, g) for d, g in zip(dec, big)],
+            pil_to_tensor(c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) for c in crops
+        ],
+        "Pillow resize(box=crop) (experiment)": lambda: [box(d, g) for d, g in zip(dec, big, strict=False)],
+        "window + torch antialiased rescale (experiment)": lambda: [
+            window(d, g) for d, g in zip(dec, big, strict=False)
+        ],
     }
     out = {}
     for name, f in work.items():
@@ -470,8 +490,11 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     for r in rows:
-        print(f"{r['stage']:13s} ours {r['ours']:8.4g}  baseline {r['baseline']:8.4g} {r['unit']:18s} ratio {r['ratio']:5.2f} "
-              f"(goal {r['goal']}, {'meets' if r['meets'] else 'misses'})  {r['note']}")
+        print(
+            f"{r['stage']:13s} ours {r['ours']:8.4g}  baseline {r['baseline']:8.4g} {r['unit']:18s} "
+            f"ratio {r['ratio']:5.2f} "
+            f"(goal {r['goal']}, {'meets' if r['meets'] else 'misses'})  {r['note']}"
+        )
     print(f"took {time.perf_counter() - t:.0f} s")
 
 

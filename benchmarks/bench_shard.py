@@ -44,7 +44,12 @@ def make_photos(root: Path, n: int) -> Path:
         p = photos[i % 2]
         w = int(rng.integers(1100, 1800))
         h = int(w * rng.choice([0.75, 0.667, 1.333]))
-        box = (int(rng.integers(0, 80)), int(rng.integers(0, 60)), 640 - int(rng.integers(0, 80)), 427 - int(rng.integers(0, 60)))
+        box = (
+            int(rng.integers(0, 80)),
+            int(rng.integers(0, 60)),
+            640 - int(rng.integers(0, 80)),
+            427 - int(rng.integers(0, 60)),
+        )
         img = p.crop(box).resize((w, h), Image.BICUBIC)
         if i % 3 == 0:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -92,7 +97,7 @@ def _rate(fn: Callable[[Path], int], n: int, cpu: list[float] | None = None) -> 
             dt, c1 = time.perf_counter() - t, os.times()
         assert done == n, (done, n)
         if cpu is not None:  # this process and its joined worker processes
-            cpu.append(sum(b - a for a, b in zip(c0[:4], c1[:4])))
+            cpu.append(sum(b - a for a, b in zip(c0[:4], c1[:4], strict=False)))
         return n / dt
 
     return measure
@@ -122,17 +127,32 @@ def bench(quick: bool = False, device: str = "cpu") -> list[dict]:
         one_draft, one_full = alternate(_rate(lambda o: _ours(root, o, 1, True), n),
                                         _rate(lambda o: _ours(root, o, 1, False), n), reps=reps, warmup=0)
     ratio = ours / base
-    return [{"stage": "shard", "ours": round(ours, 2), "baseline": round(base, 2), "unit": "images/s",
-             "ratio": round(ratio, 2), "goal": GOAL, "meets": round(ratio, 2) >= GOAL,
-             "draft_gain": round(one_draft / one_full, 2), "worker_speedup": round(ours / one_draft, 2),
-             "per_core": round(ours / workers, 2), "one_worker_no_draft": round(one_full, 2),
-             "cpu_ms_per_image": round(1000 * statistics.median(cpu_ours[1:]) / n, 1),
-             "baseline_cpu_ms_per_image": round(1000 * statistics.median(cpu_base[1:]) / n, 1),
-             "workers": workers, "images": n, "max_side": MAX_SIDE,
-             "note": (f"{workers} workers + JPEG draft vs one-process Pillow loop; {n} photos of 0.9-2.4 MP to "
-                      f"smaller side {MAX_SIDE}; draft gain {one_draft / one_full:.2f}x, worker speedup "
-                      f"{ours / one_draft:.2f}x; medians of {reps}; shared machine, timings are noisy (CPU ms per image "
-                      "are steadier)")}]
+    return [
+        {
+            "stage": "shard",
+            "ours": round(ours, 2),
+            "baseline": round(base, 2),
+            "unit": "images/s",
+            "ratio": round(ratio, 2),
+            "goal": GOAL,
+            "meets": round(ratio, 2) >= GOAL,
+            "draft_gain": round(one_draft / one_full, 2),
+            "worker_speedup": round(ours / one_draft, 2),
+            "per_core": round(ours / workers, 2),
+            "one_worker_no_draft": round(one_full, 2),
+            "cpu_ms_per_image": round(1000 * statistics.median(cpu_ours[1:]) / n, 1),
+            "baseline_cpu_ms_per_image": round(1000 * statistics.median(cpu_base[1:]) / n, 1),
+            "workers": workers,
+            "images": n,
+            "max_side": MAX_SIDE,
+            "note": (
+                f"{workers} workers + JPEG draft vs one-process Pillow loop; {n} photos of 0.9-2.4 MP to "
+                f"smaller side {MAX_SIDE}; draft gain {one_draft / one_full:.2f}x, worker speedup "
+                f"{ours / one_draft:.2f}x; medians of {reps}; shared machine, timings are noisy (CPU ms per image "
+                "are steadier)"
+            ),
+        }
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,10 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     (r,) = bench(args.quick)
     print(json.dumps(r, indent=1))
-    print(f"vgg shard ({r['workers']} workers, draft): {r['ours']} images/s; plain Pillow loop: {r['baseline']} images/s; "
-          f"ratio {r['ratio']}x (goal {r['goal']}x: {'met' if r['meets'] else 'NOT met'}); "
-          f"draft gain {r['draft_gain']}x; worker speedup {r['worker_speedup']}x; {r['per_core']} images/s per core; "
-          f"CPU {r['cpu_ms_per_image']} vs {r['baseline_cpu_ms_per_image']} ms per image")
+    print(
+        f"vgg shard ({r['workers']} workers, draft): {r['ours']} images/s; "
+        f"plain Pillow loop: {r['baseline']} images/s; "
+        f"ratio {r['ratio']}x (goal {r['goal']}x: {'met' if r['meets'] else 'NOT met'}); "
+        f"draft gain {r['draft_gain']}x; worker speedup {r['worker_speedup']}x; {r['per_core']} images/s per core; "
+        f"CPU {r['cpu_ms_per_image']} vs {r['baseline_cpu_ms_per_image']} ms per image"
+    )
 
 
 if __name__ == "__main__":

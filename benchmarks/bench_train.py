@@ -74,7 +74,9 @@ def prepare(root: Path, per_class: int) -> tuple[Path, Path]:
     return tree, shards
 
 
-def train_config(shards: Path, out: Path, steps: int, *, fast: bool, threads: int | None, workers: int = 1) -> dict[str, Any]:
+def train_config(
+    shards: Path, out: Path, steps: int, *, fast: bool, threads: int | None, workers: int = 1
+) -> dict[str, Any]:
     return {
         "out": str(out), "model": MODEL,
         "data": {"shards": str(shards), "val_split": None, "scale": {"s_min": SCALE[0], "s_max": SCALE[1]},
@@ -92,8 +94,8 @@ def steady_rate(out: Path) -> float:
     rows = [r for r in rows if r["kind"] == "train"]
     use = rows[1:] or rows
     steps = [r["step"] for r in rows]
-    n = [b - a for a, b in zip([0] + steps, steps)][len(rows) - len(use):]
-    return sum(n) * BATCH / sum(k * BATCH / r["images_per_s"] for k, r in zip(n, use))
+    n = [b - a for a, b in zip([0] + steps, steps, strict=False)][len(rows) - len(use):]
+    return sum(n) * BATCH / sum(k * BATCH / r["images_per_s"] for k, r in zip(n, use, strict=False))
 
 
 def ours_train(shards: Path, tmp: Path, steps: int, fast: bool) -> float:
@@ -180,8 +182,20 @@ def loader_rates(tree: Path, shards: Path, batches: int) -> tuple[float, float]:
 
     def ours() -> float:
         t = time.perf_counter()
-        for _ in train_loader(s, "train", augment=aug, micro_batch=BATCH, micro_batches=batches, skip=0, seed=0, epoch=0,
-                              shardshuffle=True, shuffle_buffer=500, workers=0, pin_memory=False):
+        for _ in train_loader(
+            s,
+            "train",
+            augment=aug,
+            micro_batch=BATCH,
+            micro_batches=batches,
+            skip=0,
+            seed=0,
+            epoch=0,
+            shardshuffle=True,
+            shuffle_buffer=500,
+            workers=0,
+            pin_memory=False,
+        ):
             pass
         return batches * BATCH / (time.perf_counter() - t)
 
@@ -202,7 +216,11 @@ def ddp_rates(shards: Path, tmp: Path, steps: int) -> tuple[float, float]:
         out = Path(tempfile.mkdtemp(dir=tmp))
         cfg = train_config(shards, out, steps, fast=True, threads=1, workers=0) | {"progress": False}
         (out / "c.yaml").write_text(yaml.safe_dump(cfg))
-        pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+        pre = (
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+            if nproc > 1
+            else [sys.executable]
+        )
         proc = subprocess.run(pre + ["-m", "pipeline", "train", "--config", str(out / "c.yaml")], capture_output=True,
                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if proc.returncode:
@@ -262,13 +280,28 @@ def gpu_rows(quick: bool) -> list[dict[str, Any]]:
     peak, source = device_bf16_peak(name)
     mfu = ours * flops / peak
     return [
-        {"stage": "train", "ours": ours, "baseline": base, "unit": "images/s VGG-16 224 (GPU)", "ratio": ours / base,
-         "goal": ">= 2x", "meets": ours / base >= 2,
-         "note": f"{name}: bf16+channels_last vs torchvision vgg16 fp32, batch {batch}; MFU {mfu:.1%} of "
-                 f"{peak / 1e12:.0f} TFLOP/s ({source}) "
-                 f"({flops / 1e9:.1f} GFLOP/image)"},
-        {"stage": "train", "ours": mfu, "baseline": 1.0, "unit": "MFU (fraction of the device's bf16 peak)", "ratio": mfu,
-         "goal": "report", "meets": True, "note": f"{name}, {ours:.0f} images/s"},
+        {
+            "stage": "train",
+            "ours": ours,
+            "baseline": base,
+            "unit": "images/s VGG-16 224 (GPU)",
+            "ratio": ours / base,
+            "goal": ">= 2x",
+            "meets": ours / base >= 2,
+            "note": f"{name}: bf16+channels_last vs torchvision vgg16 fp32, batch {batch}; MFU {mfu:.1%} of "
+            f"{peak / 1e12:.0f} TFLOP/s ({source}) "
+            f"({flops / 1e9:.1f} GFLOP/image)",
+        },
+        {
+            "stage": "train",
+            "ours": mfu,
+            "baseline": 1.0,
+            "unit": "MFU (fraction of the device's bf16 peak)",
+            "ratio": mfu,
+            "goal": "report",
+            "meets": True,
+            "note": f"{name}, {ours:.0f} images/s",
+        },
     ]
 
 
@@ -290,24 +323,63 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
         tmp = Path(d)
         tree, shards = prepare(tmp, 400 if quick else 800)  # >= batches x 128 images: the plain loader's epoch
         ours_l, base_l = loader_rates(tree, shards, 30 if quick else 60)  # fewer batches measure mostly start-up
-        rows.append(_row("loader", ours_l, base_l, "images/s", 1.0,
-                         "webdataset shards + our augmentation vs ImageFolder + DataLoader, same transforms, 1 process"))
+        rows.append(
+            _row(
+                "loader",
+                ours_l,
+                base_l,
+                "images/s",
+                1.0,
+                "webdataset shards + our augmentation vs ImageFolder + DataLoader, same transforms, 1 process",
+            )
+        )
         reps = 1 if quick else 3
-        same = alternate(lambda: ours_train(shards, tmp, steps, fast=False), lambda: plain_train(tree, steps), reps=reps, warmup=0)
-        rows.append(_row("train", same[0], same[1], "images/s", 1.0,
-                         "run_train fp32 contiguous vs torchvision VGG + DataLoader + SGD (A, width 1/4, crop 32, batch 128; "
-                         "both with 1 loader worker and the cores left for compute)"))
-        fast = alternate(lambda: ours_train(shards, tmp, steps, fast=True), lambda: plain_train(tree, steps), reps=reps, warmup=0)
+        same = alternate(
+            lambda: ours_train(shards, tmp, steps, fast=False), lambda: plain_train(tree, steps), reps=reps, warmup=0
+        )
+        rows.append(
+            _row(
+                "train",
+                same[0],
+                same[1],
+                "images/s",
+                1.0,
+                "run_train fp32 contiguous vs torchvision VGG + DataLoader + SGD (A, width 1/4, crop 32, batch 128; "
+                "both with 1 loader worker and the cores left for compute)",
+            )
+        )
+        fast = alternate(
+            lambda: ours_train(shards, tmp, steps, fast=True), lambda: plain_train(tree, steps), reps=reps, warmup=0
+        )
         from pipeline.runtime import native_bf16
 
         bf16 = native_bf16("cpu")
-        rows.append(_row("train", fast[0], fast[1], "images/s", 2.0,
-                         f"run_train channels_last + bf16 {'on' if bf16 else 'off (this CPU has no native bf16)'} vs the same plain loop"))
+        rows.append(
+            _row(
+                "train",
+                fast[0],
+                fast[1],
+                "images/s",
+                2.0,
+                f"run_train channels_last + bf16 {'on' if bf16 else 'off (this CPU has no native bf16)'} "
+                "vs the same plain loop",
+            )
+        )
         two, one = ddp_rates(shards, tmp, max(steps, DDP_QUICK_STEPS))  # 15 steps swung 0.53-0.71
         eff = two / (2 * one)
-        rows.append({"stage": "ddp", "ours": two, "baseline": one, "unit": "images/s", "ratio": eff, "goal": ">= 0.8 efficiency",
-                     "meets": eff >= 0.8, "note": f"2 gloo processes x 1 thread vs 1 process x 1 thread, "
-                     f"{max(steps, DDP_QUICK_STEPS)} steps each; ratio = efficiency"})
+        rows.append(
+            {
+                "stage": "ddp",
+                "ours": two,
+                "baseline": one,
+                "unit": "images/s",
+                "ratio": eff,
+                "goal": ">= 0.8 efficiency",
+                "meets": eff >= 0.8,
+                "note": f"2 gloo processes x 1 thread vs 1 process x 1 thread, "
+                f"{max(steps, DDP_QUICK_STEPS)} steps each; ratio = efficiency",
+            }
+        )
     if device == "cuda" and torch.cuda.is_available():
         rows += gpu_rows(quick)
     return rows
@@ -319,8 +391,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     for r in bench(args.quick, args.device):
-        print(f"{r['stage']:7s} ours {r['ours']:10.4g}  baseline {r['baseline']:10.4g} {r['unit']:34s} ratio {r['ratio']:.2f} "
-              f"(goal {r['goal']}, {'meets' if r['meets'] else 'misses'})  {r.get('note', '')}")
+        print(
+            f"{r['stage']:7s} ours {r['ours']:10.4g}  baseline {r['baseline']:10.4g} {r['unit']:34s} "
+            f"ratio {r['ratio']:.2f} "
+            f"(goal {r['goal']}, {'meets' if r['meets'] else 'misses'})  {r.get('note', '')}"
+        )
 
 
 if __name__ == "__main__":

@@ -77,7 +77,13 @@ def gridsearch_protocol(X: np.ndarray, y: np.ndarray, splits, grid: list[float])
     out = []
     for s in splits:
         fold = np.where(np.isin(s.train, s.val), 0, -1)  # 0 = the validation fold, -1 = always training
-        gs = GridSearchCV(LinearSVC(random_state=0, max_iter=5000), {"C": grid}, cv=PredefinedSplit(fold), scoring="balanced_accuracy", refit=True)
+        gs = GridSearchCV(
+            LinearSVC(random_state=0, max_iter=5000),
+            {"C": grid},
+            cv=PredefinedSplit(fold),
+            scoring="balanced_accuracy",
+            refit=True,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gs.fit(X[s.train], y[s.train])
@@ -95,7 +101,8 @@ def recall_at(X: np.ndarray, y: np.ndarray, n_classes: int, s, C: float) -> floa
 
 
 def bench(quick: bool = True, device: str = "cpu", store: str | None = None) -> list[dict[str, Any]]:
-    """Rows ``stage, ours, baseline, unit, ratio, goal, meets, note`` for ``vgg bench`` (CPU only; ``device`` unused)."""
+    """Rows ``stage, ours, baseline, unit, ratio, goal, meets, note`` for ``vgg bench`` (CPU only; ``device``
+    unused)."""
     from pipeline.transfer.protocols import recall_protocol
     from pipeline.transfer.splits import make_splits
 
@@ -118,9 +125,9 @@ def bench(quick: bool = True, device: str = "cpu", store: str | None = None) -> 
 
     t_ours, t_base = alternate(ours, baseline, reps=1 if quick else 3, warmup=0 if quick else 1)
     # like with like: where the two chose another C, our recall at the baseline's C
-    differ = [k for k, (o, b) in enumerate(zip(res["ours"], res["baseline"])) if o[1] != b[1]]
+    differ = [k for k, (o, b) in enumerate(zip(res["ours"], res["baseline"], strict=False)) if o[1] != b[1]]
     same_c = [recall_at(X, y, n_classes, splits[k], b[1]) if k in differ else o[0]
-              for k, (o, b) in enumerate(zip(res["ours"], res["baseline"]))]
+              for k, (o, b) in enumerate(zip(res["ours"], res["baseline"], strict=False))]
     r_ours, r_base = 100 * float(np.mean(same_c)), 100 * float(np.mean([b[0] for b in res["baseline"]]))
     r_own = 100 * float(np.mean([o[0] for o in res["ours"]]))
     same = abs(r_ours - r_base) <= 0.5

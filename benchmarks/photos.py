@@ -47,7 +47,9 @@ class PhotoSpec:
     scene_side: int = 1000  # the scene is drawn with its smaller side at most this, then upscaled
 
 
-IMAGENET = PhotoSpec("imagenet", short=(400, 500), aspects=(4 / 3, 3 / 2, 5 / 4), portrait=0.25, kb=(85, 145), quality=90)
+IMAGENET = PhotoSpec(
+    "imagenet", short=(400, 500), aspects=(4 / 3, 3 / 2, 5 / 4), portrait=0.25, kb=(85, 145), quality=90
+)
 CAMERA = PhotoSpec("camera", short=(3024, 3024), aspects=(4 / 3,), portrait=0.25, kb=None, quality=92, noise=4.0)
 
 

@@ -35,7 +35,9 @@ STAGES = {
 }
 
 
-def alternate(ours: Callable[[], float], baseline: Callable[[], float], reps: int = 3, warmup: int = 1) -> tuple[float, float]:
+def alternate(
+    ours: Callable[[], float], baseline: Callable[[], float], reps: int = 3, warmup: int = 1
+) -> tuple[float, float]:
     """Run two measurements alternately after a warm-up; medians of what each returns."""
     for _ in range(warmup):
         ours(), baseline()
@@ -58,7 +60,9 @@ def load_benchmark(file: str):
     return mod
 
 
-def run_bench(stages: list[str], quick: bool = True, device: str = "cpu", log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_bench(
+    stages: list[str], quick: bool = True, device: str = "cpu", log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Run the benchmarks of ``stages`` and return their rows (stage order kept)."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:

@@ -91,7 +91,7 @@ def decode_rgb(
     try:
         ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to rotate
     except Exception as e:  # noqa: BLE001 - broken EXIF must not lose the image
-        warnings.warn(f"ignoring broken EXIF orientation: {e}")
+        warnings.warn(f"ignoring broken EXIF orientation: {e}", stacklevel=2)
     return to_rgb(img)
 
 

@@ -11,7 +11,7 @@ field like a mapping (for the reports' many keys); new code uses attributes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,18 +100,18 @@ class TrainResult(StageResult):
 
     out: str
     last: str = Field(description="checkpoints/last.pt (resume point)")
-    best: Optional[str] = Field(description="checkpoints/best.pt (best val top-1), None before a validation")
+    best: str | None = Field(description="checkpoints/best.pt (best val top-1), None before a validation")
     metrics: str = Field(description="metrics.jsonl")
     config: str = Field(description="config.yaml (the resolved config)")
     result_json: str = Field(description="train.json: this result")
-    best_top1: Optional[float] = None
-    best_epoch: Optional[int] = None
-    final: Optional[dict[str, Any]] = Field(None, description="last validation metrics")
+    best_top1: float | None = None
+    best_epoch: int | None = None
+    final: dict[str, Any] | None = Field(None, description="last validation metrics")
     epochs: int
     steps: int
-    stop: Optional[str] = Field(None, description="why training stopped")
+    stop: str | None = Field(None, description="why training stopped")
     wall_s: float
-    images_per_s: Optional[float] = None
+    images_per_s: float | None = None
 
 
 # ---------------------------------------------------------------- evaluate
@@ -128,9 +128,9 @@ class EvaluateOutputs(BaseModel):
 class EvaluateResult(StageResult):
     """The ``eval.json`` content: errors of the chosen method, table rows, per-net scales."""
 
-    outputs: Optional[EvaluateOutputs] = Field(None, description="written files (None without --out)")
-    top1_error: Optional[float] = Field(None, description="fraction; None when no image is labelled")
-    top5_error: Optional[float] = None
+    outputs: EvaluateOutputs | None = Field(None, description="written files (None without --out)")
+    top1_error: float | None = Field(None, description="fraction; None when no image is labelled")
+    top5_error: float | None = None
     n_images: int
     method: str
     rows: list[dict[str, Any]] = Field(description="rows of the paper-format table")
@@ -142,12 +142,12 @@ class ExtractResult(StageResult):
 
     path: str = Field(description="the HDF5 store written (a part file for status 'part')")
     status: str = Field(description="written, resumed, exists, part or merged")
-    images: Optional[int] = None
-    scales: Optional[list[int]] = None
-    dims: Optional[list[int]] = None
+    images: int | None = None
+    scales: list[int] | None = None
+    dims: list[int] | None = None
     described: int = 0
     failed: int = 0
-    images_per_s: Optional[float] = None
+    images_per_s: float | None = None
 
 
 # ---------------------------------------------------------------- transfer
@@ -160,7 +160,7 @@ class TransferResult(StageResult):
     protocol: str
     metric: str
     mean: float = Field(description="fraction (the table shows percent)")
-    std: Optional[float] = Field(None, description="over the splits (None: one test set, VOC)")
+    std: float | None = Field(None, description="over the splits (None: one test set, VOC)")
     status: str = Field(description="written or exists")
 
 
@@ -174,7 +174,7 @@ class LocaliseTrainResult(StageResult):
     metrics: str
     result_json: str = Field(description="train.json: this result")
     history: list[dict[str, Any]]
-    best_epoch: Optional[dict[str, Any]] = None
+    best_epoch: dict[str, Any] | None = None
 
 
 class LocaliseEvalOutputs(BaseModel):
@@ -189,11 +189,11 @@ class LocaliseEvalOutputs(BaseModel):
 class LocaliseEvalResult(StageResult):
     """The ``loc_eval.json`` content: localisation error per net (and fusion, baselines)."""
 
-    outputs: Optional[LocaliseEvalOutputs] = Field(None, description="written files (None without out)")
+    outputs: LocaliseEvalOutputs | None = Field(None, description="written files (None without out)")
     protocol: str
     rows: list[dict[str, Any]]
     table: str = Field(description="the Table 8 / Table 9 format table (Markdown text)")
-    classification_error: Optional[float] = None
+    classification_error: float | None = None
 
 
 # ---------------------------------------------------------------- the paper flow
@@ -208,8 +208,8 @@ class PaperResult(StageResult):
     feature_stores: list[str]
     transfer: dict[str, str] = Field(description="protocol -> transfer.json")
     localise: dict[str, str] = Field(description="train and protocols -> their result JSON")
-    results: Optional[str] = Field(None, description="results.json: every number of the printed tables")
+    results: str | None = Field(None, description="results.json: every number of the printed tables")
     seconds: float
-    top1_error: Optional[float] = None
-    caltech_recall: Optional[float] = None
-    voc07_map: Optional[float] = None
+    top1_error: float | None = None
+    caltech_recall: float | None = None
+    voc07_map: float | None = None

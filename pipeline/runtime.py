@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -48,11 +48,11 @@ class RuntimeConfig(ConfigSection):
 
     device: str = Field("auto", description="auto (this rank's GPU when CUDA is available, else CPU), cpu, cuda "
                                             "or cuda:N")
-    bf16: Union[Literal["auto"], bool] = Field(False, description="bf16 autocast (results differ slightly from "
+    bf16: Literal["auto"] | bool = Field(False, description="bf16 autocast (results differ slightly from "
                                                                  "float32); auto = on where bf16 is native (GPUs, "
                                                                  "CPUs with AVX512-BF16/AMX)")
     channels_last: bool = Field(False, description="NHWC memory format (faster with bf16 on AMX CPUs and GPUs)")
-    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: the stage's own rule)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: the stage's own rule)")
 
     @field_validator("device")
     @classmethod

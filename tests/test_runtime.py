@@ -1,4 +1,4 @@
-"""pipeline.runtime: device resolution, the process group (gloo on CPU), bf16 auto, threads, progress, the config section."""
+"""pipeline.runtime: device resolution, the process group (gloo on CPU), bf16 auto, threads, progress, the config."""
 
 from __future__ import annotations
 
@@ -195,7 +195,12 @@ def test_every_stage_config_takes_the_runtime_section_and_the_old_keys(tmp_path)
     old_yaml.write_text(yaml.safe_dump({"out": "o", "data": {"shards": "s"},
                                         "speed": {"bf16": False, "compile": True, "pin_memory": False}}))
     cfg = load_config(TrainConfig, old_yaml, ["runtime.threads=2"])
-    assert (cfg.runtime.bf16, cfg.runtime.compile, cfg.runtime.pin_memory, cfg.runtime.threads) == (False, True, False, 2)
+    assert (cfg.runtime.bf16, cfg.runtime.compile, cfg.runtime.pin_memory, cfg.runtime.threads) == (
+        False,
+        True,
+        False,
+        2,
+    )
     assert cfg.runtime.channels_last is True  # training's own default
     assert ExtractConfig(precision="bf16").runtime.bf16 is True and ExtractConfig().runtime.bf16 is False
 

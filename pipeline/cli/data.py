@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,9 @@ def prepare_data(
     train_per_class: Annotated[int, typer.Option(help="fashion-mnist: training images per class")] = 1000,
     val_per_class: Annotated[int, typer.Option(help="fashion-mnist: validation images per class")] = 200,
     size: Annotated[int, typer.Option(help="digits-caltech: image side in pixels")] = 64,
-    images: Annotated[Optional[int], typer.Option(
+    images: Annotated[int | None, typer.Option(
         help="voc-mosaics: number of mosaics (2000); voc-action: images (600)")] = None,
-    canvas: Annotated[Optional[int], typer.Option(help="voc-mosaics, voc-action (default 112), ilsvrc-loc (64): "
+    canvas: Annotated[int | None, typer.Option(help="voc-mosaics, voc-action (default 112), ilsvrc-loc (64): "
                                                        "image side in pixels")] = None,
     seed: Annotated[int, typer.Option(help="digits-caltech, voc-mosaics, voc-action, ilsvrc-loc: seed of the "
                                            "random draws")] = 0,

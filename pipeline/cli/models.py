@@ -12,14 +12,7 @@ from rich.table import Table
 
 from pipeline.cli.options import JsonOption, stage_command
 from pipeline.config import config_from
-from pipeline.models import (
-    CONFIGS,
-    STACK_NOTE,
-    ModelConfig,
-    describe,
-    import_torchvision_weights,
-    save_checkpoint,
-)
+from pipeline.models import CONFIGS, STACK_NOTE, ModelConfig, describe, import_torchvision_weights, save_checkpoint
 
 
 @stage_command(ModelConfig, skip={"config", "dropout"}, aliases={"fc_width": "--fc", "batch_norm": "--bn/--no-bn"},

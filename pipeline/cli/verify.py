@@ -11,9 +11,12 @@ from pipeline.config import load_config
 
 def verify(
     shards: Annotated[str, typer.Argument(help="shard folder (with manifest.json)")],
-    hash: Annotated[bool, typer.Option("--hash", help="also check every shard's sha256 and decode every image (slow)")
-                    ] = False,
-    split: Annotated[list[str] | None, typer.Option("--split", help="split to check (repeatable; default: all)")] = None,
+    hash: Annotated[
+        bool, typer.Option("--hash", help="also check every shard's sha256 and decode every image (slow)")
+    ] = False,
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="split to check (repeatable; default: all)")
+    ] = None,
     workers: Annotated[int, typer.Option(help="worker processes (0: all cores)")] = 0,
 ) -> None:
     """Check every shard's size and sample count against manifest.json (--hash: sha256 and images too).

@@ -3,7 +3,15 @@
 from pipeline.evaluate.metrics import classification_report, per_class_accuracy, topk_error
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
 from pipeline.evaluate.protocols import (
-    METHODS, classify, combine_methods, crop_grid, dense_evaluate, fuse, multi_crop, multi_scale, rescale_batch,
+    METHODS,
+    classify,
+    combine_methods,
+    crop_grid,
+    dense_evaluate,
+    fuse,
+    multi_crop,
+    multi_scale,
+    rescale_batch,
 )
 from pipeline.evaluate.stage import EvaluateConfig, resolve_scales, run_evaluate
 from pipeline.evaluate.tables import build_rows, to_csv, to_markdown

@@ -101,7 +101,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict[str, Any]:
     rows = ensemble_rows(post, cfg.groups, list(cfg.methods) if cfg.methods else None)
     md = ensemble_markdown(rows)
     nets = []
-    for run, part in zip(cfg.runs, parts):
+    for run, part in zip(cfg.runs, parts, strict=False):
         nets += [{"index": len(nets) + k, "label": n.get("label"), "train_scale": n.get("train_scale"), "run": run}
                  for k, n in enumerate(part.nets)]
     if cfg.out:

@@ -79,5 +79,5 @@ def classification_report(scores: np.ndarray, labels: np.ndarray, classes: Seque
         "top5_k": k5,
         "n_images": int(len(labels)),
         "mean_class_accuracy": float(np.mean(pca[present])) if present.any() else float("nan"),
-        "per_class_accuracy": {n: (None if np.isnan(a) else float(a)) for n, a in zip(names, pca)},
+        "per_class_accuracy": {n: (None if np.isnan(a) else float(a)) for n, a in zip(names, pca, strict=False)},
     }

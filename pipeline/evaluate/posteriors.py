@@ -101,7 +101,7 @@ class Posteriors:
         idx = list(range(len(self.nets))) if nets is None else list(nets)
         return fuse([self.net_posteriors(i, method, scales) for i in idx])
 
-    def subset(self, nets: list[int] | None = None, scales: list[int] | None = None) -> "Posteriors":
+    def subset(self, nets: list[int] | None = None, scales: list[int] | None = None) -> Posteriors:
         """The same images restricted to some nets (renumbered in the given order) and scales."""
         idx = list(range(len(self.nets))) if nets is None else list(nets)
         for i in idx:

@@ -117,7 +117,7 @@ class _Buckets:
                     else:
                         p = multi_crop(net.model, x, grid=self.grid, flip=self.flip, crop_batch=self.crop_batch)
                     store = self.results.rows.setdefault((i, m, q), {})
-                    for pos, row in zip(positions, p.float().cpu().numpy()):
+                    for pos, row in zip(positions, p.float().cpu().numpy(), strict=False):
                         store[pos] = row
 
     def flush(self) -> None:

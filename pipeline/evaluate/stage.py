@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -27,7 +27,7 @@ from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_post
 from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
 from pipeline.evaluate.runner import DistContext, EvalNet, Item, check_scales, evaluate_items, gather_results
 from pipeline.evaluate.tables import build_rows, format_train_scale, to_csv, to_markdown
-from pipeline.io import read_json, atomic_write_json, atomic_write_text, sha256_file
+from pipeline.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from pipeline.preprocess import normalization_of, train_scale_of
 from pipeline.results import EvaluateResult
 from pipeline.runtime import Progress, RuntimeStageConfig, resolve_bf16, torch_threads
@@ -40,7 +40,9 @@ MAX_FAILED_LISTED = 1000
 class EvaluateConfig(RuntimeStageConfig):
     """Configuration of ``run_evaluate`` (paper 3.2, 4.1-4.4)."""
 
-    checkpoints: list[str] = Field(default_factory=list, description="checkpoints to evaluate (several: fusion, Table 6)")
+    checkpoints: list[str] = Field(
+        default_factory=list, description="checkpoints to evaluate (several: fusion, Table 6)"
+    )
     data: str | None = Field(None, description="validation data: a shard folder or a source dataset")
     split: str | None = Field(None, description="split to evaluate (None: the only split, else val, else test)")
     format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
@@ -50,7 +52,7 @@ class EvaluateConfig(RuntimeStageConfig):
     method: Literal["dense", "multicrop", "both"] = Field(
         "dense", description="dense (fully-convolutional), multicrop (5x5 grid + flips per scale), or both "
                              "(each, and their combination, Table 5)")
-    scales: Union[list[int], Literal["multi", "single"]] = Field(
+    scales: list[int] | Literal["multi", "single"] = Field(
         "multi", description="test scales Q: a list, or from each checkpoint's training scale: multi = "
                              "{S-32,S,S+32} / {Smin,mid,Smax} (Table 4), single = S / mid (Table 3)")
     nets: list[int] | None = Field(None, description="indices of the nets to fuse (default all)")
@@ -67,7 +69,9 @@ class EvaluateConfig(RuntimeStageConfig):
     progress: bool = Field(True, description="show a progress bar on a terminal")
 
 
-def resolve_scales(cfg_scales: list[int] | str, ckpt: dict[str, Any], crop: int, where: str) -> tuple[list[int], list[str]]:
+def resolve_scales(
+    cfg_scales: list[int] | str, ckpt: dict[str, Any], crop: int, where: str
+) -> tuple[list[int], list[str]]:
     """Test scales of one checkpoint, and notes about defaults that were left out.
 
     Explicit scales below the crop are an error; default scales below it are dropped (noted).
@@ -128,7 +132,7 @@ def _check_classes(infos: list[dict[str, Any]], classes: list[str]) -> None:
         if n != len(classes):
             raise UserError(f"{info['checkpoint']} predicts {n} classes but the data has {len(classes)}")
         if info["classes"] is not None and list(info["classes"]) != list(classes):
-            diff = next(i for i, (a, b) in enumerate(zip(info["classes"], classes)) if a != b)
+            diff = next(i for i, (a, b) in enumerate(zip(info["classes"], classes, strict=False)) if a != b)
             raise UserError(f"{info['checkpoint']} was trained on other classes than the data "
                             f"(class {diff}: {info['classes'][diff]!r} vs {classes[diff]!r})")
 

@@ -5,7 +5,15 @@ scales, late fusion of nets, L2 normalisation); :func:`summarise_store` describe
 """
 
 from pipeline.features.descriptor import (
-    PAPER_SCALES, SCALE_PRESETS, VOC_SCALES, Net, box_crops, describe, image_descriptor, prepare_images, resolve_scales,
+    PAPER_SCALES,
+    SCALE_PRESETS,
+    VOC_SCALES,
+    Net,
+    box_crops,
+    describe,
+    image_descriptor,
+    prepare_images,
+    resolve_scales,
 )
 from pipeline.features.extract import ExtractConfig, run_extract
 from pipeline.features.store import FORMAT, FeatureStore, l2_normalise, merge_parts, summarise_store

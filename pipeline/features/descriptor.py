@@ -96,7 +96,7 @@ class Net:
         """Descriptor dimension: the penultimate (FC7) width."""
         return self.model.cfg.fc_width
 
-    def to(self, device: torch.device, channels_last: bool = False) -> "Net":
+    def to(self, device: torch.device, channels_last: bool = False) -> Net:
         self.model = self.model.to(device).eval()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

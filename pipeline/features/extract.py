@@ -39,7 +39,14 @@ from pipeline.errors import UserError
 from pipeline.features.descriptor import Net, box_crops, describe, prepare_images, resolve_scales
 from pipeline.features.inputs import ExtractInput
 from pipeline.features.store import (
-    FORMAT, StoreLayout, StoreWriter, create_store, failed_log_path, identity_differences, merge_parts, part_path,
+    FORMAT,
+    StoreLayout,
+    StoreWriter,
+    create_store,
+    failed_log_path,
+    identity_differences,
+    merge_parts,
+    part_path,
     read_state,
 )
 from pipeline.features.verify import verify_file
@@ -58,9 +65,14 @@ OnProgress = Callable[[int, int], None]
 class ExtractConfig(RuntimeStageConfig):
     """Configuration of ``vgg extract`` (paper Appendix B)."""
 
-    checkpoints: list[str] = Field(default_factory=list, max_length=2,
-                                   description="one checkpoint, or two whose descriptors are stacked (late fusion: net0, net1)")
-    data: str | None = Field(None, description="shard folder or source dataset (ImageFolder, VOC, Caltech, ILSVRC, manifest)")
+    checkpoints: list[str] = Field(
+        default_factory=list,
+        max_length=2,
+        description="one checkpoint, or two whose descriptors are stacked (late fusion: net0, net1)",
+    )
+    data: str | None = Field(
+        None, description="shard folder or source dataset (ImageFolder, VOC, Caltech, ILSVRC, manifest)"
+    )
     split: str | None = Field(None, description="split to describe (default: the only split, else val, else test)")
     format: str = Field("auto", description="source layout (auto detects); ignored for shard folders")
     out: str = Field("features.h5", description="feature store to write (HDF5)")
@@ -347,7 +359,9 @@ def _run(cfg: ExtractConfig, out: Path, env: DistEnv, on_progress: OnProgress | 
             return {**base, "status": "exists"}
         if old is not None and old != identity and not cfg.overwrite:
             diff = "; ".join(identity_differences(old, identity))
-            raise UserError(f"{out} was built from other inputs ({diff}); use --overwrite to replace it, or another --out")
+            raise UserError(
+                f"{out} was built from other inputs ({diff}); use --overwrite to replace it, or another --out"
+            )
 
     n = len(inp.entries)
     if cfg.part is not None:

@@ -44,7 +44,7 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
         ident = first["identity"]
         total = int(first["rows_total"])
         expect = 0
-        for p, f in zip(parts, files):
+        for p, f in zip(parts, files, strict=False):
             a = f.attrs
             if a.get("format") != FORMAT or a["identity"] != ident:
                 raise UserError(f"part {p} was built from other inputs than {parts[0]}")
@@ -69,7 +69,7 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
             l2=str(first["l2"]))
         with atomic_path(out) as tmp:
             create_store(tmp, layout, label=out)
-            _merge_into(tmp, out, list(zip(parts, files)), layout)
+            _merge_into(tmp, out, list(zip(parts, files, strict=False)), layout)
     finally:
         for f in files:
             f.close()
@@ -99,7 +99,7 @@ def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]], layout
                 _copy_rows(p, f[name], out, dst[name], off)
             fg = f["failed"]
             failed += [(int(r) + off, i, s) for r, i, s in
-                       zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:])]
+                       zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:], strict=False)]
         with writing(out, "recording decode failures"):
             _write_failed(dst, failed)
         seal(dst, out)

@@ -46,9 +46,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.features.verify import (
-    descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing,
-)
+from pipeline.features.verify import descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
@@ -130,7 +128,9 @@ def _chunk_rows(n: int, row_bytes: int, batch: int = 1) -> int:
     return max(1, min(n, rows))
 
 
-def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str | os.PathLike[str] | None = None) -> None:
+def create_store(
+    path: str | os.PathLike[str], layout: StoreLayout, label: str | os.PathLike[str] | None = None
+) -> None:
     """Write a new, empty store (every row pending) at ``path``; callers make it atomic.
 
     Args:
@@ -171,7 +171,9 @@ def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
         f.create_dataset("ids", data=np.asarray(layout.ids, dtype=object), dtype=_STR)
         labels = np.asarray(layout.labels)
         f.create_dataset("labels", data=labels.astype(np.int8 if layout.label_kind == "multi" else np.int64))
-        f.create_dataset("classes", data=np.asarray(layout.classes, dtype=object), dtype=_STR, shape=(len(layout.classes),))
+        f.create_dataset(
+            "classes", data=np.asarray(layout.classes, dtype=object), dtype=_STR, shape=(len(layout.classes),)
+        )
         _early(f, "done", (n,), np.bool_, (_chunk_rows(n, 1 << 4),), fill=False)
         groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
         for g in groups:
@@ -192,7 +194,9 @@ def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
     try:
         with h5py.File(path, "r", locking=False) as f:
             if f.attrs.get("format") != FORMAT:
-                raise UserError(f"{path} exists and is not a feature store ({FORMAT}); use --overwrite or another --out")
+                raise UserError(
+                    f"{path} exists and is not a feature store ({FORMAT}); use --overwrite or another --out"
+                )
             try:
                 return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
             except (KeyError, ValueError, TypeError):
@@ -249,7 +253,9 @@ def _write_failed(f: h5py.File, failed: Sequence[tuple[int, str, str]]) -> None:
             del g[name]
     g.create_dataset("rows", data=np.asarray([r for r, _, _ in failed], dtype=np.int64))
     g.create_dataset("ids", data=np.asarray([i for _, i, _ in failed], dtype=object), dtype=_STR, shape=(len(failed),))
-    g.create_dataset("reasons", data=np.asarray([s for _, _, s in failed], dtype=object), dtype=_STR, shape=(len(failed),))
+    g.create_dataset(
+        "reasons", data=np.asarray([s for _, _, s in failed], dtype=object), dtype=_STR, shape=(len(failed),)
+    )
 
 
 class StoreWriter:
@@ -466,7 +472,7 @@ class FeatureStore:
         """Images that could not be decoded: ``{"id", "reason"}`` each."""
         if "failed" in self._f:
             g = self._f["failed"]
-            return [{"id": i, "reason": r} for i, r in zip(g["ids"].asstr()[:], g["reasons"].asstr()[:])]
+            return [{"id": i, "reason": r} for i, r in zip(g["ids"].asstr()[:], g["reasons"].asstr()[:], strict=False)]
         log = _read_failed_log(failed_log_path(self.path))
         return [{"id": k, "reason": s} for _, (k, s) in sorted(log.items())]
 
@@ -545,7 +551,7 @@ class FeatureStore:
         if getattr(self, "_f", None) is not None and self._f.id.valid:
             self._f.close()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -588,8 +594,10 @@ def summarise_store(path: str | os.PathLike[str]) -> str:
         lines.append(f"  labels: {st.label_kind}-label, {len(st.classes)} classes")
         for i, ck in enumerate(prov.get("checkpoints", [])):
             m = ck.get("model", {})
-            lines.append(f"  net{i}: {ck.get('path', '?')} (config {m.get('config', '?')}, width {m.get('width', '?')}, "
-                         f"crop {m.get('crop', '?')}, D={st.dims.get(f'net{i}')}, sha256 {str(ck.get('sha256', ''))[:12]})")
+            lines.append(
+                f"  net{i}: {ck.get('path', '?')} (config {m.get('config', '?')}, width {m.get('width', '?')}, "
+                f"crop {m.get('crop', '?')}, D={st.dims.get(f'net{i}')}, sha256 {str(ck.get('sha256', ''))[:12]})"
+            )
         lines.append(f"  scales Q: {st.scales}; flip {prov.get('flip')}; regions {st.has_regions}; "
                      f"stored as {st.dtype}; precision {prov.get('precision', 'fp32')}")
         d_avg = sum(st.dims.values()) * (2 if st.has_regions else 1)
@@ -597,7 +605,10 @@ def summarise_store(path: str | os.PathLike[str]) -> str:
         lines.append(f"  read default: aggregate={st.default_aggregate} (avg: {d_avg}-D, stack: {d_stack}-D), "
                      f"l2={st.default_l2}")
         checked = all(st._f[name].fletcher32 for name in st._descriptor_names())
-        lines.append(f"  integrity: structure whole; descriptor chunks {'fletcher32-checksummed' if checked else 'without checksums'}"
-                     " (`vgg extract` with the same inputs reads every chunk before reusing it)")
+        lines.append(
+            "  integrity: structure whole; descriptor chunks "
+            + ("fletcher32-checksummed" if checked else "without checksums")
+            + " (`vgg extract` with the same inputs reads every chunk before reusing it)"
+        )
         lines.append(f"  pipeline {prov.get('pipeline_version', '?')}, {st.path.stat().st_size / 2**20:.1f} MiB")
         return "\n".join(lines)

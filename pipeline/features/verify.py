@@ -205,7 +205,9 @@ def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
     if unchecked and not problems:
         blank = np.flatnonzero(done & ~written)
         if len(blank):
-            problems.append(f"{len(blank)} row(s) marked done hold no data (e.g. row {int(blank[0])}): a write was lost")
+            problems.append(
+                f"{len(blank)} row(s) marked done hold no data (e.g. row {int(blank[0])}): a write was lost"
+            )
     return problems
 
 

@@ -30,19 +30,8 @@ from pipeline.flows.common import publish_markdown, publish_table, stage_task
 from pipeline.flows.stages import launch_training
 from pipeline.io import atomic_write_text
 from pipeline.localise.demo import demo_localisation
-from pipeline.results import (
-    EvaluateResult,
-    ExtractResult,
-    PaperResult,
-    TrainResult,
-    TransferResult,
-)
-from pipeline.runtime import (
-    RuntimeConfig,
-    RuntimeStageConfig,
-    resolve_bf16,
-    resolve_device,
-)
+from pipeline.results import EvaluateResult, ExtractResult, PaperResult, TrainResult, TransferResult
+from pipeline.runtime import RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
 from pipeline.shards import ShardConfig, StatsConfig, run_shard, run_stats
 from pipeline.train.config import TrainConfig
 from pipeline.transfer.descriptors import write_pixel_store

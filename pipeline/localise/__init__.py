@@ -13,7 +13,13 @@
 """
 
 from pipeline.localise.boxes import (
-    GroundTruth, centre_quarter_box, corners_to_cxcywh, cxcywh_to_corners, ground_truth, iou, iou_matrix,
+    GroundTruth,
+    centre_quarter_box,
+    corners_to_cxcywh,
+    cxcywh_to_corners,
+    ground_truth,
+    iou,
+    iou_matrix,
     whole_image_box,
 )
 from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate

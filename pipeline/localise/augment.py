@@ -57,7 +57,9 @@ def box_crop(img: Image.Image, gt: GroundTruth, s: int, crop: int, rng: np.rando
     return BoxCrop(x.contiguous(), boxes, gt.labels.copy())
 
 
-def centre_crop(img: Image.Image, gt: GroundTruth | None, q: int, crop: int) -> tuple[BoxCrop, tuple[float, float], tuple[int, int]]:
+def centre_crop(
+    img: Image.Image, gt: GroundTruth | None, q: int, crop: int
+) -> tuple[BoxCrop, tuple[float, float], tuple[int, int]]:
     """The central crop at test scale ``q`` (the first testing protocol of A.1).
 
     Returns:

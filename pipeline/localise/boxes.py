@@ -150,7 +150,7 @@ class GroundTruth:
         """The ground-truth classes, ascending: those with at least one usable box that is not
         *difficult* (VOC's rule: a class present only as difficult objects is neither required nor
         penalised). A guess may still match any box of the class, difficult or not."""
-        return sorted({int(x) for x, d in zip(self.labels, self.difficult) if not d})
+        return sorted({int(x) for x, d in zip(self.labels, self.difficult, strict=False) if not d})
 
     def of_class(self, c: int) -> np.ndarray:
         """The boxes of class ``c`` (K_c x 4)."""

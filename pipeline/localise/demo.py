@@ -6,7 +6,8 @@ regression, all layers with per-class regression; preset ``localise-train-small`
 them with the central-crop, ground-truth-class protocol (Table 8), and applies the chosen
 setting (PCR, all layers) with the fully-fledged protocol (Table 9): densely at one scale and at
 two scales, the PCR FC-only net at one scale, and the fusion of the two single-scale nets (the
-union of their boxes); each net's central crop for the same top-5 classes beside them. The devkit-format blacklist that ships
+union of their boxes); each net's central crop for the same top-5 classes beside them. The
+devkit-format blacklist that ships
 with the set is applied (localisation error only). Every stage reuses what a previous run
 finished, as the stages do.
 """

@@ -213,7 +213,9 @@ def baseline_errors(guess_classes: list[int], gt: GroundTruth, size: tuple[int, 
                     thr: float) -> dict[str, float]:
     """Localisation error of one image when every guessed class gets the whole image or its centre quarter."""
     boxes = {"whole image": whole_image_box(*size), "centre quarter": centre_quarter_box(*size)}
-    return {name: image_localisation_error([(c, box) for c in guess_classes], gt, k, thr) for name, box in boxes.items()}
+    return {
+        name: image_localisation_error([(c, box) for c in guess_classes], gt, k, thr) for name, box in boxes.items()
+    }
 
 
 def centre_boxes(net: LocNet, batch: list[tuple[Any, GroundTruth]], runner: Runner,
@@ -226,7 +228,7 @@ def centre_boxes(net: LocNet, batch: list[tuple[Any, GroundTruth]], runner: Runn
         geo.append((scale, off, sample.image.size))
     preds = crop_predictions(net, normalize(torch.stack(crops), net.norm), runner)
     return [[(c, crop_box_in_image(pred[net.slot(c)], net.crop, scale, off, size)) for c in cs]
-            for pred, (scale, off, size), cs in zip(preds, geo, classes)]
+            for pred, (scale, off, size), cs in zip(preds, geo, classes, strict=False)]
 
 
 def crop_protocol_errors(nets: list[LocNet], batch: list[tuple[Any, GroundTruth]], runner: Runner,
@@ -237,7 +239,7 @@ def crop_protocol_errors(nets: list[LocNet], batch: list[tuple[Any, GroundTruth]
     for net in nets:
         per_image = centre_boxes(net, batch, runner, [gt.classes for _, gt in batch])
         errors.append([image_localisation_error(g, gt, k=len(g), threshold=thr)
-                       for g, (_, gt) in zip(per_image, batch)])
+                       for g, (_, gt) in zip(per_image, batch, strict=False)])
         boxes_out.append([{str(c): [round(v, 2) for v in b.tolist()] for c, b in g} for g in per_image])
     return errors, boxes_out
 
@@ -321,7 +323,7 @@ def _dense_group(cfg: LocaliseEvalConfig, nets: list[LocNet], dense: _Dense, run
     crops = {i: centre_boxes(nets[i], [(s, gt) for _, s, gt in group], runner, [r.top for r in results])
              for i in firsts}
     out = []
-    for j, ((pos, sample, gt), res) in enumerate(zip(group, results)):
+    for j, ((pos, sample, gt), res) in enumerate(zip(group, results, strict=False)):
         rec = {"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes, "top": res.top,
                "error": {}, "error_top1": {}, "guesses": {}}
         named = {name: [(c, b) for c, b, _ in g] for name, g in res.guesses.items()}

@@ -51,8 +51,11 @@ class MergeConfig(StageConfig):
 
     match: MatchScore = Field("iou", description="pair score: iou (1 - IoU), overfeat (centre distance + "
                                                  "intersection area, as stated), overfeat-signed (distance - area)")
-    threshold: float | None = Field(None, description="stop when the best pair scores above this; "
-                                                      "default per match score: iou 0.5, overfeat 0.1, overfeat-signed 0.0")
+    threshold: float | None = Field(
+        None,
+        description="stop when the best pair scores above this; "
+        "default per match score: iou 0.5, overfeat 0.1, overfeat-signed 0.0",
+    )
     weighted: bool = Field(False, description="average merged boxes by how many predictions each holds "
                                               "(False: the plain average of the pair, as stated)")
 

@@ -44,7 +44,9 @@ def dense_rows(net_infos: list[dict], mean: dict[str, float], mean1: dict[str, f
 
     def train(info: dict) -> str:  # nets of several kinds: say which (PCR, all layers / FC layers)
         s = str(info["train_scale"])
-        return s if len(kinds) == 1 else f"{s} ({info['head'].upper()}, {'all' if info['fine_tune'] == 'all' else 'FC'})"
+        return (
+            s if len(kinds) == 1 else f"{s} ({info['head'].upper()}, {'all' if info['fine_tune'] == 'all' else 'FC'})"
+        )
 
     for i, info in enumerate(net_infos):
         rows.append({"name": f"net{i}", "train": train(info), "test": _scales(info["scales"]),

@@ -39,8 +39,14 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from pipeline.localise.augment import box_crop, targets
-from pipeline.localise.evaluate import (class_names, class_order, crop_protocol_errors, iter_ground_truth, runner_for,
-                                        skip_category)
+from pipeline.localise.evaluate import (
+    class_names,
+    class_order,
+    crop_protocol_errors,
+    iter_ground_truth,
+    runner_for,
+    skip_category,
+)
 from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
 from pipeline.localise.protocols import LocNet, Runner
 from pipeline.models import load_checkpoint, load_model, save_checkpoint
@@ -73,7 +79,9 @@ class LocaliseTrainConfig(RuntimeStageConfig):
     epochs: int = Field(10, ge=1, description="passes over the training split")
     batch_size: int = Field(256, ge=1, description="mini-batch size (paper: 256)")
     lr: float = Field(1e-3, gt=0, description="initial learning rate (paper A.1: 1e-3)")
-    lr_steps: list[int] = Field(default_factory=list, description="epochs after which the learning rate is divided by 10")
+    lr_steps: list[int] = Field(
+        default_factory=list, description="epochs after which the learning rate is divided by 10"
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper: 0.9)")
     weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (paper: 5e-4)")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout after FC1 and FC2 while fine-tuning "

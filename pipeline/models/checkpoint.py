@@ -158,7 +158,9 @@ def load_model(path: str | os.PathLike[str], expect: dict[str, Any] | None = Non
 
 def infer_torchvision_config(state_dict: dict[str, torch.Tensor]) -> tuple[str, bool]:
     """(config name, batch_norm) of a torchvision VGG state dict, from its conv count and keys."""
-    conv_keys = [k for k, v in state_dict.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
+    conv_keys = [
+        k for k, v in state_dict.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4
+    ]
     bn = any(k.endswith("running_mean") for k in state_dict)
     by_count = {sum(isinstance(x, int) for x in CONFIGS[n]): n for n in ("A", "B", "D", "E")}
     if len(conv_keys) not in by_count:

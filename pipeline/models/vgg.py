@@ -19,7 +19,7 @@ model: :meth:`VGG.forward_dense` applies FC1 as a (crop/32 x crop/32) convolutio
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from pipeline.errors import UserError
 __all__ = ["CONFIGS", "ConfigName", "ModelConfig", "VGG", "make_layers", "build_model", "conv_layer_names",
            "kernel_and_channels"]
 
-Layer = Union[int, tuple[str, int], str]
+Layer = int | tuple[str, int] | str
 
 #: Table 1, one list per column (and B-5x5 of Section 4.1). int = conv3-<c>; ("1x1", c) = conv1-<c>;
 #: ("5x5", c) = conv5-<c>; "M" = 2x2 max-pool; "LRN".
@@ -77,7 +77,7 @@ class ModelConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _channels_positive(self) -> "ModelConfig":
+    def _channels_positive(self) -> ModelConfig:
         for c in (64, 128, 256, 512):
             if scaled_channels(c, self.width) < 1:
                 raise ValueError(f"width {self.width} gives zero channels for conv-{c}")
@@ -165,7 +165,7 @@ class VGG(nn.Module):
     def named_weight_layers(self) -> dict[str, nn.Module]:
         """Weight layers by paper name: conv1_1 ... and fc6, fc7, fc8 (in order)."""
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
-        out: dict[str, nn.Module] = dict(zip(conv_layer_names(self.cfg.config), convs))
+        out: dict[str, nn.Module] = dict(zip(conv_layer_names(self.cfg.config), convs, strict=False))
         out.update(fc6=self.classifier[0], fc7=self.classifier[3], fc8=self.classifier[6])
         return out
 

@@ -26,23 +26,50 @@ class ShardConfig(StageConfig):
 
     source: str = Field(description="dataset folder (ImageFolder, ILSVRC, VOC, Caltech) or a CSV/JSONL manifest file")
     out: str = Field(description="output folder for the shards, manifest.json and skipped.jsonl")
-    format: str = Field("auto", description="source layout: auto (detect) or a reader name (imagefolder, ilsvrc, voc, caltech101, caltech256, manifest)")
+    format: str = Field(
+        "auto",
+        description="source layout: auto (detect) or a reader name (imagefolder, ilsvrc, voc, caltech101, caltech256, "
+        "manifest)",
+    )
     splits: list[str] | None = Field(
-        None, description="source splits to write (default: all); 'src:dest' writes source split src under the name dest, e.g. all:train")
+        None,
+        description="source splits to write (default: all); 'src:dest' writes source split src under the name dest, "
+        "e.g. all:train",
+    )
     max_side: int | None = Field(
-        512, ge=8, description="smaller image side is resized to at most this (paper's S_max = 512); never upscaled; null keeps the size")
+        512,
+        ge=8,
+        description="smaller image side is resized to at most this (paper's S_max = 512); never upscaled; null keeps "
+        "the size",
+    )
     quality: int = Field(90, ge=1, le=100, description="JPEG quality of re-encoded images")
-    keep_original: bool = Field(True, description="store the original bytes when they already are an RGB JPEG within max_side")
-    draft: bool = Field(True, description="JPEG draft mode: let libjpeg downscale in the DCT domain when the target is at most half the source size")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="images with more pixels are skipped (decompression bombs)")
+    keep_original: bool = Field(
+        True, description="store the original bytes when they already are an RGB JPEG within max_side"
+    )
+    draft: bool = Field(
+        True,
+        description="JPEG draft mode: let libjpeg downscale in the DCT domain when the target is at most half the "
+        "source size",
+    )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="images with more pixels are skipped (decompression bombs)"
+    )
     shard_count: int = Field(1000, ge=1, description="at most this many samples per shard")
-    shard_bytes: int = Field(1 << 30, ge=1 << 16, description="at most about this many bytes per shard (a single larger sample gets a shard of its own)")
-    shuffle: bool = Field(True, description="seeded shuffle of the sample order across shards, so every shard holds a mix of classes")
+    shard_bytes: int = Field(
+        1 << 30,
+        ge=1 << 16,
+        description="at most about this many bytes per shard (a single larger sample gets a shard of its own)",
+    )
+    shuffle: bool = Field(
+        True, description="seeded shuffle of the sample order across shards, so every shard holds a mix of classes"
+    )
     seed: int = Field(0, description="seed of the shuffle")
     workers: int = Field(0, ge=0, description="worker processes (0: all cores; 1: in this process)")
     progress: bool = Field(True, description="progress bar on a terminal, plain log lines otherwise; false: silent")
     overwrite: bool = Field(False, description="replace shards written from another source or config")
-    source_options: dict[str, Any] = Field(default_factory=dict, description="extra options for the reader (e.g. devkit path for ILSVRC val)")
+    source_options: dict[str, Any] = Field(
+        default_factory=dict, description="extra options for the reader (e.g. devkit path for ILSVRC val)"
+    )
 
     def content(self) -> dict[str, Any]:
         """The fields that determine the written samples (for the fingerprint)."""

@@ -16,10 +16,12 @@ def describe_shards(path: Path, samples: int = 3, split: str | None = None) -> s
 
     m = read_manifest(path)
     src = m["source"]
-    lines = [f"{path}: {m['format']}, fingerprint {m['fingerprint']}",
-             f"source: {src['kind']} {src['root']} (fingerprint {src['fingerprint']})",
-             f"classes: {len(m['classes'])} ({', '.join(m['classes'][:8])}{', ...' if len(m['classes']) > 8 else ''})",
-             f"max_side {m['config'].get('max_side')}, quality {m['config'].get('quality')}, seed {m['config'].get('seed')}"]
+    lines = [
+        f"{path}: {m['format']}, fingerprint {m['fingerprint']}",
+        f"source: {src['kind']} {src['root']} (fingerprint {src['fingerprint']})",
+        f"classes: {len(m['classes'])} ({', '.join(m['classes'][:8])}{', ...' if len(m['classes']) > 8 else ''})",
+        f"max_side {m['config'].get('max_side')}, quality {m['config'].get('quality')}, seed {m['config'].get('seed')}",
+    ]
     for name, sp in m["splits"].items():
         size = sum(s["bytes"] for s in sp["shards"])
         empty = [c for c, n in sp["per_class"].items() if n == 0]
@@ -44,7 +46,10 @@ def describe_shards(path: Path, samples: int = 3, split: str | None = None) -> s
             meta = dict(s["json"])
             boxes = meta.pop("boxes", None)
             extra = f", {len(boxes)} boxes" if boxes else ""
-            lines.append(f"  {s['__key__']}: cls {s['cls']}, {len(s['jpg'])} bytes jpg{extra}, {json.dumps(meta, sort_keys=True)}")
+            lines.append(
+                f"  {s['__key__']}: cls {s['cls']}, {len(s['jpg'])} bytes jpg{extra}, "
+                f"{json.dumps(meta, sort_keys=True)}"
+            )
     return "\n".join(lines)
 
 

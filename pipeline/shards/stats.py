@@ -62,8 +62,8 @@ def shard_moments(path: str, pick: list[int] | None, count: int | None = None,
         n, a, b = moments_of(rgb)
         n_img += 1
         n_px += n
-        s1 = [u + v for u, v in zip(s1, a)]
-        s2 = [[u + v for u, v in zip(r1, r2)] for r1, r2 in zip(s2, b)]
+        s1 = [u + v for u, v in zip(s1, a, strict=False)]
+        s2 = [[u + v for u, v in zip(r1, r2, strict=False)] for r1, r2 in zip(s2, b, strict=False)]
     return n_img, n_px, s1, s2
 
 
@@ -112,7 +112,7 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
         offs = np.cumsum([0] + [s["count"] for s in shards])
         picks = [[int(i - offs[k]) for i in chosen if offs[k] <= i < offs[k + 1]] for k in range(len(shards))]
     items = shard_items(base, cfg.split, m)
-    tasks = [(it["url"], p, it["count"], it["bytes"]) for it, p in zip(items, picks) if p is None or p]
+    tasks = [(it["url"], p, it["count"], it["bytes"]) for it, p in zip(items, picks, strict=False) if p is None or p]
     n_img, n_px = 0, 0
     s1 = [0, 0, 0]
     s2 = [[0] * 3 for _ in range(3)]
@@ -121,8 +121,8 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
     with WorkerPool(workers, in_flight=2) as pool, bar:
         for a, b, c, d in pool.ordered_map(_one, tasks):
             n_img, n_px = n_img + a, n_px + b
-            s1 = [u + v for u, v in zip(s1, c)]
-            s2 = [[u + v for u, v in zip(r1, r2)] for r1, r2 in zip(s2, d)]
+            s1 = [u + v for u, v in zip(s1, c, strict=False)]
+            s2 = [[u + v for u, v in zip(r1, r2, strict=False)] for r1, r2 in zip(s2, d, strict=False)]
             bar.advance(1)
     stats = stats_from_moments(n_img, n_px, s1, s2)
     stats.update({"split": cfg.split, "sampled": cfg.images is not None and cfg.images < total, "seed": cfg.seed})

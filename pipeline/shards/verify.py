@@ -125,7 +125,7 @@ def run_verify(cfg: VerifyConfig) -> VerifyResult:
     problems: list[str] = []
     workers = min(resolve_workers(cfg.workers), max(1, len(tasks)))
     with WorkerPool(workers, in_flight=2) as pool, Progress(len(tasks), "verify", cfg.progress, unit="shards") as bar:
-        for (item, _, _), split, (n, problem) in zip(tasks, where, pool.ordered_map(check_shard, tasks)):
+        for (item, _, _), split, (n, problem) in zip(tasks, where, pool.ordered_map(check_shard, tasks), strict=False):
             sp = splits[split]
             sp.shards, sp.samples, sp.bytes = sp.shards + 1, sp.samples + n, sp.bytes + item["bytes"]
             if problem is not None:

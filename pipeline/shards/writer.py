@@ -37,21 +37,9 @@ from pipeline.locks import folder_lock
 from pipeline.results import ShardResult
 from pipeline.runtime import Progress, log
 from pipeline.shards.config import ShardConfig
-from pipeline.shards.manifest import (
-    FORMAT,
-    MANIFEST,
-    SKIPPED,
-    dataset_fingerprint,
-    source_fingerprint,
-)
+from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
 from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.shards.process import (
-    Options,
-    Prepared,
-    Skipped,
-    prepare_many,
-    skip_category,
-)
+from pipeline.shards.process import Options, Prepared, Skipped, prepare_many, skip_category
 from pipeline.shards.reader import read_manifest
 from pipeline.sources.base import Record, Source, open_source
 
@@ -245,7 +233,7 @@ class _SplitWriter:
         self.count += 1
         if item.cls is not None:
             self.per_class[self.classes[item.cls]] += 1
-        for c, v in zip(self.classes, item.meta.get("labels") or []):
+        for c, v in zip(self.classes, item.meta.get("labels") or [], strict=False):
             if v == 1:
                 self.per_class[c] += 1
 
@@ -399,7 +387,15 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         missing = [c for c, n in sp["per_class"].items() if n == 0]
         if missing:
             empty[name] = missing
-    res = ShardResult(out=out, manifest=manifest, resumed=resumed, written=written, skipped=manifest["skipped"]["count"],
-                      found=found, empty_classes=empty, detected=detected)
+    res = ShardResult(
+        out=out,
+        manifest=manifest,
+        resumed=resumed,
+        written=written,
+        skipped=manifest["skipped"]["count"],
+        found=found,
+        empty_classes=empty,
+        detected=detected,
+    )
     log(res.summary(), cfg.progress)
     return res

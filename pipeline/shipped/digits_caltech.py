@@ -112,7 +112,7 @@ def prepare_digits_caltech(out: str | os.PathLike[str], size: int = 64, seed: in
         digits = load_digits()
         rng = np.random.default_rng(seed)
         counters = [0] * len(DIGIT_NAMES)
-        for img, label in zip(digits.images, digits.target):
+        for img, label in zip(digits.images, digits.target, strict=False):
             label = int(label)
             counters[label] += 1
             folder = tmp / CALTECH_DIR / f"{label + 1:03d}.{DIGIT_NAMES[label]}"

@@ -54,7 +54,8 @@ def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 10
     """Write the ImageFolder tree under ``out`` (idempotent: a finished tree is reused).
 
     Returns:
-        ``out``. The tree is built in a temporary sibling folder and renamed into place. A ``.prepared.json`` marker records the parameters; a tree prepared with other
+        ``out``. The tree is built in a temporary sibling folder and renamed into place. A
+        ``.prepared.json`` marker records the parameters; a tree prepared with other
         parameters is refused rather than silently mixed.
     """
     out = Path(out)

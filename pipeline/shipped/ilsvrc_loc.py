@@ -235,7 +235,7 @@ def prepare_ilsvrc_loc(out: str | os.PathLike[str], train_per_class: int = 150, 
         (sets / "train_cls.txt").write_text("".join(f"{s} {k}\n" for k, s in enumerate(lists["train"], 1)))
         (sets / "train_loc.txt").write_text("".join(f"{s} {k}\n" for k, s in enumerate(lists["train"], 1)))
         (sets / "val.txt").write_text("".join(f"{s} {k}\n" for k, s in enumerate(lists["val"], 1)))
-        (tmp / "LOC_synset_mapping.txt").write_text("".join(f"{w} {c}\n" for w, c in zip(WNIDS, CLASSES)))
+        (tmp / "LOC_synset_mapping.txt").write_text("".join(f"{w} {c}\n" for w, c in zip(WNIDS, CLASSES, strict=False)))
         _csv(tmp / "LOC_train_solution.csv", solutions["train"])
         _csv(tmp / "LOC_val_solution.csv", solutions["val"])
         (tmp / BLACKLIST).parent.mkdir(parents=True)

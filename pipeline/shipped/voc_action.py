@@ -99,11 +99,11 @@ def prepare_voc_action(out: str | os.PathLike[str], images: int = 600, canvas: i
         ids = [f"2012_{i + 1:06d}" for i in range(images)]
         actions: dict[str, list[str]] = {}
         start = 0
-        for image_id, n in zip(ids, counts):
+        for image_id, n in zip(ids, counts, strict=False):
             pick = order[start:start + int(n)]
             start += int(n)
             arr, boxes = compose_mosaic([x[i] for i in pick], rng, canvas)
-            persons = [dict(b, action=CLASSES[int(y[i])]) for b, i in zip(boxes, pick)]
+            persons = [dict(b, action=CLASSES[int(y[i])]) for b, i in zip(boxes, pick, strict=False)]
             Image.fromarray(arr, "L").convert("RGB").save(voc / "JPEGImages" / f"{image_id}.jpg", quality=quality)
             (voc / "Annotations" / f"{image_id}.xml").write_bytes(action_xml(image_id, canvas, persons))
             actions[image_id] = [p["action"] for p in persons]

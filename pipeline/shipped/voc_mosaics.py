@@ -52,7 +52,7 @@ def compose_mosaic(objects: list[np.ndarray], rng: np.random.Generator, canvas: 
     img = np.array(Image.fromarray(bg, mode="F").resize((canvas, canvas), Image.BILINEAR))
     cells = rng.permutation(4)[: len(objects)]
     boxes = []
-    for obj, c in zip(objects, cells):
+    for obj, c in zip(objects, cells, strict=False):
         difficult = bool(rng.random() < DIFFICULT_P)
         side = int(rng.integers(14, 25)) if difficult else int(rng.integers(max(16, cell // 2), cell + 1))
         gain = 0.35 if difficult else 1.0
@@ -136,11 +136,11 @@ def prepare_voc_mosaics(out: str | os.PathLike[str], images: int = 2000, canvas:
         ids = [f"{i + 1:06d}" for i in range(images)]
         labels = {}
         start = 0
-        for image_id, n in zip(ids, counts):
+        for image_id, n in zip(ids, counts, strict=False):
             pick = range(start, start + int(n))
             start += int(n)
             arr, boxes = compose_mosaic([x[i] for i in pick], rng, canvas)
-            objects = [dict(b, name=CLASSES[int(y[i])]) for b, i in zip(boxes, pick)]
+            objects = [dict(b, name=CLASSES[int(y[i])]) for b, i in zip(boxes, pick, strict=False)]
             Image.fromarray(arr, "L").convert("RGB").save(voc / "JPEGImages" / f"{image_id}.jpg", quality=quality)
             (voc / "Annotations" / f"{image_id}.xml").write_bytes(mosaic_xml(image_id, canvas, objects))
             labels[image_id] = _image_labels(objects)

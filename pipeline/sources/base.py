@@ -113,7 +113,7 @@ def open_source(root: str | os.PathLike[str], format: str = "auto", **options: A
             raise UserError(f"unknown format {format!r} (one of: auto, {', '.join(sorted(SOURCES))})")
         return SOURCES[format](p, **options)
     # Most specific layouts first; ImageFolder (any folder of class folders) last.
-    for name, cls in sorted(SOURCES.items(), key=lambda kv: getattr(kv[1], "detect_priority", 50)):
+    for _name, cls in sorted(SOURCES.items(), key=lambda kv: getattr(kv[1], "detect_priority", 50)):
         if cls.detect(p):
             return cls(p, **options)
     raise UserError(f"{p}: cannot detect the dataset layout; pass --format ({', '.join(sorted(SOURCES))})")

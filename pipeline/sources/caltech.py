@@ -98,7 +98,9 @@ class Caltech256Source(_Caltech):
     @classmethod
     def _looks_like(cls, d: Path) -> bool:
         dirs = _class_dirs(d) if d.is_dir() else []
-        return bool(dirs) and all(_C256_DIR.match(p.name) for p in dirs) and any(p.name.endswith(".clutter") for p in dirs)
+        return (
+            bool(dirs) and all(_C256_DIR.match(p.name) for p in dirs) and any(p.name.endswith(".clutter") for p in dirs)
+        )
 
     def _key(self, cdir: Path, f: Path) -> str:
         return f.stem.replace(".", "_")

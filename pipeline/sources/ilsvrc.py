@@ -138,9 +138,16 @@ class ILSVRCSource(Source):
     def _layout(cls, root: Path) -> dict[str, Any]:
         kaggle = root / "ILSVRC" / "Data" / "CLS-LOC"
         if kaggle.is_dir():
-            return {"train": kaggle / "train", "val": kaggle / "val", "ann": root / "ILSVRC" / "Annotations" / "CLS-LOC",
-                    "mapping": root / "LOC_synset_mapping.txt", "solution": root / "LOC_val_solution.csv",
-                    "train_tar": None, "val_tar": None, "kind": "kaggle"}
+            return {
+                "train": kaggle / "train",
+                "val": kaggle / "val",
+                "ann": root / "ILSVRC" / "Annotations" / "CLS-LOC",
+                "mapping": root / "LOC_synset_mapping.txt",
+                "solution": root / "LOC_val_solution.csv",
+                "train_tar": None,
+                "val_tar": None,
+                "kind": "kaggle",
+            }
         ann = next((p for p in (root / "Annotations" / "CLS-LOC", root / "annotations", root / "bbox")
                     if p.is_dir()), None)
         return {"train": root / "train", "val": root / "val", "ann": ann, "mapping": root / "LOC_synset_mapping.txt",
@@ -164,8 +171,18 @@ class ILSVRCSource(Source):
         self.lay = self._layout(self.root)
         if annotations is not None:
             self.lay["ann"] = Path(annotations)
-        dk = Path(devkit) if devkit else next((p for p in (self.root / "ILSVRC2012_devkit_t12",
-                                                          self.root / "ILSVRC2012_devkit_t12.tar.gz") if p.exists()), None)
+        dk = (
+            Path(devkit)
+            if devkit
+            else next(
+                (
+                    p
+                    for p in (self.root / "ILSVRC2012_devkit_t12", self.root / "ILSVRC2012_devkit_t12.tar.gz")
+                    if p.exists()
+                ),
+                None,
+            )
+        )
         if dk is not None and not dk.exists():
             raise UserError(f"devkit not found: {dk}")
         self.devkit = dk
@@ -254,15 +271,23 @@ class ILSVRCSource(Source):
         for wnid, where in self._train_groups():
             label = self._index.get(wnid)
             if label is None:  # a synset outside the class list (e.g. not one of the devkit's leaves)
-                yield Record(key=f"{wnid}__excluded", path=where if isinstance(where, Path) else where[0],
-                             extras={"skip": f"synset {wnid} is not one of the classes", **self._extras(wnid, str(where))})
+                yield Record(
+                    key=f"{wnid}__excluded",
+                    path=where if isinstance(where, Path) else where[0],
+                    extras={"skip": f"synset {wnid} is not one of the classes", **self._extras(wnid, str(where))},
+                )
                 continue
             if isinstance(where, Path) and where.is_dir():
                 for f in sorted(where.iterdir()):
                     if f.name.startswith(".") or f.is_dir():
                         continue
-                    yield Record(key=_stem(f.name), label=label, path=f,
-                                 boxes=self._boxes("train", wnid, f"{_stem(f.name)}.xml"), extras=self._extras(wnid, str(f)))
+                    yield Record(
+                        key=_stem(f.name),
+                        label=label,
+                        path=f,
+                        boxes=self._boxes("train", wnid, f"{_stem(f.name)}.xml"),
+                        extras=self._extras(wnid, str(f)),
+                    )
                 continue
             if isinstance(where, Path):
                 tar, members = where, _members(where)
@@ -291,8 +316,17 @@ class ILSVRCSource(Source):
                 toks = (row.get("PredictionString") or "").split()
                 if not toks:
                     continue
-                boxes = [{"xmin": float(t[1]), "ymin": float(t[2]), "xmax": float(t[3]), "ymax": float(t[4]),
-                          "name": t[0], "difficult": False} for t in (toks[i:i + 5] for i in range(0, len(toks) - 4, 5))]
+                boxes = [
+                    {
+                        "xmin": float(t[1]),
+                        "ymin": float(t[2]),
+                        "xmax": float(t[3]),
+                        "ymax": float(t[4]),
+                        "name": t[0],
+                        "difficult": False,
+                    }
+                    for t in (toks[i : i + 5] for i in range(0, len(toks) - 4, 5))
+                ]
                 out[row["ImageId"]] = (toks[0], boxes)
         return out
 
@@ -303,8 +337,13 @@ class ILSVRCSource(Source):
             for wnid in class_dirs:
                 for f in sorted((va / wnid).iterdir()):
                     if not f.name.startswith(".") and not f.is_dir() and wnid in self._index:
-                        yield Record(key=_stem(f.name), label=self._index[wnid], path=f,
-                                     boxes=self._boxes("val", f"{_stem(f.name)}.xml"), extras=self._extras(wnid, str(f)))
+                        yield Record(
+                            key=_stem(f.name),
+                            label=self._index[wnid],
+                            path=f,
+                            boxes=self._boxes("val", f"{_stem(f.name)}.xml"),
+                            extras=self._extras(wnid, str(f)),
+                        )
             return
         if va.is_dir():
             files = [(f.name, f, None) for f in sorted(va.iterdir()) if not f.name.startswith(".") and not f.is_dir()]
@@ -338,4 +377,6 @@ class ILSVRCSource(Source):
                 reason = "no validation label" if wnid is None else f"label {wnid} is not one of the classes"
                 yield rec_cls(key=stem, path=path, extras={"skip": reason, "source_path": src}, **kw)
                 continue
-            yield rec_cls(key=stem, label=self._index[wnid], path=path, boxes=boxes, extras=self._extras(wnid, src), **kw)
+            yield rec_cls(
+                key=stem, label=self._index[wnid], path=path, boxes=boxes, extras=self._extras(wnid, src), **kw
+            )

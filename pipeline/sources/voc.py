@@ -115,7 +115,9 @@ class VOCSource(Source):
         self.dir = _year_dir(self.root, None if year is None else str(year))
         self.year = self.dir.name[3:]
         main = self.dir / "ImageSets" / "Main"
-        self._splits = sorted(p.stem for p in main.glob("*.txt") if re.fullmatch(r"[a-z]+", p.stem)) if main.is_dir() else []
+        self._splits = (
+            sorted(p.stem for p in main.glob("*.txt") if re.fullmatch(r"[a-z]+", p.stem)) if main.is_dir() else []
+        )
         if not self._splits:
             raise UserError(f"{self.dir}: no ImageSets/Main/<split>.txt files")
         self._classes = _classes_of(main, self._splits)
@@ -147,7 +149,11 @@ class VOCSource(Source):
     def records(self, split: str) -> Iterator[Record]:
         if split not in self._splits:
             raise UserError(f"{self.dir}: no split {split!r} (has {', '.join(self._splits)})")
-        ids = [ln.split()[0] for ln in (self.dir / "ImageSets" / "Main" / f"{split}.txt").read_text().splitlines() if ln.strip()]
+        ids = [
+            ln.split()[0]
+            for ln in (self.dir / "ImageSets" / "Main" / f"{split}.txt").read_text().splitlines()
+            if ln.strip()
+        ]
         per_class = self._class_labels(split)
         for i in ids:
             xml = self.dir / "Annotations" / f"{i}.xml"

@@ -7,7 +7,15 @@ initialisation), :mod:`~pipeline.train.distributed` (torchrun / DDP), :mod:`~pip
 :mod:`~pipeline.train.loop` (the run).
 """
 
-from pipeline.train.config import DataConfig, InitConfig, OptimConfig, ScheduleConfig, TrainRuntimeConfig, TrainConfig
+from pipeline.train.config import DataConfig, InitConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainRuntimeConfig
 from pipeline.train.loop import run_train
 
-__all__ = ["run_train", "TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "TrainRuntimeConfig"]
+__all__ = [
+    "run_train",
+    "TrainConfig",
+    "DataConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "InitConfig",
+    "TrainRuntimeConfig",
+]

@@ -154,7 +154,7 @@ def _label(sample: dict) -> int:
 
 
 def _collate_train(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ys, offs = zip(*items)
+    xs, ys, offs = zip(*items, strict=False)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64), torch.from_numpy(np.stack(offs))
 
 
@@ -261,7 +261,7 @@ def _centre(sample: dict, *, view: CentreCropView) -> tuple[torch.Tensor, int]:
 
 
 def _collate_val(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*items)
+    xs, ys = zip(*items, strict=False)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 

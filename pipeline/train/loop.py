@@ -25,14 +25,28 @@ from pipeline.io import atomic_write_json
 from pipeline.models import build_model
 from pipeline.preprocess import Normalization
 from pipeline.results import TRAIN_RESULT, TrainResult
-from pipeline.runtime import (DistEnv, Progress, autocast, compute_threads, resolve_bf16, start_distributed,
-                              stop_distributed, torch_threads)
+from pipeline.runtime import (
+    DistEnv,
+    Progress,
+    autocast,
+    compute_threads,
+    resolve_bf16,
+    start_distributed,
+    stop_distributed,
+    torch_threads,
+)
 from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, load_resume, save_best, save_last, truncate_metrics
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import all_reduce_sum, broadcast_error
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.train.recipe import (
-    PlateauSchedule, batch_split, build_optimizer, freeze_conv, initialise, set_lr, train_mode,
+    PlateauSchedule,
+    batch_split,
+    build_optimizer,
+    freeze_conv,
+    initialise,
+    set_lr,
+    train_mode,
 )
 from pipeline.train.validate import validate
 from pipeline.transforms import CentreCropView, ColourShift, TrainAugment, colour_shift_and_normalize
@@ -134,7 +148,9 @@ class _Run:
         elif cfg.resume:
             self._log(f"--resume: no checkpoint in {cfg.out} yet, starting from the beginning")
         elif self.paths.last.exists():
-            raise UserError(f"{cfg.out} already holds a training run: pass --resume to continue it, or choose another out")
+            raise UserError(
+                f"{cfg.out} already holds a training run: pass --resume to continue it, or choose another out"
+            )
         if env.main:
             clean_stale_tmp(self.paths)  # left by a run killed while writing a checkpoint
         self.model = build_model(cfg.model)  # initialising checks the init checkpoints (classes, shapes)
@@ -212,8 +228,15 @@ class _Run:
 
     def _save_last(self) -> None:
         if self.env.main:
-            pos = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                   "wall_s": self.wall(), "finished": self.finished, "last_val": self.last_val, "stop": self.stop_reason}
+            pos = {
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "step": self.step,
+                "wall_s": self.wall(),
+                "finished": self.finished,
+                "last_val": self.last_val,
+                "stop": self.stop_reason,
+            }
             save_last(self.paths, self.model, self.meta(), optimizer=self.opt,
                       schedule=self.schedule.state_dict(), position=pos)
 
@@ -231,7 +254,11 @@ class _Run:
             if self.cfg.runtime.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(dev, non_blocking=True)
-            sync = self.ddp.no_sync() if (self.ddp is not None and i < len(micro_batches) - 1) else contextlib.nullcontext()
+            sync = (
+                self.ddp.no_sync()
+                if (self.ddp is not None and i < len(micro_batches) - 1)
+                else contextlib.nullcontext()
+            )
             with sync:
                 with amp:
                     scores = self.net(x)
@@ -274,7 +301,11 @@ class _Run:
                 bar.note(f"loss {loss:.3f} lr {self.schedule.lr:.0e} {ips:.0f} img/s")
                 t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
             bar.advance(1)
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step_in_epoch < self.steps_per_epoch:
+            if (
+                cfg.checkpoint_every
+                and self.step % cfg.checkpoint_every == 0
+                and self.step_in_epoch < self.steps_per_epoch
+            ):
                 self._save_last()
             if cfg.schedule.max_steps and self.step >= cfg.schedule.max_steps:
                 return True
@@ -295,8 +326,10 @@ class _Run:
             improved = event == "improved"
             set_lr(self.opt, self.schedule.lr)
             row.update(self.last_val, event=event, lr_next=self.schedule.lr)
-            self._log(f"epoch {self.epoch + 1}: val top-1 {self.last_val['top1']:.4f} top-5 {self.last_val['top5']:.4f} "
-                      f"({event}; lr {self.schedule.lr:.1e}) step {self.step} {self.wall():.0f}s")
+            self._log(
+                f"epoch {self.epoch + 1}: val top-1 {self.last_val['top1']:.4f} top-5 {self.last_val['top5']:.4f} "
+                f"({event}; lr {self.schedule.lr:.1e}) step {self.step} {self.wall():.0f}s"
+            )
         row["wall_s"] = self.wall()
         self._metric(row)
         self.epoch += 1

@@ -86,7 +86,9 @@ def batch_split(global_batch: int, world: int, micro_batch: int | None) -> tuple
     share = global_batch // world
     micro = micro_batch or share
     if micro > share or share % micro:
-        raise UserError(f"optim.micro_batch={micro} must divide each rank's share of the batch ({share} = {global_batch}/{world})")
+        raise UserError(
+            f"optim.micro_batch={micro} must divide each rank's share of the batch ({share} = {global_batch}/{world})"
+        )
     return share, micro, share // micro
 
 
@@ -144,8 +146,10 @@ def initialise(model: VGG, cfg: InitConfig, classes: list[str]) -> dict[str, Any
         src, ck = load_model(cfg.checkpoint)
         _check_classes(cfg.checkpoint, ck, classes)
         if src.cfg.model_dump(exclude={"dropout"}) != model.cfg.model_dump(exclude={"dropout"}):
-            raise UserError(f"{cfg.checkpoint}: fine-tuning needs the same architecture; checkpoint has "
-                            f"{src.cfg.model_dump(exclude={'dropout'})}, config has {model.cfg.model_dump(exclude={'dropout'})}")
+            raise UserError(
+                f"{cfg.checkpoint}: fine-tuning needs the same architecture; checkpoint has "
+                f"{src.cfg.model_dump(exclude={'dropout'})}, config has {model.cfg.model_dump(exclude={'dropout'})}"
+            )
         model.load_state_dict(src.state_dict())
         info["checkpoint"] = cfg.checkpoint
     return info

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.io import atomic_write_text
 from pipeline.sources.voc_action import VOCActionSource, split_person_key
 from pipeline.transfer.descriptors import Descriptors
 from pipeline.transfer.protocols import voc_protocol
 from pipeline.transfer.report import write_csv
-from pipeline.io import atomic_write_text
 
 __all__ = ["UNSCORED", "action_protocol", "hold_out_by_image"]
 
@@ -128,21 +128,29 @@ def action_protocol(cfg: Any, d: Descriptors, test_start: int | None, out: Path)
     keys = [split_person_key(k) for k in test_ids]
     dec = out / "decisions"
     header = ["id", "image", "person"] + [f"label_{a}" for a in scored] + [f"score_{a}" for a in scored]
-    write_csv(dec / "test.csv", header, [[k, img, p, *map(int, g), *map(float, s)]
-                                         for k, (img, p), g, s in zip(test_ids, keys, test_gt[:, cols], r.decisions)])
+    write_csv(
+        dec / "test.csv",
+        header,
+        [
+            [k, img, p, *map(int, g), *map(float, s)]
+            for k, (img, p), g, s in zip(test_ids, keys, test_gt[:, cols], r.decisions, strict=False)
+        ],
+    )
     for j, a in enumerate(scored):  # the devkit's results files ("comp10": outside training data used)
-        lines = [f"{img} {p} {s:.9g}\n" for (img, p), s in zip(keys, r.decisions[:, j]) if not np.isnan(s)]
+        lines = [
+            f"{img} {p} {s:.9g}\n" for (img, p), s in zip(keys, r.decisions[:, j], strict=False) if not np.isnan(s)
+        ]
         atomic_write_text(dec / f"comp10_action_{ev}_{a}.txt", "".join(lines))
-    per_class = {a: (None if np.isnan(v) else float(v)) for a, v in zip(scored, r.per_class)}
+    per_class = {a: (None if np.isnan(v) else float(v)) for a, v in zip(scored, r.per_class, strict=False)}
     counts = {"fit": len(fit), "val": len(val), "train": len(train), "test": len(test_ids)}
     return {
         "mean": r.mean, "std": None, "per_class": per_class,
-        "chosen_C": dict(zip(scored, r.C)) if cfg.c_per_class else r.C[0],
+        "chosen_C": dict(zip(scored, r.C, strict=False)) if cfg.c_per_class else r.C[0],
         "rows": len(test_ids), "images": len({img for img, _ in keys}), "scored_split": ev,
         "unscored_classes": [c for c in d.classes if c in UNSCORED],
         "skipped_classes": [a for a, v in per_class.items() if v is None],
         "splits": [{"index": 0, "value": r.mean, "C": r.C[0] if not cfg.c_per_class else None,
-                    "val": dict(zip(map(str, sorted(cfg.c_grid)), r.val_scores)), "counts": counts}],
+                    "val": dict(zip(map(str, sorted(cfg.c_grid)), r.val_scores, strict=False)), "counts": counts}],
         "c_chosen_on": how, "solver": r.solver,
         "skipped": {"test_without_descriptor": int((test_rows < 0).sum())},
         "outputs": {"decisions": "decisions/test.csv", "devkit": f"decisions/comp10_action_{ev}_<action>.txt"},

@@ -69,11 +69,18 @@ def _check_same(first: FeatureStore, other: FeatureStore, ids: np.ndarray, label
     if len(oids) != len(ids) or not np.array_equal(oids, ids):
         extra = sorted(set(oids) - set(ids))[:1]
         missing = sorted(set(ids) - set(oids))[:1]
-        what = (f"{len(oids)} vs {len(ids)} images" if len(oids) != len(ids) else "the same number of images in another order"
-                if set(oids) == set(ids) else "other images")
+        what = (
+            f"{len(oids)} vs {len(ids)} images"
+            if len(oids) != len(ids)
+            else "the same number of images in another order"
+            if set(oids) == set(ids)
+            else "other images"
+        )
         hint = (f"; e.g. {extra[0]!r} only in {other.path.name}" if extra else "") + \
                (f"; e.g. {missing[0]!r} only in {first.path.name}" if missing else "")
-        raise UserError(f"cannot stack feature stores of different images: {other.path} has {what} than {first.path}{hint}")
+        raise UserError(
+            f"cannot stack feature stores of different images: {other.path} has {what} than {first.path}{hint}"
+        )
     if not np.array_equal(other.labels, labels):
         raise UserError(f"cannot stack {other.path} with {first.path}: the same ids carry different labels")
 
@@ -140,7 +147,9 @@ def _check_finite(X: np.ndarray, ids: np.ndarray, paths: list[str | os.PathLike[
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if len(bad):
         shown = ", ".join(repr(str(ids[r])) for r in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise UserError(f"non-finite descriptors (NaN/Inf) for {len(bad)} image(s) of {', '.join(map(str, paths))}: {shown}")
+        raise UserError(
+            f"non-finite descriptors (NaN/Inf) for {len(bad)} image(s) of {', '.join(map(str, paths))}: {shown}"
+        )
 
 
 def _has_labels(labels: np.ndarray, label_kind: str) -> bool:
@@ -181,7 +190,9 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
         raise UserError(f"{data}: split {inp.split!r} has no images")
     n, dim = len(inp.entries), 3 * size * size
     if inp.label_kind == "multi":
-        labels = np.array([e.labels if e.labels is not None else [0] * len(inp.classes) for e in inp.entries], dtype=np.int8)
+        labels = np.array(
+            [e.labels if e.labels is not None else [0] * len(inp.classes) for e in inp.entries], dtype=np.int8
+        )
     else:
         labels = np.array([-1 if e.label is None else int(e.label) for e in inp.entries], dtype=np.int64)
     identity = {"format": FORMAT, "descriptor": "raw pixels", "size": size, "data": inp.fingerprint, "kind": inp.kind,

@@ -122,7 +122,7 @@ def _cg(F, A2C, G, diag, eta: float, max_cg: int) -> tuple[torch.Tensor, torch.T
     stop = eta * G.norm(dim=0)
     live = torch.arange(P, device=G.device)
     it = 0
-    for it in range(1, max_cg + 1):
+    for it in range(1, max_cg + 1):  # noqa: B007 - the count is returned
         Pl = Pd[:, live]
         FP = F @ Pl
         Q = Pl + F.T @ (A2C[:, live] * FP)
@@ -150,7 +150,7 @@ def _solve_c(F, F2, Y, M, W, C: float, tol: float, max_newton: int,
     steps = cg_total = 0
     ratio = float("inf")
     live = torch.arange(Y.shape[1], device=F.device)
-    for steps in range(1, max_newton + 1):
+    for steps in range(1, max_newton + 1):  # noqa: B007 - the count is returned
         Ol, Yl, Ml = O[:, live], Y[:, live], M[:, live]
         act = (((Yl * Ol) < 1.0) & Ml).to(F.dtype)
         G = W[:, live] + 2.0 * C * (F.T @ (act * (Ol - Yl)))

@@ -17,9 +17,9 @@ import csv
 import io
 import os
 import re
-from urllib.parse import quote
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -43,8 +43,10 @@ def method_name(stores: list[dict[str, Any]]) -> str:
     """"VGG Net-D", "VGG Net-D & Net-E", or "raw pixels (32x32)": the method a result's stores describe."""
     nets = [n for s in stores for n in s.get("nets", [])]
     if nets:
-        return "VGG " + " & ".join(f"Net-{n.get('config') or '?'}" + (f" (width {n['width']})" if n.get("width") not in (None, 1, 1.0) else "")
-                                   for n in nets)
+        return "VGG " + " & ".join(
+            f"Net-{n.get('config') or '?'}" + (f" (width {n['width']})" if n.get("width") not in (None, 1, 1.0) else "")
+            for n in nets
+        )
     names = []
     for s in stores:
         if s.get("descriptor") == "raw pixels":
@@ -132,6 +134,6 @@ def write_voc_results(folder: str | os.PathLike[str], ids: list[str], classes: l
     names = {name: f"comp1_cls_test_{file_part(name)}.txt" for name in classes}
     fields = [devkit_id(str(i)) for i in ids]
     for c, name in enumerate(classes):
-        lines = [f"{i} {s:.9g}\n" for i, s in zip(fields, scores[:, c]) if not np.isnan(s)]
+        lines = [f"{i} {s:.9g}\n" for i, s in zip(fields, scores[:, c], strict=False) if not np.isnan(s)]
         atomic_write_text(folder / names[name], "".join(lines))
     return names

@@ -85,7 +85,9 @@ def make_splits(
     need = (train_per_class or 1) + (1 if test_labels is None else 0)
     short = [(classes[c], len(ix)) for c, ix in enumerate(per_class) if len(ix) < need]
     if short:
-        shown = ", ".join(f"{name!r} has {n}" for name, n in short[:5]) + (f" (and {len(short) - 5} more)" if len(short) > 5 else "")
+        shown = ", ".join(f"{name!r} has {n}" for name, n in short[:5]) + (
+            f" (and {len(short) - 5} more)" if len(short) > 5 else ""
+        )
         what = f"{train_per_class} training" + (" + at least 1 test" if test_labels is None else "")
         raise UserError(f"class counts too small for the split: {what} image(s) per class needed; {shown}")
     test_pool = per_class if test_labels is None else \
@@ -140,7 +142,9 @@ def load_splits(path: str | os.PathLike[str], ids: list[str]) -> tuple[list[Spli
         for part in ("train", "val", "test"):
             missing = [i for i in s[part] if i not in row]
             if missing:
-                raise UserError(f"{path}: split {k} {part} names {len(missing)} image(s) not in the store, e.g. {missing[0]!r}")
+                raise UserError(
+                    f"{path}: split {k} {part} names {len(missing)} image(s) not in the store, e.g. {missing[0]!r}"
+                )
             parts[part] = np.sort(np.array([row[i] for i in s[part]], dtype=np.int64))
         out.append(Split(train=parts["train"], val=parts["val"], fit=np.setdiff1d(parts["train"], parts["val"]),
                          test=parts["test"]))
@@ -151,7 +155,11 @@ def load_splits(path: str | os.PathLike[str], ids: list[str]) -> tuple[list[Spli
 def find_voc_sets(path: str | os.PathLike[str]) -> Path:
     """The ``ImageSets/Main`` folder under ``path`` (itself, a ``VOC20xx`` folder, or ``VOCdevkit``)."""
     p = Path(path)
-    cands = [p, p / "ImageSets" / "Main"] + sorted(p.glob("VOC*/ImageSets/Main")) + sorted(p.glob("VOCdevkit/VOC*/ImageSets/Main"))
+    cands = (
+        [p, p / "ImageSets" / "Main"]
+        + sorted(p.glob("VOC*/ImageSets/Main"))
+        + sorted(p.glob("VOCdevkit/VOC*/ImageSets/Main"))
+    )
     for c in cands:
         if c.is_dir() and any((c / f"{s}.txt").is_file() for s in ("train", "trainval", "test")):
             return c
@@ -168,7 +176,9 @@ def read_voc_sets(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     ``trainval`` is derived as train + val when its file is missing.
     """
     main = find_voc_sets(path)
-    sets = {s: _read_ids(main / f"{s}.txt") for s in ("train", "val", "trainval", "test") if (main / f"{s}.txt").is_file()}
+    sets = {
+        s: _read_ids(main / f"{s}.txt") for s in ("train", "val", "trainval", "test") if (main / f"{s}.txt").is_file()
+    }
     if "trainval" not in sets and "train" in sets and "val" in sets:
         sets["trainval"] = sets["train"] + sets["val"]
     return sets

@@ -41,10 +41,26 @@ def test_unknown_stage_is_a_one_line_error():
 
 
 def test_markdown_table_has_one_row_per_result():
-    rows = [{"stage": "shard", "ours": 26.1, "baseline": 9.2, "unit": "images/s", "ratio": 2.84, "goal": ">= 1.8x",
-             "meets": True},
-            {"stage": "ddp", "ours": 800.0, "baseline": 500.0, "unit": "images/s", "ratio": 0.8, "goal": ">= 0.8 efficiency",
-             "meets": False}]
+    rows = [
+        {
+            "stage": "shard",
+            "ours": 26.1,
+            "baseline": 9.2,
+            "unit": "images/s",
+            "ratio": 2.84,
+            "goal": ">= 1.8x",
+            "meets": True,
+        },
+        {
+            "stage": "ddp",
+            "ours": 800.0,
+            "baseline": 500.0,
+            "unit": "images/s",
+            "ratio": 0.8,
+            "goal": ">= 0.8 efficiency",
+            "meets": False,
+        },
+    ]
     lines = markdown(rows).splitlines()
     assert lines[0].startswith("| stage | ours | baseline")
     assert lines[2] == "| shard | 26.1 | 9.2 | images/s | 2.84 | >= 1.8x | yes |"

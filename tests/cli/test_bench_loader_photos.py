@@ -1,4 +1,4 @@
-"""The loader-photos / loader-camera benchmark rows: the photo generator's sizes, the crop experiments, the rows' code."""
+"""The loader-photos / loader-camera rows: the photo generator's sizes, the crop experiments, the rows' code."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_crop_before_resize_gives_the_loaders_crops(tmp_path, bench, photos):
 
 
 def test_torch_window_rescale_is_pillows_crop_where_it_lands(tmp_path, bench, photos):
-    """The window experiment equals Pillow's resize of the crop at the position it reports, within a pixel of the draw."""
+    """The window experiment equals Pillow's resize of the crop at the position it reports (within a pixel)."""
     import torch
 
     (path,) = photos.write_photo_tree(tmp_path, photos.IMAGENET, 1, workers=1)

@@ -6,10 +6,9 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import torchvision
-
-import pytest
 
 from pipeline.cli import main
 

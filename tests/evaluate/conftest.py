@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from eval_fixtures import make_checkpoint, make_imagefolder
 
 

@@ -21,13 +21,13 @@ def _independent(npz_paths, method):
             labels = z["labels"]
             nets = sorted({k.split(".")[1] for k in z.files if k.startswith("p.")})
             for net in nets:
-                def avg(m):
+                def avg(m, net=net):
                     return np.mean([z[k].astype(np.float64) for k in z.files if k.startswith(f"p.{net}.{m}.")], 0)
                 per_net.append(avg("dense") if method == "dense" else (avg("dense") + avg("multicrop")) / 2)
     fused = np.mean(per_net, 0)
     order = np.argsort(-fused, 1)
     top1 = 100 * np.mean(order[:, 0] != labels)
-    top5 = 100 * np.mean([lab not in row[:5] for lab, row in zip(labels, order)])
+    top5 = 100 * np.mean([lab not in row[:5] for lab, row in zip(labels, order, strict=False)])
     return round(float(top1), 2), round(float(top5), 2)
 
 
@@ -50,7 +50,7 @@ def test_table_ensemble_reproduces_the_fusion_rows(runs, capsys):
     rows = res["rows"]
     assert [r["method"] for r in rows] == ["dense", "multi-crop", "multi-crop & dense"]
     fusion = joint["rows"][-3:]  # what `vgg evaluate` printed for the two nets evaluated together
-    for mine, theirs in zip(rows, fusion):
+    for mine, theirs in zip(rows, fusion, strict=False):
         assert mine["models"] == theirs["config"] == "(A/40/32,40), (B/[32;64]/32,40)"
         assert (mine["top1_error_pct"], mine["top5_error_pct"], mine["n_images"]) == \
             (theirs["top1_error_pct"], theirs["top5_error_pct"], theirs["n_images"])

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from eval_fixtures import NORM, make_checkpoint
+
 from pipeline.data import open_data
 from pipeline.errors import UserError
 from pipeline.evaluate import EvaluateConfig, classify, load_posteriors, run_evaluate, topk_error

@@ -152,7 +152,25 @@ def test_localise_train_with_a_bad_last_pt_is_a_one_line_error(tmp_path, photos,
         if damage == "bitflip":
             _flip_tensor_byte(last, model.state_dict()["classifier.0.weight"])
             needle = "damaged checkpoint"
-    code, text = run_main(["localise", "train", "--data", voc, "--classifier", classifier, "--out", tmp_path / "run",
-                           "--set", "epochs=1", "--set", "batch_size=2", "--set", "scale=48", "--set", "progress=false"],
-                          capfd)
+    code, text = run_main(
+        [
+            "localise",
+            "train",
+            "--data",
+            voc,
+            "--classifier",
+            classifier,
+            "--out",
+            tmp_path / "run",
+            "--set",
+            "epochs=1",
+            "--set",
+            "batch_size=2",
+            "--set",
+            "scale=48",
+            "--set",
+            "progress=false",
+        ],
+        capfd,
+    )
     assert_one_line_error(code, text, str(last), needle)

@@ -161,7 +161,7 @@ def test_killed_run_leftovers_cleaned_by_the_next_run(pngs, tmp_path, capsys):
 
 def test_path_like_keys_never_reach_member_names(pngs, tmp_path, capsys):
     hostile = ["/etc/passwd", "../../up", "a\nb", "back\\slash", "ok", "tab\there", "\u202eevil", ""]
-    rows = [{"path": str(p), "label": c, "key": k} for (p, c), k in zip(pngs, hostile)]
+    rows = [{"path": str(p), "label": c, "key": k} for (p, c), k in zip(pngs, hostile, strict=False)]
     rows[-1].pop("key")  # no key: derived from the path
     src = _csv(tmp_path / "list.csv", rows)
     out = tmp_path / "out"

@@ -12,8 +12,17 @@ import h5py
 import numpy as np
 import pytest
 from faults_stores_helpers import (
-    SCALES, assert_one_line_error, assert_same_store, fill_disk, flip_bit_in_chunk, image_folder, make_checkpoint,
-    run_main, run_subprocess, store_arrays, tmpfs,
+    SCALES,
+    assert_one_line_error,
+    assert_same_store,
+    fill_disk,
+    flip_bit_in_chunk,
+    image_folder,
+    make_checkpoint,
+    run_main,
+    run_subprocess,
+    store_arrays,
+    tmpfs,
 )
 
 from pipeline.errors import UserError
@@ -156,7 +165,10 @@ def test_flipped_bit_is_caught_by_the_checksum(net, images, reference, tmp_path,
     out = tmp_path / "features.h5"
     out.write_bytes(reference.read_bytes())
     flip_bit_in_chunk(out, "descriptors/net0/32")
-    with FeatureStore(out) as st, pytest.raises(UserError, match="descriptors/net0/32 cannot be read: checksum mismatch"):
+    with (
+        FeatureStore(out) as st,
+        pytest.raises(UserError, match="descriptors/net0/32 cannot be read: checksum mismatch"),
+    ):
         st.features()  # the structure is whole; the data is not
     code, text = run_main(_extract_args(net, images, out), capfd)
     assert_one_line_error(code, text, "checksum mismatch", "not reused")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-
 from features_helpers import VOC_OBJECTS, make_checkpoint
+from PIL import Image
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,7 +46,7 @@ def fmnist(tmp_path_factory) -> Path:
 def photos_tree(tmp_path_factory, photos) -> Path:
     """scikit-learn's two photos as JPEGs (427x640) in class folders, plus a truncated JPEG and a text file."""
     root = tmp_path_factory.mktemp("photos") / "photos"
-    for name, arr in zip(("china", "flower"), photos):
+    for name, arr in zip(("china", "flower"), photos, strict=False):
         (root / name).mkdir(parents=True)
         Image.fromarray(arr).save(root / name / f"{name}.jpg", quality=92)
         # a portrait crop, so images of different aspect ratios share a batch

@@ -7,14 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from features_helpers import NORM, SCALES
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserError
-from pipeline.features import ExtractConfig, FeatureStore, Net, box_crops, describe, prepare_images, resolve_scales, run_extract
+from pipeline.features import (
+    ExtractConfig,
+    FeatureStore,
+    Net,
+    box_crops,
+    describe,
+    prepare_images,
+    resolve_scales,
+    run_extract,
+)
 from pipeline.models import load_model
 from pipeline.preprocess import Normalization
-
-from features_helpers import NORM, SCALES
 
 
 def reference_descriptor(model, path: Path, q: int, flip: bool = True) -> np.ndarray:
@@ -70,8 +78,9 @@ def test_store_matches_numpy_reference(tmp_path, ckpt, fmnist, photos_tree):
                     ref = reference_descriptor(model, paths[key], q)
                     got = raw[ids.index(key)]
                     assert np.abs(ref).max() > 0
-                    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=f"{key} Q={q}")
-
+                    np.testing.assert_allclose(
+                        got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=f"{key} Q={q}"
+                    )
 
 
 def test_batching_and_grouping_do_not_change_descriptors(ckpt, photos):
@@ -131,8 +140,14 @@ def test_scale_below_crop_is_a_clear_error(tmp_path, ckpt, fmnist):
 
 def test_box_crops_are_clamped():
     img = Image.new("RGB", (100, 60))
-    crops = box_crops(img, [{"xmin": 10.4, "ymin": 5, "xmax": 50.2, "ymax": 30}, {"xmin": -5, "ymin": 50, "xmax": 500, "ymax": 50},
-                            {"xmin": 99, "ymin": 59, "xmax": 99, "ymax": 59}])
+    crops = box_crops(
+        img,
+        [
+            {"xmin": 10.4, "ymin": 5, "xmax": 50.2, "ymax": 30},
+            {"xmin": -5, "ymin": 50, "xmax": 500, "ymax": 50},
+            {"xmin": 99, "ymin": 59, "xmax": 99, "ymax": 59},
+        ],
+    )
     assert [c.size for c in crops] == [(41, 25), (100, 1), (1, 1)]
 
 

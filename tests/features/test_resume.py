@@ -7,17 +7,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import pytest
 import torch
+from features_helpers import SCALES, assert_same_store, make_checkpoint
 
 from pipeline.errors import UserError
 from pipeline.features import ExtractConfig, FeatureStore, run_extract
-
-from features_helpers import SCALES, assert_same_store, make_checkpoint
 
 DRIVER = """
 import sys, time
@@ -137,7 +135,9 @@ def test_resume_keeps_recorded_failures(tmp_path, ckpt, photos_tree):
         f.attrs.modify("complete", False)
         f["done"][3:] = False
         del f["failed"]
-    failed_log_path(out).write_text('{"row": 2, "id": "china__notes", "reason": "not an image (unrecognised content)"}\n{"row": 3, "id"')
+    failed_log_path(out).write_text(
+        '{"row": 2, "id": "china__notes", "reason": "not an image (unrecognised content)"}\n{"row": 3, "id"'
+    )
     w = StoreWriter(out)
     assert w.processed().tolist() == [True, True, True, False, False, False]
     w.close()

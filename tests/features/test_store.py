@@ -7,12 +7,11 @@ import json
 import h5py
 import numpy as np
 import pytest
+from features_helpers import SCALES
 
 from pipeline.errors import UserError
 from pipeline.features import ExtractConfig, FeatureStore, run_extract, summarise_store
 from pipeline.features.store import FORMAT
-
-from features_helpers import SCALES
 
 
 def _l2(x):
@@ -99,7 +98,9 @@ def test_float16_storage(tmp_path, fused, ckpt, ckpt2, fmnist):
         assert f["descriptors/net0/32"].dtype == np.float16
     with FeatureStore(out) as half, FeatureStore(fused) as full:
         assert half.raw(0, 32).dtype == np.float32
-        np.testing.assert_allclose(half.raw(0, 48), full.raw(0, 48), rtol=2e-3, atol=1e-3 * np.abs(full.raw(0, 48)).max())
+        np.testing.assert_allclose(
+            half.raw(0, 48), full.raw(0, 48), rtol=2e-3, atol=1e-3 * np.abs(full.raw(0, 48)).max()
+        )
         np.testing.assert_allclose(half.features(aggregate="stack"), full.features(aggregate="stack"), atol=2e-3)
     assert out.stat().st_size < 0.75 * fused.stat().st_size
 

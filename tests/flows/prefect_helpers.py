@@ -7,13 +7,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-
-from pipeline.flows.settings import OFFLINE_ENV
 
 
 def free_port() -> int:

@@ -39,7 +39,7 @@ def write_voc_tree(root: Path, n: int, canvas: int = 64, seed: int = 0, splits=(
             pick = list(range(start, start + k))
             start += k
             arr, boxes = compose_mosaic([x[i] for i in pick], rng, canvas)
-            objects = [dict(b, name=NAMES[int(y[i])]) for b, i in zip(boxes, pick)]
+            objects = [dict(b, name=NAMES[int(y[i])]) for b, i in zip(boxes, pick, strict=False)]
             image_id = f"{split}{j:04d}"
             Image.fromarray(arr, "L").convert("RGB").save(voc / "JPEGImages" / f"{image_id}.jpg", quality=95)
             (voc / "Annotations" / f"{image_id}.xml").write_bytes(mosaic_xml(image_id, canvas, objects))

@@ -8,8 +8,17 @@ import torch
 from torchvision.ops import box_iou
 
 from pipeline.localise.boxes import (
-    centre_quarter_box, clip_corners, corners_to_cxcywh, crop_corners, cxcywh_to_corners, flip_corners,
-    ground_truth, iou, iou_matrix, scale_corners, whole_image_box,
+    centre_quarter_box,
+    clip_corners,
+    corners_to_cxcywh,
+    crop_corners,
+    cxcywh_to_corners,
+    flip_corners,
+    ground_truth,
+    iou,
+    iou_matrix,
+    scale_corners,
+    whole_image_box,
 )
 
 CLASSES = ["cat", "dog"]

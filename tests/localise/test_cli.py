@@ -25,8 +25,25 @@ def test_train_then_evaluate_from_the_command_line(voc_tree, voc_classifier, tmp
     assert code == 0, err
     res = json.loads(out)
     assert res["head"] == "scr" and res["fine_tune"] == "fc" and res["train_scale"] == 64
-    code, out, err = _run(["localise", "evaluate", res["best"], "--data", str(voc_tree), "--split", "val",
-                           "--protocol", "crop", "--out", str(tmp_path / "ev"), "--set", "progress=false", "--json"], capsys)
+    code, out, err = _run(
+        [
+            "localise",
+            "evaluate",
+            res["best"],
+            "--data",
+            str(voc_tree),
+            "--split",
+            "val",
+            "--protocol",
+            "crop",
+            "--out",
+            str(tmp_path / "ev"),
+            "--set",
+            "progress=false",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["protocol"] == "crop" and summary["rows"][0]["regression"] == "SCR"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.localise.demo import TABLE8_NETS, demo_localisation
-from pipeline.demo_results import paper_results
-from pipeline.shipped.ilsvrc_loc import BLACKLIST, WNIDS, prepare_ilsvrc_loc
-
 from loc_fixtures import save_classifier
+
+from pipeline.demo_results import paper_results
+from pipeline.localise.demo import TABLE8_NETS, demo_localisation
+from pipeline.shipped.ilsvrc_loc import BLACKLIST, WNIDS, prepare_ilsvrc_loc
 
 
 def test_demo_localisation_tables_and_results(tmp_path):

@@ -64,7 +64,7 @@ def test_xml_boxes_are_the_pasted_objects(loc_tree):
     items = _val_items(y)
     samples = list(open_data(loc_tree, "val"))
     assert len(samples) == len(items)
-    for n, (s, i) in enumerate(zip(samples, items), start=1):
+    for n, (s, i) in enumerate(zip(samples, items, strict=False), start=1):
         assert s.key == f"ILSVRC2012_val_{n:08d}" and s.label == int(y[i])
         b = s.boxes[0]
         xml = [b["xmin"], b["ymin"], b["xmax"], b["ymax"]]

@@ -49,6 +49,8 @@ def test_several_classes_average_like_the_devkit():
 def test_error_averaged_over_images_matches_a_hand_count():
     gt = _gt(("a", 10, 10, 40, 40))
     right, wrong = np.array([11, 11, 41, 41]), np.array([60, 60, 90, 90])
-    errs = [image_localisation_error(g, gt) for g in ([(0, right)], [(0, wrong)], [(1, right)], [(1, wrong), (0, right)])]
+    errs = [
+        image_localisation_error(g, gt) for g in ([(0, right)], [(0, wrong)], [(1, right)], [(1, wrong), (0, right)])
+    ]
     assert errs == [0, 1, 1, 0]
     assert np.mean(errs) == 0.5

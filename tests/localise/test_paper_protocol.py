@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from loc_fixtures import save_classifier
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
@@ -23,8 +24,6 @@ from pipeline.localise.selection import image_index, read_blacklist
 from pipeline.models import load_model, save_checkpoint
 from pipeline.shipped.fashion_mnist import CLASSES
 from pipeline.shipped.ilsvrc_loc import WNIDS, prepare_ilsvrc_loc
-
-from loc_fixtures import save_classifier
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,9 @@ def test_the_blacklist_changes_only_the_denominator(loc_set, nets, tmp_path):
     assert black["images"]["blacklisted"] == 3 and black["images"]["localisation"] == len(b) - 3
     assert black["images"]["evaluated"] == plain["images"]["evaluated"] == len(a) == 20
     assert black["classification_error"] == plain["classification_error"]
-    for row_a, row_b in zip(plain["rows"], black["rows"]):  # each error: the kept images' errors over their count
+    for row_a, row_b in zip(
+        plain["rows"], black["rows"], strict=False
+    ):  # each error: the kept images' errors over their count
         kept = [r["error"][row_b["name"]] for r in b if not r["blacklisted"]]
         assert row_b["error"] == pytest.approx(sum(kept) / (len(b) - 3))
         assert row_a["error"] == pytest.approx(np.mean([r["error"][row_a["name"]] for r in a]))

@@ -75,6 +75,8 @@ def test_boxes_of_several_nets_are_united_before_merging(classifier, image):
     b = _constant_net(classifier, [0.5, 0.5, 0.9, 0.9], head="scr")  # IoU 0.81 with a's box of the same window
     [res] = dense_localise([a, b], classifier, NORM, [image], Runner(), MergeConfig(), k=3, flip=False)
     assert res.n_boxes["fusion"] == res.n_boxes["net0"] + res.n_boxes["net1"] == 2 * 3 * 6
-    for (c, box, score), (c0, _, s0), (c1, _, s1) in zip(res.guesses["fusion"], res.guesses["net0"], res.guesses["net1"]):
+    for (c, _box, score), (c0, _, s0), (c1, _, s1) in zip(
+        res.guesses["fusion"], res.guesses["net0"], res.guesses["net1"], strict=False
+    ):
         assert c == c0 == c1
         assert score == pytest.approx(s0 + s1, rel=1e-5)  # the two nets' boxes of the best window merged

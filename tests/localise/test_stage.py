@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from loc_fixtures import save_classifier
 from PIL import Image
 
 from pipeline.errors import UserError
@@ -16,8 +17,6 @@ from pipeline.localise.boxes import iou_matrix
 from pipeline.localise.net import load_localiser, localisation_net
 from pipeline.models import load_model, save_checkpoint
 from pipeline.sources.voc import VOC_CLASSES, parse_voc_xml
-
-from loc_fixtures import save_classifier
 
 
 def _train(voc_tree, classifier, out, **over):
@@ -43,7 +42,9 @@ def _whole_image_error_by_hand(voc_tree: Path, split: str) -> float:
         whole = [0, 0, w - 1, h - 1]
         miss = 0
         for c in classes:
-            gt = np.array([[b["xmin"], b["ymin"], min(b["xmax"], w - 1), min(b["ymax"], h - 1)] for b in boxes if b["name"] == c])
+            gt = np.array(
+                [[b["xmin"], b["ymin"], min(b["xmax"], w - 1), min(b["ymax"], h - 1)] for b in boxes if b["name"] == c]
+            )
             miss += not (iou_matrix(whole, gt) >= 0.5).any()
         errs.append(miss / len(classes))
     return float(np.mean(errs))

@@ -5,15 +5,23 @@ from __future__ import annotations
 import torch
 
 from pipeline.models import (
-    CONFIGS, ModelConfig, build_model, conv_layer_names, count_params, describe, init_from_net_a, init_weights,
-    net_a_layers, receptive_field,
+    CONFIGS,
+    ModelConfig,
+    build_model,
+    conv_layer_names,
+    count_params,
+    describe,
+    init_from_net_a,
+    init_weights,
+    net_a_layers,
+    receptive_field,
 )
 
 
 def _hand_count(classes: int = 1000) -> int:
     """B-5x5 by hand: five 5x5 convs 3-64-128-256-512-512 (weights + biases), then 7*7*512-4096-4096-classes."""
     chans = [3, 64, 128, 256, 512, 512]
-    conv = sum(5 * 5 * cin * cout + cout for cin, cout in zip(chans, chans[1:]))
+    conv = sum(5 * 5 * cin * cout + cout for cin, cout in zip(chans, chans[1:], strict=False))
     fc = (7 * 7 * 512 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * classes + classes)
     return conv + fc
 

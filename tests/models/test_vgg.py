@@ -8,8 +8,18 @@ import torchvision
 
 from pipeline.errors import UserError
 from pipeline.models import (
-    CONFIGS, NET_A_LAYERS, ModelConfig, build_model, count_flops, count_params, describe,
-    import_torchvision_weights, init_from_net_a, init_weights, load_model, save_checkpoint,
+    CONFIGS,
+    NET_A_LAYERS,
+    ModelConfig,
+    build_model,
+    count_flops,
+    count_params,
+    describe,
+    import_torchvision_weights,
+    init_from_net_a,
+    init_weights,
+    load_model,
+    save_checkpoint,
 )
 
 TABLE2 = {"A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952,
@@ -33,7 +43,12 @@ def test_layer_structure_matches_table1():
     assert kernels == [3, 3, 3, 3, 3, 3, 1, 3, 3, 1, 3, 3, 1]
     lrn = build_model(config="A-LRN", **SMALL)
     assert isinstance(lrn.features[2], torch.nn.LocalResponseNorm)
-    assert (lrn.features[2].size, lrn.features[2].alpha, lrn.features[2].beta, lrn.features[2].k) == (5, 1e-4, 0.75, 2.0)
+    assert (lrn.features[2].size, lrn.features[2].alpha, lrn.features[2].beta, lrn.features[2].k) == (
+        5,
+        1e-4,
+        0.75,
+        2.0,
+    )
     for name in CONFIGS:
         m = build_model(config=name, **SMALL)
         assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.features) == 5

@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from sources.layouts import jpeg_bytes, photo
 
 from pipeline.shards.process import Options, Prepared, Skipped, prepare, scale_boxes, skip_category, target_size
 from pipeline.sources.base import Record
-from sources.layouts import jpeg_bytes, photo
 
 
 @pytest.mark.parametrize("size,max_side,want", [((1200, 900), 512, (683, 512)), ((900, 1200), 512, (512, 683)),
@@ -30,7 +30,9 @@ def test_scale_boxes_and_skip_category():
 
 def test_draft_mode_gives_the_same_image_up_to_jpeg_noise(tmp_path):
     src = photo(3, (1600, 1200))
-    rec = Record(key="k", label=0, data=jpeg_bytes(src, quality=95), boxes=[{"xmin": 100, "ymin": 100, "xmax": 900, "ymax": 700}])
+    rec = Record(
+        key="k", label=0, data=jpeg_bytes(src, quality=95), boxes=[{"xmin": 100, "ymin": 100, "xmax": 900, "ymax": 700}]
+    )
     a = prepare(rec, Options(max_side=256, draft=True))
     b = prepare(rec, Options(max_side=256, draft=False))
     assert isinstance(a, Prepared) and isinstance(b, Prepared)

@@ -26,7 +26,9 @@ def _manifest_core(m: dict) -> dict:
 
 @pytest.mark.parametrize("workers,kill_after", [pytest.param(1, 3, marks=pytest.mark.slow), (2, 14)])
 def test_killed_run_resumes_to_the_uninterrupted_result(fm_tree, tmp_path, workers, kill_after):
-    ref = run_shard(ShardConfig(source=str(fm_tree), out=str(tmp_path / "ref"), shard_count=8, workers=1, progress=False))
+    ref = run_shard(
+        ShardConfig(source=str(fm_tree), out=str(tmp_path / "ref"), shard_count=8, workers=1, progress=False)
+    )
     out = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(fm_tree), str(out), str(workers)],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image, ImageOps
+from sources.layouts import VOC_IMAGES, build_bad_tree, build_caltech256, build_ilsvrc, build_voc
 
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
 from pipeline.shards import ShardConfig, read_manifest, run_shard, shard_paths
 from pipeline.sources import open_source
-from sources.layouts import VOC_IMAGES, build_bad_tree, build_caltech256, build_ilsvrc, build_voc
 
 AGREED_KEYS = {"format", "source", "classes", "splits", "config", "skipped", "fingerprint"}
 
 
-def _shard(src, out, **kw) -> "ShardResult":  # noqa: F821
+def _shard(src, out, **kw) -> ShardResult:  # noqa: F821
     kw.setdefault("workers", 1)
     kw.setdefault("progress", False)
     return run_shard(ShardConfig(source=str(src), out=str(out), **kw))
@@ -58,7 +58,11 @@ def test_fashion_mnist_shards_match_the_source_sample_by_sample(fm_tree, tmp_pat
             r = recs[x["__key__"]]
             assert int(x["cls"]) == r.label
             meta = json.loads(x["json"])
-            assert meta["source_path"] == str(r.path) and meta["size"] == [28, 28] and meta["class_name"] == m["classes"][r.label]
+            assert (
+                meta["source_path"] == str(r.path)
+                and meta["size"] == [28, 28]
+                and meta["class_name"] == m["classes"][r.label]
+            )
             stored = _rgb(x["jpg"])
             ref = np.asarray(Image.open(r.path).convert("RGB"), dtype=np.int16)
             assert stored.shape == ref.shape == (28, 28, 3)  # never upscaled
@@ -78,10 +82,14 @@ def test_two_workers_write_the_same_shards_as_one(fm_tree, tmp_path):
     a = _shard(fm_tree, tmp_path / "a", shard_count=50, workers=1).manifest
     b = _shard(fm_tree, tmp_path / "b", shard_count=50, workers=2).manifest
     assert a["fingerprint"] == b["fingerprint"]
-    assert [s["sha256"] for s in a["splits"]["train"]["shards"]] == [s["sha256"] for s in b["splits"]["train"]["shards"]]
+    assert [s["sha256"] for s in a["splits"]["train"]["shards"]] == [
+        s["sha256"] for s in b["splits"]["train"]["shards"]
+    ]
     c = _shard(fm_tree, tmp_path / "c", shard_count=50, seed=1).manifest
     assert c["fingerprint"] != a["fingerprint"]
-    assert [s["sha256"] for s in c["splits"]["train"]["shards"]] != [s["sha256"] for s in a["splits"]["train"]["shards"]]
+    assert [s["sha256"] for s in c["splits"]["train"]["shards"]] != [
+        s["sha256"] for s in a["splits"]["train"]["shards"]
+    ]
 
 
 def test_rerun_does_nothing_and_changes_are_refused(fm_tree, tmp_path, capsys):
@@ -138,10 +146,16 @@ def test_bad_inputs_are_skipped_with_reasons_and_reconciled(tmp_path):
     assert Image.open(io.BytesIO(samples["good__rgb_big"]["jpg"])).size == (341, 256)
     assert json.loads(samples["good__rgb_big"]["json"])["size"] == [1200, 900]
     rot = _rgb(samples["odd__exif_rotated"]["jpg"])
-    ref = np.asarray(ImageOps.exif_transpose(Image.open(bad / "odd" / "exif_rotated.jpg")).convert("RGB"), dtype=np.int16)
+    ref = np.asarray(
+        ImageOps.exif_transpose(Image.open(bad / "odd" / "exif_rotated.jpg")).convert("RGB"), dtype=np.int16
+    )
     assert rot.shape == ref.shape == (200, 120, 3) and np.abs(rot - ref).mean() < 4
     # CMYK and the PNG named .JPEG decode by content to the right colours
-    for key, name in (("good__png_named", "png_named.JPEG"), ("good__cmyk", "cmyk.JPEG"), ("odd__sixteen_bit", "sixteen_bit.png")):
+    for key, name in (
+        ("good__png_named", "png_named.JPEG"),
+        ("good__cmyk", "cmyk.JPEG"),
+        ("odd__sixteen_bit", "sixteen_bit.png"),
+    ):
         ref = np.asarray(_decode_ref(bad, name), dtype=np.int16)
         assert np.abs(_rgb(samples[key]["jpg"]) - ref).mean() < 5, key
     # transparent pixels are composited on white (numpy alpha blend as the reference)
@@ -182,7 +196,7 @@ def test_voc_boxes_rescaled_with_the_image(tmp_path):
             objs = VOC_IMAGES[x["__key__"]]
             assert Image.open(io.BytesIO(x["jpg"])).size == (80, 60) == tuple(meta["stored_size"])
             assert meta["size"] == [160, 120]
-            for b, (name, box, diff) in zip(meta["boxes"], objs):
+            for b, (name, box, diff) in zip(meta["boxes"], objs, strict=False):
                 assert (b["name"], b["difficult"]) == (name, bool(diff))
                 assert [b["xmin"], b["ymin"], b["xmax"], b["ymax"]] == pytest.approx([v / 2 for v in box])
             assert len(meta["labels"]) == 20
@@ -201,7 +215,9 @@ def test_ilsvrc_shards_hold_every_image_with_its_wnid(tmp_path):
     val = sorted(_read_back(tmp_path / "s", "val"), key=lambda x: x["__key__"])
     assert [m["classes"][int(x["cls"])] for x in val] == info["val_wnids"]
     b = json.loads(val[0]["json"])["boxes"][0]  # 200x150 -> 133x100: boxes scaled by 100/150
-    assert b["xmin"] == pytest.approx(20.5 * 133 / 200, abs=0.01) and b["ymax"] == pytest.approx(100 * 100 / 150, abs=0.01)
+    assert b["xmin"] == pytest.approx(20.5 * 133 / 200, abs=0.01) and b["ymax"] == pytest.approx(
+        100 * 100 / 150, abs=0.01
+    )
 
 
 def test_shard_limits_by_count_and_bytes(fm_tree, tmp_path):

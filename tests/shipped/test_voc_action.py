@@ -54,12 +54,12 @@ def test_layout_labels_and_boxes(tree):
         for a in CLASSES:
             lines = (sets / f"{a}_{s}.txt").read_text().splitlines()
             assert all(re.fullmatch(r"2012_\d{6} [1-4] (-1| 1)", ln) for ln in lines)
-            assert len(lines) == sum(n for i, n in zip(ids, n_persons) if i in members[s])
+            assert len(lines) == sum(n for i, n in zip(ids, n_persons, strict=False) if i in members[s])
     # the reader agrees: one record per person, its label = the flag in the XML
     src = open_source(tree)
     recs = list(src.records("val"))
     assert src.kind == "voc-action" and src.classes == sorted(CLASSES)
-    assert len(recs) == sum(n for i, n in zip(ids, n_persons) if i in members["val"])
+    assert len(recs) == sum(n for i, n in zip(ids, n_persons, strict=False) if i in members["val"])
     for r in recs[:10]:
         image_id, k = r.key.rsplit("-", 1)
         o = ET.parse(voc / "Annotations" / f"{image_id}.xml").getroot().findall("object")[int(k) - 1]

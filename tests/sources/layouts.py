@@ -53,7 +53,9 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def voc_xml(filename: str, size: tuple[int, int], objects: list[tuple[str, tuple, int]], folder: str = "VOC2007") -> str:
+def voc_xml(
+    filename: str, size: tuple[int, int], objects: list[tuple[str, tuple, int]], folder: str = "VOC2007"
+) -> str:
     """PASCAL VOC annotation XML; objects are (name, (xmin, ymin, xmax, ymax), difficult)."""
     objs = "".join(
         f"<object><name>{n}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>{d}</difficult>"
@@ -147,7 +149,9 @@ def build_ilsvrc_kaggle(root: Path, per_class: int = 2, n_val: int = 6) -> dict:
         for j in range(per_class):
             stem = f"{wnid}_{100 + j}"
             (data / "train" / wnid / f"{stem}.JPEG").write_bytes(jpeg_bytes(photo(k, (160, 120))))
-            (ann / "train" / wnid / f"{stem}.xml").write_text(voc_xml(f"{stem}", (160, 120), [(wnid, (10, 10, 100, 90), 0)]))
+            (ann / "train" / wnid / f"{stem}.xml").write_text(
+                voc_xml(f"{stem}", (160, 120), [(wnid, (10, 10, 100, 90), 0)])
+            )
             k += 1
     (data / "val").mkdir(parents=True)
     rows, val_wnids = ["ImageId,PredictionString"], []
@@ -158,7 +162,9 @@ def build_ilsvrc_kaggle(root: Path, per_class: int = 2, n_val: int = 6) -> dict:
         val_wnids.append(w)
         rows.append(f"{stem},{w} 10 20 100 110 {w} 30 30 60 60 ")
     (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
-    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {dict((x, y) for _, x, y in DEVKIT)[w]}\n" for w in WNIDS))
+    (root / "LOC_synset_mapping.txt").write_text(
+        "".join(f"{w} {dict((x, y) for _, x, y in DEVKIT)[w]}\n" for w in WNIDS)
+    )
     return {"val_wnids": val_wnids}
 
 
@@ -188,7 +194,7 @@ def build_voc(root: Path, year: str = "2007", class_files: bool = True) -> Path:
     ids = list(VOC_IMAGES)
     if year == "2012":
         ids = [f"2008_{i}" for i in ids]
-    for n, (i, objs) in enumerate(zip(ids, VOC_IMAGES.values())):
+    for n, (i, objs) in enumerate(zip(ids, VOC_IMAGES.values(), strict=False)):
         (d / "JPEGImages" / f"{i}.jpg").write_bytes(jpeg_bytes(photo(300 + n, (160, 120))))
         (d / "Annotations" / f"{i}.xml").write_text(voc_xml(f"{i}.jpg", (160, 120), objs, folder=f"VOC{year}"))
     splits = {"trainval": ids[:4], "test": ids[4:]}
@@ -239,7 +245,12 @@ def png_bomb(width: int = 40000, height: int = 40000) -> bytes:
         return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def build_bad_tree(root: Path) -> dict[str, str | None]:

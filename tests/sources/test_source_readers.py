@@ -7,11 +7,25 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from sources.layouts import (
+    C101,
+    C256,
+    DEVKIT,
+    VOC_CLASSES,
+    VOC_IMAGES,
+    WNIDS,
+    build_caltech101,
+    build_caltech256,
+    build_ilsvrc,
+    build_ilsvrc_kaggle,
+    build_voc,
+    jpeg_bytes,
+    photo,
+    voc_label,
+)
 
 from pipeline.errors import UserError
 from pipeline.sources import open_source
-from sources.layouts import (C101, C256, DEVKIT, VOC_CLASSES, VOC_IMAGES, WNIDS, build_caltech101, build_caltech256,
-                             build_ilsvrc, build_ilsvrc_kaggle, build_voc, jpeg_bytes, photo, voc_label)
 
 
 def test_ilsvrc_val_labels_go_id_to_wnid_to_sorted_index(tmp_path):
@@ -146,7 +160,9 @@ def test_manifest_csv_and_jsonl(tmp_path):
     for i in range(4):
         (img / f"{i}.jpg").write_bytes(jpeg_bytes(photo(i)))
     (tmp_path / "list.csv").write_text(
-        "path,label,split\nimgs/0.jpg,dog,train\nimgs/1.jpg,cat,train\nimgs/2.jpg,dog,val\n" + f"{img / '3.jpg'},ant,val\n")
+        "path,label,split\nimgs/0.jpg,dog,train\nimgs/1.jpg,cat,train\nimgs/2.jpg,dog,val\n"
+        + f"{img / '3.jpg'},ant,val\n"
+    )
     src = open_source(tmp_path / "list.csv")
     assert src.kind == "manifest" and src.classes == ["ant", "cat", "dog"] and src.splits() == ["train", "val"]
     assert [(r.key, r.label) for r in src.records("train")] == [("imgs__0", 2), ("imgs__1", 1)]

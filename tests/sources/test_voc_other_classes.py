@@ -12,7 +12,7 @@ def test_voc_reader_takes_classes_from_the_imagesets(tmp_path):
     assert view.classes == sorted(CLASSES) and view.classes != VOC_CLASSES
     n_pos = 0
     for s in view:
-        for c, lab in zip(view.classes, s.labels):
+        for c, lab in zip(view.classes, s.labels, strict=False):
             objs = [b for b in s.boxes if b["name"] == c]
             expect = 1 if any(not b["difficult"] for b in objs) else (0 if objs else -1)
             assert lab == expect, (s.key, c)

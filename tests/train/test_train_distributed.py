@@ -86,8 +86,17 @@ def test_uneven_shards_finish_and_bad_batch_is_refused(layouts, tmp_path):
     root, one, two, _ = layouts
     uneven = write_shards(tmp_path / "uneven", {"train": chunks(fmnist_samples("train", 7)[:70], [50, 15, 5]),
                                                 "val": chunks(fmnist_samples("t10k", 1), [10])})
-    cfg = _cfg(uneven, tmp_path / "u", **{"schedule.max_steps": None, "schedule.max_epochs": 2,
-                                          "data.shardshuffle": True, "data.shuffle_buffer": 16, "data.epoch_images": 64})
+    cfg = _cfg(
+        uneven,
+        tmp_path / "u",
+        **{
+            "schedule.max_steps": None,
+            "schedule.max_epochs": 2,
+            "data.shardshuffle": True,
+            "data.shuffle_buffer": 16,
+            "data.epoch_images": 64,
+        },
+    )
     proc = torchrun(cfg, tmp_path / "u.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ck = _weights(tmp_path / "u" / "checkpoints" / "last.pt")

@@ -19,8 +19,12 @@ def uneven(tmp_path_factory):
     """Three uneven training shards (90, 30, 20 images) and three validation shards (23, 10, 4)."""
     tr = fmnist_samples("train", 14)
     va = fmnist_samples("t10k", 4)[:37]
-    return open_shards(write_shards(tmp_path_factory.mktemp("uneven"), {"train": chunks(tr, [90, 30, 20]),
-                                                                         "val": chunks(va, [23, 10, 4])}), ["train", "val"])
+    return open_shards(
+        write_shards(
+            tmp_path_factory.mktemp("uneven"), {"train": chunks(tr, [90, 30, 20]), "val": chunks(va, [23, 10, 4])}
+        ),
+        ["train", "val"],
+    )
 
 
 AUG = TrainAugment(scale=TrainScale(s_min=32, s_max=40), crop=32)
@@ -60,14 +64,14 @@ def test_resume_position_gives_the_rest_of_the_epoch_exactly(uneven, workers):
     for skip in (1, 5):
         tail = _batches(uneven, workers=workers, skip=skip)
         assert len(tail) == 12 - skip
-        for (a, ya, oa), (b, yb, ob) in zip(full[skip:], tail):
+        for (a, ya, oa), (b, yb, ob) in zip(full[skip:], tail, strict=False):
             assert torch.equal(a, b) and torch.equal(ya, yb) and torch.equal(oa, ob)
 
 
 def test_epochs_differ_and_repeat_exactly(uneven):
     e0, e0b, e1 = _batches(uneven, epoch=0), _batches(uneven, epoch=0), _batches(uneven, epoch=1)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(e0, e0b))
-    assert not all(torch.equal(a[1], b[1]) for a, b in zip(e0, e1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(e0, e0b, strict=False))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(e0, e1, strict=False))
 
 
 def test_an_epoch_covers_the_data(uneven):

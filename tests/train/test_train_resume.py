@@ -70,7 +70,9 @@ def test_raising_max_epochs_on_resume_continues_a_finished_run_as_if_never_stopp
     shards = write_shards(tmp_path / "shards", {"train": chunks(fmnist_samples("train", 12), [70, 50]),
                                                 "val": chunks(fmnist_samples("t10k", 4), [40])})
     over = {"data.workers": 0, "schedule.patience": 5, "progress": False}
-    ref = run_train(config_from(TrainConfig, tiny_config(shards, tmp_path / "ref", **over, **{"schedule.max_epochs": 2})))
+    ref = run_train(
+        config_from(TrainConfig, tiny_config(shards, tmp_path / "ref", **over, **{"schedule.max_epochs": 2}))
+    )
     short = config_from(TrainConfig, tiny_config(shards, tmp_path / "ext", **over, **{"schedule.max_epochs": 1}))
     assert run_train(short)["stop"] == "max_epochs 1"
     again = run_train(short.model_copy(update={"resume": True}))  # same limit: nothing more to do

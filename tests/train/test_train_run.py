@@ -74,7 +74,7 @@ def test_outputs_and_checkpoint_meta(trained, shards):
     from pipeline.transforms import CentreCropView
 
     view = CentreCropView(q=36, crop=32)
-    xs, ys = zip(*[(view(s["jpg"]), s["cls"]) for s in iter_samples(shards, "val")])
+    xs, ys = zip(*[(view(s["jpg"]), s["cls"]) for s in iter_samples(shards, "val")], strict=False)
     with torch.no_grad():
         pred = model(normalize(torch.stack(xs), normalization_of(ck))).argmax(1)
     assert (pred == torch.tensor(ys)).float().mean().item() == pytest.approx(meta["val"]["top1"])
@@ -151,11 +151,15 @@ def test_resume_refuses_another_config_or_other_shards(shards, tmp_path):
     rebuilt = tmp_path / "rebuilt"  # same folder layout, other images: another fingerprint
     write_shards(rebuilt, {"train": chunks(fmnist_samples("train", 40, start=40), [200, 200])}, source="other")
     with pytest.raises(UserError, match="other shards"):
-        run_train(config_from(TrainConfig, {**first, "resume": True, "data": {**first["data"], "shards": str(rebuilt)}}))
+        run_train(
+            config_from(TrainConfig, {**first, "resume": True, "data": {**first["data"], "shards": str(rebuilt)}})
+        )
     # moved shards (same fingerprint, another path) resume fine
     moved = tmp_path / "moved"
     shutil.copytree(shards, moved)
-    res = run_train(config_from(TrainConfig, {**first, "resume": True, "data": {**first["data"], "shards": str(moved)}}))
+    res = run_train(
+        config_from(TrainConfig, {**first, "resume": True, "data": {**first["data"], "shards": str(moved)}})
+    )
     assert res["steps"] == 2 and "max_steps" in res["stop"]
 
 
@@ -183,7 +187,9 @@ def test_presets_load(name):
     cfg = load_config(TrainConfig, name)
     if name.startswith("paper"):
         assert cfg.optim.batch_size == 256 and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 5e-4
-        assert cfg.model.dropout == 0.5 and cfg.model.crop == 224 and cfg.model.width == 1 and cfg.model.fc_width == 4096
+        assert (
+            cfg.model.dropout == 0.5 and cfg.model.crop == 224 and cfg.model.width == 1 and cfg.model.fc_width == 4096
+        )
         assert cfg.schedule.lr_drops == 3 and cfg.data.colour_shift == 0.1 and cfg.data.std == (1.0, 1.0, 1.0)
         s = name.rsplit("-", 1)[-1] if not name.endswith("512") else "s256-512"
         want = {"s256": (256, 256, 1e-2), "s384": (384, 384, 1e-3), "s256-512": (256, 512, 1e-3)}[s]

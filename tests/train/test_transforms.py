@@ -13,8 +13,15 @@ from pipeline.errors import UserError
 from pipeline.images import decode_rgb
 from pipeline.preprocess import Normalization, TrainScale
 from pipeline.transforms import (
-    CenterCrop, CentreCropView, ColourShift, RandomCrop, RandomHorizontalFlip, ScaleJitter, TrainAugment,
-    colour_shift_and_normalize, sample_rng,
+    CenterCrop,
+    CentreCropView,
+    ColourShift,
+    RandomCrop,
+    RandomHorizontalFlip,
+    ScaleJitter,
+    TrainAugment,
+    colour_shift_and_normalize,
+    sample_rng,
 )
 
 # docs/formats.md section 5: ImageNet eigenvalues for pixels in [0, 1] and eigenvectors (columns)
@@ -54,7 +61,9 @@ def test_random_crop_is_the_numpy_slice_at_the_drawn_position(photo):
     x, y = int(rng.integers(0, 640 - 224 + 1)), int(rng.integers(0, 427 - 224 + 1))
     np.testing.assert_array_equal(got, np.asarray(photo)[y:y + 224, x:x + 224])
     positions = {RandomCrop(size=224)(photo, np.random.default_rng(s)).getbbox() for s in range(5)}
-    assert len({np.asarray(RandomCrop(size=224)(photo, np.random.default_rng(s))).tobytes() for s in range(5)}) == 5, positions
+    assert len({np.asarray(RandomCrop(size=224)(photo, np.random.default_rng(s))).tobytes() for s in range(5)}) == 5, (
+        positions
+    )
     with pytest.raises(UserError):
         RandomCrop(size=500)(photo, np.random.default_rng(0))
 

@@ -51,9 +51,14 @@ def write_shards(root: Path, splits: dict[str, list[list[Sample]]], *, stats: bo
                  source: str = "fashion-mnist") -> Path:
     """Write ``{split}-{i:06d}.tar`` shards (one list of samples per shard) and ``manifest.json``."""
     root.mkdir(parents=True, exist_ok=True)
-    man: dict[str, Any] = {"format": "vgg-shards/1", "source": {"kind": "imagefolder", "root": source, "fingerprint": source},
-                           "classes": list(CLASSES), "splits": {}, "config": {"max_side": 512},
-                           "skipped": {"count": 0, "by_reason": {}}}
+    man: dict[str, Any] = {
+        "format": "vgg-shards/1",
+        "source": {"kind": "imagefolder", "root": source, "fingerprint": source},
+        "classes": list(CLASSES),
+        "splits": {},
+        "config": {"max_side": 512},
+        "skipped": {"count": 0, "by_reason": {}},
+    }
     for split, shards in splits.items():
         entries, per_class = [], {c: 0 for c in CLASSES}
         for i, samples in enumerate(shards):

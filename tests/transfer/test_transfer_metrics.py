@@ -7,7 +7,12 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from pipeline.transfer.metrics import (
-    matlab_thresholds, mean_class_recall, per_class_recall, voc_ap, voc_map, voc_rec_prec,
+    matlab_thresholds,
+    mean_class_recall,
+    per_class_recall,
+    voc_ap,
+    voc_map,
+    voc_rec_prec,
 )
 
 

@@ -47,7 +47,7 @@ def test_determinism_and_seed(labels):
     a = make_splits(labels, CLASSES, 30, 50, seed=3)
     b = make_splits(labels, CLASSES, 30, 50, seed=3)
     c = make_splits(labels, CLASSES, 30, 50, seed=4)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert all(np.array_equal(getattr(x, f), getattr(y, f)) for f in ("train", "val", "fit", "test"))
     assert not np.array_equal(a[0].train, c[0].train)
 
@@ -87,7 +87,7 @@ def test_save_and_reload(tmp_path, labels):
     ids2 = [ids[i] for i in perm]
     back, meta = load_splits(tmp_path / "splits.json", ids2)
     assert meta["protocol"] == "caltech101"
-    for a, b in zip(splits, back):
+    for a, b in zip(splits, back, strict=False):
         for f in ("train", "val", "fit", "test"):
             assert sorted(ids[i] for i in getattr(a, f)) == sorted(ids2[i] for i in getattr(b, f))
     with pytest.raises(UserError, match="not in the store"):

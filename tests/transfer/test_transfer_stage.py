@@ -10,13 +10,13 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import LinearSVC
+from transfer_helpers import digits_scales, digits_store, mosaic_pixels, write_store
 
 from pipeline.errors import UserError
 from pipeline.features.store import l2_normalise
 from pipeline.transfer.descriptors import load_descriptors, write_pixel_store
 from pipeline.transfer.metrics import voc_map
 from pipeline.transfer.stage import TransferConfig, run_transfer
-from transfer_helpers import digits_scales, digits_store, mosaic_pixels, write_store
 
 GRID = [0.1, 1.0, 10.0]
 
@@ -42,10 +42,14 @@ def test_caltech101_end_to_end(digits_h5, tmp_path):
     r = run_transfer(cfg)
     assert r["protocol"] == "caltech101" and r["metric"] == "mean class recall"
     vals = [s["value"] for s in r["splits"]]
-    assert len(vals) == 3 and r["mean"] == pytest.approx(np.mean(vals)) and r["std"] == pytest.approx(np.std(vals, ddof=1))
+    assert (
+        len(vals) == 3 and r["mean"] == pytest.approx(np.mean(vals)) and r["std"] == pytest.approx(np.std(vals, ddof=1))
+    )
     assert r["mean"] > 0.85  # raw 8x8 digits, 30 per class: a real classifier
     assert all(s["counts"] == {"train": 300, "val": 60, "test": 500} for s in r["splits"])
-    assert all(s["C"] in GRID and len(s["val"]) == 3 for s in r["splits"]) and r["chosen_C"] == [s["C"] for s in r["splits"]]
+    assert all(s["C"] in GRID and len(s["val"]) == 3 for s in r["splits"]) and r["chosen_C"] == [
+        s["C"] for s in r["splits"]
+    ]
     assert list(r["per_class"]) == [str(c) for c in range(10)]
     assert r["descriptor"]["aggregate"] == "stack" and r["descriptor"]["dim"] == 128  # Caltech default: stack
     # the per-image decision values recompute the metric
@@ -61,8 +65,11 @@ def test_caltech101_end_to_end(digits_h5, tmp_path):
     assert json.loads((tmp_path / "t" / "transfer.json").read_text())["mean"] == r["mean"]
     # same config and stores: the saved result; saved splits reload to the same numbers
     assert run_transfer(cfg)["status"] == "exists"
-    again = run_transfer(cfg.model_copy(update={"out": str(tmp_path / "u"), "splits_file": str(tmp_path / "t" / "splits.json"),
-                                                "seed": 99}))
+    again = run_transfer(
+        cfg.model_copy(
+            update={"out": str(tmp_path / "u"), "splits_file": str(tmp_path / "t" / "splits.json"), "seed": 99}
+        )
+    )
     assert [s["value"] for s in again["splits"]] == vals
 
 
@@ -82,8 +89,18 @@ def test_generic_with_a_test_store_matches_linearsvc(tmp_path):
                      [[s[:cut] for s in scales]], [8, 4])
     te = write_store(tmp_path / "test.h5", ids[cut:], d.target[cut:], [str(c) for c in range(10)],
                      [[s[cut:] for s in scales]], [8, 4])
-    r = run_transfer(TransferConfig(stores=[str(tr)], test_stores=[str(te)], protocol="generic", out=str(tmp_path / "o"),
-                                    c_grid=[1.0], val_fraction=0.0, n_splits=1, aggregate="avg"))
+    r = run_transfer(
+        TransferConfig(
+            stores=[str(tr)],
+            test_stores=[str(te)],
+            protocol="generic",
+            out=str(tmp_path / "o"),
+            c_grid=[1.0],
+            val_fraction=0.0,
+            n_splits=1,
+            aggregate="avg",
+        )
+    )
     assert r["splits"][0]["counts"]["train"] == cut and r["splits"][0]["counts"]["test"] == len(ids) - cut
     # independent: sklearn's LinearSVC on the paper's descriptor (average over scales, L2-normalised)
     X = l2_normalise((scales[0] + scales[1]) / 2)
@@ -121,7 +138,9 @@ def test_bad_input(digits_h5, tmp_path):
         run_transfer(TransferConfig(stores=[str(nolab)], protocol="caltech101", out=str(tmp_path / "a")))
     other = digits_store(tmp_path / "other.h5", n_per_class=40)
     with pytest.raises(UserError, match="different images"):
-        run_transfer(TransferConfig(stores=[str(digits_h5), str(other)], protocol="caltech101", out=str(tmp_path / "b")))
+        run_transfer(
+            TransferConfig(stores=[str(digits_h5), str(other)], protocol="caltech101", out=str(tmp_path / "b"))
+        )
     with pytest.raises(UserError, match="class counts too small.*has 40"):
         run_transfer(TransferConfig(stores=[str(other)], protocol="caltech256", out=str(tmp_path / "c")))
     with pytest.raises(UserError, match="multi-label"):
@@ -130,7 +149,9 @@ def test_bad_input(digits_h5, tmp_path):
         run_transfer(TransferConfig(stores=[str(digits_h5)], test_stores=[str(other), str(other)], protocol="generic",
                                     out=str(tmp_path / "e")))
     with pytest.raises(UserError, match="feature store not found"):
-        run_transfer(TransferConfig(stores=[str(tmp_path / "missing.h5")], protocol="caltech101", out=str(tmp_path / "f")))
+        run_transfer(
+            TransferConfig(stores=[str(tmp_path / "missing.h5")], protocol="caltech101", out=str(tmp_path / "f"))
+        )
     assert not (tmp_path / "a" / "transfer.json").exists()
 
 
@@ -185,8 +206,9 @@ def test_voc07_one_store_and_split_stores_agree(voc, tmp_path):
     # one store per split (as `vgg extract --split` writes them), the lists found from the provenance
     tv = _voc_store(tmp_path / "trainval.h5", voc_dir, _ids(voc_dir, "trainval"), data_path=root)
     te = _voc_store(tmp_path / "test.h5", voc_dir, _ids(voc_dir, "test"), data_path=root)
-    r2 = run_transfer(TransferConfig(stores=[str(tv)], test_stores=[str(te)], protocol="voc07", out=str(tmp_path / "r2"),
-                                     c_grid=GRID))
+    r2 = run_transfer(
+        TransferConfig(stores=[str(tv)], test_stores=[str(te)], protocol="voc07", out=str(tmp_path / "r2"), c_grid=GRID)
+    )
     assert r2["mean"] == pytest.approx(r1["mean"], abs=1e-9) and r2["chosen_C"] == r1["chosen_C"]
     # voc12 scores the same decisions with the area rule
     r3 = run_transfer(TransferConfig(stores=[str(whole)], protocol="voc12", out=str(tmp_path / "r3"), c_grid=GRID,
@@ -198,8 +220,11 @@ def test_voc07_one_store_and_split_stores_agree(voc, tmp_path):
     # without the lists: C from a seeded hold-out of the training store
     tv0 = _voc_store(tmp_path / "trainval0.h5", voc_dir, _ids(voc_dir, "trainval"))
     te0 = _voc_store(tmp_path / "test0.h5", voc_dir, _ids(voc_dir, "test"))
-    r4 = run_transfer(TransferConfig(stores=[str(tv0)], test_stores=[str(te0)], protocol="voc07", out=str(tmp_path / "r4"),
-                                     c_grid=GRID))
+    r4 = run_transfer(
+        TransferConfig(
+            stores=[str(tv0)], test_stores=[str(te0)], protocol="voc07", out=str(tmp_path / "r4"), c_grid=GRID
+        )
+    )
     assert "hold-out" in r4["c_chosen_on"] and r4["splits"][0]["counts"]["val"] == 16
 
 

@@ -175,7 +175,6 @@ def test_left_out_rows_and_bad_arguments():
     ref = LinearSVC(C=1.0, tol=1e-9, max_iter=500000).fit(X[keep], Y[keep, 0])
     assert np.abs(c[0, 0] - ref.coef_[0]).max() < 1e-4 and abs(b[0, 0] - ref.intercept_[0]) < 1e-4
     import torch
-
     from sklearn.exceptions import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning, match="stopped after 1 Newton steps"):

@@ -64,5 +64,12 @@ def digits_store(path: Path, n_per_class: int | None = None, ids_prefix: str = "
 
 def mosaic_pixels(voc: Path, ids: list[str], size: int = 16) -> np.ndarray:
     """(N, 3 size^2) raw pixels of VOC mosaics (JPEGImages) resized to size x size."""
-    return np.stack([np.asarray(Image.open(voc / "JPEGImages" / f"{i}.jpg").convert("RGB").resize((size, size), Image.BILINEAR),
-                                dtype=np.float32).ravel() for i in ids])
+    return np.stack(
+        [
+            np.asarray(
+                Image.open(voc / "JPEGImages" / f"{i}.jpg").convert("RGB").resize((size, size), Image.BILINEAR),
+                dtype=np.float32,
+            ).ravel()
+            for i in ids
+        ]
+    )
