@@ -178,8 +178,8 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
 
     cfg = PaperConfig(workdir=str(tmp_path / "demo"), train_per_class=30, val_per_class=5, eval_limit=10,
                       train_sets=["schedule.max_epochs=1", "data.workers=0", "optim.batch_size=32"],
-                      digits_size=32, digits_scales=[32, 48], mosaics=60, mosaic_canvas=64, mosaic_scales=[32],
-                      loc_per_class=5, localise_epochs=1, action_images=20)
+                      digits_size=32, digits_scales=[48], mosaics=60, mosaic_canvas=64, mosaic_scales=[32],
+                      action_scales=[32], loc_per_class=5, localise_epochs=1, action_images=20)
     res = paper_flow(cfg)
     text = (tmp_path / "demo" / "tables.md").read_text()
     for heading in ("Classification (Tables 3-6)", "Transfer (Table 11)", "Action classification (Table 12)",

@@ -68,3 +68,31 @@ def test_caltech_reader_reads_it(tree):
     recs = [r for s in src.splits() for r in src.records(s)]
     assert len(recs) == 1797
     assert np.bincount([r.label for r in recs]).tolist() == np.bincount(load_digits().target).tolist()
+
+
+def _bright_extent(arr: np.ndarray) -> int:
+    ys, xs = np.nonzero(arr > 120)
+    return int(max(ys.max() - ys.min(), xs.max() - xs.min())) + 1
+
+
+def test_height_range_sets_the_digit_size():
+    from pipeline.shipped.digits_caltech import jittered_digit
+
+    glyphs = load_digits().images[:40]
+    small = [_bright_extent(jittered_digit(g, np.random.default_rng(i), 64, (0.4, 0.6), 0.0))
+             for i, g in enumerate(glyphs)]
+    large = [_bright_extent(jittered_digit(g, np.random.default_rng(i), 64, (0.8, 0.9), 0.0))
+             for i, g in enumerate(glyphs)]
+    # unrotated, the stroke lies inside the glyph's height x height square (bicubic overshoot: +1 px)
+    assert max(small) <= round(0.6 * 64) + 1 and max(large) <= round(0.9 * 64) + 1
+    assert min(large) > np.median(small)  # a larger range draws larger digits, image by image
+
+
+def test_height_range_is_recorded_and_checked(tree, tmp_path):
+    from pipeline.io import read_json
+
+    assert read_json(tree / ".prepared.json")["height_range"] == [0.4, 0.6]  # the default (data/README.md)
+    with pytest.raises(UserError, match="other parameters"):
+        prepare_digits_caltech(tree, size=32, height_range=(0.45, 0.85))
+    with pytest.raises(UserError, match="height_range"):
+        prepare_digits_caltech(tmp_path / "bad", height_range=(0.7, 0.5))
