@@ -177,10 +177,6 @@ class VGG(nn.Module):
         if h < c or w < c:
             raise UserError(f"input {h}x{w} is smaller than the crop size {c}")
 
-    def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv layers (up to the fifth max-pool)."""
-        return self.features(x)
-
     def _dense_fc(self, idx: int, x: torch.Tensor, first: bool) -> torch.Tensor:
         lin: nn.Linear = self.classifier[idx]
         k = self.cfg.feature_size if first else 1
@@ -212,13 +208,6 @@ class VGG(nn.Module):
         """Penultimate activations, FC7 after ReLU: N x fc (crop inputs) or N x fc x h x w (dense)."""
         self._check_input(x, exact=not dense)
         return self._head(self.features(x), dense=dense, upto=5)
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        """The last FC layer applied to penultimate features (N x fc, or a map N x fc x h x w)."""
-        fc8: nn.Linear = self.classifier[6]
-        if feats.dim() == 4:
-            return F.conv2d(feats, fc8.weight[:, :, None, None], fc8.bias)
-        return fc8(feats)
 
 
 def build_model(cfg: ModelConfig | dict | None = None, **kwargs) -> VGG:

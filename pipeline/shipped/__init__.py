@@ -4,9 +4,48 @@ Nothing is downloaded, ever: every layout here is derived from files in the repo
 files installed with a dependency (scikit-learn's digits).
 """
 
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.io import atomic_write_json, read_json, umask_mode
 
 #: ``data/`` at the top of the repository.
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
-__all__ = ["DATA_DIR"]
+__all__ = ["DATA_DIR", "prepared_tree"]
+
+
+def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Path], None]) -> Path:
+    """Build a derived dataset tree under ``out`` once, atomically, recording ``params``.
+
+    ``build(tmp)`` writes the tree into a temporary sibling folder that is renamed to ``out`` when
+    complete, with a ``.prepared.json`` marker holding ``params``. A finished tree with the same
+    parameters is reused; one with other parameters, or a non-empty unrelated folder, is refused.
+    """
+    out = Path(out)
+    marker = out / ".prepared.json"
+    if marker.exists():
+        if read_json(marker) == params:
+            return out
+        raise UserError(f"{out} was prepared with other parameters ({read_json(marker)}); choose another folder")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a prepared {params.get('dataset', 'dataset')} tree")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(umask_mode(0o777))  # mkdtemp creates 0700
+    try:
+        build(tmp)
+        atomic_write_json(tmp / ".prepared.json", params)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)  # the tree appears complete or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -19,52 +19,19 @@ scikit-learn.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, read_json, umask_mode
+from pipeline.shipped import prepared_tree
 
-__all__ = ["DIGIT_NAMES", "CALTECH_DIR", "prepare_digits_caltech", "prepared_tree", "jittered_digit"]
+__all__ = ["DIGIT_NAMES", "CALTECH_DIR", "prepare_digits_caltech", "jittered_digit"]
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 #: the top folder of the Caltech-256 archive
 CALTECH_DIR = "256_ObjectCategories"
-
-
-def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Path], None]) -> Path:
-    """Build a derived dataset tree under ``out`` once, atomically, recording ``params``.
-
-    ``build(tmp)`` writes the tree into a temporary sibling folder that is renamed to ``out`` when
-    complete, with a ``.prepared.json`` marker holding ``params``. A finished tree with the same
-    parameters is reused; one with other parameters, or a non-empty unrelated folder, is refused.
-    """
-    out = Path(out)
-    marker = out / ".prepared.json"
-    if marker.exists():
-        if read_json(marker) == params:
-            return out
-        raise UserError(f"{out} was prepared with other parameters ({read_json(marker)}); choose another folder")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not a prepared {params.get('dataset', 'dataset')} tree")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(umask_mode(0o777))  # mkdtemp creates 0700
-    try:
-        build(tmp)
-        atomic_write_json(tmp / ".prepared.json", params)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)  # the tree appears complete or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, read_json, umask_mode
-from pipeline.shipped import DATA_DIR
+from pipeline.shipped import DATA_DIR, prepared_tree
 
 __all__ = ["CLASSES", "read_idx", "load_split", "prepare_fashion_mnist", "HELD_OUT"]
 
@@ -58,31 +56,20 @@ def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 10
         ``.prepared.json`` marker records the parameters; a tree prepared with other
         parameters is refused rather than silently mixed.
     """
-    out = Path(out)
     params = {"dataset": "fashion-mnist", "train_per_class": train_per_class, "val_per_class": val_per_class}
-    marker = out / ".prepared.json"
-    if marker.exists():
-        if read_json(marker) == params:
-            return out
-        raise UserError(f"{out} was prepared with other parameters ({read_json(marker)}); choose another folder")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not a prepared Fashion-MNIST tree")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    final, out = out, Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    out.chmod(umask_mode(0o777))  # mkdtemp creates 0700
-    x_tr, y_tr = load_split("train")
-    x_te, y_te = load_split("t10k")
-    x_val, y_val = x_te[VAL_POOL], y_te[VAL_POOL]
-    if val_per_class * len(CLASSES) > len(y_val) * 0.9:
+    if val_per_class * len(CLASSES) > (VAL_POOL.stop - VAL_POOL.start) * 0.9:
         raise UserError(f"val_per_class={val_per_class} is too many for the 5000-image validation pool")
-    for split, xs, ys, n, prefix in (("train", x_tr, y_tr, train_per_class, "train"),
-                                     ("val", x_val, y_val, val_per_class, "test")):
-        for c in CLASSES:
-            (out / split / c).mkdir(parents=True, exist_ok=True)
-        for i in _first_per_class(ys, n):
-            Image.fromarray(xs[i], "L").save(out / split / CLASSES[ys[i]] / f"{prefix}_{i:05d}.png", optimize=False)
-    atomic_write_json(out / ".prepared.json", params)
-    if final.exists():
-        final.rmdir()
-    os.rename(out, final)  # the tree appears complete or not at all
-    return final
+
+    def build(tmp: Path) -> None:
+        x_tr, y_tr = load_split("train")
+        x_te, y_te = load_split("t10k")
+        x_val, y_val = x_te[VAL_POOL], y_te[VAL_POOL]
+        for split, xs, ys, n, prefix in (("train", x_tr, y_tr, train_per_class, "train"),
+                                         ("val", x_val, y_val, val_per_class, "test")):
+            for c in CLASSES:
+                (tmp / split / c).mkdir(parents=True, exist_ok=True)
+            for i in _first_per_class(ys, n):
+                Image.fromarray(xs[i], "L").save(tmp / split / CLASSES[ys[i]] / f"{prefix}_{i:05d}.png",
+                                                 optimize=False)
+
+    return prepared_tree(out, params, build)

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import UserError
-from pipeline.shipped.digits_caltech import prepared_tree
+from pipeline.shipped import prepared_tree
 from pipeline.shipped.fashion_mnist import CLASSES, HELD_OUT, load_split
 
 __all__ = ["prepare_voc_mosaics", "VOC_SPLITS", "compose_mosaic", "mosaic_xml"]
