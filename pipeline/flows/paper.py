@@ -42,7 +42,7 @@ __all__ = ["PaperConfig", "paper_flow", "run_paper"]
 
 
 class PaperConfig(RuntimeStageConfig):
-    """The end-to-end demo on the shipped data (defaults: about 5.5 minutes on two quiet CPU cores)."""
+    """The end-to-end demo on the shipped data (defaults: about 4.5 minutes on two quiet CPU cores; README)."""
 
     workdir: str = Field("runs/demo", description="every output goes under this folder")
     train_per_class: int = Field(1000, ge=10, description="Fashion-MNIST training images per class")
