@@ -18,33 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from faults_shards_cli import refused, vgg
 
 from pipeline.cli import main
 from pipeline.io import sha256_file
 
 VAL = "val-000000.tar"  # 20 samples (the second val shard holds 10)
 TRAIN = "train-000000.tar"
-
-
-def _vgg(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _refused(res: tuple[int, str, str], *needles: str) -> str:
-    """Exit 2, exactly one ``error:`` line (the last), naming every needle; no traceback anywhere."""
-    code, out, err = res
-    assert "Traceback" not in out + err, err
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("error: ") and sum(ln.startswith("error:") for ln in lines) == 1, err
-    assert all(n in lines[-1] for n in needles), lines[-1]
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +133,14 @@ def test_truncated_shard(good, ckpt, tmp_path, capsys, command):
     full = (d / VAL).stat().st_size
     with open(d / VAL, "r+b") as fh:
         fh.truncate(full // 2)
-    _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, "the manifest says")
+    refused(vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, "the manifest says")
 
 
 def test_truncated_shard_stops_training(good, tmp_path, capsys):
     d = _copy(good, tmp_path)
     with open(d / TRAIN, "r+b") as fh:
         fh.truncate((d / TRAIN).stat().st_size // 2)
-    _refused(_vgg(_train(d, tmp_path), capsys), TRAIN, "the manifest says")
+    refused(vgg(_train(d, tmp_path), capsys), TRAIN, "the manifest says")
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
 
 
@@ -170,7 +150,7 @@ def test_truncated_shard_with_its_manifest_entry_updated_is_still_refused(good, 
     with open(d / VAL, "r+b") as fh:
         fh.truncate((d / VAL).stat().st_size // 2 + 100)
     _update_manifest(d, VAL)
-    _refused(_vgg(["stats", str(d), "--split", "val", "--workers", "1"], capsys), VAL, "truncated")
+    refused(vgg(["stats", str(d), "--split", "val", "--workers", "1"], capsys), VAL, "truncated")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "extract", "stats", "train", "verify"])
@@ -183,7 +163,7 @@ def test_corrupted_size_field_mid_shard(good, ckpt, tmp_path, capsys, command):
     data[offset + 133] = ord("7") if data[offset + 133] != ord("7") else ord("1")  # one digit of the size changes
     (d / name).write_bytes(bytes(data))  # same file size: only the header is wrong
     argv = _train(d, tmp_path) if command == "train" else _readers(d, ckpt, tmp_path, "val")[command]
-    _refused(_vgg(argv, capsys), name, f"bad tar header at byte {offset}")
+    refused(vgg(argv, capsys), name, f"bad tar header at byte {offset}")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "stats", "verify"])
@@ -192,7 +172,7 @@ def test_oversized_header_size_is_bounded_by_the_file(good, ckpt, tmp_path, caps
     offset = _headers(d / VAL)[13]
     huge = 0o77777777777  # the largest ustar size field: 8 GiB - 1
     _set_size(d / VAL, offset, huge, fix_checksum=True)  # a header with a valid checksum announcing 8 GB
-    msg = _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL)
+    msg = refused(vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL)
     assert f"announces {huge} bytes, only" in msg
 
 
@@ -210,7 +190,7 @@ def test_files_of_a_sample_not_adjacent(good, ckpt, tmp_path, capsys):
         moved = tf.getnames()[11]
     key = moved.rsplit(".", 1)[0]
     for command in ("evaluate", "stats", "verify"):
-        _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, f"file {moved}",
+        refused(vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, f"file {moved}",
                  repr(key), "not adjacent")
 
 
@@ -228,7 +208,7 @@ def test_repeated_key(good, ckpt, tmp_path, capsys):
     with tarfile.open(d / VAL) as tf:
         first = tf.getnames()[0]
     for command in ("evaluate", "extract", "stats", "verify"):
-        _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, f"file {first}",
+        refused(vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL, f"file {first}",
                  repr(first.split(".")[0]), "repeats")
 
 
@@ -237,7 +217,7 @@ def test_count_differs_from_the_manifest(good, ckpt, tmp_path, capsys):
     _rewrite(d / VAL, lambda m: list(m)[:-3])  # one sample less, re-packed: a valid tar
     _update_manifest(d, VAL)
     for command in ("evaluate", "stats", "verify"):
-        _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL,
+        refused(vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), VAL,
                  "19 samples read, the manifest says 20")
 
 
@@ -248,16 +228,16 @@ def test_path_like_shard_names_in_the_manifest(good, ckpt, tmp_path, capsys, nam
     m["splits"]["val"]["shards"][0]["name"] = name
     (d / "manifest.json").write_text(json.dumps(m))
     for command in ("evaluate", "stats", "verify"):
-        _refused(_vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), "shard name", repr(name))
-    _refused(_vgg(["inspect", str(d)], capsys), "shard name")
+        refused(vgg(_readers(d, ckpt, tmp_path, "val")[command], capsys), "shard name", repr(name))
+    refused(vgg(["inspect", str(d)], capsys), "shard name")
 
 
 def test_invalid_manifest_json(good, ckpt, tmp_path, capsys):
     d = _copy(good, tmp_path)
     (d / "manifest.json").write_text('{"format": "vgg-shards/1", "splits": ')
-    _refused(_vgg(_readers(d, ckpt, tmp_path, "val")["stats"], capsys), "manifest.json", "not valid JSON")
-    _refused(_vgg(["inspect", str(d)], capsys), "not valid JSON")
-    _refused(_vgg(_readers(d, ckpt, tmp_path, "val")["evaluate"], capsys), "not valid JSON")
+    refused(vgg(_readers(d, ckpt, tmp_path, "val")["stats"], capsys), "manifest.json", "not valid JSON")
+    refused(vgg(["inspect", str(d)], capsys), "not valid JSON")
+    refused(vgg(_readers(d, ckpt, tmp_path, "val")["evaluate"], capsys), "not valid JSON")
 
 
 def test_verify_hash_finds_a_flipped_byte_the_default_check_cannot(good, tmp_path, capsys):
@@ -267,9 +247,9 @@ def test_verify_hash_finds_a_flipped_byte_the_default_check_cannot(good, tmp_pat
     data = bytearray((d / VAL).read_bytes())
     data[jpg.offset_data + jpg.size // 2] ^= 0x10  # inside an image: headers, size and count intact
     (d / VAL).write_bytes(bytes(data))
-    code, o, e = _vgg(["verify", str(d), "--workers", "1"], capsys)
+    code, o, e = vgg(["verify", str(d), "--workers", "1"], capsys)
     assert code == 0 and "90 samples in 5 shards" in o  # sizes and counts still match
-    _refused(_vgg(["verify", str(d), "--hash", "--workers", "1"], capsys), VAL, "sha256")
+    refused(vgg(["verify", str(d), "--hash", "--workers", "1"], capsys), VAL, "sha256")
 
 
 def test_verify_hash_finds_an_image_that_does_not_decode(good, tmp_path, capsys):
@@ -285,5 +265,5 @@ def test_verify_hash_finds_an_image_that_does_not_decode(good, tmp_path, capsys)
     with tarfile.open(d / VAL) as tf:
         assert tf.getnames()[13].endswith(".jpg")
         key = tf.getnames()[13].rsplit(".", 1)[0]
-    assert _vgg(["verify", str(d), "--workers", "1"], capsys)[0] == 0
-    _refused(_vgg(["verify", str(d), "--hash", "--workers", "1"], capsys), VAL, repr(key), "does not decode")
+    assert vgg(["verify", str(d), "--workers", "1"], capsys)[0] == 0
+    refused(vgg(["verify", str(d), "--hash", "--workers", "1"], capsys), VAL, repr(key), "does not decode")

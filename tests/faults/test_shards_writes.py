@@ -21,35 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
+from faults_shards_cli import refused, vgg
 from PIL import Image
 
 import pipeline
-from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.locks import folder_lock
 from pipeline.shards import iter_samples, read_manifest
 
 ROOT = Path(pipeline.__file__).resolve().parent.parent
-
-
-def _vgg(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _refused(res: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = res
-    assert "Traceback" not in out + err, err
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("error: ") and sum(ln.startswith("error:") for ln in lines) == 1, err
-    assert all(n in lines[-1] for n in needles), lines[-1]
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +104,7 @@ def test_concurrent_shard_runs_second_refused(pngs, tmp_path, capsys):
     try:
         _wait_locked(out, first)
         before = sorted(p.name for p in out.iterdir())
-        _refused(_vgg(["shard", str(src), str(out), "--shard-count", "2", "--workers", "1", "--set", "shuffle=false"],
+        refused(vgg(["shard", str(src), str(out), "--shard-count", "2", "--workers", "1", "--set", "shuffle=false"],
                       capsys), str(out), "another run")
         assert sorted(p.name for p in out.iterdir()) == before  # the second run touched nothing
         _feed(fifo, pngs[6][0].read_bytes())
@@ -133,7 +113,7 @@ def test_concurrent_shard_runs_second_refused(pngs, tmp_path, capsys):
         first.kill()
         first.wait()
     assert not list(out.glob(".*.tmp")) and len(list(iter_samples(out, "all"))) == 12
-    code, o, e = _vgg(["verify", str(out), "--hash", "--workers", "1"], capsys)
+    code, o, e = vgg(["verify", str(out), "--hash", "--workers", "1"], capsys)
     assert code == 0 and "12 samples" in o
 
 
@@ -149,14 +129,14 @@ def test_killed_run_leftovers_cleaned_by_the_next_run(pngs, tmp_path, capsys):
     stale = list(out.glob(".all-*.tar.*.tmp"))
     assert stale  # the dead run's half-written shard
     feeder = _feed(fifo, pngs[6][0].read_bytes())
-    code, o, e = _vgg(["shard", str(src), str(out), "--shard-count", "2", "--workers", "1", "--set", "shuffle=false"],
+    code, o, e = vgg(["shard", str(src), str(out), "--shard-count", "2", "--workers", "1", "--set", "shuffle=false"],
                       capsys)
     feeder.join(10)
     assert code == 0 and "resumed" in e, e
     assert not any(p.exists() for p in stale) and not list(out.rglob(".*.tmp"))
     keys = [s["__key__"] for s in iter_samples(out, "all")]
     assert len(keys) == 12 == len(set(keys))
-    assert _vgg(["verify", str(out), "--hash", "--workers", "1"], capsys)[0] == 0
+    assert vgg(["verify", str(out), "--hash", "--workers", "1"], capsys)[0] == 0
 
 
 def test_path_like_keys_never_reach_member_names(pngs, tmp_path, capsys):
@@ -165,7 +145,7 @@ def test_path_like_keys_never_reach_member_names(pngs, tmp_path, capsys):
     rows[-1].pop("key")  # no key: derived from the path
     src = _csv(tmp_path / "list.csv", rows)
     out = tmp_path / "out"
-    code, o, e = _vgg(["shard", str(src), str(out), "--workers", "1"], capsys)
+    code, o, e = vgg(["shard", str(src), str(out), "--workers", "1"], capsys)
     assert code == 0, e
     with tarfile.open(out / "all-000000.tar") as tf:
         names = tf.getnames()
@@ -182,7 +162,7 @@ def test_missing_label_is_a_recorded_skip(pngs, tmp_path, capsys):
     rows[3]["label"] = ""  # an empty CSV cell: no label
     src = _csv(tmp_path / "list.csv", rows)
     out = tmp_path / "out"
-    code, o, e = _vgg(["shard", str(src), str(out), "--workers", "1"], capsys)
+    code, o, e = vgg(["shard", str(src), str(out), "--workers", "1"], capsys)
     assert code == 0 and "11 samples written, 1 skipped" in e and "no label" in e
     skipped = [json.loads(ln) for ln in (out / "skipped.jsonl").read_text().splitlines()]
     assert [(s["path"], s["reason"].split(" (")[0]) for s in skipped] == [(str(pngs[3][0]), "no label")]
@@ -192,8 +172,8 @@ def test_missing_label_is_a_recorded_skip(pngs, tmp_path, capsys):
 def test_unlabelled_shards_refused_by_train(pngs, tmp_path, capsys):
     src = _csv(tmp_path / "list.csv", [{"path": str(p)} for p, _ in pngs])
     out = tmp_path / "out"
-    assert _vgg(["shard", str(src), str(out), "--workers", "1", "--split", "all:train"], capsys)[0] == 0
-    assert _vgg(["stats", str(out), "--workers", "1"], capsys)[0] == 0
+    assert vgg(["shard", str(src), str(out), "--workers", "1", "--split", "all:train"], capsys)[0] == 0
+    assert vgg(["stats", str(out), "--workers", "1"], capsys)[0] == 0
     cfg = {"out": str(tmp_path / "run"), "model": {"config": "A", "num_classes": 10, "width": 0.125, "fc_width": 32,
                                                   "crop": 32, "dropout": 0.0},
            "data": {"shards": str(out), "val_split": "train", "scale": {"s_min": 32, "s_max": 32}, "workers": 0,
@@ -203,9 +183,9 @@ def test_unlabelled_shards_refused_by_train(pngs, tmp_path, capsys):
     import yaml
 
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
-    res = _vgg(["train", "--config", str(tmp_path / "t.yaml")], capsys)
+    res = vgg(["train", "--config", str(tmp_path / "t.yaml")], capsys)
     assert "KeyError" not in res[2]
-    _refused(res)
+    refused(res)
 
 
 @pytest.mark.parametrize("case", ["path_number", "not_utf8", "label_list"])
@@ -223,14 +203,14 @@ def test_bad_manifest_lists_are_one_line(pngs, tmp_path, capsys, case):
         src = tmp_path / "list.jsonl"
         src.write_text(json.dumps({"path": str(p), "label": [c]}) + "\n")
         needles = ("list.jsonl:1", "'label' must be a class name")
-    _refused(_vgg(["shard", str(src), str(tmp_path / "out"), "--workers", "1"], capsys), *needles)
+    refused(vgg(["shard", str(src), str(tmp_path / "out"), "--workers", "1"], capsys), *needles)
     assert not (tmp_path / "out").exists()
 
 
 def test_output_folder_is_a_file(pngs, tmp_path, capsys):
     src = _csv(tmp_path / "list.csv", [{"path": str(p), "label": c} for p, c in pngs])
     (tmp_path / "out").write_text("not a folder")
-    _refused(_vgg(["shard", str(src), str(tmp_path / "out"), "--workers", "1"], capsys), "is a file")
+    refused(vgg(["shard", str(src), str(tmp_path / "out"), "--workers", "1"], capsys), "is a file")
 
 
 def test_verified_shards_round_trip_unchanged(tmp_path, capsys):
@@ -238,8 +218,8 @@ def test_verified_shards_round_trip_unchanged(tmp_path, capsys):
 
     tree = prepare_fashion_mnist(tmp_path / "fm", train_per_class=4, val_per_class=2)
     out = tmp_path / "shards"
-    assert _vgg(["shard", str(tree), str(out), "--shard-count", "7", "--workers", "1"], capsys)[0] == 0
-    code, o, e = _vgg(["verify", str(out), "--hash", "--workers", "1"], capsys)
+    assert vgg(["shard", str(tree), str(out), "--shard-count", "7", "--workers", "1"], capsys)[0] == 0
+    code, o, e = vgg(["verify", str(out), "--hash", "--workers", "1"], capsys)
     assert code == 0 and "60 samples in 9 shards" in o, o + e
     m = read_manifest(out)
     classes = m["classes"]
@@ -267,6 +247,6 @@ def test_damaged_manifest_in_the_output_folder(pngs, tmp_path, capsys):
     out.mkdir()
     (out / "manifest.json").write_text('{"format": "vgg-shards/1", "splits": {"all": {"count": 1, "shards": '
                                        '[{"name": "../../elsewhere.tar", "count": 1, "bytes": 0}]}}, "classes": []}')
-    _refused(_vgg(["shard", str(src), str(out), "--workers", "1"], capsys), "shard name", "--overwrite")
-    code, o, e = _vgg(["shard", str(src), str(out), "--workers", "1", "--overwrite"], capsys)
+    refused(vgg(["shard", str(src), str(out), "--workers", "1"], capsys), "shard name", "--overwrite")
+    code, o, e = vgg(["shard", str(src), str(out), "--workers", "1", "--overwrite"], capsys)
     assert code == 0 and "12 samples written" in e
