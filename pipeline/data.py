@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +21,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.images import ImageError, decode_rgb
 
-__all__ = ["Sample", "DataView", "ShardView", "SourceView", "open_data"]
+__all__ = ["Sample", "Entry", "Item", "DataView", "ShardView", "SourceView", "open_data"]
 
 _DEFAULT_SPLITS = ("val", "test")
 
@@ -39,6 +39,34 @@ class Sample:
     meta: dict[str, Any] | None = None
 
 
+@dataclass
+class Entry:
+    """What is known of an image before decoding it: its key, labels and boxes."""
+
+    key: str
+    label: int | None
+    labels: list[int] | None
+    boxes: list[dict[str, Any]] | None
+
+
+@dataclass
+class Item:
+    """A decoded image of one row (or the reason it could not be decoded)."""
+
+    row: int
+    key: str
+    image: Image.Image | None
+    error: str | None
+    boxes: list[dict[str, Any]] | None
+
+
+def _decoded(data: bytes) -> tuple[Image.Image | None, str | None]:
+    try:
+        return decode_rgb(data), None
+    except ImageError as e:
+        return None, str(e)
+
+
 def _pick_split(available: list[str], split: str | None, where: str) -> str:
     if split is not None:
         if split not in available:
@@ -53,7 +81,11 @@ def _pick_split(available: list[str], split: str | None, where: str) -> str:
 
 
 class DataView(ABC):
-    """A split of a dataset: ``classes``, ``kind``, ``split``, ``fingerprint``; iterate for samples."""
+    """A split of a dataset: ``classes``, ``kind``, ``split``, ``fingerprint``; iterate for samples.
+
+    ``entries()`` lists the images without decoding them; ``decode(rows)`` decodes the images of
+    some rows. Stages use these two and never need to know which kind of view they hold.
+    """
 
     classes: list[str]
     kind: str
@@ -72,6 +104,14 @@ class DataView(ABC):
     @abstractmethod
     def __len__(self) -> int:
         """Number of images in the split."""
+
+    @abstractmethod
+    def entries(self) -> list[Entry]:
+        """Every image of the split in order: key, labels, boxes (nothing decoded)."""
+
+    @abstractmethod
+    def decode(self, rows: Iterable[int]) -> Iterator[Item]:
+        """The decoded images of ``rows`` (positions in :meth:`entries`), in increasing order."""
 
 
 class ShardView(DataView):
@@ -105,6 +145,29 @@ class ShardView(DataView):
                 img, err = None, str(e)
             yield Sample(key=s["__key__"], image=img, label=s["cls"], labels=meta.get("labels"),
                          boxes=meta.get("boxes"), error=err, meta=meta)
+
+    def entries(self) -> list[Entry]:
+        from pipeline.shards.reader import iter_samples
+
+        out = []
+        for s in iter_samples(self.path, self.split):
+            meta = s["json"] or {}
+            out.append(Entry(s["__key__"], s["cls"], meta.get("labels"), meta.get("boxes")))
+        return out
+
+    def decode(self, rows: Iterable[int]) -> Iterator[Item]:
+        from pipeline.shards.reader import iter_samples
+
+        want = set(int(r) for r in rows)
+        if not want:
+            return
+        last = max(want)
+        for row, s in enumerate(iter_samples(self.path, self.split)):  # one pass, in shard order
+            if row > last:
+                break
+            if row in want:
+                img, err = _decoded(s["jpg"])
+                yield Item(row, s["__key__"], img, err, (s["json"] or {}).get("boxes"))
 
 
 class SourceView(DataView):
@@ -146,6 +209,18 @@ class SourceView(DataView):
                 img, err = None, f"unreadable: {e.strerror or e}"
             meta = dict(r.extras)
             yield Sample(key=r.key, image=img, label=r.label, labels=r.labels, boxes=r.boxes, error=err, meta=meta)
+
+    def entries(self) -> list[Entry]:
+        return [Entry(r.key, r.label, r.labels, r.boxes) for r in self._records]
+
+    def decode(self, rows: Iterable[int]) -> Iterator[Item]:
+        for row in sorted(set(int(r) for r in rows)):  # records are read directly, by position
+            rec = self._records[row]
+            try:
+                img, err = _decoded(rec.read_bytes())
+            except OSError as e:
+                img, err = None, f"unreadable: {e.strerror or e}"
+            yield Item(row, rec.key, img, err, rec.boxes)
 
 
 def open_data(path: str | os.PathLike[str], split: str | None = None, format: str = "auto", **options: Any) -> DataView:

@@ -37,6 +37,23 @@ def test_shards_and_source_agree(fm):
         assert diff < 4
 
 
+@pytest.mark.parametrize("which", ["shards", "source"])
+def test_entries_and_decode_agree_with_iteration(fm, which):
+    """entries() lists what iteration yields, without decoding; decode(rows) gives those rows' images."""
+    root, out = fm
+    view = open_data(out if which == "shards" else root, "val")
+    samples = list(view)
+    entries = view.entries()
+    assert [(e.key, e.label, e.boxes) for e in entries] == [(s.key, s.label, s.boxes) for s in samples]
+    rows = [7, 0, 29, 7, 13]  # any order, repeats: each row once, increasing
+    items = list(view.decode(rows))
+    assert [i.row for i in items] == [0, 7, 13, 29]
+    for i in items:
+        assert i.key == samples[i.row].key and i.error is None
+        np.testing.assert_array_equal(np.asarray(i.image), np.asarray(samples[i.row].image))
+    assert list(view.decode([])) == []
+
+
 def test_default_split_and_errors(fm, tmp_path):
     root, out = fm
     assert open_data(out).split == "val" and open_data(root).split == "val"
