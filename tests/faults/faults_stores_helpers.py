@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from features.features_helpers import assert_same_store, store_arrays  # noqa: F401 - shared with the fault tests
 from PIL import Image
 
 from pipeline.models import build_model, init_weights, save_checkpoint
@@ -87,15 +88,19 @@ def assert_one_line_error(code: int, text: str, *needles: str) -> str:
 
 
 @contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` mounted at ``where`` (skips the test when mounting is not permitted)."""
+def tmpfs(where: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (read-only if asked) mounted at ``where`` (skips the test when mounting is not
+    permitted)."""
     import pytest
 
     where.mkdir(parents=True, exist_ok=True)
     if shutil.which("mount") is None:
         pytest.skip("no mount command on this machine")
     r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True, check=False
+        ["mount", "-t", "tmpfs", "-o", ("ro," if read_only else "") + f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {r.stderr.strip()[:200]}")
@@ -132,27 +137,6 @@ def flip_bit_in_chunk(store: Path, name: str, chunk: int = 0, byte: int = 17) ->
         b = fh.read(1)
         fh.seek(offset)
         fh.write(bytes([b[0] ^ 0x08]))
-
-
-def store_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every dataset of a complete store (the data, not the provenance)."""
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
-        assert bool(f.attrs["complete"])
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj.asstr()[:] if obj.dtype.kind == "O" else obj[:]
-        f.visititems(visit)
-    return out
-
-
-def assert_same_store(a: Path, b: Path) -> None:
-    x, y = store_arrays(a), store_arrays(b)
-    assert sorted(x) == sorted(y)
-    for k in x:
-        assert x[k].dtype == y[k].dtype, k
-        np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def write_store(path: Path, ids: list[str], labels: np.ndarray, classes: list[str], blocks: list[np.ndarray],

@@ -16,19 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pipeline.cli import main
-
-
-def vgg(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``vgg`` in this process: (exit status, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from faults_cli import vgg
+from faults_stores_helpers import tmpfs
 
 
 def assert_one_line(code: int, err: str, needle: str) -> None:
@@ -55,21 +44,6 @@ def shards(tree, tmp_path_factory) -> Path:
     return out
 
 
-def _tmpfs(path: Path, options: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN, as CI has): {r.stderr.strip()}")
-
-
-@pytest.fixture
-def mount_point(tmp_path):
-    """A folder to mount a tmpfs on; unmounted after the test."""
-    path = tmp_path / "mnt"
-    yield path
-    subprocess.run(["umount", str(path)], capture_output=True)
-
-
 def test_output_folder_that_is_a_file(tree, shards, tmp_path, capsys):
     a_file = tmp_path / "taken"
     a_file.write_text("not a folder\n")
@@ -83,18 +57,19 @@ def test_output_folder_that_is_a_file(tree, shards, tmp_path, capsys):
     assert_one_line(code, err, "Not a directory")
 
 
-def test_read_only_output_folder(tree, mount_point, capsys):
-    _tmpfs(mount_point, "ro,size=1m")  # root ignores mode bits; a read-only filesystem it cannot ignore
-    code, _, err = vgg(["shard", tree, mount_point / "s", "--workers", "1"], capsys)
-    assert_one_line(code, err, "Read-only file system")
-    assert not any(mount_point.iterdir())
+def test_read_only_output_folder(tree, tmp_path, capsys):
+    # root ignores mode bits; a read-only filesystem it cannot ignore
+    with tmpfs(tmp_path / "mnt", "1m", read_only=True) as mount_point:
+        code, _, err = vgg(["shard", tree, mount_point / "s", "--workers", "1"], capsys)
+        assert_one_line(code, err, "Read-only file system")
+        assert not any(mount_point.iterdir())
 
 
-def test_full_disk_while_sharding(tree, mount_point, capsys):
-    _tmpfs(mount_point, "size=64k")
-    code, _, err = vgg(["shard", tree, mount_point / "s", "--workers", "1", "--shard-count", "4"], capsys)
-    assert_one_line(code, err, os.strerror(errno.ENOSPC))
-    assert not (mount_point / "s" / "manifest.json").exists()  # nothing that looks complete
+def test_full_disk_while_sharding(tree, tmp_path, capsys):
+    with tmpfs(tmp_path / "mnt", "64k") as mount_point:
+        code, _, err = vgg(["shard", tree, mount_point / "s", "--workers", "1", "--shard-count", "4"], capsys)
+        assert_one_line(code, err, os.strerror(errno.ENOSPC))
+        assert not (mount_point / "s" / "manifest.json").exists()  # nothing that looks complete
 
 
 def test_invalid_manifest_json(shards, tmp_path, capsys):

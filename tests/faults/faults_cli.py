@@ -1,15 +1,15 @@
-"""The CLI seen from the shard fault tests: run ``vgg`` in this process, check a one-line refusal."""
+"""The CLI seen from the fault tests: run ``vgg`` in this process, check a one-line refusal."""
 
 from __future__ import annotations
 
 from pipeline.cli import main
 
 
-def vgg(argv: list[str], capsys) -> tuple[int, str, str]:
+def vgg(argv: list, capsys) -> tuple[int, str, str]:
     """``vgg ARGV`` through the package's ``main``: (exit code, stdout, stderr)."""
     code = 0
     try:
-        main(argv)
+        main([str(a) for a in argv])
     except SystemExit as e:
         code = int(e.code or 0)
     out = capsys.readouterr()
