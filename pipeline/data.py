@@ -67,6 +67,14 @@ def _decoded(data: bytes) -> tuple[Image.Image | None, str | None]:
         return None, str(e)
 
 
+def _read_decoded(record: Any) -> tuple[Image.Image | None, str | None]:
+    """A source record's image, or the reason it cannot be read or decoded."""
+    try:
+        return _decoded(record.read_bytes())
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or e}"
+
+
 def _pick_split(available: list[str], split: str | None, where: str) -> str:
     if split is not None:
         if split not in available:
@@ -139,10 +147,7 @@ class ShardView(DataView):
 
         for s in iter_samples(self.path, self.split):
             meta = s["json"]
-            try:
-                img, err = decode_rgb(s["jpg"]), None
-            except ImageError as e:
-                img, err = None, str(e)
+            img, err = _decoded(s["jpg"])
             yield Sample(key=s["__key__"], image=img, label=s["cls"], labels=meta.get("labels"),
                          boxes=meta.get("boxes"), error=err, meta=meta)
 
@@ -201,12 +206,7 @@ class SourceView(DataView):
                 yield Sample(key=r.key, image=None, label=r.label, labels=r.labels, boxes=r.boxes,
                              error=str(r.extras["skip"]), meta=dict(r.extras))
                 continue
-            try:
-                img, err = decode_rgb(r.read_bytes()), None
-            except ImageError as e:
-                img, err = None, str(e)
-            except OSError as e:
-                img, err = None, f"unreadable: {e.strerror or e}"
+            img, err = _read_decoded(r)
             meta = dict(r.extras)
             yield Sample(key=r.key, image=img, label=r.label, labels=r.labels, boxes=r.boxes, error=err, meta=meta)
 
@@ -216,10 +216,7 @@ class SourceView(DataView):
     def decode(self, rows: Iterable[int]) -> Iterator[Item]:
         for row in sorted(set(int(r) for r in rows)):  # records are read directly, by position
             rec = self._records[row]
-            try:
-                img, err = _decoded(rec.read_bytes())
-            except OSError as e:
-                img, err = None, f"unreadable: {e.strerror or e}"
+            img, err = _read_decoded(rec)
             yield Item(row, rec.key, img, err, rec.boxes)
 
 
