@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 
-__all__ = ["topk_error", "classification_report", "per_class_accuracy"]
+__all__ = ["topk_error", "true_class_ranks", "classification_report", "per_class_accuracy"]
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +32,7 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return scores, labels
 
 
-def _ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Number of classes ranked above the true class, per image (ties: lower index first)."""
     true = scores[np.arange(len(labels)), labels][:, None]
     before = np.arange(scores.shape[1])[None, :] < labels[:, None]
@@ -44,14 +44,14 @@ def topk_error(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     scores, labels = _check(scores, labels)
     if len(labels) == 0:
         return float("nan")
-    return float(np.mean(_ranks(scores, labels) >= k))
+    return float(np.mean(true_class_ranks(scores, labels) >= k))
 
 
 def per_class_accuracy(scores: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
     """Top-1 accuracy within each class (NaN for a class with no images)."""
     scores, labels = _check(scores, labels)
     c = num_classes or scores.shape[1]
-    correct = _ranks(scores, labels) == 0
+    correct = true_class_ranks(scores, labels) == 0
     total = np.bincount(labels, minlength=c).astype(np.float64)
     hits = np.bincount(labels, weights=correct.astype(np.float64), minlength=c)
     with np.errstate(invalid="ignore", divide="ignore"):

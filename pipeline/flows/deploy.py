@@ -27,9 +27,10 @@ __all__ = ["all_flows", "build_deployments", "load_schedules", "serve_all"]
 def all_flows() -> dict[str, Any]:
     """Deployment name -> flow."""
     from pipeline.flows.paper import paper_flow
+    from pipeline.flows.reproduce import reproduction_flow
     from pipeline.flows.stages import STAGE_FLOWS
 
-    return {**STAGE_FLOWS, "vgg-paper": paper_flow}
+    return {**STAGE_FLOWS, "vgg-paper": paper_flow, "paper-reproduction": reproduction_flow}
 
 
 def load_schedules(path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]]:

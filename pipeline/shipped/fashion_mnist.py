@@ -18,7 +18,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.shipped import DATA_DIR, prepared_tree
 
-__all__ = ["CLASSES", "read_idx", "load_split", "prepare_fashion_mnist", "HELD_OUT"]
+__all__ = ["CLASSES", "read_idx", "load_split", "prepare_fashion_mnist", "prepare_fashion_mnist_test", "HELD_OUT"]
 
 #: label index -> class folder name (folders sort in a different order; index = sorted rank).
 CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
@@ -43,9 +43,21 @@ def load_split(split: str, raw: Path = RAW) -> tuple[np.ndarray, np.ndarray]:
     return read_idx(raw / f"{split}-images-idx3-ubyte.gz"), read_idx(raw / f"{split}-labels-idx1-ubyte.gz")
 
 
-def _first_per_class(labels: np.ndarray, n: int) -> np.ndarray:
+def _first_per_class(labels: np.ndarray, n: int | None) -> np.ndarray:
     idx = [np.flatnonzero(labels == c)[:n] for c in range(len(CLASSES))]
     return np.sort(np.concatenate(idx))
+
+
+def _last_per_class(labels: np.ndarray, n: int) -> np.ndarray:
+    idx = [np.flatnonzero(labels == c)[-n:] for c in range(len(CLASSES))]
+    return np.sort(np.concatenate(idx))
+
+
+def _write_split(tmp: Path, split: str, xs: np.ndarray, ys: np.ndarray, idx: np.ndarray, prefix: str) -> None:
+    for c in CLASSES:
+        (tmp / split / c).mkdir(parents=True, exist_ok=True)
+    for i in idx:
+        Image.fromarray(xs[i], "L").save(tmp / split / CLASSES[ys[i]] / f"{prefix}_{i:05d}.png", optimize=False)
 
 
 def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 1000, val_per_class: int = 200) -> Path:
@@ -64,12 +76,34 @@ def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 10
         x_tr, y_tr = load_split("train")
         x_te, y_te = load_split("t10k")
         x_val, y_val = x_te[VAL_POOL], y_te[VAL_POOL]
-        for split, xs, ys, n, prefix in (("train", x_tr, y_tr, train_per_class, "train"),
-                                         ("val", x_val, y_val, val_per_class, "test")):
-            for c in CLASSES:
-                (tmp / split / c).mkdir(parents=True, exist_ok=True)
-            for i in _first_per_class(ys, n):
-                Image.fromarray(xs[i], "L").save(tmp / split / CLASSES[ys[i]] / f"{prefix}_{i:05d}.png",
-                                                 optimize=False)
+        _write_split(tmp, "train", x_tr, y_tr, _first_per_class(y_tr, train_per_class), "train")
+        _write_split(tmp, "val", x_val, y_val, _first_per_class(y_val, val_per_class), "test")
+
+    return prepared_tree(out, params, build)
+
+
+def prepare_fashion_mnist_test(out: str | os.PathLike[str], train_per_class: int = 5500, val_per_class: int = 500,
+                               test_per_class: int | None = None) -> Path:
+    """The reproduction's layout: train / val / test with a test split never used for training or schedules.
+
+    ``train`` takes the first ``train_per_class`` images of each class of the official training file,
+    ``val`` (the plateau schedule's split) the last ``val_per_class`` of each class of the same file,
+    and ``test`` the first ``test_per_class`` of each class of the official test file (None: all
+    10,000). The test images are never seen by training or by its learning-rate schedule; the
+    derived transfer and localisation sets draw their objects from the last 5,000 test images, which
+    no classifier trains on either. Idempotent and atomic, as :func:`prepare_fashion_mnist`.
+    """
+    params = {"dataset": "fashion-mnist-test", "train_per_class": train_per_class, "val_per_class": val_per_class,
+              "test_per_class": test_per_class}
+    if train_per_class + val_per_class > 6000:
+        raise UserError(f"train_per_class + val_per_class = {train_per_class + val_per_class}: the training file "
+                        "has 6,000 images per class")
+
+    def build(tmp: Path) -> None:
+        x_tr, y_tr = load_split("train")
+        x_te, y_te = load_split("t10k")
+        _write_split(tmp, "train", x_tr, y_tr, _first_per_class(y_tr, train_per_class), "train")
+        _write_split(tmp, "val", x_tr, y_tr, _last_per_class(y_tr, val_per_class), "train")
+        _write_split(tmp, "test", x_te, y_te, _first_per_class(y_te, test_per_class), "test")
 
     return prepared_tree(out, params, build)

@@ -197,3 +197,19 @@ def test_paper_flow_runs_every_stage_and_a_rerun_reuses_them(prefect_harness, tm
     t0 = time.perf_counter()
     again = paper_flow(cfg)  # every stage finds its finished output
     assert time.perf_counter() - t0 < res.seconds and again.top1_error == res.top1_error
+
+
+@pytest.mark.slow
+def test_reproduction_flow_publishes_its_tables(prefect_harness, tmp_path):
+    """The paper-reproduction flow (quick budget, one run): stages as tasks, findings and tables as artifacts."""
+    from prefect.client.orchestration import get_client
+
+    from pipeline.flows.reproduce import reproduction_flow
+    from pipeline.reproduce import ReproduceConfig
+
+    res = reproduction_flow(ReproduceConfig(workdir=str(tmp_path / "r"), quick=True, only=["A-fixed"], progress=False))
+    assert Path(res.report).is_file() and res.runs == ["A-fixed"]
+    assert res.findings["depth"] is None  # D and E were not run: the finding says so instead of deciding
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"reproduction-findings", "reproduction-table3", "reproduction-report"} <= keys

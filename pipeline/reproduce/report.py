@@ -1,0 +1,176 @@
+"""The reproduction's report: ``report.md``, ``results.json`` and ``figures/*.png`` from the finished steps.
+
+``results.json`` holds every number (errors in percent); ``report.md`` prints the same numbers
+in the paper's tables, the paper's beside ours, and states the decision rule before any number.
+The figures: validation top-1 error against epoch for every net, test error against depth at fixed
+and jittered S, test error against the test scale Q, and transfer (deep features vs raw pixels).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.reproduce.findings import RULE
+from pipeline.reproduce.plan import RUNS, S_FIXED, S_JITTER, Budget
+from pipeline.reproduce.tables import LAYERS, build_tables, metrics_rows
+
+__all__ = ["write_report", "render_tables", "TABLE_COLUMNS"]
+
+#: (results.json table key, title, columns shown)
+TABLE_COLUMNS: list[tuple[str, str, list[str]]] = [
+    ("table3", "Table 3: single test scale (dense)",
+     ["id", "train_S", "test_Q", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
+    ("table4", "Table 4: multiple test scales (dense)",
+     ["id", "train_S", "test_Q", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
+    ("table5", "Table 5: dense vs multi-crop vs both (jittered S, multi-scale Q)",
+     ["id", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
+    ("table6", "Table 6: fusion of D and E (jittered S, multi-scale Q)",
+     ["id", "nets", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
+    ("table8", "Table 8: localisation error, central crop, ground-truth class", ["id", "error", "se", "paper"]),
+    ("table9", "Table 9: localisation error, dense protocol, top-5 classes", ["id", "error"]),
+    ("table11", "Table 11: transfer (Caltech-101 protocol: mean class recall %; VOC-2007 protocol: mAP %)",
+     ["id", "scales", "caltech", "caltech_std", "voc07", "paper_caltech", "paper_voc07"]),
+]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def render_tables(tables: dict[str, list[dict[str, Any]]]) -> str:
+    """The tables as Markdown (numbers with two decimals, exactly as results.json holds them)."""
+    parts = []
+    for key, title, cols in TABLE_COLUMNS:
+        rows = tables.get(key) or []
+        if not rows:
+            parts.append(f"### {title}\n\nnot run\n")
+            continue
+        lines = [f"### {title}\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def _findings_md(findings: list[dict[str, Any]]) -> str:
+    mark = {True: "reproduced", False: "**not reproduced**", None: "not run"}
+    lines = ["| finding | paper table | the paper's claim | ours | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {f['id']} | {f['table']} | {f['paper']} | {f['ours'] or '-'} | {mark[f['reproduced']]} |"
+              for f in findings]
+    notes = [f"- **{f['id']}**: {f['note']}" for f in findings if f["note"]]
+    return "\n".join(lines) + "\n\nDifferences (paper's ordering positive) and their standard errors:\n\n" + \
+        "\n".join(notes) + "\n"
+
+
+def _runs(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list], quick: bool) -> list[dict]:
+    t3 = {r["id"]: r for r in tables.get("table3", [])}
+    out = []
+    for run in RUNS:
+        rec = records.get(run.id)
+        if rec is None:
+            continue
+        out.append({"id": run.id, "config": os.path.relpath(rec["config"], w),
+                    "command": f"vgg reproduce {'--quick ' if quick else ''}--only {run.id} --workdir {w.name}",
+                    "seed": 0, "net": run.net, "train_scale": list(run.scale), "init_from": run.init_from,
+                    "top1_error": t3[run.id]["top1_error"], "top1_se": t3[run.id]["top1_se"],
+                    "top5_error": t3[run.id]["top5_error"], "epochs": rec["epochs"], "stop": rec["stop"],
+                    "seconds": round(rec["train_seconds"], 1), "device": rec["device"],
+                    "val_top1_error_best": None if rec["val_top1_best"] is None
+                    else round(100 * (1 - rec["val_top1_best"]), 2)})
+    return out
+
+
+def _figures(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir = w / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    made: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        with atomic_path(fig_dir / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        made.append(str(fig_dir / name))
+
+    runs = [r for r in RUNS if r.id in records]
+    if runs:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in runs:
+            rows = metrics_rows(records[r.id]["metrics"])
+            ax.plot([x["epoch"] for x in rows], [x["top1_error"] for x in rows], marker=".", label=r.id)
+        ax.set(xlabel="epoch", ylabel="val. top-1 error (%)", title="Validation error during training")
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "val_error_vs_epoch.png")
+        t3 = {x["id"]: x for x in tables["table3"]}
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for kind, scale in (("fixed", S_FIXED), ("jitter", S_JITTER)):
+            pts = sorted((LAYERS[r.net], t3[r.id]["top1_error"], r.net) for r in runs if r.scale == scale)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="", label=f"{kind} S")
+                for x, y, name in pts:
+                    ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel="weight layers", ylabel="test top-1 error (%)", title="Error vs depth (single test scale)")
+        ax.legend()
+        save(fig, "error_vs_depth.png")
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in runs:
+            pts = [x for x in tables["scales"] if x["id"] == r.id]
+            ax.plot([p["Q"] for p in pts], [p["top1_error"] for p in pts], marker="o", label=r.id)
+        ax.set(xlabel="test scale Q", ylabel="test top-1 error (%)", title="Error vs test scale (dense)")
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "error_vs_test_scale.png")
+    if tables.get("table11"):
+        rows = tables["table11"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["caltech"] for r in rows], width=0.4, label="Caltech-style (recall %)")
+        ax.bar([x + 0.2 for x in xs], [r["voc07"] for r in rows], width=0.4, label="VOC-style (mAP %)")
+        ax.set_xticks(list(xs), [r["id"] for r in rows], fontsize=8)
+        ax.set(ylabel="%", title="Transfer: deep features vs raw pixels")
+        ax.legend()
+        save(fig, "transfer_deep_vs_pixels.png")
+    return made
+
+
+def _setup(budget: Budget, quick: bool, data: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
+    devices = sorted({r["device"] for r in records.values() if "device" in r})
+    total = sum(r.get("seconds", 0.0) for r in records.values())
+    return (
+        f"Budget: {'quick (a smoke test of the graph; its numbers mean nothing)' if quick else 'full'}. "
+        f"Data: Fashion-MNIST from `data/` — {budget.train_per_class} training and {budget.val_per_class} "
+        f"validation images per class from the official training file (the validation split drives only the "
+        f"plateau schedule), test: {budget.test_per_class or 'all 1000'} per class of the official test file, never "
+        f"seen in training. Nets: the paper's configurations at a quarter of the widths, FC 256, 32-pixel crops; "
+        f"the paper's sizes divided by 7 (S = 256 -> {S_FIXED[0]}, S in [256, 512] -> [{S_JITTER[0]}, "
+        f"{S_JITTER[1]}]); epochs of {budget.epoch_images} images, at most {budget.max_epochs}, lr / 10 after "
+        f"{budget.patience} epoch(s) without val. improvement, stop after {budget.lr_drops} drops. Deeper nets start "
+        f"from A (paper 3.1). Multi-crop: {budget.multicrop_grid}x{budget.multicrop_grid} crops x 2 flips per scale. "
+        f"Shards: `{data['shards']}`. Device: {'; '.join(devices) or '-'}. Compute time of the finished steps: "
+        f"{total / 60:.1f} min.\n")
+
+
+def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[str, Any]) -> dict[str, Any]:
+    """Write report.md, results.json and the figures of every finished step in ``w``."""
+    records = {p.stem: book.get(p.stem) for p in sorted(book.folder.glob("*.json"))}
+    tables, findings = build_tables(records)
+    figures = _figures(w, records, tables)
+    results = {"units": "percent", "quick": quick, "budget": budget.model_dump(mode="json"),
+               "runs": _runs(w, records, tables, quick), "findings": findings, "tables": tables,
+               "figures": [os.path.relpath(f, w) for f in figures],
+               "seconds": round(sum(r.get("seconds", 0.0) for r in records.values()), 1)}
+    atomic_write_json(w / "results.json", results)
+    figs = "\n".join(f"![{Path(f).stem}]({os.path.relpath(f, w)})" for f in figures)
+    text = (f"# VGG reproduction at small scale ({'quick' if quick else 'full'} run)\n\n## Setup\n\n"
+            + _setup(budget, quick, data, records) + "\n## Decision rule (fixed before the run)\n\n" + RULE + "\n\n"
+            + "## Findings\n\n" + _findings_md(findings) + "\n## Tables (errors in %, ours beside the paper's)\n\n"
+            + render_tables(tables) + "\n## Figures\n\n" + figs + "\n")
+    atomic_write_text(w / "report.md", text)
+    return {"report": str(w / "report.md"), "results": str(w / "results.json"), "figures": figures}

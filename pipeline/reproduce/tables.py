@@ -1,0 +1,224 @@
+"""The reproduction's tables and findings, computed from the finished steps' records and saved posteriors.
+
+Tables 3-6 are recomputed from the per-image posteriors the evaluate stage saved (one dense
+evaluation per net at its three test scales, one multi-crop evaluation of D and E), so a single
+set of forward passes gives the single-scale, multi-scale, combined and fused errors, and the
+paired standard errors of every difference. Errors are percentages (two decimals) here and in
+``results.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.evaluate.metrics import true_class_ranks
+from pipeline.evaluate.posteriors import Posteriors, load_posteriors
+from pipeline.evaluate.protocols import combine_methods, fuse
+from pipeline.reproduce.findings import PAPER, Comparison, decide, paired, unpaired
+from pipeline.reproduce.plan import RUNS, NetRun
+
+__all__ = ["ClassificationErrors", "build_tables", "LAYERS"]
+
+#: weight layers of each configuration (paper Table 1; B-5x5: five conv layers and three FC)
+LAYERS = {"A": 11, "A-LRN": 11, "B": 13, "B-5x5": 8, "C": 16, "D": 16, "E": 19}
+RUN = {r.id: r for r in RUNS}
+
+
+def pct(x: float) -> float:
+    return round(100 * float(x), 2)
+
+
+def se_pct(err01: np.ndarray) -> float:
+    """Binomial standard error of an error rate, in percent."""
+    p, n = float(np.mean(err01)), len(err01)
+    return round(100 * math.sqrt(p * (1 - p) / max(n, 1)), 2)
+
+
+def single_q(run: NetRun) -> int:
+    """Paper 4.1: Q = S for fixed S, Q = (S_min + S_max) / 2 for jittered S."""
+    return (run.scale[0] + run.scale[1]) // 2
+
+
+class ClassificationErrors:
+    """Per-image 0/1 top-1 and top-5 errors of each net, method, and test-scale set."""
+
+    def __init__(self, records: dict[str, dict[str, Any]], multicrop: dict[str, str] | None) -> None:
+        self.dense: dict[str, Posteriors] = {rid: load_posteriors(r["posteriors"]) for rid, r in records.items()}
+        self.crop: dict[str, Posteriors] = {rid: load_posteriors(p) for rid, p in (multicrop or {}).items()}
+        ids = {tuple(p.ids) for p in [*self.dense.values(), *self.crop.values()]}
+        if len(ids) > 1:
+            raise UserError("the saved posteriors of the runs cover different test images; rerun in a new workdir")
+        self.labels = next(iter(self.dense.values())).labels if self.dense else np.zeros(0, np.int64)
+
+    def posteriors(self, rid: str, method: str = "dense", scales: list[int] | None = None) -> np.ndarray:
+        if method == "both":
+            return combine_methods(self.posteriors(rid, "dense", scales), self.posteriors(rid, "multicrop", scales))
+        src = self.dense if method == "dense" else self.crop
+        return src[rid].net_posteriors(0, method, scales)
+
+    def errors(self, post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ranks = true_class_ranks(np.asarray(post), self.labels)
+        return (ranks >= 1).astype(np.float64), (ranks >= 5).astype(np.float64)
+
+    def scales(self, rid: str) -> list[int]:
+        return self.dense[rid].scales(0, "dense")
+
+
+def _row(rid: str, errs: tuple[np.ndarray, np.ndarray], paper: tuple[Any, Any] | None, **extra: Any) -> dict[str, Any]:
+    e1, e5 = errs
+    p1, p5 = paper or (None, None)
+    return {"id": rid, **extra, "top1_error": pct(e1.mean()), "top1_se": se_pct(e1), "top5_error": pct(e5.mean()),
+            "paper_top1": p1, "paper_top5": p5}
+
+
+def _classification(ce: ClassificationErrors, have: list[str]) -> tuple[dict[str, list], dict[str, Any]]:
+    single = {rid: ce.errors(ce.posteriors(rid, "dense", [single_q(RUN[rid])])) for rid in have}
+    multi = {rid: ce.errors(ce.posteriors(rid, "dense")) for rid in have}
+    t3 = [_row(rid, single[rid], PAPER["table3"].get(rid), net=RUN[rid].net, train_S=_s(RUN[rid]),
+               test_Q=str(single_q(RUN[rid]))) for rid in have]
+    t4 = [_row(rid, multi[rid], PAPER["table4"].get(rid), net=RUN[rid].net, train_S=_s(RUN[rid]),
+               test_Q=",".join(map(str, ce.scales(rid)))) for rid in have]
+    per_q = [{"id": rid, "Q": q, "top1_error": pct(ce.errors(ce.posteriors(rid, "dense", [q]))[0].mean())}
+             for rid in have for q in ce.scales(rid)]
+    return {"table3": t3, "table4": t4, "scales": per_q}, {"single": single, "multi": multi}
+
+
+def _s(run: NetRun) -> str:
+    return str(run.scale[0]) if not run.jittered else f"[{run.scale[0]};{run.scale[1]}]"
+
+
+def _crop_and_fusion(ce: ClassificationErrors) -> dict[str, Any]:
+    t5, per = [], {}
+    for rid in ce.crop:
+        for method, name in (("dense", "dense"), ("multicrop", "multi-crop"), ("both", "both")):
+            per[(rid, method)] = ce.errors(ce.posteriors(rid, method))
+            t5.append(_row(f"{rid} {name}", per[(rid, method)], PAPER["table5"].get(f"{rid} {name}"), net=rid,
+                           method=name))
+    t6 = []
+    if len(ce.crop) == 2:
+        a, b = list(ce.crop)
+        for method, name in (("dense", "dense"), ("multicrop", "multi-crop"), ("both", "both")):
+            per[("fusion", method)] = ce.errors(fuse([ce.posteriors(a, method), ce.posteriors(b, method)]))
+            t6.append(_row(name, per[("fusion", method)], PAPER["table6"].get(name), nets=f"{a} + {b}", method=name))
+    return {"table5": t5, "table6": t6, "per": per}
+
+
+def _findings_cls(single: dict, multi: dict, crop: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
+    def comps(pairs: list[tuple[str, str]], src: dict) -> list[Comparison] | None:
+        if not all(w in src and b in src for w, b in pairs):
+            return None
+        return [paired(src[w][0], src[b][0], f"{w} - {b}") for w, b in pairs]
+
+    def top1(src: dict, *ids: str) -> str:
+        return ", ".join(f"{i} {pct(src[i][0].mean()):.2f}%" for i in ids if i in src)
+
+    out = [
+        decide("depth", comps([("A-fixed", "D-fixed"), ("A-fixed", "E-fixed")], single),
+               top1(single, "A-fixed", "D-fixed", "E-fixed")),
+        decide("lrn", comps([("A-LRN-fixed", "A-fixed")], single), top1(single, "A-fixed", "A-LRN-fixed"),
+               no_gain=True),
+        decide("conv1x1", comps([("C-fixed", "D-fixed")], single), top1(single, "C-fixed", "D-fixed")),
+        decide("shallow5x5", comps([("B-5x5-fixed", "B-fixed")], single), top1(single, "B-fixed", "B-5x5-fixed")),
+        decide("scale-jitter", comps([(f"{n}-fixed", f"{n}-jitter") for n in "CDE"], single),
+               top1(single, *[f"{n}-{k}" for n in "CDE" for k in ("fixed", "jitter")]), need=2),
+    ]
+    ms = None
+    if all(r in single and r in multi for r in ("D-jitter", "E-jitter")):
+        ms = [paired(single[r][0], multi[r][0], f"{r} single Q - multi Q") for r in ("D-jitter", "E-jitter")]
+    out.append(decide("multiscale-test", ms, ", ".join(
+        f"{r} {pct(single[r][0].mean()):.2f}% -> {pct(multi[r][0].mean()):.2f}%" for r in ("D-jitter", "E-jitter")
+        if r in single)))
+    dc = fu = None
+    if all((r, "both") in crop for r in ("D-jitter", "E-jitter")):
+        dc = [paired(crop[(r, "dense")][0], crop[(r, "both")][0], f"{r} dense - both")
+              for r in ("D-jitter", "E-jitter")]
+    if ("fusion", "dense") in crop:
+        best = min(("D-jitter", "E-jitter"), key=lambda r: crop[(r, "dense")][0].mean())
+        fu = [paired(crop[(best, "dense")][0], crop[("fusion", "dense")][0], f"{best} - fusion (dense)")]
+    out.append(decide("dense-vs-crop", dc, ", ".join(
+        f"{k[0]} {k[1]} {pct(v[0].mean()):.2f}%" for k, v in crop.items() if k[0] != "fusion")))
+    out.append(decide("fusion", fu, ", ".join(
+        f"{k[0]} {k[1]} {pct(v[0].mean()):.2f}%" for k, v in crop.items() if k[1] == "dense")))
+    return out
+
+
+def _localisation(rec: dict[str, Any] | None) -> tuple[list, list, dict[str, Any]]:
+    if rec is None:
+        return [], [], decide("localisation", None, "")
+    n = int(rec["crop"]["images"] or 0)
+    names = {"SCR": "SCR, FC", "PCR": "PCR, FC"}
+    t8 = []
+    for r in rec["crop"]["rows"]:
+        rid = ("PCR, all" if r["fine_tuned"] == "all" else names.get(r["regression"], r["regression"]))
+        se = 100 * math.sqrt(r["error"] * (1 - r["error"]) / max(n, 1))
+        t8.append({"id": rid, "error": pct(r["error"]), "se": round(se, 2), "paper": PAPER["table8"].get(rid)})
+    t9 = [{"id": r["train"] + (f" / {r['test']}" if r.get("test") else ""), "error": pct(r["error"])}
+          for r in rec["dense"]["rows"]]
+    err = {r["id"]: r["error"] / 100 for r in t8}
+    comps = None
+    if all(k in err for k in ("SCR, FC", "PCR, FC", "PCR, all")):
+        comps = [unpaired(err["SCR, FC"], err["PCR, FC"], n, "SCR, FC - PCR, FC"),
+                 unpaired(err["PCR, FC"], err["PCR, all"], n, "PCR, FC - PCR, all")]
+    ours = ", ".join(f"{r['id']} {r['error']:.2f}%" for r in t8 if r["paper"] is not None)
+    return t8, t9, decide("localisation", comps, ours)
+
+
+def _transfer(rec: dict[str, Any] | None) -> tuple[list, dict[str, Any]]:
+    if rec is None:
+        return [], decide("transfer", None, "")
+    rows = []
+    for r in rec["rows"]:
+        paper = PAPER["table11"].get(r["method"], {})
+        rows.append({"id": r["method"], "scales": ",".join(map(str, r["scales"])), "caltech": pct(r["caltech"]),
+                     "caltech_std": pct(r["caltech_std"] or 0.0), "voc07": pct(r["voc07"]),
+                     "paper_caltech": paper.get("caltech"), "paper_voc07": paper.get("voc07")})
+    by = {r["method"]: r for r in rec["rows"]}
+    deep, px = by["D & E"], by["raw pixels"]
+    k = max(int(deep.get("caltech_splits") or 3), 1)
+    se = math.sqrt(((deep["caltech_std"] or 0.0) ** 2 + (px["caltech_std"] or 0.0) ** 2) / k)
+    comps = [Comparison("Caltech-style: D & E - pixels (mean class recall)", deep["caltech"] - px["caltech"], se),
+             Comparison("VOC-style: D & E - pixels (mAP)", deep["voc07"] - px["voc07"], None)]
+    ours = (f"Caltech-style {pct(deep['caltech']):.2f}% vs pixels {pct(px['caltech']):.2f}%; VOC-style mAP "
+            f"{pct(deep['voc07']):.2f}% vs {pct(px['voc07']):.2f}%")
+    return rows, decide("transfer", comps, ours)
+
+
+def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], list[dict[str, Any]]]:
+    """All tables and the ten findings from the records present (``{run or experiment id: record}``)."""
+    have = [r.id for r in RUNS if r.id in records]
+    tables: dict[str, list] = {}
+    single: dict = {}
+    multi: dict = {}
+    crop: dict = {}
+    if have:
+        mc = records.get("multicrop")
+        ce = ClassificationErrors({r: records[r] for r in have}, mc["posteriors"] if mc else None)
+        cls_tables, errs = _classification(ce, have)
+        tables.update(cls_tables)
+        single, multi = errs["single"], errs["multi"]
+        if mc:
+            cf = _crop_and_fusion(ce)
+            tables["table5"], crop = cf["table5"], cf["per"]
+            tables["table6"] = cf["table6"] if "fusion" in records else []
+            if "fusion" not in records:
+                crop = {k: v for k, v in crop.items() if k[0] != "fusion"}
+    findings = _findings_cls(single, multi, crop)
+    tables["table8"], tables["table9"], loc = _localisation(records.get("localisation"))
+    tables["table11"], tr = _transfer(records.get("transfer"))
+    return tables, [*findings, loc, tr]
+
+
+def metrics_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The validation rows of a training run's metrics.jsonl (epoch, top-1 error %)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        return []
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return [{"epoch": r["epoch"], "top1_error": pct(1 - r["top1"])} for r in rows if r.get("kind") == "val"]

@@ -1,0 +1,123 @@
+"""The report from records: errors equal to what the posteriors were built to give, findings decided by the
+rule, and report.md's tables agreeing with results.json number by number."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.evaluate.posteriors import Posteriors
+from pipeline.reproduce.plan import QUICK, RUNS
+from pipeline.reproduce.report import TABLE_COLUMNS, write_report
+from pipeline.reproduce.runner import Records
+from pipeline.reproduce.tables import single_q
+
+N, C = 400, 10
+#: run id -> (images wrong at top-1, images wrong at top-5): the first ones of the test set
+WRONG = {"A-fixed": (120, 40), "A-LRN-fixed": (124, 40), "B-fixed": (100, 30), "B-5x5-fixed": (160, 60),
+         "C-fixed": (96, 30), "D-fixed": (60, 20), "E-fixed": (60, 20), "C-jitter": (80, 20), "D-jitter": (40, 10),
+         "E-jitter": (44, 10)}
+
+
+def _posteriors(labels: np.ndarray, wrong1: int, wrong5: int, shift: int = 0) -> np.ndarray:
+    """Posteriors wrong at top-1 on images [shift, shift + wrong1) and at top-5 on the first wrong5 of them."""
+    p = np.full((N, C), 0.01)
+    for i, y in enumerate(labels):
+        j = (i - shift) % N
+        if j < wrong5:
+            p[i, y] = 0.0  # ranked last
+            p[i, (y + 1) % C] = 0.5
+        elif j < wrong1:
+            p[i, (y + 1) % C], p[i, y] = 0.5, 0.3
+        else:
+            p[i, y] = 0.9
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _write_post(path: Path, labels: np.ndarray, rid: str, method: str, qs: list[int], wrong: tuple[int, int],
+                shift: int = 0) -> str:
+    arr = _posteriors(labels, *wrong, shift=shift)
+    post = Posteriors(ids=[f"img{i:04d}" for i in range(N)], labels=labels, classes=[f"c{k}" for k in range(C)],
+                      nets=[{"label": rid}], arrays={(0, method, q): arr for q in qs})
+    return str(post.save(path))
+
+
+def _records(w: Path) -> Records:
+    labels = np.arange(N) % C
+    book = Records(w / "records")
+    for run in RUNS:
+        qs = [37, 55, 73] if run.jittered else [32, 37, 42]
+        post = _write_post(w / run.id / "posteriors.npz", labels, run.id, "dense", qs, WRONG[run.id])
+        book.step(run.id, {"run": run.id}, lambda p=post, r=run: {
+            "checkpoint": "x.pt", "posteriors": p, "config": str(w / r.id / "config.yaml"),
+            "metrics": str(w / r.id / "metrics.jsonl"), "epochs": 3, "stop": "max_epochs", "train_seconds": 1.0,
+            "val_top1_best": 0.5, "device": "cpu: test", "identity_hash": r.id})
+    # multi-crop: wrong on other images than dense (shifted), so the combination and the fusion help
+    mc = {rid: _write_post(w / "mc" / f"{rid}.npz", labels, rid, "multicrop", [37, 55, 73], WRONG[rid], shift=200)
+          for rid in ("D-jitter", "E-jitter")}
+    book.step("multicrop", {"x": 1}, lambda: {"posteriors": mc})
+    book.step("fusion", {"x": 1}, lambda: {"runs": ["D-jitter", "E-jitter"]})
+    crop_rows = [{"fine_tuned": "1st and 2nd FC", "regression": "SCR", "error": 0.5},
+                 {"fine_tuned": "1st and 2nd FC", "regression": "PCR", "error": 0.4},
+                 {"fine_tuned": "all", "regression": "PCR", "error": 0.3}]
+    book.step("localisation", {"x": 1}, lambda: {"crop": {"rows": crop_rows, "images": 500},
+                                                  "dense": {"rows": [{"train": "37", "test": "37", "error": 0.25}]}})
+    rows = [{"method": m, "scales": [64, 96], "caltech": c, "caltech_std": 0.01, "caltech_splits": 3, "voc07": v}
+            for m, c, v in (("D", 0.8, 0.6), ("E", 0.81, 0.61), ("D & E", 0.82, 0.62), ("raw pixels", 0.3, 0.4))]
+    book.step("transfer", {"x": 1}, lambda: {"rows": rows})
+    return book
+
+
+def _report_tables(text: str) -> dict[str, list[list[str]]]:
+    out: dict[str, list[list[str]]] = {}
+    for key, title, _ in TABLE_COLUMNS:
+        block = text.split(f"### {title}\n", 1)[1].split("\n\n", 1)[0]
+        lines = [ln for ln in block.strip().splitlines() if ln.startswith("|")]
+        out[key] = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    return out
+
+
+def test_report_numbers_and_findings(tmp_path: Path) -> None:
+    paths = write_report(tmp_path, _records(tmp_path), QUICK, quick=True, data={"shards": "shards"})
+    res = json.loads(Path(paths["results"]).read_text())
+    t3 = {r["id"]: r for r in res["tables"]["table3"]}
+    for run in RUNS:  # the single-scale errors are the ones the posteriors were built with
+        assert t3[run.id]["top1_error"] == pytest.approx(100 * WRONG[run.id][0] / N)
+        assert t3[run.id]["top5_error"] == pytest.approx(100 * WRONG[run.id][1] / N)
+        assert t3[run.id]["test_Q"] == str(single_q(run))
+    verdict = {f["id"]: f["reproduced"] for f in res["findings"]}
+    assert verdict["depth"] and verdict["conv1x1"] and verdict["shallow5x5"] and verdict["lrn"]
+    assert verdict["scale-jitter"]  # C, D, E all better jittered; C by 16 of 400 images, D by 20 -> two beyond 2 SE
+    assert verdict["multiscale-test"] is False  # the same posteriors at every Q: no gain
+    assert verdict["dense-vs-crop"] and verdict["fusion"] is False  # D and E err on the same images: fusion = D
+    assert verdict["localisation"] and verdict["transfer"]
+    assert [r["id"] for r in res["runs"]] == [r.id for r in RUNS]
+    assert all(Path(tmp_path, f).is_file() for f in res["figures"]) and len(res["figures"]) == 4
+
+
+def test_report_tables_agree_with_results(tmp_path: Path) -> None:
+    paths = write_report(tmp_path, _records(tmp_path), QUICK, quick=True, data={"shards": "shards"})
+    res = json.loads(Path(paths["results"]).read_text())
+    shown = _report_tables(Path(paths["report"]).read_text())
+    compared = 0
+    for key, _, cols in TABLE_COLUMNS:
+        rows = res["tables"][key]
+        assert len(shown[key]) == len(rows) > 0, key
+        for row, cells in zip(rows, shown[key], strict=True):
+            for col, cell in zip(cols, cells, strict=True):
+                v = row.get(col)
+                if isinstance(v, float):
+                    assert float(cell) == pytest.approx(v, abs=0.005), (key, col)
+                    compared += 1
+                else:
+                    assert cell == ("-" if v is None else str(v)), (key, col)
+    assert compared > 100
+    # the findings table shows each verdict of results.json
+    text = Path(paths["report"]).read_text()
+    for f in res["findings"]:
+        line = next(ln for ln in text.splitlines() if re.match(rf"\| {re.escape(f['id'])} \|", ln))
+        assert ("**not reproduced**" in line) == (f["reproduced"] is False)
