@@ -172,7 +172,8 @@ def _do_runs(runs: list[NetRun], budget: Budget, w: Path, data: dict[str, Any], 
         identity = {"step": "train+test", "settings": train_settings(run, budget), "data": data["fingerprint"],
                     "init": book.get(run.init_from)["identity_hash"] if run.init_from else None}
         tc = _train_config(run, budget, w, data["shards"], init, cfg)
-        rec = book.step(run.id, identity, lambda r=run, t=tc, h=identity_hash(identity): {
+        h = identity_hash(identity)
+        rec = book.step(run.id, identity, lambda r=run, t=tc, h=h: {
             **_train_and_test(r, t, data["shards"], cfg, device, task), "identity_hash": h})
         done[run.id] = rec
         bar.advance()
