@@ -14,10 +14,10 @@ from typing import Any
 
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
 from pipeline.reproduce.findings import RULE
-from pipeline.reproduce.plan import RUNS, S_FIXED, S_JITTER, Budget
+from pipeline.reproduce.plan import EXPERIMENTS, RUNS, S_FIXED, S_JITTER, Budget
 from pipeline.reproduce.tables import LAYERS, build_tables, metrics_rows
 
-__all__ = ["write_report", "render_tables", "TABLE_COLUMNS"]
+__all__ = ["write_report", "render_tables", "publish", "TABLE_COLUMNS"]
 
 #: (results.json table key, title, columns shown)
 TABLE_COLUMNS: list[tuple[str, str, list[str]]] = [
@@ -143,7 +143,12 @@ def _figures(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list
 def _setup(budget: Budget, quick: bool, data: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
     devices = sorted({r["device"] for r in records.values() if "device" in r})
     total = sum(r.get("seconds", 0.0) for r in records.values())
-    return (
+    steps = [*(r.id for r in RUNS), *EXPERIMENTS]
+    pending = [s for s in steps if s not in records]
+    status = (f"**Status: {len(steps) - len(pending)} of {len(steps)} steps finished; pending: {', '.join(pending)}.** "
+              "Tables and findings below cover the finished steps only; the same command continues the run.\n\n"
+              if pending else "")
+    return status + (
         f"Budget: {'quick (a smoke test of the graph; its numbers mean nothing)' if quick else 'full'}. "
         f"Data: Fashion-MNIST from `data/` — {budget.train_per_class} training and {budget.val_per_class} "
         f"validation images per class from the official training file (the validation split drives only the "
@@ -174,3 +179,19 @@ def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[
             + render_tables(tables) + "\n## Figures\n\n" + figs + "\n")
     atomic_write_text(w / "report.md", text)
     return {"report": str(w / "report.md"), "results": str(w / "results.json"), "figures": figures}
+
+
+def publish(w: Path, dest: Path) -> list[str]:
+    """Copy report.md to ``dest``.md and results.json and the figures into ``dest``/ (docs/reproduction)."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "figures").mkdir(exist_ok=True)
+    written = []
+    for f in sorted((w / "figures").glob("*.png")):
+        shutil.copyfile(f, dest / "figures" / f.name)
+        written.append(str(dest / "figures" / f.name))
+    shutil.copyfile(w / "results.json", dest / "results.json")
+    text = (w / "report.md").read_text().replace("](figures/", f"]({dest.name}/figures/")
+    atomic_write_text(dest.with_suffix(".md"), text)
+    return [str(dest.with_suffix(".md")), str(dest / "results.json"), *written]

@@ -22,6 +22,7 @@ from pipeline.config import config_from
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.io import atomic_write_json, read_json, sha256_bytes
+from pipeline.locks import exclusive
 from pipeline.reproduce.experiments import localisation, transfer
 from pipeline.reproduce.plan import EXPERIMENTS, FULL, QUICK, Budget, NetRun, selected, train_settings
 from pipeline.results import StageResult
@@ -51,6 +52,10 @@ class ReproduceConfig(RuntimeStageConfig):
                                                      "default all")
     budget: Budget | None = Field(None, description="change fields of the budget (of the full run's, or of "
                                                     "--quick's)")
+    report_only: bool = Field(False, description="only write the report from the finished steps (runs nothing; "
+                                                 "works beside a running reproduction)")
+    publish: str | None = Field(None, description="also copy the report to PUBLISH.md and results.json and figures "
+                                                  "into PUBLISH/ (e.g. docs/reproduction)")
     progress: bool = Field(True, description="progress over the experiments (a bar on a terminal, an artifact in a "
                                              "flow)")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device of every net (bf16 stays off: "
@@ -243,11 +248,19 @@ def run_reproduce(cfg: ReproduceConfig, task: Task = _plain) -> ReproduceResult:
     device = _device_name(cfg.runtime.device)
     log(f"reproduce: {len(runs)} runs and {len(names)} experiments in {w} ({'quick' if cfg.quick else 'full'} "
         f"budget, {device})", cfg.progress)
-    data = _prepare(w, budget, task)
-    with Progress(len(runs) + len(names), "reproduce", enabled=cfg.progress, unit="steps") as bar:
-        done = _do_runs(runs, budget, w, data, cfg, book, bar, device, task)
-        made = _experiments(names, done, budget, w, data, cfg, book, bar, task)
+    if cfg.report_only:
+        data, done, made = {"shards": str(w / "shards")}, {}, {}
+    else:
+        with exclusive(w / ".lock", f"reproduction {w}"):
+            data = _prepare(w, budget, task)
+            with Progress(len(runs) + len(names), "reproduce", enabled=cfg.progress, unit="steps") as bar:
+                done = _do_runs(runs, budget, w, data, cfg, book, bar, device, task)
+                made = _experiments(names, done, budget, w, data, cfg, book, bar, task)
     paths = write_report(w, book, budget, quick=cfg.quick, data=data)
+    if cfg.publish:
+        from pipeline.reproduce.report import publish
+
+        log(f"published: {', '.join(publish(w, Path(cfg.publish)))}", cfg.progress)
     findings = read_json(paths["results"])["findings"]
     return ReproduceResult(
         workdir=str(w), report=paths["report"], results=paths["results"], figures=paths["figures"],

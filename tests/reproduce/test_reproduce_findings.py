@@ -74,3 +74,31 @@ def test_every_run_is_a_valid_training_config(tmp_path) -> None:
 def test_budget_overrides_keep_the_mode() -> None:
     b = resolve_budget(ReproduceConfig.model_validate({"quick": True, "budget": {"max_epochs": 3}}))
     assert b.max_epochs == 3 and b.train_per_class == QUICK.train_per_class
+
+
+def test_records_reuse_refuse_and_never_half_written(tmp_path) -> None:
+    from pipeline.reproduce.runner import Records
+
+    book = Records(tmp_path / "records")
+    calls = []
+    rec = book.step("A-fixed", {"lr": 0.01}, lambda: calls.append(1) or {"top1": 0.1})
+    assert rec["top1"] == 0.1 and book.step("A-fixed", {"lr": 0.01}, lambda: calls.append(1) or {}) == rec
+    assert calls == [1]  # the second call reused the record
+    with pytest.raises(UserError, match=r"other settings \(lr differ\)"):
+        book.step("A-fixed", {"lr": 0.02}, dict)
+
+    def killed() -> dict:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        book.step("B-fixed", {}, killed)
+    assert book.get("B-fixed") is None and sorted(p.name for p in book.folder.iterdir()) == ["A-fixed.json"]
+
+
+def test_a_second_run_on_the_same_workdir_is_refused(tmp_path) -> None:
+    from pipeline.locks import exclusive
+    from pipeline.reproduce.runner import run_reproduce
+
+    (tmp_path / "w").mkdir()
+    with exclusive(tmp_path / "w" / ".lock", "test"), pytest.raises(UserError, match="another run"):
+        run_reproduce(ReproduceConfig(workdir=str(tmp_path / "w"), quick=True, progress=False))
