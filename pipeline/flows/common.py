@@ -8,9 +8,14 @@ message the CLI prints, without a traceback in the logs; transient I/O errors ar
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import functools
-from collections.abc import Callable
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prefect import Task, get_run_logger
@@ -19,7 +24,8 @@ from prefect.states import Failed, State
 
 from pipeline.errors import UserError, is_expected, one_line
 
-__all__ = ["transient_only", "one_line_failures", "stage_task", "publish_table", "publish_markdown", "markdown_table"]
+__all__ = ["transient_only", "one_line_failures", "stage_task", "publish_table", "publish_markdown", "markdown_table",
+           "EpochMetrics", "watch_epochs"]
 
 #: OSErrors that are deterministic (a wrong path stays wrong): never retried.
 _PERMANENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
@@ -100,3 +106,68 @@ def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> Non
 def publish_markdown(text: str, key: str, description: str) -> None:
     """A markdown artifact."""
     create_markdown_artifact(markdown=text, key=key, description=description)
+
+
+def _curve(rows: list[dict[str, Any]], width: int = 40) -> str:
+    """Validation top-1 error per epoch as a text bar chart (the artifact's curve)."""
+    top = max(r["val_top1_error"] for r in rows) or 1.0
+    lines = ["epoch  val top-1 err %"]
+    lines += [f"{r['epoch']:5d}  {r['val_top1_error']:6.2f}  " + "#" * max(1, round(width * r["val_top1_error"] / top))
+              for r in rows]
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+class EpochMetrics:
+    """Publishes a training run's per-epoch metrics (``metrics.jsonl``) as a table artifact and a curve.
+
+    ``poll()`` reads the file and publishes when a new epoch has been validated; call it as the run
+    goes (the torchrun launcher on each output line, :func:`watch_epochs` from a thread).
+    """
+
+    def __init__(self, metrics: str | Path, key: str) -> None:
+        self.path, self.key, self.seen = Path(metrics), key, 0
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                r = json.loads(line)
+                if r.get("kind") == "val" and "top1" in r:
+                    out.append({"epoch": r["epoch"], "val_top1_error": round(100 * (1 - r["top1"]), 2),
+                                "val_top5_error": round(100 * (1 - r["top5"]), 2), "lr": r.get("lr"),
+                                "event": r.get("event", "")})
+        return out
+
+    def poll(self) -> bool:
+        rows = self.rows()
+        if len(rows) == self.seen:
+            return False
+        self.seen = len(rows)
+        create_table_artifact(table=rows, key=f"{self.key}-epochs", description="per-epoch validation metrics")
+        create_markdown_artifact(markdown=_curve(rows), key=f"{self.key}-curve",
+                                 description="validation top-1 error by epoch")
+        return True
+
+
+@contextlib.contextmanager
+def watch_epochs(metrics: str | Path, key: str, every_s: float = 5.0) -> Iterator[EpochMetrics]:
+    """Publish ``metrics``' epochs from a thread (in the caller's Prefect run context) while the block runs."""
+    pub, stop = EpochMetrics(metrics, key), threading.Event()
+    ctx = contextvars.copy_context()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            with contextlib.suppress(Exception):  # a failed artifact upload never stops training
+                ctx.run(pub.poll)
+
+    t = threading.Thread(target=loop, daemon=True, name=f"epochs-{key}")
+    t.start()
+    try:
+        yield pub
+    finally:
+        stop.set()
+        t.join()
+        with contextlib.suppress(Exception):
+            ctx.run(pub.poll)

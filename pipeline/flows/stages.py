@@ -22,7 +22,7 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.flows.common import publish_markdown, publish_table, stage_task
+from pipeline.flows.common import EpochMetrics, publish_markdown, publish_table, stage_task
 from pipeline.io import read_json
 from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
 from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
@@ -85,6 +85,13 @@ def torchrun_command(config_path: Path, nproc_per_node: int, nnodes: int, rdzv_e
     return [*cmd, "-m", "pipeline.train", *args]
 
 
+def artifact_key(out: Path) -> str:
+    """A Prefect artifact key from a run folder's name (lowercase letters, digits and dashes)."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", out.name.lower()).strip("-") or "run"
+
+
 def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                     rdzv_endpoint: str | None = None) -> TrainResult:
     """Write the resolved config, launch torchrun on it and stream its output into the flow logs.
@@ -102,11 +109,17 @@ def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 
     logger.info("launching: %s", shlex.join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     error = ""
+    epochs = EpochMetrics(RunPaths(out).metrics, f"train-{artifact_key(out)}")
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as p:
         assert p.stdout is not None
         for line in p.stdout:
             if line.strip():
                 logger.info(line.rstrip())
+            if "val top-1" in line:  # an epoch ended: its metrics row is written
+                try:
+                    epochs.poll()
+                except Exception as e:  # noqa: BLE001 - an artifact upload never stops a training run
+                    logger.warning("could not publish the epoch metrics: %s", e)
             error = line.strip()[len("error: "):] if line.startswith("error: ") else error  # the CLI's one line
     if p.returncode != 0:
         raise UserError(error or f"training exited with status {p.returncode} (see the log above)")

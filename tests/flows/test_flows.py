@@ -45,6 +45,8 @@ def test_shard_and_stats_flows_call_the_stages_and_reuse_outputs(prefect_harness
 
 def test_train_and_evaluate_flows_pass_on_the_paths_of_real_results(prefect_harness, fmnist_tiny, tmp_path):
     """The train flow returns the result its torchrun job wrote; the evaluate flow takes the checkpoint from it."""
+    from prefect.client.orchestration import get_client
+
     from pipeline.config import config_from
     from pipeline.evaluate import EvaluateConfig
     from pipeline.flows.stages import evaluate_flow, shard_flow, stats_flow, train_flow
@@ -62,6 +64,10 @@ def test_train_and_evaluate_flows_pass_on_the_paths_of_real_results(prefect_harn
         "runtime": {"bf16": False, "channels_last": False, "threads": 1}})
     trained = train_flow(cfg)
     assert isinstance(trained, TrainResult) and trained.epochs == 1 and trained.steps == 3
+    with get_client(sync_client=True) as client:  # the epoch's metrics, published as training went
+        arts = {a.key: a for a in client.read_artifacts()}
+    assert arts["train-run-epochs"].type == "table" and "val_top1_error" in arts["train-run-epochs"].data
+    assert arts["train-run-curve"].type == "markdown" and "#" in arts["train-run-curve"].data
     assert trained == TrainResult.model_validate_json(Path(trained.result_json).read_text())
     ev = evaluate_flow(EvaluateConfig(checkpoints=[trained.best], data=str(shards.out), split="val", scales=[32],
                                       out=str(tmp_path / "eval"), progress=False, runtime={"threads": 1}))
@@ -212,4 +218,5 @@ def test_reproduction_flow_publishes_its_tables(prefect_harness, tmp_path):
     assert res.findings["depth"] is None  # D and E were not run: the finding says so instead of deciding
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts()}
-    assert {"reproduction-findings", "reproduction-table3", "reproduction-report"} <= keys
+    assert {"reproduction-findings", "reproduction-table3", "reproduction-report", "train-a-fixed-epochs",
+            "train-a-fixed-curve"} <= keys
