@@ -194,4 +194,21 @@ def publish(w: Path, dest: Path) -> list[str]:
     shutil.copyfile(w / "results.json", dest / "results.json")
     text = (w / "report.md").read_text().replace("](figures/", f"]({dest.name}/figures/")
     atomic_write_text(dest.with_suffix(".md"), text)
-    return [str(dest.with_suffix(".md")), str(dest / "results.json"), *written]
+    written = [str(dest.with_suffix(".md")), str(dest / "results.json"), *written]
+    readme = dest.resolve().parent.parent / "README.md"  # docs/reproduction -> the repository's README
+    if readme.is_file() and README_BEGIN in readme.read_text():
+        atomic_write_text(readme, readme_block(readme.read_text(), text))
+        written.append(str(readme))
+    return written
+
+
+README_BEGIN, README_END = "<!-- reproduction:begin -->", "<!-- reproduction:end -->"
+
+
+def readme_block(readme: str, report: str) -> str:
+    """``readme`` with the block between the markers replaced by the report's status and findings table."""
+    findings = report.split("## Findings\n\n", 1)[1].split("\n\n", 1)[0]
+    status = next((ln for ln in report.splitlines() if ln.startswith("**Status")), "")
+    block = "\n".join(x for x in (README_BEGIN, status, findings, README_END) if x)
+    head, rest = readme.split(README_BEGIN, 1)
+    return head + block + rest.split(README_END, 1)[1]

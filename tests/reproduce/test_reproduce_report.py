@@ -121,3 +121,21 @@ def test_report_tables_agree_with_results(tmp_path: Path) -> None:
     for f in res["findings"]:
         line = next(ln for ln in text.splitlines() if re.match(rf"\| {re.escape(f['id'])} \|", ln))
         assert ("**not reproduced**" in line) == (f["reproduced"] is False)
+
+
+def test_publish_copies_the_report_and_fills_the_readme_block(tmp_path: Path) -> None:
+    from pipeline.reproduce.report import README_BEGIN, README_END, publish
+
+    w = tmp_path / "w"
+    write_report(w, _records(w), QUICK, quick=True, data={"shards": "shards"})
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "README.md").write_text(f"# x\n\nbefore\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
+    written = publish(w, repo / "docs" / "reproduction")
+    doc = (repo / "docs" / "reproduction.md").read_text()
+    assert "](reproduction/figures/" in doc and "](figures/" not in doc
+    assert all((repo / "docs" / "reproduction" / "figures" / Path(f).name).is_file()
+               for f in json.loads((w / "results.json").read_text())["figures"])
+    readme = (repo / "README.md").read_text()
+    assert "old" not in readme and readme.startswith("# x\n\nbefore") and readme.endswith("after\n")
+    assert "| depth | 3 |" in readme and str(repo / "README.md") in written
