@@ -166,7 +166,9 @@ class Engine:
     def resume_at(self, pos: Position) -> None:
         """Continue from ``pos`` (read from ``last.pt``); a run stopped by a limit this config raises goes on."""
         self.pos = pos
-        if pos.finished and self._limit_raised():  # `--set schedule.max_epochs=...`: train longer
+        if not pos.finished and pos.epoch >= self.plan.max_epochs:  # a lowered limit, already reached
+            pos.finished, pos.stop = True, f"max_epochs {self.plan.max_epochs}"
+        elif pos.finished and self._limit_raised():  # `--set schedule.max_epochs=...`: train longer
             self.log(f"{self.paths.out}: the run stopped at {pos.stop}; continuing to the new limit")
             pos.finished, pos.stop = False, ""
         elif not pos.finished:
