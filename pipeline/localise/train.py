@@ -58,6 +58,7 @@ from pipeline.results import LocaliseTrainResult
 from pipeline.runtime import DistEnv, RuntimeStageConfig
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.engine import Engine, EpochEnd, Plan, Position
+from pipeline.train.recipe import freeze_conv, train_mode
 from pipeline.transforms import sample_rng
 
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
@@ -253,9 +254,7 @@ class _LocRun:
             "classes": classes, "dataset_fingerprint": view.fingerprint, "config": cfg.model_dump(mode="json"),
             "localise": {"head": cfg.head, "fine_tune": cfg.fine_tune, "classifier": cfg.classifier,
                          "classifier_sha256": sha256_file(cfg.classifier)}}
-        if cfg.fine_tune == "fc":
-            for p in model.features.parameters():
-                p.requires_grad_(False)
+        freeze_conv(model, cfg.fine_tune)
         self.model = self.runner.prepare(model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -298,9 +297,7 @@ class _LocRun:
         self.skips: list[dict[str, str]] = []
         self.t0, self.seen, self.loss_sum = time.monotonic(), 0, 0.0
         torch.manual_seed(cfg.seed * 100_003 + epoch)
-        self.model.train()
-        if cfg.fine_tune == "fc":
-            self.model.features.eval()  # frozen convs: dropout-free, BatchNorm statistics fixed
+        train_mode(self.model, cfg.fine_tune)  # frozen convs: dropout-free, BatchNorm statistics fixed
 
     def batches(self, epoch: int, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         return _batches(self.view, self.cfg, self.s, self.crop, self.slots, epoch, self.skips, {}, self.memory)
