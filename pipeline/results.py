@@ -175,6 +175,7 @@ class LocaliseTrainResult(StageResult):
     result_json: str = Field(description="train.json: this result")
     history: list[dict[str, Any]]
     best_epoch: dict[str, Any] | None = None
+    stop: str | None = Field(None, description="why training stopped (as in TrainResult)")
 
 
 class LocaliseEvalOutputs(BaseModel):

@@ -17,27 +17,30 @@ Here:
   training; boxes mostly outside the crop are no targets (``min_visible``);
 - fine-tuning of all layers, or of the first two FC layers only (the conv layers frozen).
 
-Each epoch ends with ``checkpoints/last.pt`` (weights, optimiser and progress): a killed run, run
-again with the same config, continues from the last finished epoch and gives the result of an
-uninterrupted run (every epoch's shuffling, crops and dropout are seeded by (seed, epoch)).
-With a validation split, the central-crop GT-class error (Table 8's protocol) is measured after
-each epoch and the best epoch is kept as ``checkpoints/best.pt`` (else ``best.pt`` = the last).
+The epoch loop, checkpoints, resume and metrics are the training engine's
+(:mod:`pipeline.train.engine`, shared with classification training); this module supplies the
+batches, the SGD step on the box loss and the epoch's validation. Each epoch ends with
+``checkpoints/last.pt`` (weights, optimiser, history and the stop reason once finished): a killed
+run, run again with the same config, continues from the last finished epoch and gives the result
+of an uninterrupted run (every epoch's shuffling, crops and dropout are seeded by (seed, epoch)); a
+finished run returns its result without training (more ``epochs`` continue it); another config in
+the same ``out`` is refused. With a validation split, the central-crop GT-class error (Table 8's
+protocol) is measured after each epoch and the best epoch is kept as ``checkpoints/best.pt``
+(else ``best.pt`` = the last).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from pipeline.config import save_config
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.io import atomic_write_json, sha256_file
 from pipeline.localise.augment import box_crop, targets
 from pipeline.localise.evaluate import (
     class_names,
@@ -49,17 +52,19 @@ from pipeline.localise.evaluate import (
 )
 from pipeline.localise.net import Head, LocaliserInfo, head_outputs, localisation_net
 from pipeline.localise.protocols import LocNet, Runner
-from pipeline.models import load_checkpoint, load_model, save_checkpoint
+from pipeline.models import load_model
 from pipeline.preprocess import normalization_of, normalize, train_scale_of
 from pipeline.results import LocaliseTrainResult
-from pipeline.runtime import Progress, RuntimeStageConfig, log, upgrade_runtime_keys
+from pipeline.runtime import DistEnv, RuntimeStageConfig
+from pipeline.train.checkpoints import RunPaths
+from pipeline.train.engine import Engine, EpochEnd, Plan, Position
+from pipeline.train.recipe import freeze_conv, train_mode
 from pipeline.transforms import sample_rng
 
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"progress", "epochs", "cache_mb"}
-_RESUME_FREE_RUNTIME = {"device", "threads"}
+_RESUME_FREE = {"progress", "epochs", "cache_mb", "runtime.device", "runtime.threads"}
 
 
 class LocaliseTrainConfig(RuntimeStageConfig):
@@ -190,12 +195,6 @@ def _skip_summary(skips: list[dict[str, str]]) -> dict[str, Any]:
     return {"by_reason": by_reason, "listed": skips[:1000]}
 
 
-def _resume_key(d: dict[str, Any]) -> dict[str, Any]:
-    d = upgrade_runtime_keys(d)  # a run saved before the runtime section resumes too
-    runtime = {k: v for k, v in (d.get("runtime") or {}).items() if k not in _RESUME_FREE_RUNTIME}
-    return {**{k: v for k, v in d.items() if k not in _RESUME_FREE}, "runtime": runtime}
-
-
 def _validate(model, info: LocaliserInfo, norm, s: int, cfg: LocaliseTrainConfig, runner: Runner) -> float | None:
     if cfg.val_split is None:
         return None
@@ -234,51 +233,121 @@ def _classifier(cfg: LocaliseTrainConfig, view: Any) -> tuple[torch.nn.Module, d
     return classifier, ck, s
 
 
-def _resume(last: Path, cfg: LocaliseTrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
-            skip_summary: dict[str, Any]) -> tuple[int, list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
-    """Continue a killed or finished run from ``last.pt``: (epoch, history, best, skips)."""
-    prev = load_checkpoint(last)  # one-line UserError for a damaged or foreign file
-    if not {"optimizer", "epoch", "history"} <= set(prev) or "config" not in (prev.get("meta") or {}):
-        raise UserError(f"{last}: not a `localise train` checkpoint (no optimiser state or epoch); "
-                        "move it away or choose another out folder")
-    if _resume_key(prev["meta"]["config"]) != _resume_key(cfg.model_dump(mode="json")):
-        raise UserError(f"{cfg.out} holds a run with another config; choose another out folder")
-    model.load_state_dict(prev["state_dict"])
-    opt.load_state_dict(prev["optimizer"])
-    log(f"resuming {cfg.out} after epoch {int(prev['epoch'])}", cfg.progress)
-    return int(prev["epoch"]), list(prev["history"]), prev.get("best"), prev.get("skips") or skip_summary
+class _LocRun:
+    """One localisation run: data, net, optimiser; the training engine's task."""
 
+    def __init__(self, cfg: LocaliseTrainConfig) -> None:
+        from pipeline.data import open_data
 
-def _epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, lr: float, batches: Any, runner: Runner, norm: Any,
-           slots: int, frozen: dict[bytes, torch.Tensor] | None, cfg: LocaliseTrainConfig, epoch: int,
-           total: int) -> tuple[int, float]:
-    """One pass of SGD at ``lr`` on the Euclidean box loss: (images seen, summed loss)."""
-    for g in opt.param_groups:
-        g["lr"] = lr
-    torch.manual_seed(cfg.seed * 100_003 + epoch)
-    model.train()
-    if cfg.fine_tune == "fc":
-        model.features.eval()  # frozen convs: dropout-free, BatchNorm statistics fixed
-    seen, loss_sum = 0, 0.0
-    with Progress(total, f"localise train epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress) as bar:
-        for xb, t, m in batches:
-            x = runner.input(normalize(xb, norm))
-            with runner.autocast():
-                if frozen is not None:  # FC layers only, S = crop: each crop's conv features computed once
-                    outp = model.classifier(torch.flatten(_frozen_features(model, xb, x, frozen, cfg, runner), 1))
-                else:
-                    outp = model(x)
-            pred = outp.float().view(x.shape[0], slots, 4)
-            loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
-            if not torch.isfinite(loss):
-                raise UserError(f"loss became {loss.item()} in epoch {epoch + 1}; lower lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * x.shape[0]
-            seen += x.shape[0]
-            bar.advance(x.shape[0])
-    return seen, loss_sum
+        self.cfg = cfg
+        self.view = view = open_data(cfg.data, cfg.split, cfg.format)
+        self.classes = classes = list(view.classes)
+        classifier, ck, self.s = _classifier(cfg, view)
+        self.crop = classifier.cfg.crop
+        self.norm = normalization_of(ck)
+        self.runner = runner_for(cfg.runtime)
+        model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed, dropout=cfg.dropout)
+        self.slots = head_outputs(cfg.head, len(classes)) // 4
+        self.info = LocaliserInfo(cfg.head, classes, cfg.fine_tune, self.s, {})
+        self.base_meta = {
+            "normalization": self.norm.model_dump(), "train_scale": {"s_min": self.s, "s_max": self.s},
+            "classes": classes, "dataset_fingerprint": view.fingerprint, "config": cfg.model_dump(mode="json"),
+            "localise": {"head": cfg.head, "fine_tune": cfg.fine_tune, "classifier": cfg.classifier,
+                         "classifier_sha256": sha256_file(cfg.classifier)}}
+        freeze_conv(model, cfg.fine_tune)
+        self.model = self.runner.prepare(model)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.history: list[dict[str, Any]] = []
+        self.memory: dict[str, Any] = {}  # the decoded training split, kept after the first epoch when small
+        self.frozen: dict[bytes, torch.Tensor] | None = (
+            {} if cfg.fine_tune == "fc" and self.s == self.crop and cfg.cache_mb else None)
+        self.skip_summary: dict[str, Any] = {"by_reason": {}, "listed": []}
+        self.best: dict[str, Any] | None = None
+        self.val: float | None = None
+        env = DistEnv(0, 1, 0, self.runner.device, None, owns_group=False)
+        n = min(len(view), cfg.limit) if cfg.limit else len(view)
+        self.engine = Engine(RunPaths(cfg.out), env, Plan("localise train", cfg.epochs, epoch_images=n,
+                                                         progress=cfg.progress, verbose=cfg.progress))
+        self._resume()
+
+    def _resume(self) -> None:
+        """Continue a killed or finished run from ``last.pt``."""
+        cfg = self.cfg
+        prev = self.engine.resume_checkpoint(None, cfg.model_dump(mode="json"), _RESUME_FREE,
+                                             {"optimizer", "epoch", "history"}, self.view.fingerprint, "data")
+        if prev is None:
+            return
+        self.model.load_state_dict(prev["state_dict"])
+        self.opt.load_state_dict(prev["optimizer"])
+        self.history, self.best = list(prev["history"]), prev.get("best")
+        self.skip_summary = prev.get("skips") or self.skip_summary
+        epoch, limit = int(prev["epoch"]), int(prev["meta"]["config"]["epochs"])
+        stop = prev.get("stop", f"max_epochs {limit}" if epoch >= limit else "")  # a checkpoint of before `stop`
+        self.engine.resume_at(Position(epoch=epoch, finished=bool(stop), stop=stop))
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def start_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * 0.1 ** sum(epoch >= e for e in cfg.lr_steps)
+        self.skips: list[dict[str, str]] = []
+        self.t0, self.seen, self.loss_sum = time.monotonic(), 0, 0.0
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        train_mode(self.model, cfg.fine_tune)  # frozen convs: dropout-free, BatchNorm statistics fixed
+
+    def batches(self, epoch: int, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return _batches(self.view, self.cfg, self.s, self.crop, self.slots, epoch, self.skips, {}, self.memory)
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, int]:
+        """One SGD step on the Euclidean box loss."""
+        xb, t, m = batch
+        model, runner = self.model, self.runner
+        x = runner.input(normalize(xb, self.norm))
+        with runner.autocast():
+            if self.frozen is not None:  # FC layers only, S = crop: each crop's conv features computed once
+                outp = model.classifier(torch.flatten(_frozen_features(model, xb, x, self.frozen, self.cfg, runner), 1))
+            else:
+                outp = model(x)
+        pred = outp.float().view(x.shape[0], self.slots, 4)
+        loss = euclidean_loss(pred, t.to(pred.device), m.to(pred.device))
+        if not torch.isfinite(loss):
+            raise UserError(f"loss became {loss.item()} in epoch {self.engine.pos.epoch + 1}; lower lr")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.loss_sum += float(loss.detach()) * x.shape[0]
+        self.seen += x.shape[0]
+        return loss.detach(), x.shape[0]
+
+    def end_epoch(self, pos: Position) -> EpochEnd:
+        """The epoch's skips, validation error, history row; the best epoch by validation error."""
+        cfg, epoch = self.cfg, pos.epoch
+        if self.seen == 0:
+            raise UserError(f"no usable training image in {cfg.data} (split {self.view.split}): "
+                            f"{self.skips[0]['reason'] if self.skips else 'empty split'}")
+        self.skip_summary = _skip_summary(self.skips)
+        self.val = val = _validate(self.model, self.info, self.norm, self.s, cfg, self.runner)
+        row = {"epoch": epoch + 1, "lr": self.lr, "train_loss": self.loss_sum / self.seen, "images": self.seen,
+               "val_crop_error": val, "seconds": round(time.monotonic() - self.t0, 2)}
+        self.history.append(row)
+        self.engine.log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}"
+                        + (f", val GT-class crop error {val:.3f}" if val is not None else ""))
+        improved = self.best is None or (val is not None and val < self.best["val_crop_error"]) or val is None
+        if improved:
+            self.best = {"epoch": epoch + 1, "val_crop_error": val}
+        return EpochEnd(row, improved=improved)
+
+    def meta(self) -> dict[str, Any]:
+        m = self.base_meta
+        return dict(m, localise=dict(m["localise"], epoch=self.engine.pos.epoch, val_crop_error=self.val))
+
+    def state(self, pos: Position) -> dict[str, Any]:
+        return {"epoch": pos.epoch, "history": self.history, "best": self.best, "skips": self.skip_summary,
+                "stop": pos.stop}
 
 
 def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
@@ -287,74 +356,20 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     Args:
         cfg: data, classifier checkpoint, head (SCR/PCR), fine-tuned layers, scale, SGD settings.
     Returns:
-        Summary: checkpoint paths, per-epoch metrics, best epoch and its validation error, skips.
+        Summary: checkpoint paths, per-epoch metrics, best epoch and its validation error, skips,
+        and why training stopped (``stop``: the finished marker, as in classification training).
     Raises:
         UserError: a classifier of another class count than the data, a localisation checkpoint
             given as classifier, data without boxes, a scale below the crop, an output folder
             holding a run with another config.
     """
-    from pipeline.data import open_data
-
-    out = Path(cfg.out)
-    ck_dir = out / "checkpoints"
-    view = open_data(cfg.data, cfg.split, cfg.format)
-    classes = list(view.classes)
-    classifier, ck, s = _classifier(cfg, view)
-    crop = classifier.cfg.crop
-    norm = normalization_of(ck)
-    runner = runner_for(cfg.runtime)
-    model = localisation_net(classifier, cfg.head, cfg.init_std, seed=cfg.seed, dropout=cfg.dropout)
-    slots = head_outputs(cfg.head, len(classes)) // 4
-    info = LocaliserInfo(cfg.head, classes, cfg.fine_tune, s, {})
-    meta = {"normalization": norm.model_dump(), "train_scale": {"s_min": s, "s_max": s}, "classes": classes,
-            "dataset_fingerprint": view.fingerprint, "config": cfg.model_dump(mode="json"),
-            "localise": {"head": cfg.head, "fine_tune": cfg.fine_tune, "classifier": cfg.classifier,
-                         "classifier_sha256": sha256_file(cfg.classifier)}}
-    if cfg.fine_tune == "fc":
-        for p in model.features.parameters():
-            p.requires_grad_(False)
-    model = runner.prepare(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    history: list[dict[str, Any]] = []
-    memory: dict[str, Any] = {}  # the decoded training split, kept after the first epoch when small
-    frozen: dict[bytes, torch.Tensor] | None = {} if cfg.fine_tune == "fc" and s == crop and cfg.cache_mb else None
-    skip_summary: dict[str, Any] = {"by_reason": {}, "listed": []}
-    start, best = 0, None
-    last = ck_dir / "last.pt"
-    if last.exists():
-        start, history, best, skip_summary = _resume(last, cfg, model, opt, skip_summary)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    for epoch in range(start, cfg.epochs):
-        lr = cfg.lr * 0.1 ** sum(epoch >= e for e in cfg.lr_steps)
-        skips: list[dict[str, str]] = []
-        t0 = time.monotonic()
-        batches = _batches(view, cfg, s, crop, slots, epoch, skips, {}, memory)
-        seen, loss_sum = _epoch(model, opt, lr, batches, runner, norm, slots, frozen, cfg, epoch,
-                                min(len(view), cfg.limit) if cfg.limit else len(view))
-        if seen == 0:
-            raise UserError(f"no usable training image in {cfg.data} (split {view.split}): "
-                            f"{skips[0]['reason'] if skips else 'empty split'}")
-        skip_summary = _skip_summary(skips)
-        val = _validate(model, info, norm, s, cfg, runner)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "images": seen,
-               "val_crop_error": val, "seconds": round(time.monotonic() - t0, 2)}
-        history.append(row)
-        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}"
-            + (f", val GT-class crop error {val:.3f}" if val is not None else ""), cfg.progress)
-        m_ep = dict(meta, localise=dict(meta["localise"], epoch=epoch + 1, val_crop_error=val))
-        improved = best is None or (val is not None and val < best["val_crop_error"]) or val is None
-        if improved:
-            best = {"epoch": epoch + 1, "val_crop_error": val}
-            save_checkpoint(ck_dir / "best.pt", model, meta=m_ep)
-        save_checkpoint(last, model, meta=m_ep, optimizer=opt.state_dict(), epoch=epoch + 1, history=history, best=best,
-                        skips=skip_summary)
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    result = {"format": "vgg-localise-train/1", "out": str(out), "last": str(last), "best": str(ck_dir / "best.pt"),
-              "metrics": str(out / "metrics.jsonl"), "result_json": str(out / "train.json"), "head": cfg.head,
-              "fine_tune": cfg.fine_tune, "train_scale": s, "crop": crop, "classes": classes,
-              "history": history, "best_epoch": best, "skips": skip_summary,
-              "config": cfg.model_dump(mode="json")}
-    atomic_write_json(out / "train.json", result)
+    run = _LocRun(cfg)
+    pos = run.engine.run(run, cfg)
+    paths = run.engine.paths
+    result = {"format": "vgg-localise-train/1", "out": str(paths.out), "last": str(paths.last),
+              "best": str(paths.best), "metrics": str(paths.metrics), "result_json": str(paths.out / "train.json"),
+              "head": cfg.head, "fine_tune": cfg.fine_tune, "train_scale": run.s, "crop": run.crop,
+              "classes": run.classes, "history": run.history, "best_epoch": run.best, "skips": run.skip_summary,
+              "stop": pos.stop, "config": cfg.model_dump(mode="json")}
+    atomic_write_json(paths.out / "train.json", result)
     return LocaliseTrainResult(**result)

@@ -1,12 +1,13 @@
-"""Training checkpoints and resume: ``checkpoints/last.pt`` (full state) and ``best.pt`` (by val top-1).
+"""The files of a training run: ``checkpoints/last.pt`` (full state), ``best.pt``, ``metrics.jsonl``, ``config.yaml``.
 
-Both are written atomically with :func:`pipeline.models.save_checkpoint`, so a run killed at any
-moment (kill -9) leaves the previous complete checkpoint. ``meta`` carries what evaluation needs
-(normalisation, training scale, classes, dataset fingerprint, the resolved config); ``last.pt``
-adds the optimizer, the plateau schedule, the epoch/step position inside the epoch and the RNG
-state. The data position is exact (see :mod:`pipeline.train.loader`); augmentation and dropout
-are drawn from generators seeded by (seed, epoch, sample key) and (seed, rank, step), so no
-generator state has to be carried between ranks.
+Checkpoints are written atomically with :func:`pipeline.models.save_checkpoint` (by the training
+engine, :mod:`pipeline.train.engine`), so a run killed at any moment (kill -9) leaves the previous
+complete checkpoint. ``meta`` carries what evaluation needs (normalisation, training scale,
+classes, dataset fingerprint, the resolved config); a classification ``last.pt`` adds the
+optimizer, the plateau schedule, the epoch/step position inside the epoch and the RNG state. The
+data position is exact (see :mod:`pipeline.train.loader`); augmentation and dropout are drawn from
+generators seeded by (seed, epoch, sample key) and (seed, rank, step), so no generator state has
+to be carried between ranks.
 
 Each checkpoint records the sha256 of its tensors, verified whenever it is loaded (resume
 included). A run killed while writing leaves a temporary ``.last.pt.*.tmp`` / ``.best.pt.*.tmp``
@@ -20,16 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from pipeline.errors import UserError
 from pipeline.io import atomic_write_text
-from pipeline.models import VGG, load_checkpoint, save_checkpoint
-from pipeline.runtime import upgrade_runtime_keys
-from pipeline.train.config import RESUME_FREE, TrainConfig
+from pipeline.train.config import RESUME_FREE
 
-__all__ = ["RunPaths", "save_last", "save_best", "load_resume", "config_differences", "truncate_metrics",
-           "clean_stale_tmp"]
+__all__ = ["RunPaths", "config_differences", "truncate_metrics", "clean_stale_tmp"]
 
 
 class RunPaths:
@@ -69,42 +64,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (resume-free keys ignored)."""
+def config_differences(a: dict[str, Any], b: dict[str, Any], free: set[str] = RESUME_FREE) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (the ``free`` keys ignored)."""
     fa, fb = _flatten(json.loads(json.dumps(a))), _flatten(json.loads(json.dumps(b)))
     keys = sorted(set(fa) | set(fb))
-    return [k for k in keys if k not in RESUME_FREE and fa.get(k) != fb.get(k)]
+    return [k for k in keys if k not in free and fa.get(k) != fb.get(k)]
 
 
-def save_last(paths: RunPaths, model: VGG, meta: dict[str, Any], *, optimizer: torch.optim.Optimizer,
-              schedule: dict[str, Any], position: dict[str, Any]) -> None:
-    """The full training state, atomically."""
-    save_checkpoint(paths.last, model, meta=meta, optimizer=optimizer.state_dict(), schedule=schedule,
-                    position=position, rng={"torch": torch.get_rng_state()})
-
-
-def save_best(paths: RunPaths, model: VGG, meta: dict[str, Any]) -> None:
-    """The model of the best validation top-1 so far (no optimizer state)."""
-    save_checkpoint(paths.best, model, meta=meta)
-
-
-def load_resume(paths: RunPaths, cfg: TrainConfig, fingerprint: str) -> dict[str, Any]:
-    """Read ``last.pt`` for ``--resume`` and check it belongs to this config and these shards."""
-    ck = load_checkpoint(paths.last)
-    meta = ck.get("meta") or {}
-    if "position" not in ck or "optimizer" not in ck:
-        raise UserError(f"{paths.last}: not a resumable training checkpoint")
-    diff = config_differences(upgrade_runtime_keys(meta.get("config") or {}), cfg.model_dump(mode="json"))
-    if diff:
-        raise UserError(f"--resume: {paths.last} was written with another config (differs in {', '.join(diff[:6])})")
-    if meta.get("dataset_fingerprint") != fingerprint:
-        raise UserError(f"--resume: {paths.last} was trained on other shards (fingerprint "
-                        f"{meta.get('dataset_fingerprint')} != {fingerprint} of {cfg.data.shards})")
-    return ck
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only the metrics rows up to ``step`` (rows logged after the resumed checkpoint go)."""
+def truncate_metrics(path: Path, step: int, epoch: int) -> None:
+    """Keep only the metrics rows up to ``step`` and ``epoch`` (rows logged after the resumed checkpoint go)."""
     if not path.is_file():
         return
     keep = []
@@ -113,6 +81,6 @@ def truncate_metrics(path: Path, step: int) -> None:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut by kill -9
             continue
-        if row.get("step", 0) <= step:
+        if row.get("step", 0) <= step and row.get("epoch", 0) <= epoch:
             keep.append(line)
     atomic_write_text(path, "".join(x + "\n" for x in keep))

@@ -8,18 +8,15 @@ same one-line message. Rank 0 writes ``config.yaml``, ``metrics.jsonl`` and the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json
 from pipeline.models import build_model
@@ -27,7 +24,6 @@ from pipeline.preprocess import Normalization
 from pipeline.results import TRAIN_RESULT, TrainResult
 from pipeline.runtime import (
     DistEnv,
-    Progress,
     autocast,
     compute_threads,
     resolve_bf16,
@@ -35,9 +31,10 @@ from pipeline.runtime import (
     stop_distributed,
     torch_threads,
 )
-from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, load_resume, save_best, save_last, truncate_metrics
-from pipeline.train.config import TrainConfig
-from pipeline.train.distributed import all_reduce_sum, broadcast_error
+from pipeline.train.checkpoints import RunPaths
+from pipeline.train.config import RESUME_FREE, TrainConfig
+from pipeline.train.distributed import broadcast_error
+from pipeline.train.engine import Engine, EpochEnd, Plan, Position, wrap_model
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.train.recipe import (
     PlateauSchedule,
@@ -94,11 +91,10 @@ def _seed_of(*parts: int) -> int:
 
 
 class _Run:
-    """One training run: checked inputs, model, optimizer, schedule and position."""
+    """One classification run: checked inputs, model, optimizer and schedule; the engine's task."""
 
     def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
-        self.paths = RunPaths(cfg.out)
         err = None
         try:
             self._check_inputs()
@@ -118,22 +114,8 @@ class _Run:
         classes = self.shards.classes
         if cfg.model.num_classes != len(classes):
             raise UserError(f"model.num_classes={cfg.model.num_classes} but {d.shards} has {len(classes)} classes")
-        stats = self.shards.stats
-        if d.mean == "stats":
-            if not stats or "mean" not in stats:
-                raise UserError(f"{d.shards} has no statistics for the mean RGB: run `vgg stats {d.shards}` "
-                                "(or set data.mean=[r,g,b])")
-            mean = tuple(float(v) for v in stats["mean"])
-        else:
-            mean = d.mean
-        if d.std == "stats":
-            if not stats or "cov" not in stats:
-                raise UserError(f"{d.shards} has no statistics for data.std=stats: run `vgg stats {d.shards}`")
-            std = tuple(max(1e-3, float(stats["cov"][i][i]) ** 0.5) for i in range(3))
-        else:
-            std = d.std
-        self.norm = Normalization(mean=mean, std=std)
-        colour = ColourShift.from_stats(stats, alpha_std=d.colour_shift) if d.colour_shift > 0 else None
+        self.norm = _normalization(cfg, self.shards.stats)
+        colour = ColourShift.from_stats(self.shards.stats, alpha_std=d.colour_shift) if d.colour_shift > 0 else None
         self.share, self.micro, self.accum = batch_split(cfg.optim.batch_size, env.world, cfg.optim.micro_batch)
         n_epoch = d.epoch_images or self.shards.count(d.train_split)
         self.steps_per_epoch, self.micro_per_epoch = epoch_micro_batches(n_epoch, cfg.optim.batch_size, self.accum)
@@ -142,17 +124,13 @@ class _Run:
         for p in (cfg.init.net_a, cfg.init.checkpoint):
             if p and not Path(p).is_file():
                 raise UserError(f"init checkpoint not found: {p}")
-        self.resume_ck = None
-        if cfg.resume and self.paths.last.exists():
-            self.resume_ck = load_resume(self.paths, cfg, self.shards.fingerprint)
-        elif cfg.resume:
-            self._log(f"--resume: no checkpoint in {cfg.out} yet, starting from the beginning")
-        elif self.paths.last.exists():
-            raise UserError(
-                f"{cfg.out} already holds a training run: pass --resume to continue it, or choose another out"
-            )
-        if env.main:
-            clean_stale_tmp(self.paths)  # left by a run killed while writing a checkpoint
+        show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()  # else the metrics rows are the log
+        self.engine = Engine(RunPaths(cfg.out), env, Plan(
+            "train", cfg.schedule.max_epochs, cfg.schedule.max_steps, self.steps_per_epoch,
+            epoch_images=self.steps_per_epoch * cfg.optim.batch_size, step_images=cfg.optim.batch_size,
+            log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, progress=show))
+        self.resume_ck = self.engine.resume_checkpoint(cfg.resume, cfg.model_dump(mode="json"), RESUME_FREE,
+                                                       {"position", "optimizer"}, self.shards.fingerprint, "shards")
         self.model = build_model(cfg.model)  # initialising checks the init checkpoints (classes, shapes)
         if self.resume_ck is None:
             self.init_info = initialise(self.model, cfg.init, classes)
@@ -169,41 +147,28 @@ class _Run:
         if cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
         freeze_conv(model, cfg.init.trainable)  # before DDP: it registers only parameters with a gradient
-        net: torch.nn.Module = model
-        if env.world > 1:
-            net = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-        self.ddp = net if env.world > 1 else None
-        self.net = torch.compile(net) if cfg.runtime.compile else net
+        self.net, self.ddp = wrap_model(model, env, cfg.runtime.compile)
         self.schedule = PlateauSchedule.from_config(cfg.optim.lr, cfg.schedule)
         self.opt = build_optimizer(model, cfg.optim, cfg.optim.lr)
-        self.epoch, self.step_in_epoch, self.step, self.wall_prior = 0, 0, 0, 0.0
-        self.finished, self.last_val, self.stop_reason = False, None, ""
+        self.last_val: dict[str, float] | None = None
         if self.resume_ck is not None:
             ck = self.resume_ck
             self.opt.load_state_dict(ck["optimizer"])
             self.schedule.load_state_dict(ck["schedule"])
             pos = ck["position"]
-            self.epoch, self.step_in_epoch, self.step = pos["epoch"], pos["step_in_epoch"], pos["step"]
-            self.wall_prior, self.finished = pos.get("wall_s", 0.0), pos.get("finished", False)
-            self.last_val, self.stop_reason = pos.get("last_val"), pos.get("stop", "")
-            if self.finished and self._limit_raised():  # `--resume --set schedule.max_epochs=...`: train longer
-                self._log(f"--resume: the run stopped at {self.stop_reason}; continuing to the new limit")
-                self.finished, self.stop_reason = False, ""
+            self.last_val = pos.get("last_val")
+            self.engine.resume_at(Position(pos["epoch"], pos["step_in_epoch"], pos["step"], pos.get("wall_s", 0.0),
+                                           pos.get("finished", False), pos.get("stop", "")))
             torch.set_rng_state(ck["rng"]["torch"])
             set_lr(self.opt, self.schedule.lr)
             self.resume_ck = None  # free the memory
 
-    def _limit_raised(self) -> bool:
-        """Whether a run stopped by its epoch or step limit may go on under this config's higher limit."""
-        sched = self.cfg.schedule
-        if self.stop_reason.startswith("max_epochs"):
-            return self.epoch < sched.max_epochs and (sched.max_steps is None or self.step < sched.max_steps)
-        if self.stop_reason.startswith("max_steps"):
-            return sched.max_steps is None or self.step < sched.max_steps
-        return False
+    @property
+    def lr(self) -> float:
+        return self.schedule.lr
 
     def meta(self) -> dict[str, Any]:
-        s = self.cfg.data.scale
+        s, pos = self.cfg.data.scale, self.engine.pos
         return {
             "normalization": self.norm.model_dump(mode="json"),
             "train_scale": {"s_min": s.s_min, "s_max": s.s_max},
@@ -211,42 +176,36 @@ class _Run:
             "dataset_fingerprint": self.shards.fingerprint,
             "config": self.cfg.model_dump(mode="json"),
             "init": self.init_info,
-            "epoch": self.epoch,
-            "step": self.step,
+            "epoch": pos.epoch,
+            "step": pos.step,
             "val": self.last_val,
         }
 
-    # -- output ---------------------------------------------------------------------------------
-    def _log(self, msg: str) -> None:
-        if self.env.main:
-            print(msg, file=sys.stderr, flush=True)
-
-    def _metric(self, row: dict[str, Any]) -> None:
-        if self.env.main:
-            with open(self.paths.metrics, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-
-    def _save_last(self) -> None:
-        if self.env.main:
-            pos = {
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
-                "step": self.step,
-                "wall_s": self.wall(),
-                "finished": self.finished,
-                "last_val": self.last_val,
-                "stop": self.stop_reason,
-            }
-            save_last(self.paths, self.model, self.meta(), optimizer=self.opt,
-                      schedule=self.schedule.state_dict(), position=pos)
-
-    def wall(self) -> float:
-        return self.wall_prior + (time.perf_counter() - self.t0)
+    def state(self, pos: Position) -> dict[str, Any]:
+        position = {"epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "step": pos.step,
+                    "wall_s": self.engine.wall(), "finished": pos.finished, "last_val": self.last_val,
+                    "stop": pos.stop}
+        return {"schedule": self.schedule.state_dict(), "position": position, "rng": {"torch": torch.get_rng_state()}}
 
     # -- training -------------------------------------------------------------------------------
-    def _sgd_step(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    def start_epoch(self, epoch: int) -> None:
+        train_mode(self.model, self.cfg.init.trainable)
+
+    def batches(self, epoch: int, skip: int) -> Iterator[list[tuple[torch.Tensor, ...]]]:
+        """The rest of the epoch's steps, each ``accum`` micro-batches."""
+        cfg, d = self.cfg, self.cfg.data
+        loader = train_loader(
+            self.shards, d.train_split, augment=self.augment, micro_batch=self.micro,
+            micro_batches=self.micro_per_epoch, skip=skip * self.accum, seed=cfg.seed,
+            epoch=epoch, shardshuffle=d.shardshuffle, shuffle_buffer=d.shuffle_buffer, workers=d.workers,
+            pin_memory=cfg.runtime.pin_memory and self.env.device.type == "cuda")
+        it = iter(loader)
+        for _ in range(skip, self.steps_per_epoch):
+            yield [next(it) for _ in range(self.accum)]
+
+    def step(self, micro_batches: list[tuple[torch.Tensor, ...]], step: int) -> tuple[torch.Tensor, int]:
         dev = self.env.device
-        torch.manual_seed(_seed_of(self.cfg.seed, self.env.rank, self.step))  # dropout masks: reproducible
+        torch.manual_seed(_seed_of(self.cfg.seed, self.env.rank, step))  # dropout masks: reproducible
         total = torch.zeros((), device=dev)
         amp = autocast(dev, self.bf16)
         for i, (x, y, off) in enumerate(micro_batches):
@@ -267,113 +226,61 @@ class _Run:
             total += loss.detach()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return total
+        return total, self.cfg.optim.batch_size
 
-    def _progress(self) -> Progress:
-        """This epoch's progress (rank 0; by default only on a terminal: the metrics rows are the log)."""
-        show = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
-        return Progress(self.steps_per_epoch, f"train epoch {self.epoch + 1}", enabled=show and self.env.main,
-                        unit="steps", start=self.step_in_epoch)
-
-    def _epoch(self, bar: Progress) -> bool:
-        """Train the rest of the current epoch; True if max_steps was reached."""
-        cfg, d = self.cfg, self.cfg.data
-        loader = train_loader(
-            self.shards, d.train_split, augment=self.augment, micro_batch=self.micro,
-            micro_batches=self.micro_per_epoch, skip=self.step_in_epoch * self.accum, seed=cfg.seed,
-            epoch=self.epoch, shardshuffle=d.shardshuffle, shuffle_buffer=d.shuffle_buffer, workers=d.workers,
-            pin_memory=cfg.runtime.pin_memory and self.env.device.type == "cuda")
-        it = iter(loader)
-        t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
-        train_mode(self.model, self.cfg.init.trainable)
-        while self.step_in_epoch < self.steps_per_epoch:
-            loss_sum += self._sgd_step([next(it) for _ in range(self.accum)])
-            self.step += 1
-            self.step_in_epoch += 1
-            n_log += 1
-            if n_log == cfg.log_every or self.step_in_epoch == self.steps_per_epoch:
-                loss = all_reduce_sum([float(loss_sum)], self.env)[0] / (n_log * self.env.world)
-                ips = n_log * cfg.optim.batch_size / (time.perf_counter() - t_log)
-                self._metric({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "loss": loss,
-                              "lr": self.schedule.lr, "images_per_s": ips, "wall_s": self.wall()})
-                self.train_time += time.perf_counter() - t_log
-                self.train_images += n_log * cfg.optim.batch_size
-                bar.note(f"loss {loss:.3f} lr {self.schedule.lr:.0e} {ips:.0f} img/s")
-                t_log, n_log, loss_sum = time.perf_counter(), 0, torch.zeros((), device=self.env.device)
-            bar.advance(1)
-            if (
-                cfg.checkpoint_every
-                and self.step % cfg.checkpoint_every == 0
-                and self.step_in_epoch < self.steps_per_epoch
-            ):
-                self._save_last()
-            if cfg.schedule.max_steps and self.step >= cfg.schedule.max_steps:
-                return True
-        return False
-
-    def _end_epoch(self, max_steps_hit: bool) -> None:
+    def end_epoch(self, pos: Position) -> EpochEnd:
+        """Validation (if a split is given): the plateau schedule's event and the epoch's row."""
         cfg = self.cfg
-        row: dict[str, Any] = {"kind": "val" if cfg.data.val_split else "epoch", "epoch": self.epoch + 1,
-                               "step": self.step, "lr": self.schedule.lr}
-        improved = False
+        row: dict[str, Any] = {"kind": "val" if cfg.data.val_split else "epoch", "epoch": pos.epoch + 1,
+                               "step": pos.step, "lr": self.schedule.lr}
+        event = ""
         if cfg.data.val_split:
             loader = val_loader(self.shards, cfg.data.val_split, view=self.view, batch=self.micro, rank=self.env.rank,
                                 world=self.env.world, workers=cfg.data.workers,
                                 pin_memory=cfg.runtime.pin_memory and self.env.device.type == "cuda")
             self.last_val = validate(self.model, loader, self.env, self.norm, bf16=self.bf16,
                                      channels_last=cfg.runtime.channels_last)
-            event = self.schedule.update(self.last_val["top1"], self.epoch + 1)
-            improved = event == "improved"
+            event = self.schedule.update(self.last_val["top1"], pos.epoch + 1)
             set_lr(self.opt, self.schedule.lr)
             row.update(self.last_val, event=event, lr_next=self.schedule.lr)
-            self._log(
-                f"epoch {self.epoch + 1}: val top-1 {self.last_val['top1']:.4f} top-5 {self.last_val['top5']:.4f} "
-                f"({event}; lr {self.schedule.lr:.1e}) step {self.step} {self.wall():.0f}s"
+            self.engine.log(
+                f"epoch {pos.epoch + 1}: val top-1 {self.last_val['top1']:.4f} top-5 {self.last_val['top5']:.4f} "
+                f"({event}; lr {self.schedule.lr:.1e}) step {pos.step} {self.engine.wall():.0f}s"
             )
-        row["wall_s"] = self.wall()
-        self._metric(row)
-        self.epoch += 1
-        self.step_in_epoch = 0
-        if self.schedule.stopped:
-            self.stop_reason = f"val top-1 stopped improving after {self.schedule.drops} lr drops"
-        elif max_steps_hit:
-            self.stop_reason = f"max_steps {cfg.schedule.max_steps}"
-        elif self.epoch >= cfg.schedule.max_epochs:
-            self.stop_reason = f"max_epochs {cfg.schedule.max_epochs}"
-        self.finished = bool(self.stop_reason)
-        if improved and self.env.main:
-            save_best(self.paths, self.model, self.meta())
-        self._save_last()
+        row["wall_s"] = self.engine.wall()
+        stop = f"val top-1 stopped improving after {self.schedule.drops} lr drops" if self.schedule.stopped else ""
+        return EpochEnd(row, improved=event == "improved", stop=stop)
 
     def train(self) -> TrainResult:
-        cfg, env = self.cfg, self.env
-        self.t0 = time.perf_counter()
-        self.train_time, self.train_images = 0.0, 0
-        if env.main:
-            self.paths.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.paths.config)
-            if self.step:
-                truncate_metrics(self.paths.metrics, self.step)
-            else:
-                self.paths.metrics.unlink(missing_ok=True)
-        if self.finished:
-            self._log(f"{cfg.out}: run already finished ({self.stop_reason})")
-        while not self.finished:
-            with self._progress() as bar:
-                hit = self._epoch(bar)
-            self._end_epoch(hit)
-        return self.summary()
-
-    def summary(self) -> TrainResult:
+        pos = self.engine.run(self, self.cfg)
         best = self.schedule.best if self.schedule.best >= 0 else None
+        paths = self.engine.paths
         return TrainResult(
-            out=str(self.paths.out), last=str(self.paths.last),
-            best=str(self.paths.best) if self.paths.best.exists() else None,
-            metrics=str(self.paths.metrics), config=str(self.paths.config),
-            result_json=str(self.paths.out / TRAIN_RESULT),
+            out=str(paths.out), last=str(paths.last),
+            best=str(paths.best) if paths.best.exists() else None,
+            metrics=str(paths.metrics), config=str(paths.config),
+            result_json=str(paths.out / TRAIN_RESULT),
             best_top1=best, best_epoch=self.schedule.best_epoch if best is not None else None,
-            final=self.last_val, epochs=self.epoch, steps=self.step, stop=self.stop_reason,
-            lr_drops=self.schedule.drops, wall_s=round(self.wall(), 2),
-            images_per_s=round(self.train_images / self.train_time, 1) if self.train_time else None,
-            world_size=self.env.world, bf16=self.bf16,
+            final=self.last_val, epochs=pos.epoch, steps=pos.step, stop=pos.stop,
+            lr_drops=self.schedule.drops, wall_s=round(self.engine.wall(), 2),
+            images_per_s=self.engine.images_per_s(), world_size=self.env.world, bf16=self.bf16,
         )
+
+
+def _normalization(cfg: TrainConfig, stats: dict[str, Any] | None) -> Normalization:
+    """The input normalisation: the configured mean / std, or the shards' statistics."""
+    d = cfg.data
+    if d.mean == "stats":
+        if not stats or "mean" not in stats:
+            raise UserError(f"{d.shards} has no statistics for the mean RGB: run `vgg stats {d.shards}` "
+                            "(or set data.mean=[r,g,b])")
+        mean = tuple(float(v) for v in stats["mean"])
+    else:
+        mean = d.mean
+    if d.std == "stats":
+        if not stats or "cov" not in stats:
+            raise UserError(f"{d.shards} has no statistics for data.std=stats: run `vgg stats {d.shards}`")
+        std = tuple(max(1e-3, float(stats["cov"][i][i]) ** 0.5) for i in range(3))
+    else:
+        std = d.std
+    return Normalization(mean=mean, std=std)
