@@ -112,10 +112,12 @@ def _figures(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list
         t3 = {x["id"]: x for x in tables["table3"]}
         fig, ax = plt.subplots(figsize=(6, 4))
         for kind, scale in (("fixed", S_FIXED), ("jitter", S_JITTER)):
-            pts = sorted((LAYERS[r.net], t3[r.id]["top1_error"], r.net) for r in runs if r.scale == scale)
+            pts = sorted((LAYERS[r.net], t3[r.id]["top1_error"], r.net, t3[r.id]["top1_se"]) for r in runs
+                         if r.scale == scale)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="", label=f"{kind} S")
-                for x, y, name in pts:
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[2 * p[3] for p in pts], marker="o",
+                            linestyle="", capsize=3, label=f"{kind} S (bars: 2 SE)")
+                for x, y, name, _ in pts:
                     ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel="weight layers", ylabel="test top-1 error (%)", title="Error vs depth (single test scale)")
         ax.legend()
