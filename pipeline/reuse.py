@@ -29,18 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, read_json
 
 __all__ = [
     "Decision", "Recorded", "identity", "differences", "check_reusable", "record_finished", "read_record",
-    "IDENTITY_KEY",
+    "config_fields", "IDENTITY_KEY", "NOT_OUTPUT",
 ]
 
 #: what :func:`check_reusable` decides
 Decision = Literal["reuse", "resume", "build"]
 #: the key of the identity in a JSON record
 IDENTITY_KEY = "identity"
+#: config fields that never change a stage's output
+NOT_OUTPUT = ("out", "progress", "overwrite", "workers")
 _HEX = re.compile(r"^[0-9a-f]{16,64}$")
 
 
@@ -61,6 +65,15 @@ class Recorded:
 def identity(**parts: Any) -> dict[str, Any]:
     """A canonical, JSON-able identity from its parts (tuples become lists, paths strings, keys sorted)."""
     return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+
+def config_fields(cfg: BaseModel, *exclude: str) -> dict[str, Any]:
+    """The resolved config fields that change a stage's output: all but where it goes, how it reports
+    and how fast it runs (``out``, ``progress``, ``overwrite``, ``workers``, ``runtime.threads``) and ``exclude``."""
+    skip = {k: True for k in (*NOT_OUTPUT, *exclude) if k in type(cfg).model_fields}
+    if "runtime" in type(cfg).model_fields:
+        skip["runtime"] = {"threads": True}
+    return cfg.model_dump(mode="json", exclude=skip)
 
 
 def _short(v: Any) -> str:

@@ -6,9 +6,9 @@ store of :mod:`pipeline.features.store`:
 
 - Reuse (the one rule of :mod:`pipeline.reuse`): a finished store built from the same inputs (its
   recorded identity: checkpoint sha256, dataset fingerprint and split, scales, flip, boxes, dtype,
-  precision) is left alone and named once it passes a full check (every dataset present with its shape, checksums, finite rows; see
-  :mod:`pipeline.features.verify`); a damaged one is refused (``overwrite`` rebuilds it), as is a
-  store built from other inputs.
+  precision) is left alone and named once it passes a full check (every dataset present with its
+  shape, checksums, finite rows; see :mod:`pipeline.features.verify`); a damaged one is refused
+  (``overwrite`` rebuilds it), as is a store built from other inputs.
 - Resume: an unfinished store with the same inputs continues from its ``done`` mask. Batches are
   aligned to fixed row blocks, so a resumed store equals an uninterrupted one.
 - Scale out: under ``torchrun`` (``WORLD_SIZE`` > 1, gloo or NCCL) each rank describes a contiguous
