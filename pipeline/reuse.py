@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +32,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, read_json
+from pipeline.io import atomic_write_json, read_json, sha256_file
 
 __all__ = [
     "Decision", "Recorded", "identity", "differences", "check_reusable", "record_finished", "read_record",
-    "config_fields", "IDENTITY_KEY", "NOT_OUTPUT",
+    "config_fields", "saved_result", "input_digests", "IDENTITY_KEY", "NOT_OUTPUT",
 ]
 
 #: what :func:`check_reusable` decides
@@ -176,6 +176,29 @@ def read_record(path: str | os.PathLike[str], legacy: Callable[[dict[str, Any]],
     if ident is None:
         return Recorded(None, False, f"{path.name} does not record what made it", rec)
     return Recorded(ident, True, None, rec)
+
+
+def saved_result(path: str | os.PathLike[str], ident: Mapping[str, Any] | None, what: str,
+                 legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> dict[str, Any] | None:
+    """The JSON result at ``path`` when it is finished with identity ``ident``, else None.
+
+    For stages whose result every run with other inputs replaces (``overwrite``): evaluate,
+    transfer, localisation evaluation. ``ident`` None (inputs missing) never reuses.
+    """
+    if ident is None:
+        return None
+    rec = read_record(path, legacy)
+    if check_reusable(path, ident, what=what, read=lambda: rec, hint="", overwrite=True) == "reuse":
+        return dict(rec.record)  # type: ignore[union-attr]
+    return None
+
+
+def input_digests(files: Iterable[str | os.PathLike[str]]) -> list[str] | None:
+    """sha256 of every input file, in order; None when one is missing (the stage then fails on it in its own words)."""
+    paths = [Path(p) for p in files]
+    if not all(p.is_file() for p in paths):
+        return None
+    return [sha256_file(p) for p in paths]
 
 
 def record_finished(path: str | os.PathLike[str], ident: Mapping[str, Any], record: Mapping[str, Any]) -> None:

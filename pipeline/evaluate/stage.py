@@ -25,14 +25,14 @@ from pydantic import Field
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.metrics import classification_report
-from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
+from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors, posteriors_file
 from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
 from pipeline.evaluate.runner import DistContext, EvalNet, Item, check_scales, evaluate_items, gather_results
 from pipeline.evaluate.tables import build_rows, format_train_scale, to_csv, to_markdown
-from pipeline.io import atomic_write_text, read_json, sha256_file
+from pipeline.io import atomic_write_text, sha256_file
 from pipeline.preprocess import normalization_of, train_scale_of
 from pipeline.results import EvaluateResult
-from pipeline.reuse import check_reusable, config_fields, identity, read_record, record_finished
+from pipeline.reuse import config_fields, identity, input_digests, record_finished, saved_result
 from pipeline.runtime import Progress, RuntimeStageConfig, resolve_bf16, torch_threads
 
 __all__ = ["EvaluateConfig", "run_evaluate", "resolve_scales"]
@@ -266,22 +266,20 @@ def _identity(cfg: EvaluateConfig) -> dict[str, Any] | None:
 
     None when an input is missing (the stage then fails on it with its own message).
     """
-    inputs = [Path(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
-    files = [p / "posteriors.npz" if p.is_dir() else p for p in inputs]
-    if not all(p.is_file() for p in files):
+    digests = input_digests([posteriors_file(p) for p in (cfg.checkpoints or cfg.from_posteriors)])
+    if digests is None:
         return None
     data = None
     if cfg.checkpoints and cfg.data:
         from pipeline.data import open_data
 
         data = open_data(cfg.data, cfg.split, cfg.format).fingerprint
-    return identity(format=RESULT_FORMAT, config=config_fields(cfg), inputs=[sha256_file(p) for p in files],
-                    data=data)
+    return identity(format=RESULT_FORMAT, config=config_fields(cfg), inputs=digests, data=data)
 
 
 def _finished(cfg: EvaluateConfig, ident: dict[str, Any] | None) -> dict[str, Any] | None:
     """The saved result of an identical finished run (same identity), or None."""
-    if not cfg.out or ident is None:
+    if not cfg.out:
         return None
     path = Path(cfg.out) / "eval.json"
 
@@ -291,15 +289,12 @@ def _finished(cfg: EvaluateConfig, ident: dict[str, Any] | None) -> dict[str, An
             saved = EvaluateConfig.model_validate(old.get("config"))
         except ValueError:
             return None
-        inputs = [Path(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
-        fresh = all((p / "posteriors.npz" if p.is_dir() else p).stat().st_mtime <= path.stat().st_mtime
-                    for p in inputs)
-        return {**ident, "config": config_fields(saved)} if fresh else None
+        inputs = [posteriors_file(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
+        fresh = all(p.stat().st_mtime <= path.stat().st_mtime for p in inputs)
+        return {**ident, "config": config_fields(saved)} if ident is not None and fresh else None
 
-    if check_reusable(path, ident, what="an evaluation", read=lambda: read_record(path, legacy), hint="",
-                      overwrite=True) == "reuse":
-        return {**read_json(path), "status": "exists"}
-    return None
+    saved = saved_result(path, ident, "an evaluation", legacy)
+    return None if saved is None else {**saved, "status": "exists"}
 
 
 def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig, ident: dict[str, Any] | None

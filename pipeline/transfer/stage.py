@@ -34,9 +34,9 @@ from pydantic import Field
 import pipeline
 from pipeline.config import StageConfig, save_config
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_text, fingerprint, read_json, sha256_file
+from pipeline.io import atomic_write_text, fingerprint
 from pipeline.results import TransferResult
-from pipeline.reuse import check_reusable, config_fields, identity, read_record, record_finished
+from pipeline.reuse import config_fields, identity, input_digests, record_finished, saved_result
 from pipeline.runtime import Progress
 from pipeline.transfer.descriptors import Descriptors, load_descriptors
 from pipeline.transfer.protocols import recall_protocol, voc_protocol
@@ -124,7 +124,7 @@ def _identity(cfg: TransferConfig) -> dict[str, Any]:
     for p in files:
         if not Path(p).is_file():
             raise UserError(f"{'feature store' if p != cfg.splits_file else 'splits file'} not found: {p}")
-    return identity(format="vgg-transfer/1", config=config_fields(cfg), inputs=[sha256_file(p) for p in files],
+    return identity(format="vgg-transfer/1", config=config_fields(cfg), inputs=input_digests(files),
                     pipeline_version=pipeline.__version__)
 
 
@@ -342,9 +342,8 @@ def run_transfer(cfg: TransferConfig) -> TransferResult:
     out = _out_dir(cfg)
     ident = _identity(cfg)
     result_path = out / "transfer.json"
-    if check_reusable(result_path, ident, what="a transfer result", read=lambda: read_record(result_path),
-                      hint="", overwrite=True) == "reuse":
-        old = read_json(result_path)
+    old = saved_result(result_path, ident, "a transfer result")
+    if old is not None:
         return TransferResult(**{**old, "status": "exists", "table": str(out / "table.md"),
                                  "result_json": str(result_path)})
     voc = cfg.protocol in ("voc07", "voc12", "voc12-action")
