@@ -114,7 +114,7 @@ def check_reusable(out: str | os.PathLike[str], ident: Mapping[str, Any], *, wha
     Args:
         out: the output (file or folder), named in messages.
         ident: the identity of the output this run would make (:func:`identity`).
-        what: what the output is, for messages (``"a feature store"``, ``"shards"``).
+        what: what the output is, for messages (``"a feature store built from other inputs"``).
         read: what the output records (None: nothing there).
         hint: how a user gets past a refusal (``"use --overwrite to replace it, or another --out"``).
         overwrite: replace an unreadable, other or damaged output instead of refusing it.
@@ -132,9 +132,10 @@ def check_reusable(out: str | os.PathLike[str], ident: Mapping[str, Any], *, wha
     if rec.identity is None or dict(rec.identity) != dict(ident):
         if not overwrite:
             if rec.identity is None:
-                raise UserError(f"{out}: {rec.problem or 'no readable record of what made it'}; {hint}")
+                problem = rec.problem or "no readable record of what made it"
+                raise UserError(f"{problem if problem.startswith(str(out)) else f'{out}: {problem}'}; {hint}")
             diff = "; ".join(differences(rec.identity, ident, labels)) or "identity"
-            raise UserError(f"{out} holds {what} built from other inputs ({diff}); {hint}")
+            raise UserError(f"{out} holds {what} ({diff}); {hint}")
         return _clean(clean)
     problems = structural_check(rec.finished) if structural_check else []
     if problems:

@@ -259,7 +259,7 @@ def _decide(path: Path, identity: dict[str, Any], overwrite: bool, clean: bool =
         path.unlink(missing_ok=True)
         failed_log_path(path).unlink(missing_ok=True)
 
-    return check_reusable(path, identity, what="a feature store", read=lambda: recorded(path),
+    return check_reusable(path, identity, what="a feature store built from other inputs", read=lambda: recorded(path),
                           hint="use --overwrite to replace it, or another --out", overwrite=overwrite,
                           structural_check=lambda finished: verify_file(path, data=finished),
                           clean=remove if clean else None, labels=IDENTITY_LABELS)
