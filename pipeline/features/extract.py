@@ -253,6 +253,8 @@ def _decide(path: Path, identity: dict[str, Any], overwrite: bool, clean: bool =
     The structural check reads a finished store whole (checksums, finite rows) and checks an
     unfinished one for structure (every dataset present with its shape) before it is resumed.
     Other inputs and damaged stores are refused; with ``overwrite`` they are removed (``clean``).
+    Without ``clean`` (the whole store while parts are written) an unfinished store is not looked
+    into: the merged parts replace it.
     """
 
     def remove() -> None:
@@ -261,7 +263,8 @@ def _decide(path: Path, identity: dict[str, Any], overwrite: bool, clean: bool =
 
     return check_reusable(path, identity, what="a feature store built from other inputs", read=lambda: recorded(path),
                           hint="use --overwrite to replace it, or another --out", overwrite=overwrite,
-                          structural_check=lambda finished: verify_file(path, data=finished),
+                          structural_check=lambda finished: verify_file(path, data=finished) if finished or clean
+                          else [],
                           clean=remove if clean else None, labels=IDENTITY_LABELS)
 
 
