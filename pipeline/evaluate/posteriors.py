@@ -30,7 +30,7 @@ from pipeline.errors import UserError
 from pipeline.evaluate.protocols import METHODS, combine_methods, fuse, multi_scale
 from pipeline.io import atomic_path
 
-__all__ = ["FORMAT", "Posteriors", "load_posteriors", "merge_posteriors"]
+__all__ = ["FORMAT", "Posteriors", "load_posteriors", "merge_posteriors", "posteriors_file"]
 
 FORMAT = "vgg-posteriors/1"
 _KEY = re.compile(r"^p\.net(\d+)\.(dense|multicrop)\.(\d+)$")
@@ -132,11 +132,15 @@ class Posteriors:
         return Path(path)
 
 
+def posteriors_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or the ``posteriors.npz`` in it when it is a folder."""
+    p = Path(path)
+    return p / "posteriors.npz" if p.is_dir() else p
+
+
 def load_posteriors(path: str | os.PathLike[str]) -> Posteriors:
     """Read a ``posteriors.npz`` (or the folder holding one) written by the evaluate stage."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "posteriors.npz"
+    p = posteriors_file(path)
     if not p.is_file():
         raise UserError(f"posteriors not found: {p}")
     try:

@@ -8,7 +8,9 @@ each checkpoint (``meta.normalization``, ``meta.train_scale``).
 
 Outputs under ``out``: ``posteriors.npz`` (per image, net, method, scale), ``table.md`` and
 ``table.csv`` (Tables 3-6 format), ``config.yaml`` (resolved config) and ``eval.json``
-(everything, written last).
+(everything, written last, with the run's identity: the config, the inputs' sha256 and the data's
+fingerprint). A run of the same identity returns the saved result; any other run replaces it
+(:mod:`pipeline.reuse`).
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ from pydantic import Field
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.metrics import classification_report
-from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
+from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors, posteriors_file
 from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
 from pipeline.evaluate.runner import DistContext, EvalNet, Item, check_scales, evaluate_items, gather_results
 from pipeline.evaluate.tables import build_rows, format_train_scale, to_csv, to_markdown
-from pipeline.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from pipeline.io import atomic_write_text, sha256_file
 from pipeline.preprocess import normalization_of, train_scale_of
 from pipeline.results import EvaluateResult
+from pipeline.reuse import config_fields, identity, input_digests, record_finished, saved_result
 from pipeline.runtime import Progress, RuntimeStageConfig, resolve_bf16, torch_threads
 
 __all__ = ["EvaluateConfig", "run_evaluate", "resolve_scales"]
 
 MAX_FAILED_LISTED = 1000
+#: the format of eval.json (its identity's version)
+RESULT_FORMAT = "vgg-eval/1"
 
 
 class EvaluateConfig(RuntimeStageConfig):
@@ -224,7 +229,8 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     """
     if bool(cfg.checkpoints) == bool(cfg.from_posteriors):
         raise UserError("give checkpoints (with --data) or --from-posteriors, not both or neither")
-    previous = _finished(cfg)
+    ident = _identity(cfg) if cfg.out else None
+    previous = _finished(cfg, ident)
     if previous is not None:  # an identical finished run: its saved result (a re-run of a flow reuses it)
         return EvaluateResult(**previous)
     ctx = DistContext.start(cfg.distributed, cfg.runtime.device) if cfg.checkpoints else DistContext()
@@ -242,7 +248,9 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
             try:
                 result, used = _summarise(post, cfg, extra)
                 result["config"] = cfg.model_dump(mode="json")
-                result["outputs"] = _write(used, result, cfg) if cfg.out else None
+                if ident is not None:
+                    result["identity"] = ident
+                result["outputs"] = _write(used, result, cfg, ident) if cfg.out else None
             except UserError as e:
                 result = {"__error__": str(e)}
         result = ctx.broadcast(result)
@@ -253,26 +261,44 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         ctx.close()
 
 
-def _finished(cfg: EvaluateConfig) -> dict[str, Any] | None:
-    """The saved result of an identical finished run (same config, checkpoints unchanged), or None."""
-    if not cfg.out or not (Path(cfg.out) / "eval.json").is_file():
+def _identity(cfg: EvaluateConfig) -> dict[str, Any] | None:
+    """What the result depends on (:mod:`pipeline.reuse`): the config, the inputs' sha256, the data's fingerprint.
+
+    None when an input is missing (the stage then fails on it with its own message).
+    """
+    digests = input_digests([posteriors_file(p) for p in (cfg.checkpoints or cfg.from_posteriors)])
+    if digests is None:
         return None
-    old = read_json(Path(cfg.out) / "eval.json")
-    same = _same_config(old.get("config"), cfg)
-    inputs = [Path(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
-    fresh = all(p.is_file() and p.stat().st_mtime <= (Path(cfg.out) / "eval.json").stat().st_mtime for p in inputs)
-    return {**old, "status": "exists"} if same and fresh else None
+    data = None
+    if cfg.checkpoints and cfg.data:
+        from pipeline.data import open_data
+
+        data = open_data(cfg.data, cfg.split, cfg.format).fingerprint
+    return identity(format=RESULT_FORMAT, config=config_fields(cfg), inputs=digests, data=data)
 
 
-def _same_config(old: Any, cfg: EvaluateConfig) -> bool:
-    """The saved config is this one (also when it was saved before the runtime section, in the old keys)."""
-    try:
-        return EvaluateConfig.model_validate(old).model_dump(mode="json") == cfg.model_dump(mode="json")
-    except ValueError:
-        return False
+def _finished(cfg: EvaluateConfig, ident: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The saved result of an identical finished run (same identity), or None."""
+    if not cfg.out:
+        return None
+    path = Path(cfg.out) / "eval.json"
+
+    def legacy(old: dict[str, Any]) -> dict[str, Any] | None:
+        """eval.json written before identities: its config (old runtime keys too), inputs no newer than it."""
+        try:
+            saved = EvaluateConfig.model_validate(old.get("config"))
+        except ValueError:
+            return None
+        inputs = [posteriors_file(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
+        fresh = all(p.stat().st_mtime <= path.stat().st_mtime for p in inputs)
+        return {**ident, "config": config_fields(saved)} if ident is not None and fresh else None
+
+    saved = saved_result(path, ident, "an evaluation", legacy)
+    return None if saved is None else {**saved, "status": "exists"}
 
 
-def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig) -> dict[str, str]:
+def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig, ident: dict[str, Any] | None
+           ) -> dict[str, str]:
     out = Path(cfg.out)  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
     paths = {"posteriors": out / "posteriors.npz", "table_md": out / "table.md", "table_csv": out / "table.csv",
@@ -285,5 +311,5 @@ def _write(post: Posteriors, result: dict[str, Any], cfg: EvaluateConfig) -> dic
     atomic_write_text(paths["table_csv"], to_csv(result["rows"]))
     save_config(cfg, paths["config"])
     outputs = {k: str(v) for k, v in paths.items()}
-    atomic_write_json(paths["eval"], {**result, "outputs": outputs}, indent=2)
+    record_finished(paths["eval"], ident or {}, {**result, "outputs": outputs})  # last: the result is finished
     return outputs

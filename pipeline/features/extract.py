@@ -4,11 +4,11 @@
 and writes the raw multi-scale descriptors of :mod:`pipeline.features.descriptor` into the HDF5
 store of :mod:`pipeline.features.store`:
 
-- Reuse: a finished store built from the same inputs (checkpoint sha256, dataset fingerprint and
-  split, scales, flip, boxes, dtype, precision) is left alone and named once it passes a full
-  check (every dataset present with its shape, checksums, finite rows; see
-  :mod:`pipeline.features.verify`); a damaged one is refused (``overwrite`` rebuilds it), as is a
-  store built from other inputs.
+- Reuse (the one rule of :mod:`pipeline.reuse`): a finished store built from the same inputs (its
+  recorded identity: checkpoint sha256, dataset fingerprint and split, scales, flip, boxes, dtype,
+  precision) is left alone and named once it passes a full check (every dataset present with its
+  shape, checksums, finite rows; see :mod:`pipeline.features.verify`); a damaged one is refused
+  (``overwrite`` rebuilds it), as is a store built from other inputs.
 - Resume: an unfinished store with the same inputs continues from its ``done`` mask. Batches are
   aligned to fixed row blocks, so a resumed store equals an uninterrupted one.
 - Scale out: under ``torchrun`` (``WORLD_SIZE`` > 1, gloo or NCCL) each rank describes a contiguous
@@ -40,14 +40,14 @@ from pipeline.features.descriptor import Net, box_crops, describe, prepare_image
 from pipeline.features.inputs import ExtractInput
 from pipeline.features.store import (
     FORMAT,
+    IDENTITY_LABELS,
     StoreLayout,
     StoreWriter,
     create_store,
     failed_log_path,
-    identity_differences,
     merge_parts,
     part_path,
-    read_state,
+    recorded,
 )
 from pipeline.features.verify import verify_file
 from pipeline.io import atomic_path, sha256_file
@@ -55,6 +55,7 @@ from pipeline.locks import exclusive
 from pipeline.models import load_model
 from pipeline.preprocess import normalization_of
 from pipeline.results import ExtractResult
+from pipeline.reuse import Decision, check_reusable
 from pipeline.runtime import DistEnv, Progress, RuntimeStageConfig, resolve_bf16, start_distributed, stop_distributed
 
 __all__ = ["ExtractConfig", "run_extract"]
@@ -246,40 +247,25 @@ def _extract_into(path: Path, inp: ExtractInput, nets: list[Net], scales: list[i
         writer.close()
 
 
-def _damaged(path: Path, complete: bool, overwrite: bool) -> bool:
-    """Whether the store at ``path`` (same inputs) is damaged; refuses it without ``overwrite``.
+def _decide(path: Path, identity: dict[str, Any], overwrite: bool, clean: bool = True) -> Decision:
+    """``reuse``, ``resume`` or ``build`` for a store or part at ``path`` (:func:`pipeline.reuse.check_reusable`).
 
-    A complete store is read whole (checksums, finite rows); an unfinished one is checked for
-    structure (every dataset present with its shape) before it is resumed.
+    The structural check reads a finished store whole (checksums, finite rows) and checks an
+    unfinished one for structure (every dataset present with its shape) before it is resumed.
+    Other inputs and damaged stores are refused; with ``overwrite`` they are removed (``clean``).
+    Without ``clean`` (the whole store while parts are written) an unfinished store is not looked
+    into: the merged parts replace it.
     """
-    problems = verify_file(path, data=complete)
-    if problems and not overwrite:
-        state = "marked complete" if complete else "unfinished"
-        raise UserError(f"{path} is {state} but damaged ({problems[0]}), so it is not "
-                        f"{'reused' if complete else 'resumed'}; use --overwrite to rebuild it")
-    return bool(problems)
 
+    def remove() -> None:
+        path.unlink(missing_ok=True)
+        failed_log_path(path).unlink(missing_ok=True)
 
-def _prepare_target(path: Path, identity: dict[str, Any], overwrite: bool) -> str:
-    """``new``, ``resume`` or ``complete`` for a store or part at ``path``; refuses other inputs and damaged stores."""
-    if not path.exists():
-        return "new"
-    old, complete = read_state(path) if not overwrite else _state_or_none(path)
-    if old == identity and not _damaged(path, complete, overwrite):
-        return "complete" if complete else "resume"
-    if old != identity and not overwrite:
-        diff = "; ".join(identity_differences(old, identity))
-        raise UserError(f"{path} was built from other inputs ({diff}); use --overwrite to replace it, or another --out")
-    path.unlink()
-    failed_log_path(path).unlink(missing_ok=True)
-    return "new"
-
-
-def _state_or_none(path: Path) -> tuple[dict[str, Any] | None, bool]:
-    try:
-        return read_state(path)
-    except UserError:
-        return None, False
+    return check_reusable(path, identity, what="a feature store built from other inputs", read=lambda: recorded(path),
+                          hint="use --overwrite to replace it, or another --out", overwrite=overwrite,
+                          structural_check=lambda finished: verify_file(path, data=finished) if finished or clean
+                          else [],
+                          clean=remove if clean else None, labels=IDENTITY_LABELS)
 
 
 def _create(path: Path, layout: StoreLayout) -> None:
@@ -351,30 +337,24 @@ def _run(cfg: ExtractConfig, out: Path, env: DistEnv, on_progress: OnProgress | 
                 "dtype": cfg.dtype, "precision": precision}
     base = {"path": str(out), "scales": scales, "dims": [n.dim for n in nets], "images": len(inp.entries)}
 
-    # A finished, whole store from the same inputs: nothing to do.
-    if out.exists():
-        old, complete = (read_state(out) if not cfg.overwrite else _state_or_none(out))
-        if old == identity and complete and not _damaged(out, True, cfg.overwrite):
-            _update_read_defaults(out, cfg)
-            return {**base, "status": "exists"}
-        if old is not None and old != identity and not cfg.overwrite:
-            diff = "; ".join(identity_differences(old, identity))
-            raise UserError(
-                f"{out} was built from other inputs ({diff}); use --overwrite to replace it, or another --out"
-            )
-
     n = len(inp.entries)
     if cfg.part is not None:
         index, count = (int(x) for x in cfg.part.split("/"))
     else:
         index, count = rank, world
+    in_place = count == 1
+    # A finished, whole store from the same inputs: nothing to do (parts are checked on their own).
+    state = _decide(out, identity, cfg.overwrite, clean=in_place)
+    if state == "reuse":
+        _update_read_defaults(out, cfg)
+        return {**base, "status": "exists"}
     if -(-n // cfg.batch_size) < count:
         raise UserError(f"{n} images make {-(-n // cfg.batch_size)} batches of {cfg.batch_size}, fewer than the "
                         f"{count} parts; use a smaller --batch-size or fewer processes")
-    in_place = count == 1
     target = out if in_place else part_path(out, index, count)
     rows = _row_blocks(n, cfg.batch_size, index, count)
-    state = _prepare_target(target, identity, cfg.overwrite)
+    if not in_place:
+        state = _decide(target, identity, cfg.overwrite)
     labels = _labels(inp)
     provenance = {
         "config": cfg.model_dump(mode="json"), "checkpoints": ck_info,
@@ -384,8 +364,8 @@ def _run(cfg: ExtractConfig, out: Path, env: DistEnv, on_progress: OnProgress | 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identity": identity,
     }
     stats: dict[str, Any] = {"described": 0, "failed": 0}
-    if state != "complete" and rows[1] > rows[0]:
-        if state == "new":
+    if state != "reuse" and rows[1] > rows[0]:
+        if state == "build":
             _create(target, StoreLayout(
                 ids=[e.key for e in inp.entries[rows[0]:rows[1]]], labels=labels[rows[0]:rows[1]],
                 label_kind=inp.label_kind, classes=inp.classes, dims=[n.dim for n in nets], scales=scales,

@@ -47,11 +47,12 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.features.verify import descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing
+from pipeline.reuse import Recorded
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
     "read_state", "merge_parts", "part_path", "failed_log_path", "summarise_store", "l2_normalise",
-    "identity_differences",
+    "recorded", "IDENTITY_LABELS",
 ]
 
 FORMAT = "vgg-features/1"
@@ -185,46 +186,42 @@ def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
                     _early(grp, str(q), (n, d), dtype, (rows, d), checksum=True)
 
 
+def recorded(path: str | os.PathLike[str]) -> Recorded | None:
+    """What the store at ``path`` records about itself (:mod:`pipeline.reuse`): identity and ``complete``.
+
+    None when there is no file; an unreadable store or identity reads as ``identity=None`` with the problem.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            if f.attrs.get("format") != FORMAT:
+                return Recorded(None, False, f"exists and is not a feature store ({FORMAT})")
+            try:
+                return Recorded(json.loads(f.attrs["identity"]), bool(f.attrs["complete"]))
+            except (KeyError, ValueError, TypeError):
+                why = "damaged feature store (its identity attributes are missing or unreadable)"
+                return Recorded(None, False, why)
+    except OSError as e:
+        return Recorded(None, False, f"exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]})")
+
+
 def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
     """(identity, complete) of an existing store.
 
     Raises:
         UserError: the file is not a readable feature store (e.g. damaged while being finished).
     """
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            if f.attrs.get("format") != FORMAT:
-                raise UserError(
-                    f"{path} exists and is not a feature store ({FORMAT}); use --overwrite or another --out"
-                )
-            try:
-                return json.loads(f.attrs["identity"]), bool(f.attrs["complete"])
-            except (KeyError, ValueError, TypeError):
-                raise UserError(f"{path}: damaged feature store (its identity attributes are missing or unreadable); "
-                                "use --overwrite to rebuild it") from None
-    except OSError as e:
-        raise UserError(f"{path} exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]}); "
-                        "use --overwrite to rebuild it") from None
+    rec = recorded(path)
+    if rec is None or rec.identity is None:
+        why = rec.problem if rec is not None else "does not exist"
+        raise UserError(f"{path}: {why}; use --overwrite to rebuild it")
+    return rec.identity, rec.finished
 
 
-_WHAT = {"checkpoints": "checkpoint(s)", "data": "dataset", "split": "split", "kind": "data kind",
-         "scales": "scales", "flip": "flip", "boxes": "boxes", "dtype": "dtype", "precision": "precision",
-         "format": "format"}
-
-
-def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Readable list of what differs between two store identities."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        if old.get(k) != new.get(k):
-            if k == "checkpoints":
-                out.append("another checkpoint (sha256 " + ", ".join(str(s)[:12] for s in old.get(k) or []) + " vs "
-                           + ", ".join(str(s)[:12] for s in new.get(k) or []) + ")")
-            elif k == "data":
-                out.append(f"another dataset (fingerprint {old.get(k)} vs {new.get(k)})")
-            else:
-                out.append(f"{_WHAT.get(k, k)} {old.get(k)!r} vs {new.get(k)!r}")
-    return out
+#: names of a store identity's fields in messages (:func:`pipeline.reuse.differences`)
+IDENTITY_LABELS = {"checkpoints": "another checkpoint, sha256", "data": "another dataset, fingerprint",
+                   "kind": "data kind"}
 
 
 def _read_failed_log(path: Path, repair: bool = False) -> dict[int, tuple[str, str]]:

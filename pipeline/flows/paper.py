@@ -186,9 +186,8 @@ def _pixel_baselines(cfg: PaperConfig, w: Path, data: dict[str, str]) -> dict[st
                f"mosaics-{_mosaic_tag(cfg)}-trainval": (data["mosaics"], "trainval"),
                f"mosaics-{_mosaic_tag(cfg)}-test": (data["mosaics"], "test")}
     px = {k: w / "features" / f"pixels-{k}.h5" for k in sources}
-    for k, (src, split) in sources.items():
-        if not px[k].is_file():
-            stage_task(write_pixel_store, f"pixels-{k.split('-')[0]}")(src, px[k], split=split)
+    for k, (src, split) in sources.items():  # a finished store of the same data is reused by the stage
+        stage_task(write_pixel_store, f"pixels-{k.split('-')[0]}")(src, px[k], split=split)
     paths = [str(p) for p in px.values()]
     return {
         "caltech101-pixels": stage_task(run_transfer, "transfer-caltech-pixels")(

@@ -15,7 +15,9 @@ decoded or have no usable box are skipped with their reason and left out of the 
 the devkit's blacklist); data without any box annotation is an error.
 
 Outputs under ``out``: ``loc_table.md`` (the table), ``predictions.jsonl`` (per image: guesses and
-errors), ``config.yaml`` and ``loc_eval.json`` (the summary, written last).
+errors), ``config.yaml`` and ``loc_eval.json`` (the summary, written last, with the run's identity:
+the config, the inputs' sha256 and the data's fingerprint). A run of the same identity returns the
+saved summary; any other run replaces it (:mod:`pipeline.reuse`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pydantic import Field, model_validator
 
 from pipeline.config import save_config
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
+from pipeline.evaluate.posteriors import posteriors_file
+from pipeline.io import atomic_write_text, sha256_file
 from pipeline.localise.augment import centre_crop
 from pipeline.localise.boxes import GroundTruth, centre_quarter_box, ground_truth, whole_image_box
 from pipeline.localise.merge import MergeConfig
@@ -43,6 +46,7 @@ from pipeline.localise.tables import BASELINES, crop_rows, crop_table, dense_row
 from pipeline.models import load_model
 from pipeline.preprocess import normalization_of, normalize
 from pipeline.results import LocaliseEvalOutputs, LocaliseEvalResult
+from pipeline.reuse import config_fields, identity, input_digests, record_finished, saved_result
 from pipeline.runtime import Progress, RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
 
 __all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "runner_for", "class_order",
@@ -50,6 +54,8 @@ __all__ = ["LocaliseEvalConfig", "run_localise_evaluate", "BASELINES", "runner_f
            "baseline_errors"]
 
 MAX_SKIPS_LISTED = 1000
+#: the format of loc_eval.json (its identity's version)
+SUMMARY_FORMAT = "vgg-localise-eval/2"
 
 
 class LocaliseEvalConfig(RuntimeStageConfig):
@@ -397,6 +403,10 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> LocaliseEvalResult:
     from pipeline.data import open_data
 
     view = open_data(cfg.data, cfg.split, cfg.format)
+    ident = _identity(cfg, view) if cfg.out else None
+    saved = saved_result(Path(cfg.out or ".") / "loc_eval.json", ident, "a localisation evaluation")
+    if saved is not None:  # an identical finished run: its saved summary
+        return LocaliseEvalResult(**{**saved, "status": "exists"})
     classes = list(view.classes)
     runner = runner_for(cfg.runtime)
     nets, net_infos = _load_locnets(cfg, classes, runner)
@@ -434,7 +444,7 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> LocaliseEvalResult:
         table = dense_table(rows, view.split, cfg.top_k, images, classes_from)
         cls_err = float(np.mean([r["classification_error"] for r in records]))  # every image, blacklisted or not
     summary: dict[str, Any] = {
-        "format": "vgg-localise-eval/2",
+        "format": SUMMARY_FORMAT,
         "protocol": cfg.protocol,
         "data": {"path": cfg.data, "split": view.split, "kind": view.kind, "fingerprint": view.fingerprint,
                  "classes": classes},
@@ -456,11 +466,25 @@ def run_localise_evaluate(cfg: LocaliseEvalConfig) -> LocaliseEvalResult:
         "config": cfg.model_dump(mode="json"),
     }
     if cfg.out:
-        _write(cfg, records, summary)
+        _write(cfg, records, summary, ident)
     return LocaliseEvalResult(**summary)
 
 
-def _write(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def _identity(cfg: LocaliseEvalConfig, view: Any) -> dict[str, Any] | None:
+    """What the summary depends on (:mod:`pipeline.reuse`): the config, the inputs' sha256, the data's fingerprint.
+
+    None when an input file is missing (the stage then fails on it with its own message).
+    """
+    files = [*cfg.checkpoints, *([cfg.classifier] if cfg.classifier else []),
+             *[posteriors_file(p) for p in cfg.posteriors], *([cfg.blacklist] if cfg.blacklist else [])]
+    digests = input_digests(files)
+    if digests is None:
+        return None
+    return identity(format=SUMMARY_FORMAT, config=config_fields(cfg), inputs=digests, data=view.fingerprint)
+
+
+def _write(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict[str, Any],
+           ident: dict[str, Any] | None) -> None:
     """config.yaml, loc_table.md, predictions.jsonl, then loc_eval.json (written last)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -470,4 +494,6 @@ def _write(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict
     save_config(cfg, files.config)
     atomic_write_text(files.table, summary["table"])
     atomic_write_text(files.predictions, "".join(json.dumps(r) + "\n" for r in records))
-    atomic_write_json(files.summary, summary)
+    if ident is not None:
+        summary["identity"] = ident
+    record_finished(files.summary, ident or {}, summary)  # last: its presence means the evaluation is finished

@@ -5,8 +5,10 @@ The paper's only preprocessing is "subtracting the mean RGB value, computed on t
 eigenvectors of the 3x3 RGB covariance. Both are computed here on the 0-255 scale by streaming
 over the stored training images, with exact integer sums of x and x x^T (so the result does not
 depend on the order or on the number of workers), over all pixels or a seeded subsample of
-images, and stored in ``manifest["stats"]``. Shards are read with the checked reader
-(:func:`pipeline.shards.tarstream.read_shard`), so a damaged shard fails the stage with one line.
+images, and stored in ``manifest["stats"]`` with their identity (the shards' fingerprint, split,
+subsample and seed): a re-run with the same identity returns them (:mod:`pipeline.reuse`). Shards
+are read with the checked reader (:func:`pipeline.shards.tarstream.read_shard`), so a damaged
+shard fails the stage with one line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json
 from pipeline.results import StatsResult
+from pipeline.reuse import Recorded, check_reusable, config_fields, identity
 from pipeline.runtime import Progress, log
 from pipeline.shards.config import StatsConfig
 from pipeline.shards.manifest import MANIFEST
@@ -29,6 +32,9 @@ from pipeline.shards.reader import read_manifest, shard_items
 from pipeline.shards.tarstream import ShardError, read_shard
 
 __all__ = ["run_stats", "moments_of", "stats_from_moments", "shard_moments"]
+
+#: the version of ``manifest["stats"]`` (its identity's format)
+STATS_FORMAT = "vgg-stats/1"
 
 
 def moments_of(rgb: np.ndarray) -> tuple[int, list[int], list[list[int]]]:
@@ -101,11 +107,16 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
     m = read_manifest(cfg.shards)
     if cfg.split not in m["splits"]:
         raise UserError(f"{cfg.shards}: no split {cfg.split!r} (has {', '.join(m['splits'])})")
+    base = Path(cfg.shards)
+    ident = identity(format=STATS_FORMAT, shards=m["fingerprint"], config=config_fields(cfg, "shards"))
+    old = m.get("stats")
+    rec = None if old is None else Recorded(old.get("identity"), True, "statistics recorded without identity", old)
+    if check_reusable(base / MANIFEST, ident, what="statistics", read=lambda: rec, hint="", overwrite=True) == "reuse":
+        return StatsResult(**old, shards=str(cfg.shards), manifest=str(base / MANIFEST))
     shards = m["splits"][cfg.split]["shards"]
     total = sum(s["count"] for s in shards)
     if total == 0:
         raise UserError(f"{cfg.shards}: split {cfg.split!r} has no images")
-    base = Path(cfg.shards)
     picks: list[list[int] | None] = [None] * len(shards)
     if cfg.images is not None and cfg.images < total:
         chosen = np.sort(np.random.default_rng(cfg.seed).choice(total, size=cfg.images, replace=False))
@@ -125,7 +136,8 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
             s2 = [[u + v for u, v in zip(r1, r2, strict=False)] for r1, r2 in zip(s2, d, strict=False)]
             bar.advance(1)
     stats = stats_from_moments(n_img, n_px, s1, s2)
-    stats.update({"split": cfg.split, "sampled": cfg.images is not None and cfg.images < total, "seed": cfg.seed})
+    stats.update({"split": cfg.split, "sampled": cfg.images is not None and cfg.images < total, "seed": cfg.seed,
+                  "identity": ident})
     m["stats"] = stats
     atomic_write_json(base / MANIFEST, m)
     log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, "

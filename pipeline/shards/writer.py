@@ -35,6 +35,7 @@ from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from pipeline.locks import folder_lock
 from pipeline.results import ShardResult
+from pipeline.reuse import Recorded, check_reusable, identity
 from pipeline.runtime import Progress, log
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
@@ -115,36 +116,53 @@ def _clean_out(out: Path) -> None:
     shutil.rmtree(out / STATE_DIR, ignore_errors=True)
 
 
-def _check_existing(out: Path, fp: str, overwrite: bool) -> dict[str, Any] | None:
-    """The finished manifest if it is up to date; refuse or clean a folder from another fingerprint."""
-    old = None
+def _identity(src_fp: str, cfg: ShardConfig) -> dict[str, Any]:
+    """What the shards are made from (:mod:`pipeline.reuse`): the source's fingerprint and the config fields
+    that shape the samples."""
+    return identity(format=FORMAT, source=src_fp, config=cfg.content())
+
+
+def _recorded(out: Path, fp: str, ident: dict[str, Any]) -> Recorded | None:
+    """What ``out`` records: ``manifest.json`` (finished) or the resume plan (unfinished); None: neither."""
+
+    def ident_of(rec: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(rec.get("identity"), dict):
+            return rec["identity"]
+        old = rec.get("fingerprint")  # written before identities were recorded: compared by fingerprint
+        return ident if old == fp else {"fingerprint": old}
+
     if (out / MANIFEST).exists():
         try:
-            found = read_manifest(out)  # valid JSON, format and structure (shard names, counts)
+            m = read_manifest(out)  # valid JSON, format and structure (shard names, counts)
         except UserError as e:
-            if not overwrite:
-                raise UserError(f"{e}; pass --overwrite to replace it, or choose another folder") from None
-            found = {"fingerprint": ""}
-        old = found.get("fingerprint")
-    elif (out / STATE_DIR / "plan.json").exists():
-        try:
-            old = read_json(out / STATE_DIR / "plan.json").get("fingerprint")
-        except (ValueError, AttributeError):
-            old = ""  # a damaged plan: the state is not trusted (refused unless --overwrite)
-    if old is None:
+            return Recorded(None, False, str(e))
+        return Recorded(ident_of(m), True, record=m)
+    plan = out / STATE_DIR / "plan.json"
+    if not plan.exists():
         return None
-    if old != fp:
-        if not overwrite:
-            raise UserError(f"{out} holds shards of another source or config (fingerprint {old} != {fp}); "
-                            "pass --overwrite to replace them, or choose another folder")
-        _clean_out(out)
-        return None
-    if (out / MANIFEST).exists():
-        m = read_json(out / MANIFEST)
-        ok = all((out / s["name"]).is_file() and (out / s["name"]).stat().st_size == s["bytes"]
-                 for sp in m["splits"].values() for s in sp["shards"])
-        if ok:
-            return m
+    try:
+        return Recorded(ident_of(read_json(plan)), False)
+    except (ValueError, AttributeError):
+        return Recorded(None, False, f"{plan}: damaged resume state")
+
+
+def _check_existing(out: Path, fp: str, ident: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """The finished manifest if it is up to date (every shard present with its size); refuse or clean a folder
+    of another identity (:func:`pipeline.reuse.check_reusable`)."""
+    rec = _recorded(out, fp, ident)
+
+    def missing(finished: bool) -> list[str]:
+        m = rec.record if rec is not None and finished else {"splits": {}}
+        return [f"{s['name']} is missing or of another size" for sp in m["splits"].values() for s in sp["shards"]
+                if not ((out / s["name"]).is_file() and (out / s["name"]).stat().st_size == s["bytes"])]
+
+    state = check_reusable(out, ident, what="shards of another source or config", read=lambda: rec,
+                           hint="pass --overwrite to replace them, or choose another folder", overwrite=overwrite,
+                           structural_check=missing, damaged="build", clean=lambda: _clean_out(out),
+                           labels={"source": "source fingerprint"})
+    if state == "reuse":
+        return rec.record  # type: ignore[union-attr]
+    (out / MANIFEST).unlink(missing_ok=True)  # shards are rewritten: nothing claims to be finished until then
     return None
 
 
@@ -281,7 +299,7 @@ def _manifest(src: Source, src_fp: str, fp: str, cfg: ShardConfig, pairs: list[t
          "splits": splits,
          "config": cfg.model_dump(mode="json"),
          "skipped": {"count": len(skipped_rows), "by_reason": dict(by_reason.most_common())},
-         "fingerprint": fp}
+         "fingerprint": fp, "identity": _identity(src_fp, cfg)}
     return m, skipped_rows
 
 
@@ -370,14 +388,14 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         raise UserError(f"{out}: output folder is a file")
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, f"shard folder {out}"):
-        done = _check_existing(out, fp, cfg.overwrite)
+        done = _check_existing(out, fp, _identity(src_fp, cfg), cfg.overwrite)
         if done is not None:
             res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=detected)
             log(res.summary(), cfg.progress)
             return res
         (out / STATE_DIR).mkdir(exist_ok=True)
         _clean_stale(out)
-        atomic_write_json(out / STATE_DIR / "plan.json", {"fingerprint": fp})
+        atomic_write_json(out / STATE_DIR / "plan.json", {"fingerprint": fp, "identity": _identity(src_fp, cfg)})
         states, resumed = _write_splits(out, cfg, src, pairs, plans)
         found = sum(len(p) + len(dups[b]) for b, p in plans.items())
         manifest = _finish(out, cfg, src, src_fp, fp, pairs, states, dups, found)

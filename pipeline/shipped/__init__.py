@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, read_json, umask_mode
+from pipeline.io import atomic_write_json, umask_mode
+from pipeline.reuse import Recorded, check_reusable, identity, read_record
 
 #: ``data/`` at the top of the repository.
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -25,23 +25,31 @@ def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Pa
     """Build a derived dataset tree under ``out`` once, atomically, recording ``params``.
 
     ``build(tmp)`` writes the tree into a temporary sibling folder that is renamed to ``out`` when
-    complete, with a ``.prepared.json`` marker holding ``params``. A finished tree with the same
-    parameters is reused; one with other parameters, or a non-empty unrelated folder, is refused.
+    complete, with a ``.prepared.json`` marker holding ``params`` (the tree's identity,
+    :mod:`pipeline.reuse`). A finished tree with the same parameters is reused; one with other
+    parameters (named in the error), or a non-empty unrelated folder, is refused.
     """
     out = Path(out)
     marker = out / ".prepared.json"
-    if marker.exists():
-        if read_json(marker) == params:
-            return out
-        raise UserError(f"{out} was prepared with other parameters ({read_json(marker)}); choose another folder")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not a prepared {params.get('dataset', 'dataset')} tree")
+    ident = identity(**params)
+    dataset = params.get("dataset", "dataset")
+
+    def read() -> Recorded | None:
+        if marker.exists():
+            return read_record(marker, legacy=lambda rec: rec)  # the marker is the identity itself
+        if out.exists() and any(out.iterdir()):
+            return Recorded(None, False, f"exists and is not a prepared {dataset} tree")
+        return None
+
+    if check_reusable(out, ident, what=f"a {dataset} tree prepared with other parameters", read=read,
+                      hint="choose another folder") == "reuse":
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(umask_mode(0o777))  # mkdtemp creates 0700
     try:
         build(tmp)
-        atomic_write_json(tmp / ".prepared.json", params)
+        atomic_write_json(tmp / ".prepared.json", ident)
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)  # the tree appears complete or not at all

@@ -165,7 +165,9 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
 
     Each image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size`` RGB and its
     pixel values (0..255) flattened into a ``3 size^2``-dimensional descriptor, stored as net0 at
-    the single "scale" ``size``. Decode failures are recorded as in any store.
+    the single "scale" ``size``. Decode failures are recorded as in any store. A finished store of
+    the same identity (data fingerprint, kind, split, size) that passes the full check is reused
+    (:mod:`pipeline.reuse`); anything else at ``out`` is replaced.
 
     Args:
         data: a shard folder or source dataset (any layout :func:`pipeline.data.open_data` reads).
@@ -176,52 +178,65 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
     Returns:
         ``out``.
     """
-    from PIL import Image
-
     import pipeline
     from pipeline.features.inputs import ExtractInput
-    from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_store
+    from pipeline.features.store import FORMAT, StoreLayout, create_store, recorded
+    from pipeline.features.verify import verify_file
     from pipeline.io import atomic_path
+    from pipeline.reuse import check_reusable, identity
 
     if size < 1:
         raise UserError(f"size must be positive, got {size}")
     inp = ExtractInput(data, split, format)
     if not inp.entries:
         raise UserError(f"{data}: split {inp.split!r} has no images")
-    n, dim = len(inp.entries), 3 * size * size
+    out = Path(out)
+    ident = identity(format=FORMAT, descriptor="raw pixels", size=size, data=inp.fingerprint, kind=inp.kind,
+                     split=inp.split)
+    if check_reusable(out, ident, what="a raw-pixel store", read=lambda: recorded(out), hint="", overwrite=True,
+                      structural_check=lambda finished: verify_file(out, data=finished)) == "reuse":
+        return out
     if inp.label_kind == "multi":
         labels = np.array(
             [e.labels if e.labels is not None else [0] * len(inp.classes) for e in inp.entries], dtype=np.int8
         )
     else:
         labels = np.array([-1 if e.label is None else int(e.label) for e in inp.entries], dtype=np.int64)
-    identity = {"format": FORMAT, "descriptor": "raw pixels", "size": size, "data": inp.fingerprint, "kind": inp.kind,
-                "split": inp.split}
-    provenance = {"descriptor": "raw pixels", "size": size, "identity": identity,
+    provenance = {"descriptor": "raw pixels", "size": size, "identity": ident,
                   "data": {**inp.describe(), "path": str(Path(data).resolve())}, "scales": [size], "flip": False,
                   "checkpoints": [], "pipeline_version": pipeline.__version__}
     layout = StoreLayout(ids=[e.key for e in inp.entries], labels=labels, label_kind=inp.label_kind,
-                         classes=inp.classes, dims=[dim], scales=[size], provenance=provenance, identity=identity)
-    out = Path(out)
+                         classes=inp.classes, dims=[3 * size * size], scales=[size], provenance=provenance,
+                         identity=ident)
     with atomic_path(out) as tmp:
         create_store(tmp, layout, label=out)
-        w = StoreWriter(tmp, label=out)
-        try:
-            batch = 256
-            for start in range(0, n, batch):
-                stop = min(n, start + batch)
-                desc = np.zeros((stop - start, 1, dim), dtype=np.float32)
-                ok = np.zeros(stop - start, dtype=bool)
-                failures = []
-                for item in inp.items(range(start, stop)):
-                    r = item.row - start
-                    if item.image is None:
-                        failures.append((item.row, item.key, item.error or "undecodable"))
-                        continue
-                    desc[r, 0] = np.asarray(item.image.resize((size, size), Image.BILINEAR), dtype=np.float32).ravel()
-                    ok[r] = True
-                w.write_batch(start, [desc], ok, failures)
-            w.finalize()
-        finally:
-            w.close()
+        _write_pixels(tmp, out, inp, size)
     return out
+
+
+def _write_pixels(tmp: Path, out: Path, inp: Any, size: int) -> None:
+    """Every image's resized pixels into the created store ``tmp`` (named ``out`` in messages), then finalise it."""
+    from PIL import Image
+
+    from pipeline.features.store import StoreWriter
+
+    n, dim = len(inp.entries), 3 * size * size
+    w = StoreWriter(tmp, label=out)
+    try:
+        batch = 256
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            desc = np.zeros((stop - start, 1, dim), dtype=np.float32)
+            ok = np.zeros(stop - start, dtype=bool)
+            failures = []
+            for item in inp.items(range(start, stop)):
+                r = item.row - start
+                if item.image is None:
+                    failures.append((item.row, item.key, item.error or "undecodable"))
+                    continue
+                desc[r, 0] = np.asarray(item.image.resize((size, size), Image.BILINEAR), dtype=np.float32).ravel()
+                ok[r] = True
+            w.write_batch(start, [desc], ok, failures)
+        w.finalize()
+    finally:
+        w.close()

@@ -18,7 +18,8 @@ Which images are train / val / test for VOC: the devkit's ``ImageSets/Main`` lis
 ``voc_sets`` or else from the dataset path recorded in the store's provenance; test images may sit
 in the same store (one store of every image) or in ``test_stores`` (one store per split, as
 ``vgg extract --split`` writes them). Without the lists, C is chosen on a seeded ``val_fraction``
-of the training store. A run with the same config and the same stores returns the saved result.
+of the training store. A run with the same config and the same stores (their sha256; the identity
+``transfer.json`` records, :mod:`pipeline.reuse`) returns the saved result; any other run replaces it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from pydantic import Field
 import pipeline
 from pipeline.config import StageConfig, save_config
 from pipeline.errors import UserError
-from pipeline.io import atomic_write_json, atomic_write_text, fingerprint, read_json
+from pipeline.io import atomic_write_text, fingerprint
 from pipeline.results import TransferResult
+from pipeline.reuse import config_fields, identity, input_digests, record_finished, saved_result
 from pipeline.runtime import Progress
 from pipeline.transfer.descriptors import Descriptors, load_descriptors
 from pipeline.transfer.protocols import recall_protocol, voc_protocol
@@ -116,14 +118,14 @@ def _out_dir(cfg: TransferConfig) -> Path:
     return Path(cfg.out) if cfg.out else Path(cfg.stores[0]).resolve().parent / f"transfer-{cfg.protocol}"
 
 
-def _inputs_fingerprint(cfg: TransferConfig) -> str:
-    items: list[Any] = [cfg.model_dump(mode="json", exclude={"out", "progress"}), pipeline.__version__]
-    for p in [*cfg.stores, *cfg.test_stores, *([cfg.splits_file] if cfg.splits_file else [])]:
+def _identity(cfg: TransferConfig) -> dict[str, Any]:
+    """What the result depends on (:mod:`pipeline.reuse`): the config and the sha256 of every input file."""
+    files = [*cfg.stores, *cfg.test_stores, *([cfg.splits_file] if cfg.splits_file else [])]
+    for p in files:
         if not Path(p).is_file():
             raise UserError(f"{'feature store' if p != cfg.splits_file else 'splits file'} not found: {p}")
-        st = Path(p).stat()
-        items.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-    return fingerprint(items)
+    return identity(format="vgg-transfer/1", config=config_fields(cfg), inputs=input_digests(files),
+                    pipeline_version=pipeline.__version__)
 
 
 def _concat(a: Descriptors, b: Descriptors) -> tuple[Descriptors, int]:
@@ -338,16 +340,12 @@ def run_transfer(cfg: TransferConfig) -> TransferResult:
     """
     t0 = time.perf_counter()
     out = _out_dir(cfg)
-    fp = _inputs_fingerprint(cfg)
+    ident = _identity(cfg)
     result_path = out / "transfer.json"
-    if result_path.is_file():
-        try:
-            old = read_json(result_path)
-        except ValueError:
-            old = None
-        if isinstance(old, dict) and old.get("fingerprint") == fp:
-            return TransferResult(**{**old, "status": "exists", "table": str(out / "table.md"),
-                                     "result_json": str(result_path)})
+    old = saved_result(result_path, ident, "a transfer result")
+    if old is not None:
+        return TransferResult(**{**old, "status": "exists", "table": str(out / "table.md"),
+                                 "result_json": str(result_path)})
     voc = cfg.protocol in ("voc07", "voc12", "voc12-action")
     aggregate = cfg.aggregate or ("avg" if voc else "stack")
     regions = cfg.regions or cfg.protocol == "voc12-action"  # Table 12: the whole image and the person's box
@@ -376,11 +374,11 @@ def run_transfer(cfg: TransferConfig) -> TransferResult:
                        "dim": int(d.X.shape[1]), "images": int(len(d.ids)), "failed_images": len(d.failed)},
         "c_grid": sorted(cfg.c_grid), "stores": d.stores,
         "test_stores": [str(p) for p in cfg.test_stores], "config": cfg.model_dump(mode="json"),
-        "fingerprint": fp, "pipeline_version": pipeline.__version__,
+        "fingerprint": fingerprint([ident]), "pipeline_version": pipeline.__version__,
         "out": str(out), "table": str(out / "table.md"), "result_json": str(result_path),
         "seconds": round(time.perf_counter() - t0, 3), "status": "written",
     }
     save_config(cfg, out / "config.yaml")
     atomic_write_text(out / "table.md", table11([result]) + "\n" + per_class_table(result))
-    atomic_write_json(result_path, result)
-    return TransferResult(**result)
+    record_finished(result_path, ident, result)  # last: its presence means the result is finished
+    return TransferResult(**result, identity=ident)

@@ -34,3 +34,4 @@ def test_demo_localisation_tables_and_results(tmp_path):
     assert out["crop"]["net"] == "net2" and out["dense"]["net"] == "fusion"
     again = demo_localisation(str(data), str(cls), tmp_path / "runs", epochs=1)  # finished runs are reused
     assert again["crop"]["rows"] == res["crop"]["rows"]
+    assert again["crop"]["status"] == again["dense"]["status"] == "exists"  # the saved summaries

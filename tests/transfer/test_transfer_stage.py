@@ -14,6 +14,7 @@ from transfer_helpers import digits_scales, digits_store, mosaic_pixels, write_s
 
 from pipeline.errors import UserError
 from pipeline.features.store import l2_normalise
+from pipeline.io import sha256_file
 from pipeline.transfer.descriptors import load_descriptors, write_pixel_store
 from pipeline.transfer.metrics import voc_map
 from pipeline.transfer.stage import TransferConfig, run_transfer
@@ -255,6 +256,22 @@ def test_voc12_test_labels_not_public(voc, tmp_path):
                      [[big, big]], [16, 8])
     with pytest.raises(UserError, match="not public"):
         run_transfer(TransferConfig(stores=[str(tv)], test_stores=[str(te)], protocol="voc12", out=str(tmp_path / "o")))
+
+
+def test_saved_result_follows_the_stores_content_not_their_file_times(digits_h5, digits_h5_b, tmp_path):
+    import os
+    import shutil
+
+    store = shutil.copy(digits_h5, tmp_path / "d.h5")
+    cfg = TransferConfig(stores=[str(store)], protocol="caltech101", out=str(tmp_path / "t"), c_grid=[1.0],
+                         n_splits=1)
+    first = run_transfer(cfg)
+    assert first["status"] == "written" and first["identity"]["inputs"] == [sha256_file(store)]
+    os.utime(store)  # touched, same bytes: the same inputs
+    assert run_transfer(cfg)["status"] == "exists"
+    shutil.copy(digits_h5_b, store)  # other descriptors under the same name: computed again
+    again = run_transfer(cfg)
+    assert again["status"] == "written" and again["identity"]["inputs"] != first["identity"]["inputs"]
 
 
 # ---------------------------------------------------------------- raw-pixel baseline and CLI

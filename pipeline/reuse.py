@@ -1,0 +1,207 @@
+"""One rule for "is this output finished and reusable", shared by every stage (docs/design.md).
+
+Every stage output records the *identity* of what made it (:func:`identity`: its inputs' sha256 or
+fingerprints, the resolved config fields that change the output, a format version) and records
+itself as *finished* last, atomically (:func:`record_finished` for JSON records, the ``complete``
+attribute for HDF5 stores, ``manifest.json`` for shard folders), so a half-written output is never
+taken as finished. :func:`check_reusable` then decides, the same way for every stage:
+
+- nothing there: ``build``;
+- a record that cannot be read: a one-line :class:`~pipeline.errors.UserError`, or ``build``
+  (after ``clean``) with ``overwrite``;
+- another identity: a one-line error naming the differing fields (:func:`differences`), or
+  ``build`` (after ``clean``) with ``overwrite``;
+- the same identity: the stage's structural check; a damaged output is refused (or rebuilt with
+  ``overwrite``), or, for stages that repair what they find (``damaged="build"``), continued;
+  otherwise ``reuse`` when finished and ``resume`` when not (a stage that cannot resume builds).
+
+Stages whose output is a result that every run with other inputs replaces (evaluate, transfer,
+stats, localisation evaluation, the raw-pixel store) pass ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from pipeline.errors import UserError
+from pipeline.io import atomic_write_json, read_json, sha256_file
+
+__all__ = [
+    "Decision", "Recorded", "identity", "differences", "check_reusable", "record_finished", "read_record",
+    "config_fields", "saved_result", "input_digests", "IDENTITY_KEY", "NOT_OUTPUT",
+]
+
+#: what :func:`check_reusable` decides
+Decision = Literal["reuse", "resume", "build"]
+#: the key of the identity in a JSON record
+IDENTITY_KEY = "identity"
+#: config fields that never change a stage's output
+NOT_OUTPUT = ("out", "progress", "overwrite", "workers")
+_HEX = re.compile(r"^[0-9a-f]{16,64}$")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What an existing output says about itself.
+
+    ``identity`` is None when the record cannot be read (``problem`` says why); ``finished`` is
+    whether the output marked itself complete; ``record`` is the whole record (a JSON record's content).
+    """
+
+    identity: dict[str, Any] | None
+    finished: bool
+    problem: str | None = None
+    record: Any = None
+
+
+def identity(**parts: Any) -> dict[str, Any]:
+    """A canonical, JSON-able identity from its parts (tuples become lists, paths strings, keys sorted)."""
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+
+def config_fields(cfg: BaseModel, *exclude: str) -> dict[str, Any]:
+    """The resolved config fields that change a stage's output: all but where it goes, how it reports
+    and how fast it runs (``out``, ``progress``, ``overwrite``, ``workers``, ``runtime.threads``) and ``exclude``."""
+    skip = {k: True for k in (*NOT_OUTPUT, *exclude) if k in type(cfg).model_fields}
+    if "runtime" in type(cfg).model_fields:
+        skip["runtime"] = {"threads": True}
+    return cfg.model_dump(mode="json", exclude=skip)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, str) and _HEX.match(v):
+        return v[:12]
+    if isinstance(v, list) and v and all(isinstance(x, str) and _HEX.match(x) for x in v):
+        return ", ".join(x[:12] for x in v)
+    return repr(v)
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+                prefix: str = "") -> list[str]:
+    """Readable ``"<field> <old> vs <new>"`` for every field that differs (nested dicts by dotted name).
+
+    ``labels`` names fields for people (``{"data": "dataset fingerprint"}``); long hex digests are shortened.
+    """
+    labels = labels or {}
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        name = prefix + str(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, labels, name + ".")
+        else:
+            out.append(f"{labels.get(name, name)} {_short(a)} vs {_short(b)}")
+    return out
+
+
+def check_reusable(out: str | os.PathLike[str], ident: Mapping[str, Any], *, what: str,
+                   read: Callable[[], Recorded | None], hint: str, overwrite: bool = False,
+                   structural_check: Callable[[bool], list[str]] | None = None,
+                   damaged: Literal["refuse", "build"] = "refuse", clean: Callable[[], None] | None = None,
+                   labels: Mapping[str, str] | None = None) -> Decision:
+    """``reuse``, ``resume`` or ``build`` for the output at ``out`` that ``ident`` would make.
+
+    Args:
+        out: the output (file or folder), named in messages.
+        ident: the identity of the output this run would make (:func:`identity`).
+        what: what the output is, for messages (``"a feature store built from other inputs"``).
+        read: what the output records (None: nothing there).
+        hint: how a user gets past a refusal (``"use --overwrite to replace it, or another --out"``).
+        overwrite: replace an unreadable, other or damaged output instead of refusing it.
+        structural_check: problems of an output of the same identity (argument: whether it is finished).
+        damaged: a damaged output of the same identity is refused (``refuse``) or continued (``build``:
+            the stage repairs it, as the shard writer does per shard).
+        clean: removes what the stage wrote, before a ``build`` over an unreadable, other or damaged output.
+        labels: names of identity fields for :func:`differences`.
+    Raises:
+        UserError: an unreadable record, another identity or a damaged output, without ``overwrite``.
+    """
+    rec = read()
+    if rec is None:
+        return "build"
+    if rec.identity is None or dict(rec.identity) != dict(ident):
+        if not overwrite:
+            if rec.identity is None:
+                problem = rec.problem or "no readable record of what made it"
+                raise UserError(f"{problem if problem.startswith(str(out)) else f'{out}: {problem}'}; {hint}")
+            diff = "; ".join(differences(rec.identity, ident, labels)) or "identity"
+            raise UserError(f"{out} holds {what} ({diff}); {hint}")
+        return _clean(clean)
+    problems = structural_check(rec.finished) if structural_check else []
+    if problems:
+        if damaged == "build":
+            return "resume"
+        if not overwrite:
+            state = "marked complete" if rec.finished else "unfinished"
+            raise UserError(f"{out} is {state} but damaged ({problems[0]}), so it is not "
+                            f"{'reused' if rec.finished else 'resumed'}; {hint}")
+        return _clean(clean)
+    return "reuse" if rec.finished else "resume"
+
+
+def _clean(clean: Callable[[], None] | None) -> Decision:
+    if clean is not None:
+        clean()
+    return "build"
+
+
+def read_record(path: str | os.PathLike[str], legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+                ) -> Recorded | None:
+    """What the JSON record at ``path`` (written by :func:`record_finished`) says; None when there is none.
+
+    ``legacy(record)`` gives the identity of a record written before identities were recorded (None:
+    it cannot be told, so it reads as unreadable).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        rec = read_json(path)
+    except ValueError as e:
+        return Recorded(None, False, str(e))
+    if not isinstance(rec, dict):
+        return Recorded(None, False, f"{path.name} is not a record of a finished run")
+    ident = rec.get(IDENTITY_KEY)
+    if not isinstance(ident, dict):
+        ident = legacy(rec) if legacy else None
+    if ident is None:
+        return Recorded(None, False, f"{path.name} does not record what made it", rec)
+    return Recorded(ident, True, None, rec)
+
+
+def saved_result(path: str | os.PathLike[str], ident: Mapping[str, Any] | None, what: str,
+                 legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> dict[str, Any] | None:
+    """The JSON result at ``path`` when it is finished with identity ``ident``, else None.
+
+    For stages whose result every run with other inputs replaces (``overwrite``): evaluate,
+    transfer, localisation evaluation. ``ident`` None (inputs missing) never reuses.
+    """
+    if ident is None:
+        return None
+    rec = read_record(path, legacy)
+    if check_reusable(path, ident, what=what, read=lambda: rec, hint="", overwrite=True) == "reuse":
+        return dict(rec.record)  # type: ignore[union-attr]
+    return None
+
+
+def input_digests(files: Iterable[str | os.PathLike[str]]) -> list[str] | None:
+    """sha256 of every input file, in order; None when one is missing (the stage then fails on it in its own words)."""
+    paths = [Path(p) for p in files]
+    if not all(p.is_file() for p in paths):
+        return None
+    return [sha256_file(p) for p in paths]
+
+
+def record_finished(path: str | os.PathLike[str], ident: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+    """Write ``record`` with its identity to ``path`` atomically: call it last, once every other file is in place."""
+    atomic_write_json(path, {**record, IDENTITY_KEY: dict(ident)})
