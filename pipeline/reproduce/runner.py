@@ -18,10 +18,11 @@ from typing import Any
 
 from pydantic import Field
 
+from pipeline import reuse
 from pipeline.config import config_from
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
-from pipeline.io import atomic_write_json, read_json, sha256_bytes
+from pipeline.io import read_json, sha256_bytes
 from pipeline.locks import exclusive
 from pipeline.reproduce.experiments import localisation, transfer
 from pipeline.reproduce.plan import EXPERIMENTS, FULL, QUICK, Budget, NetRun, selected, train_settings
@@ -92,20 +93,23 @@ class Records:
         return read_json(path) if path.is_file() else None
 
     def step(self, step: str, identity: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The record of ``step``: reused when its identity matches, else made by ``fn()`` and written last."""
-        old = self.get(step)
-        if old is not None:
-            if old["identity"] == identity:
-                return old
-            diff = sorted(k for k in set(old["identity"]) | set(identity)
-                          if old["identity"].get(k) != identity.get(k))
-            raise UserError(f"{self.folder / (step + '.json')}: step {step} was done with other settings "
-                            f"({', '.join(diff)} differ); use another --workdir, or delete that record to redo it")
+        """The record of ``step``: reused when its identity matches, else made by ``fn()`` and written last.
+
+        The project's one rule for finished outputs (:mod:`pipeline.reuse`): a record exists only once
+        the step has finished, and one made with other settings is refused with the fields that differ.
+        """
+        path = self.folder / f"{step}.json"
+        ident = reuse.identity(**identity)
+        decision = reuse.check_reusable(path, ident, what=f"step {step} done with other settings",
+                                        read=lambda: reuse.read_record(path),
+                                        hint="use another --workdir, or delete that record to redo the step")
+        if decision == "reuse":
+            return read_json(path)
         t0 = time.perf_counter()
         result = fn()
-        rec = {"id": step, "identity": identity, "seconds": round(time.perf_counter() - t0, 1), **result}
-        atomic_write_json(self.folder / f"{step}.json", rec)
-        return rec
+        rec = {"id": step, "seconds": round(time.perf_counter() - t0, 1), **result}
+        reuse.record_finished(path, ident, rec)
+        return {**rec, "identity": ident}
 
 
 def _device_name(pref: str) -> str:

@@ -84,7 +84,7 @@ def test_records_reuse_refuse_and_never_half_written(tmp_path) -> None:
     rec = book.step("A-fixed", {"lr": 0.01}, lambda: calls.append(1) or {"top1": 0.1})
     assert rec["top1"] == 0.1 and book.step("A-fixed", {"lr": 0.01}, lambda: calls.append(1) or {}) == rec
     assert calls == [1]  # the second call reused the record
-    with pytest.raises(UserError, match=r"other settings \(lr differ\)"):
+    with pytest.raises(UserError, match=r"other settings \(lr 0.01 vs 0.02\)"):
         book.step("A-fixed", {"lr": 0.02}, dict)
 
     def killed() -> dict:
