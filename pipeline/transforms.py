@@ -181,7 +181,7 @@ def apply_plan(x: torch.Tensor, plan: CropPlan, crop: int) -> torch.Tensor:
     return out.flip(2) if plan.flip else out
 
 
-def jpeg_to_tensor(data: torch.Tensor, device: str = "cpu") -> torch.Tensor | list[torch.Tensor]:
+def jpeg_to_tensor(data: torch.Tensor | list[torch.Tensor], device: str = "cpu") -> torch.Tensor | list[torch.Tensor]:
     """torchvision's libjpeg-turbo (CPU) or nvJPEG (CUDA) decode to RGB, without its deprecation warning."""
     import torchvision.io as tvio
 
@@ -244,13 +244,13 @@ class TrainAugment:
     Decoding: upright RGB/grey JPEGs go straight into a tensor by libjpeg-turbo (torchvision),
     faster than Pillow's decode into its own image; with ``draft`` a JPEG whose smallest side is
     at least 2 S is decoded by Pillow at 1/2, 1/4 or 1/8 size in the DCT domain; everything else
-    (other formats, CMYK, EXIF-rotated) through :func:`pipeline.images.decode_opened`. With ``gpu``
-    the plain JPEGs are not decoded here but returned as :class:`RawCrop` for
-    :func:`pipeline.train.gpu_decode.finish_on_device`.
+    (other formats, CMYK, EXIF-rotated) through :func:`pipeline.images.decode_opened`. With a
+    ``decode_device`` the plain JPEGs are not decoded here but returned as :class:`RawCrop` (bytes
+    and plan) for :func:`pipeline.train.gpu_decode.finish_on_device` on that device.
     """
 
     def __init__(self, *, scale: TrainScale, crop: int, flip: bool = True,
-                 colour: ColourShift | None = None, draft: bool = True, gpu: bool = False) -> None:
+                 colour: ColourShift | None = None, draft: bool = True, decode_device: str | None = None) -> None:
         if scale.s_min < crop:
             raise UserError(f"training scale S_min={scale.s_min} is below the crop size {crop} (paper: S >= crop)")
         self.jitter = ScaleJitter(s_min=scale.s_min, s_max=scale.s_max)
@@ -258,7 +258,7 @@ class TrainAugment:
         self.flip = RandomHorizontalFlip(p=0.5) if flip else None
         self.colour = colour
         self.draft = draft
-        self.gpu = gpu
+        self.decode_device = decode_device
 
     def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor | RawCrop, np.ndarray]:
         s = self.jitter.draw(rng)
@@ -271,7 +271,7 @@ class TrainAugment:
             pil = decode_opened(img, (s, s) if self.draft else None)
         plan = self.plan(size or pil.size, s, rng)
         offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
-        if pil is None and self.gpu:
+        if pil is None and self.decode_device:
             return RawCrop(torch.frombuffer(bytearray(data), dtype=torch.uint8), plan), offset
         x = _decode_plain_jpeg(data, size) if pil is None else None
         if x is None:
