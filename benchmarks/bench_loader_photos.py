@@ -37,6 +37,7 @@ import importlib.util
 import io
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -128,7 +129,7 @@ class DecodeOnlyAugment(TrainAugment):
 
 
 def ours_rate(shards: Path, augment, images: int, workers: int = 0) -> float:
-    """Images/s of our training stream over ``images`` images (loader start-up included)."""
+    """Images/s of our training stream over ``images`` images (loader start-up included; CUDA work waited for)."""
     from pipeline.train.loader import open_shards, train_loader
 
     s = open_shards(str(shards), ["train"])
@@ -138,6 +139,8 @@ def ours_rate(shards: Path, augment, images: int, workers: int = 0) -> float:
                           epoch=0, shardshuffle=True, shuffle_buffer=min(100, s.count("train")), workers=workers,
                           pin_memory=False):
         pass
+    if str(getattr(augment, "decode_device", None)).startswith("cuda"):
+        torch.cuda.synchronize()
     return batches * BATCH / (time.perf_counter() - t)
 
 
@@ -327,6 +330,35 @@ def bench(quick: bool = True, device: str = "cpu", log: Callable[[str], None] = 
     return rows
 
 
+def gpu_rows(quick: bool = True, log: Callable[[str], None] = lambda s: None, device: str = "cuda",
+             sizes: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
+    """CUDA (``benchmarks/gpu_check.sh``): the loader with ``data.decode=gpu`` vs the CPU loader, ImageNet-size set.
+
+    nvJPEG decodes each batch's JPEGs in one call in the training process and the crops are
+    resampled there; the loader worker only reads the tar and parses JPEG headers. Both sides in
+    one process with no workers (per core of the host), alternating; then the GPU side with 4 workers.
+    ``device``/``sizes`` (photos, images a measurement, repetitions): the CPU smoke test.
+    """
+    n, images, reps = sizes or ((64, 1024, 3) if quick else (256, 4096, 5))
+    workers = min(4, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="bench-loader-gpu-") as d:
+        ps = prepare(Path(d), _photos().IMAGENET, n)
+        cpu = _augment(ps.stats)
+        gpu = TrainAugment(scale=TrainScale(s_min=S_MIN, s_max=S_MAX), crop=CROP,
+                           colour=ColourShift.from_stats(ps.stats), decode_device=device)
+        m = interleave({"gpu": lambda: ours_rate(ps.shards, gpu, images),
+                        "cpu": lambda: ours_rate(ps.shards, cpu, images),
+                        "gpu4": lambda: ours_rate(ps.shards, gpu, 4 * images, workers=workers)}, reps=reps)
+        what = f"{ps.describe()}; batch {BATCH}, {images} images a measurement, median of {reps}"
+    log(f"loader gpu decode: {m}")
+    return [
+        _row("loader-photos-gpu", m["gpu"], m["cpu"], "images/s", None,
+             f"data.decode=gpu (nvJPEG, crops on the GPU) vs the CPU loader, both 1 process, 0 workers; {what}"),
+        _row("loader-photos-gpu", m["gpu4"], m["gpu"], "images/s", None,
+             f"data.decode=gpu with {workers} loader workers vs 0 ({m['gpu4']:.0f} images/s); {what}"),
+    ]
+
+
 def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
     """Milliseconds per image of each step of the loader's augmentation, beside Pillow's decode (the limit)."""
     from pipeline.transforms import apply_plan, jpeg_to_tensor, plain_jpeg_size, sample_rng
@@ -371,7 +403,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--steps", action="store_true", help="only time each augmentation step on 64 ImageNet-size photos")
+    ap.add_argument("--gpu", action="store_true", help="only the CUDA rows (data.decode=gpu)")
     args = ap.parse_args()
+    if args.gpu:
+        rows = gpu_rows(args.quick, log=lambda m: print(m, file=sys.stderr))
+        print(json.dumps(rows, indent=1))
+        return
     if args.steps:
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory(prefix="bench-loader-steps-") as d:

@@ -60,3 +60,10 @@ def test_step_timings_cover_every_step(tmp_path, bench, photos):
     blobs = [p.read_bytes() for p in photos.write_photo_tree(tmp_path, photos.IMAGENET, 2, workers=1)]
     ms = bench.steps(blobs, reps=1)
     assert len(ms) == 7 and all(v > 0 for v in ms.values()), ms
+
+
+def test_gpu_decode_rows_run_with_the_decode_on_the_cpu(tmp_path, bench):
+    """gpu_check.sh's loader rows, with the raw-bytes path decoded on the CPU (the code path nvJPEG takes)."""
+    rows = bench.gpu_rows(device="cpu", sizes=(4, 16, 1))
+    assert [r["stage"] for r in rows] == ["loader-photos-gpu"] * 2
+    assert all(r["ours"] > 0 and r["baseline"] > 0 and r["goal"] == "report" for r in rows)
