@@ -267,6 +267,19 @@ class TrainAugment:
         self.draft = draft
         self.decode_device = decode_device
 
+    @staticmethod
+    def decode_device_for(option: str, device: torch.device | str) -> str | None:
+        """The ``decode_device`` of ``data.decode`` (cpu, gpu, auto) when training on ``device``: a GPU or None."""
+        cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        if option == "cpu":
+            return None
+        if option == "gpu" and not cuda:
+            raise UserError(f"data.decode=gpu needs a CUDA training device (this run trains on {device}); "
+                            "use data.decode=cpu or auto")
+        if option not in ("gpu", "auto"):
+            raise UserError(f"data.decode must be cpu, gpu or auto, got {option!r}")
+        return str(device) if cuda else None
+
     def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor | RawCrop, np.ndarray]:
         s = self.jitter.draw(rng)
         size = plain_jpeg_size(data)

@@ -9,7 +9,8 @@
   JPEGs in one nvJPEG call (``torchvision.io.decode_jpeg(..., device="cuda")``) and resamples the
   crops on the GPU (:func:`pipeline.transforms.apply_plan`). Every other sample (PNG, CMYK,
   EXIF-rotated, draft-decoded) is decoded in the worker as with ``cpu`` and joins the batch;
-- ``auto``: ``gpu`` when training on a CUDA device, else ``cpu``.
+- ``auto``: ``gpu`` when training on a CUDA device, else ``cpu``
+  (:meth:`pipeline.transforms.TrainAugment.decode_device_for`).
 
 The draws are the same on both paths, so the crops agree up to the two JPEG decoders' rounding
 and float vs uint8 resampling (``tests/train/test_gpu_decode.py``). The colour offset is applied
@@ -24,20 +25,7 @@ import torch
 from pipeline.errors import UserError
 from pipeline.transforms import RawCrop, apply_plan, jpeg_to_tensor
 
-__all__ = ["decode_device", "collate_raw", "finish_on_device"]
-
-
-def decode_device(option: str, device: torch.device | str) -> str | None:
-    """Where ``data.decode`` (cpu, gpu, auto) decodes training JPEGs: ``device`` if a GPU, else None (workers)."""
-    cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-    if option == "cpu":
-        return None
-    if option == "gpu" and not cuda:
-        raise UserError(f"data.decode=gpu needs a CUDA training device (this run trains on {device}); "
-                        "use data.decode=cpu or auto")
-    if option not in ("gpu", "auto"):
-        raise UserError(f"data.decode must be cpu, gpu or auto, got {option!r}")
-    return str(device) if cuda else None
+__all__ = ["collate_raw", "finish_on_device"]
 
 
 def collate_raw(items: list[tuple]) -> tuple[list[torch.Tensor | RawCrop], torch.Tensor, torch.Tensor]:

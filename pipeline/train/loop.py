@@ -38,7 +38,6 @@ from pipeline.runtime import (
 from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, load_resume, save_best, save_last, truncate_metrics
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import all_reduce_sum, broadcast_error
-from pipeline.train.gpu_decode import decode_device
 from pipeline.train.loader import ShardSet, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.train.recipe import (
     PlateauSchedule,
@@ -139,7 +138,7 @@ class _Run:
         n_epoch = d.epoch_images or self.shards.count(d.train_split)
         self.steps_per_epoch, self.micro_per_epoch = epoch_micro_batches(n_epoch, cfg.optim.batch_size, self.accum)
         self.augment = TrainAugment(scale=d.scale, crop=cfg.model.crop, flip=d.flip, colour=colour, draft=d.draft,
-                                    decode_device=decode_device(d.decode, env.device))
+                                    decode_device=TrainAugment.decode_device_for(d.decode, env.device))
         self.view = CentreCropView(q=cfg.test_scale(), crop=cfg.model.crop, draft=d.draft)
         for p in (cfg.init.net_a, cfg.init.checkpoint):
             if p and not Path(p).is_file():

@@ -20,7 +20,7 @@ from pipeline.errors import UserError
 from pipeline.images import decode_rgb
 from pipeline.preprocess import TrainScale
 from pipeline.train import TrainConfig
-from pipeline.train.gpu_decode import collate_raw, decode_device, finish_on_device
+from pipeline.train.gpu_decode import collate_raw, finish_on_device
 from pipeline.train.loader import open_shards, train_loader
 from pipeline.transforms import ColourShift, RawCrop, TrainAugment, plain_jpeg_size, sample_rng
 
@@ -105,6 +105,7 @@ def test_loader_with_a_decode_device_gives_the_same_batches(tmp_path):
 
 
 def test_decode_option(tmp_path):
+    decode_device = TrainAugment.decode_device_for
     assert decode_device("cpu", "cpu") is None and decode_device("auto", "cpu") is None
     assert decode_device("cpu", "cuda") is None
     assert decode_device("auto", "cuda") == ("cuda" if torch.cuda.is_available() else None)
