@@ -18,15 +18,12 @@ two goal rows, both per core (one process, no loader workers, one torch thread, 
   memory) of the images as stored in the shards. Goal >= 0.8x.
 
 Rows with goal ``report`` explain the rate. Every run: the stream's ceiling (our stream with the
-augmentation replaced by the decode alone) and two local experiments that are not in the loader:
-cropping before resizing with Pillow (``Image.resize(..., box=crop)`` computes only the 224 x 224
-crop of the rescaled image; same draws, same pixels up to rounding), and rescaling only the
-crop's source window with torch's uint8 antialiased bilinear kernel instead; both decode without
-the full-image copy ``ImageOps.exif_transpose`` makes when there is nothing to rotate. Full runs add
-the levers: loader workers (2 vs 0), the shard's
-max_side (512 vs originals kept, both read with draft) and draft decoding in our loader (on vs off,
-on shards of the originals). All sides of a row alternate in one run (one uncounted round, then
-repetitions; medians). The machine may be shared: timings are noisy.
+augmentation replaced by Pillow's decode alone) and ours vs libjpeg-turbo's decode alone into a
+tensor (torchvision's ``decode_jpeg``, which the loader uses for plain JPEGs: the floor of our decode).
+Full runs add the levers: loader workers (2 vs 0), the shard's max_side (512 vs originals kept,
+both read with draft) and draft decoding in our loader (on vs off, on shards of the originals).
+All sides of a row alternate in one run (one uncounted round, then repetitions; medians). The
+machine may be shared: timings are noisy.
 
 Run: ``python benchmarks/bench_loader_photos.py [--quick] [--json] [--steps]`` (``--steps``: ms per image
 of each augmentation step).
@@ -40,6 +37,7 @@ import importlib.util
 import io
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -50,10 +48,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from pipeline.images import decode_rgb
-from pipeline.preprocess import TrainScale, pil_to_tensor
+from pipeline.preprocess import TrainScale
 from pipeline.transforms import ColourShift, TrainAugment
 
 S_MIN, S_MAX, CROP, BATCH = 256, 512, 224, 16
@@ -115,76 +112,9 @@ def prepare(root: Path, spec, n: int) -> PhotoSet:
 # -- the sides -------------------------------------------------------------------------------------
 
 def _augment(stats: dict[str, Any], draft: bool = True, variant: str = "loader") -> TrainAugment:
-    """Our augmentation: the loader's (``loader``), a local experiment (``box``, ``torch``) or ``ceiling``."""
-    cls = {"loader": TrainAugment, "box": FusedCropAugment, "torch": WindowTorchAugment, "ceiling": DecodeOnlyAugment}[
-        variant
-    ]
+    """Our augmentation (``loader``) or the stream's ``ceiling`` (decode alone)."""
+    cls = {"loader": TrainAugment, "ceiling": DecodeOnlyAugment}[variant]
     return cls(scale=TrainScale(s_min=S_MIN, s_max=S_MAX), crop=CROP, colour=ColourShift.from_stats(stats), draft=draft)
-
-
-def _rescaled(w: int, h: int, s: int) -> tuple[int, int]:
-    """The size ``pipeline.preprocess.isotropic_resize`` gives a w x h image for smallest side s."""
-    if min(w, h) == s:
-        return w, h
-    r = s / min(w, h)
-    return max(s, round(w * r)), max(s, round(h * r))
-
-
-class FusedCropAugment(TrainAugment):
-    """Local experiment: TrainAugment with the crop taken before the resize (same draws in the same order).
-
-    ``isotropic_resize`` to S then a 224 crop computes the whole rescaled image; ``Image.resize``
-    with ``box`` computes only the crop's 224 x 224 pixels from the same source area with the same
-    filter scale, so the output equals the current path's up to rounding. The decode skips the
-    copy ``ImageOps.exif_transpose`` returns when there is nothing to rotate (identical pixels).
-    """
-
-    def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        s = self.jitter.draw(rng)
-        img = _decode_oriented(data, (s, s) if self.draft else None)
-        w, h = img.size
-        big = _rescaled(w, h, s)
-        c = self.crop.size
-        x, y = int(rng.integers(0, big[0] - c + 1)), int(rng.integers(0, big[1] - c + 1))
-        if big == (w, h):
-            img = img.crop((x, y, x + c, y + c))
-        else:
-            sx, sy = w / big[0], h / big[1]
-            img = img.resize((c, c), Image.BILINEAR, box=(x * sx, y * sy, (x + c) * sx, (y + c) * sy))
-        if self.flip is not None:
-            img = self.flip(img, rng)
-        offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
-        return pil_to_tensor(img), offset
-
-
-class WindowTorchAugment(TrainAugment):
-    """Local experiment: decode, then rescale only the crop's source window with torch's uint8 kernel.
-
-    Same draws in the same order as TrainAugment. EXIF orientation is applied in place (no copy of
-    the decoded image when there is none); the source window of the crop (plus the filter's
-    support) is rescaled by ``F.interpolate(bilinear, antialias=True)`` with the scale of the
-    full-image resize (AVX2 uint8 kernel, a few times faster than Pillow's), and the crop taken
-    from it: the same crop as resize-then-crop shifted by less than a pixel (see ``_window_rescale``).
-    """
-
-    def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        s = self.jitter.draw(rng)
-        img = _decode_oriented(data, (s, s) if self.draft else None)
-        w, h = img.size
-        big = _rescaled(w, h, s)
-        c = self.crop.size
-        x, y = int(rng.integers(0, big[0] - c + 1)), int(rng.integers(0, big[1] - c + 1))
-        if big == (w, h):
-            out = torch.from_numpy(np.array(img.crop((x, y, x + c, y + c)))).permute(2, 0, 1)
-        else:
-            sx, sy = w / big[0], h / big[1]
-            box = _window(w, h, sx, sy, x, y, c)
-            win = torch.from_numpy(np.array(img.crop(box))).permute(2, 0, 1)  # only the window is copied
-            out = _window_rescale(win, box[0], box[1], sx, sy, x, y, c)[0]
-        if self.flip is not None and rng.random() < self.flip.p:
-            out = out.flip(2)
-        offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
-        return out.contiguous(), offset
 
 
 class DecodeOnlyAugment(TrainAugment):
@@ -198,41 +128,8 @@ class DecodeOnlyAugment(TrainAugment):
         return torch.zeros(3, self.crop.size, self.crop.size, dtype=torch.uint8), offset
 
 
-def _window(w: int, h: int, sx: float, sy: float, x: int, y: int, c: int) -> tuple[int, int, int, int]:
-    """The source box (x0, y0, x1, y1) that the c x c crop at (x, y) of the image rescaled by (1/sx, 1/sy) reads."""
-    m = math.ceil(max(sx, sy)) + 1  # the filter's support in source pixels, and one for rounding
-    return (max(0, int(x * sx) - m), max(0, int(y * sy) - m),
-            min(w, math.ceil((x + c) * sx) + m), min(h, math.ceil((y + c) * sy) + m))
-
-
-def _window_rescale(win: torch.Tensor, x0: int, y0: int, sx: float, sy: float, x: int, y: int,
-                    c: int) -> tuple[torch.Tensor, float, float]:
-    """The c x c crop near (x, y) of the rescaled image, from its source window ``win`` (3 x h x w, at (x0, y0)).
-
-    Returns the crop and the position (xf, yf) in the rescaled image where it really lies: the
-    window's pixel grid is offset by (x0 / sx, y0 / sy), so the crop lands within half a pixel of
-    (x, y) (one pixel at the right and bottom edges), a random sub-pixel shift of a random crop.
-    """
-    z = torch.nn.functional.interpolate(win[None], scale_factor=(1 / sy, 1 / sx), mode="bilinear", antialias=True,
-                                        recompute_scale_factor=False)[0]
-    u = min(round(x - x0 / sx), z.shape[2] - c)  # at the image's edge the window may end half a pixel short
-    v = min(round(y - y0 / sy), z.shape[1] - c)
-    return z[:, v:v + c, u:u + c], u + x0 / sx, v + y0 / sy
-
-
-def _decode_oriented(data: bytes, draft: tuple[int, int] | None) -> Image.Image:
-    """decode_rgb without the copy ``ImageOps.exif_transpose`` makes of an image that needs no rotation."""
-    img = Image.open(io.BytesIO(data))
-    if draft is not None and img.format == "JPEG":
-        img.draft("RGB", draft)
-    img.load()
-    if img.getexif().get(0x0112, 1) != 1:
-        img = ImageOps.exif_transpose(img)
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
 def ours_rate(shards: Path, augment, images: int, workers: int = 0) -> float:
-    """Images/s of our training stream over ``images`` images (loader start-up included)."""
+    """Images/s of our training stream over ``images`` images (loader start-up included; CUDA work waited for)."""
     from pipeline.train.loader import open_shards, train_loader
 
     s = open_shards(str(shards), ["train"])
@@ -242,6 +139,8 @@ def ours_rate(shards: Path, augment, images: int, workers: int = 0) -> float:
                           epoch=0, shardshuffle=True, shuffle_buffer=min(100, s.count("train")), workers=workers,
                           pin_memory=False):
         pass
+    if str(getattr(augment, "decode_device", None)).startswith("cuda"):
+        torch.cuda.synchronize()
     return batches * BATCH / (time.perf_counter() - t)
 
 
@@ -289,6 +188,19 @@ def decode_rate(blobs: list[bytes], images: int) -> float:
     return passes * len(blobs) / (time.perf_counter() - t)
 
 
+def tv_decode_rate(blobs: list[bytes], images: int) -> float:
+    """Images/s of libjpeg-turbo's decode alone into a tensor (torchvision, as the loader calls it)."""
+    from pipeline.transforms import jpeg_to_tensor
+
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    passes = max(1, math.ceil(images / len(blobs)))
+    t = time.perf_counter()
+    for _ in range(passes):
+        for x in tensors:
+            jpeg_to_tensor(x)
+    return passes * len(blobs) / (time.perf_counter() - t)
+
+
 def interleave(
     sides: dict[str, Callable[[], float]], reps: int, warm: tuple[str, ...] | None = None
 ) -> dict[str, float]:
@@ -314,8 +226,8 @@ class Plan(NamedTuple):
     levers: bool  # also measure loader workers, the shard's max_side and draft decoding (full runs)
 
 
-QUICK = {"loader-photos": Plan(64, 64, 64, 3, False), "loader-camera": Plan(8, 64, 8, 2, False)}
-FULL = {"loader-photos": Plan(256, 256, 256, 5, True), "loader-camera": Plan(32, 128, 32, 3, True)}
+QUICK = {"loader-photos": Plan(64, 256, 64, 3, False), "loader-camera": Plan(8, 256, 8, 3, False)}
+FULL = {"loader-photos": Plan(256, 512, 256, 5, True), "loader-camera": Plan(32, 512, 32, 3, True)}
 SETS = {"loader-photos": "IMAGENET", "loader-camera": "CAMERA"}
 UNIT = "images/s per core"
 
@@ -328,18 +240,17 @@ def _row(stage: str, ours: float, base: float, unit: str, goal: float | None, no
 
 
 def goal_rows(stage: str, ps: PhotoSet, plan: Plan) -> list[dict[str, Any]]:
-    """Ours vs ImageFolder and vs the decode limit, per core; the stream's ceiling and two experiments beside them."""
-    augs = {v: _augment(ps.stats, variant=v) for v in ("loader", "ceiling", "box", "torch")}
-    fast: dict[str, Callable[[], float]] = {"limit": lambda: decode_rate(ps.stored, plan.images)}
-    for v, aug in augs.items():
-        fast[v] = functools.partial(ours_rate, ps.shards, aug, plan.images)
+    """Ours vs ImageFolder and vs the decode limit, per core; the stream's ceiling and the tensor decode beside them."""
+    fast: dict[str, Callable[[], float]] = {
+        "limit": lambda: decode_rate(ps.stored, plan.images),
+        "tv": lambda: tv_decode_rate(ps.stored, plan.images),
+    }
+    for v in ("loader", "ceiling"):
+        fast[v] = functools.partial(ours_rate, ps.shards, _augment(ps.stats, variant=v), plan.images)
     m = interleave(fast | {"folder": lambda: folder_rate(ps.tree, ps.stats, plan.folder_images)},
                    reps=plan.reps, warm=tuple(fast))
-    what = f"{ps.describe()}; 1 process, 0 workers, 1 thread, batch {BATCH}, median of {plan.reps}"
-
-    def exp(k: str) -> str:
-        return f"with it {m[k] / m['limit']:.2f}x the decode limit, {m[k] / m['folder']:.2f}x ImageFolder"
-
+    what = (f"{ps.describe()}; 1 process, 0 workers, 1 thread, batch {BATCH}, {plan.images} images a measurement, "
+            f"median of {plan.reps}")
     return [
         _row(stage, m["loader"], m["folder"], UNIT, GOALS[stage],
              f"our shards + loader vs ImageFolder + DataLoader, same transforms, on the originals; {what}"),
@@ -347,13 +258,11 @@ def goal_rows(stage: str, ps: PhotoSet, plan: Plan) -> list[dict[str, Any]]:
              f"our loader vs Pillow decode alone of the stored JPEGs (the physical limit); {what}"),
         _row(stage, m["ceiling"], m["limit"], UNIT, None,
              "diagnostic: our stream (tar, shuffle, per-sample generator, batches) with the augmentation replaced "
-             "by the decode alone, vs the decode alone: what the stream's fixed costs leave"),
-        _row(stage, m["box"], m["loader"], UNIT, None,
-             f"lever (local experiment, not in the loader): crop before resize, Pillow resize(box=crop), EXIF "
-             f"without a copy, vs the loader (resize then crop); {exp('box')}"),
-        _row(stage, m["torch"], m["loader"], UNIT, None,
-             f"lever (local experiment, not in the loader): rescale only the crop's window with torch's uint8 "
-             f"antialiased bilinear, EXIF without a copy, vs the loader; {exp('torch')}"),
+             "by Pillow's decode alone, vs the decode alone: what the stream's fixed costs leave"),
+        _row(stage, m["loader"], m["tv"], UNIT, None,
+             f"diagnostic: our loader vs libjpeg-turbo's decode alone into a tensor (torchvision decode_jpeg, the "
+             f"loader's decoder for plain JPEGs; {m['tv'] / m['limit']:.2f}x Pillow's decode): what the crop, "
+             "rescale, flip and stream cost beyond our own decode"),
     ]
 
 
@@ -421,42 +330,61 @@ def bench(quick: bool = True, device: str = "cpu", log: Callable[[str], None] = 
     return rows
 
 
-def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
-    """Milliseconds per image of each step of the loader's augmentation (and of the experiments' replacements)."""
-    from pipeline.preprocess import isotropic_resize
+def gpu_rows(quick: bool = True, log: Callable[[str], None] = lambda s: None, device: str = "cuda",
+             sizes: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
+    """CUDA (``benchmarks/gpu_check.sh``): the loader with ``data.decode=gpu`` vs the CPU loader, ImageNet-size set.
 
+    nvJPEG decodes each batch's JPEGs in one call in the training process and the crops are
+    resampled there; the loader worker only reads the tar and parses JPEG headers. Both sides in
+    one process with no workers (per core of the host), alternating; then the GPU side with 4 workers.
+    ``device``/``sizes`` (photos, images a measurement, repetitions): the CPU smoke test.
+    """
+    n, images, reps = sizes or ((64, 1024, 3) if quick else (256, 4096, 5))
+    workers = min(4, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="bench-loader-gpu-") as d:
+        ps = prepare(Path(d), _photos().IMAGENET, n)
+        cpu = _augment(ps.stats)
+        gpu = TrainAugment(scale=TrainScale(s_min=S_MIN, s_max=S_MAX), crop=CROP,
+                           colour=ColourShift.from_stats(ps.stats), decode_device=device)
+        m = interleave({"gpu": lambda: ours_rate(ps.shards, gpu, images),
+                        "cpu": lambda: ours_rate(ps.shards, cpu, images),
+                        "gpu4": lambda: ours_rate(ps.shards, gpu, 4 * images, workers=workers)}, reps=reps)
+        what = f"{ps.describe()}; batch {BATCH}, {images} images a measurement, median of {reps}"
+    log(f"loader gpu decode: {m}")
+    return [
+        _row("loader-photos-gpu", m["gpu"], m["cpu"], "images/s", None,
+             f"data.decode=gpu (nvJPEG, crops on the GPU) vs the CPU loader, both 1 process, 0 workers; {what}"),
+        _row("loader-photos-gpu", m["gpu4"], m["gpu"], "images/s", None,
+             f"data.decode=gpu with {workers} loader workers vs 0 ({m['gpu4']:.0f} images/s); {what}"),
+    ]
+
+
+def steps(blobs: list[bytes], reps: int = 3) -> dict[str, float]:
+    """Milliseconds per image of each step of the loader's augmentation, beside Pillow's decode (the limit)."""
+    from pipeline.transforms import apply_plan, jpeg_to_tensor, plain_jpeg_size, sample_rng
+
+    aug = _augment({"eigval": [1.0, 1.0, 1.0], "eigvec": np.eye(3).tolist()})
     rng = np.random.default_rng(0)
     ss = [int(v) for v in rng.integers(S_MIN, S_MAX + 1, size=len(blobs))]
-    dec = [Image.open(io.BytesIO(b)) for b in blobs]
-    for d in dec:
-        d.load()
-    big = [isotropic_resize(d, s) for d, s in zip(dec, ss, strict=False)]
-    crops = [g.crop((0, 0, CROP, CROP)) for g in big]
-
-    def box(d: Image.Image, g: Image.Image) -> Image.Image:
-        sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
-        return d.resize((CROP, CROP), Image.BILINEAR, box=(0, 0, CROP * sx, CROP * sy))
-
-    def window(d: Image.Image, g: Image.Image) -> torch.Tensor:
-        sx, sy = d.size[0] / g.size[0], d.size[1] / g.size[1]
-        b = _window(*d.size, sx, sy, 0, 0, CROP)
-        return _window_rescale(torch.from_numpy(np.array(d.crop(b))).permute(2, 0, 1), b[0], b[1], sx, sy, 0, 0, CROP)[
-            0
-        ]
-
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    sizes = [plain_jpeg_size(b) for b in blobs]
+    dec = [jpeg_to_tensor(t) for t in tensors]
+    plans = [aug.plan(z, s, rng) for z, s in zip(sizes, ss, strict=False)]
+    crops = [apply_plan(x, pl, CROP) for x, pl in zip(dec, plans, strict=False)]
     work: dict[str, Callable[[], object]] = {
         "Pillow decode alone (the limit)": lambda: [Image.open(io.BytesIO(b)).load() for b in blobs],
-        "decode_rgb with draft (the loader's decode)": lambda: [
-            decode_rgb(b, draft_size=(s, s)) for b, s in zip(blobs, ss, strict=False)
+        "libjpeg-turbo decode into a tensor (the loader)": lambda: [jpeg_to_tensor(t) for t in tensors],
+        "JPEG header: size from the markers (the loader)": lambda: [plain_jpeg_size(b) for b in blobs],
+        "JPEG header: Pillow's Image.open (for comparison)": lambda: [Image.open(io.BytesIO(b)).size for b in blobs],
+        "sample generator + crop draws + colour offset": lambda: [
+            (aug.plan(z, s, g), aug.colour.offset(g))
+            for i, (z, s) in enumerate(zip(sizes, ss, strict=False)) for g in [sample_rng(0, 0, str(i))]
         ],
-        "  of which ImageOps.exif_transpose's copy": lambda: [ImageOps.exif_transpose(d) for d in dec],
-        "isotropic_resize to S (the loader)": lambda: [isotropic_resize(d, s) for d, s in zip(dec, ss, strict=False)],
-        "crop 224 + flip + pil_to_tensor (the loader)": lambda: [
-            pil_to_tensor(c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) for c in crops
+        "window rescale + crop + flip (apply_plan)": lambda: [
+            apply_plan(x, pl, CROP) for x, pl in zip(dec, plans, strict=False)
         ],
-        "Pillow resize(box=crop) (experiment)": lambda: [box(d, g) for d, g in zip(dec, big, strict=False)],
-        "window + torch antialiased rescale (experiment)": lambda: [
-            window(d, g) for d, g in zip(dec, big, strict=False)
+        "collate: stack the crops in batches of 16": lambda: [
+            torch.stack(crops[i:i + 16]) for i in range(0, len(crops), 16)
         ],
     }
     out = {}
@@ -475,14 +403,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--steps", action="store_true", help="only time each augmentation step on 64 ImageNet-size photos")
+    ap.add_argument("--gpu", action="store_true", help="only the CUDA rows (data.decode=gpu)")
     args = ap.parse_args()
+    if args.gpu:
+        rows = gpu_rows(args.quick, log=lambda m: print(m, file=sys.stderr))
+        print(json.dumps(rows, indent=1))
+        return
     if args.steps:
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory(prefix="bench-loader-steps-") as d:
             _photos().write_photo_tree(Path(d), _photos().IMAGENET, 64)
             blobs = [p.read_bytes() for p in sorted(Path(d).rglob("*.jpg"))]
         for name, ms in steps(blobs).items():
-            print(f"{name:48s} {ms:6.2f} ms/image")
+            print(f"{name:50s} {ms:6.3f} ms/image")
         return
     t = time.perf_counter()
     rows = bench(args.quick, log=lambda m: print(m, file=sys.stderr))

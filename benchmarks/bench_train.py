@@ -12,7 +12,9 @@ Rows (``bench(quick, device) -> list[dict]`` for ``vgg bench``):
 - ``train`` (speed switches): ``run_train`` with channels_last and bf16 autocast where the CPU has
   native bf16 (``bf16: auto``) vs the same plain loop. Goal >= 2x.
 - ``ddp``: two gloo processes (one thread each, torchrun) vs one process with one thread, same
-  global batch: scaling efficiency = rate(2) / (2 x rate(1)). Goal >= 0.8.
+  global batch: scaling efficiency = rate(2) / (2 x rate(1)). Goal >= 0.8. Each run measures at
+  least ``DDP_SECONDS`` after its warm-up interval (8 s quick, 20 s full; steps sized by an
+  uncounted probe run), alternating pairs, medians of 2-step intervals (:func:`ddp_rates`).
 - On CUDA (``device="cuda"``): VGG-16 (config D) at 224 with bf16 + channels_last, training
   images/s and MFU against the device's dense bf16 peak (:func:`device_bf16_peak`; 989 TFLOP/s
   for H100/H200; ~93 GFLOP per training image), vs torchvision's vgg16 in fp32.
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,8 +46,8 @@ import yaml
 from torch import nn
 
 H100_BF16_PEAK = 989e12
-#: steps of each ddp run even in quick mode (4 logged intervals after the warm-up one)
-DDP_QUICK_STEPS = 40
+#: seconds each ddp run measures after its warm-up interval, by quick mode (15 fixed steps swung 0.53-0.71)
+DDP_SECONDS = {True: 8.0, False: 20.0}
 #: dense bf16 peak (FLOP/s) by device name (first match wins); VGG_GPU_PEAK_TFLOPS overrides
 BF16_PEAKS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12), ("B200", 2250e12),
               ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12), ("RTX 4090", 165e12)]
@@ -211,23 +215,46 @@ def loader_rates(tree: Path, shards: Path, batches: int) -> tuple[float, float]:
     return alternate(ours, plain, reps=1 if batches < 20 else 3, warmup=1)
 
 
-def ddp_rates(shards: Path, tmp: Path, steps: int) -> tuple[float, float]:
-    def launch(nproc: int) -> float:
-        out = Path(tempfile.mkdtemp(dir=tmp))
-        cfg = train_config(shards, out, steps, fast=True, threads=1, workers=0) | {"progress": False}
-        (out / "c.yaml").write_text(yaml.safe_dump(cfg))
-        pre = (
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-            if nproc > 1
-            else [sys.executable]
-        )
-        proc = subprocess.run(pre + ["-m", "pipeline", "train", "--config", str(out / "c.yaml")], capture_output=True,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if proc.returncode:
-            raise RuntimeError(proc.stderr[-2000:])
-        return steady_rate(out)
+def interval_rates(out: Path) -> list[float]:
+    """Images/s of each logged training interval after the first (warm-up)."""
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["images_per_s"] for r in rows if r["kind"] == "train"]
+    return rates[1:] or rates
 
-    return launch(2), launch(1)
+
+def _ddp_launch(shards: Path, tmp: Path, nproc: int, steps: int) -> list[float]:
+    """Interval rates of one ``vgg train`` run on ``nproc`` gloo processes (torchrun), one thread each."""
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    cfg = train_config(shards, out, steps, fast=True, threads=1, workers=0) | {"progress": False, "log_every": 2}
+    (out / "c.yaml").write_text(yaml.safe_dump(cfg))
+    pre = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc > 1
+        else [sys.executable]
+    )
+    proc = subprocess.run(pre + ["-m", "pipeline", "train", "--config", str(out / "c.yaml")], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return interval_rates(out)
+
+
+def ddp_rates(shards: Path, tmp: Path, min_seconds: float, reps: int) -> dict[str, Any]:
+    """2 processes vs 1, each run long enough to measure ``min_seconds`` after its warm-up interval.
+
+    An uncounted 1-process run of 10 steps warms the caches and gives the step time that sizes
+    the runs; then ``reps`` alternating pairs (2, 1, 2, 1, ...). Each run's rate is the median of
+    its 2-step intervals after the first (robust to another job taking a core for a moment); each
+    side's rate is the median over its runs.
+    """
+    probe = statistics.median(_ddp_launch(shards, tmp, 1, 10))
+    steps = 2 + 2 * math.ceil(min_seconds * probe / BATCH / 2)
+    two, one = [], []
+    for _ in range(reps):
+        two.append(statistics.median(_ddp_launch(shards, tmp, 2, steps)))
+        one.append(statistics.median(_ddp_launch(shards, tmp, 1, steps)))
+    return {"two": statistics.median(two), "one": statistics.median(one), "steps": steps,
+            "pairs": [round(a / (2 * b), 2) for a, b in zip(two, one, strict=True)]}
 
 
 # -- GPU ----------------------------------------------------------------------------------------
@@ -313,6 +340,20 @@ def _row(stage: str, ours: float, base: float, unit: str, goal: float, note: str
             "meets": r >= goal, "note": note}
 
 
+def ddp_row(shards: Path, tmp: Path, quick: bool) -> dict[str, Any]:
+    """The ddp row: scaling efficiency rate(2) / (2 x rate(1)), each side measured >= DDP_SECONDS."""
+    secs, reps = DDP_SECONDS[quick], 2 if quick else 3
+    m = ddp_rates(shards, tmp, secs, reps)
+    eff = m["two"] / (2 * m["one"])
+    return {
+        "stage": "ddp", "ours": m["two"], "baseline": m["one"], "unit": "images/s", "ratio": eff,
+        "goal": ">= 0.8 efficiency", "meets": eff >= 0.8,
+        "note": f"2 gloo processes x 1 thread vs 1 process x 1 thread; {m['steps']} steps a run (>= {secs:g} s "
+        f"measured after the warm-up interval, sized by an uncounted 10-step run), {reps} alternating pairs, "
+        f"medians of 2-step intervals, then of runs; efficiency of each pair {m['pairs']}",
+    }
+
+
 def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
     """All rows of the training benchmark (see the module docstring)."""
     from pipeline.bench import alternate
@@ -365,21 +406,7 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
                 "vs the same plain loop",
             )
         )
-        two, one = ddp_rates(shards, tmp, max(steps, DDP_QUICK_STEPS))  # 15 steps swung 0.53-0.71
-        eff = two / (2 * one)
-        rows.append(
-            {
-                "stage": "ddp",
-                "ours": two,
-                "baseline": one,
-                "unit": "images/s",
-                "ratio": eff,
-                "goal": ">= 0.8 efficiency",
-                "meets": eff >= 0.8,
-                "note": f"2 gloo processes x 1 thread vs 1 process x 1 thread, "
-                f"{max(steps, DDP_QUICK_STEPS)} steps each; ratio = efficiency",
-            }
-        )
+        rows.append(ddp_row(shards, tmp, quick))
     if device == "cuda" and torch.cuda.is_available():
         rows += gpu_rows(quick)
     return rows
@@ -389,8 +416,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--ddp", action="store_true", help="only the ddp row")
     args = ap.parse_args()
-    for r in bench(args.quick, args.device):
+    if args.ddp:
+        with tempfile.TemporaryDirectory(prefix="bench-ddp-") as d:
+            rows = [ddp_row(prepare(Path(d), 400 if args.quick else 800)[1], Path(d), args.quick)]
+    else:
+        rows = bench(args.quick, args.device)
+    for r in rows:
         print(
             f"{r['stage']:7s} ours {r['ours']:10.4g}  baseline {r['baseline']:10.4g} {r['unit']:34s} "
             f"ratio {r['ratio']:.2f} "

@@ -5,8 +5,9 @@
 #   bash benchmarks/gpu_check.sh [out.json]        # from the repository root; PYTHON=... to pick the interpreter
 #
 # Rows: train (VGG-16 224, bf16 + channels_last vs torchvision fp32: images/s, and MFU against the device's
-# dense bf16 peak), ddp (NCCL on every GPU vs one), transfer-paper (the batched SVM solver on CUDA vs
-# liblinear on the CPU, same slice). Each part has its own time limit so that one hang cannot eat the rest.
+# dense bf16 peak), ddp (NCCL on every GPU vs one), loader (data.decode=gpu: nvJPEG on ImageNet-size photos vs
+# the CPU loader), transfer-paper (the batched SVM solver on CUDA vs liblinear on the CPU, same slice). Each
+# part has its own time limit (130 + 80 + 75 + 50 + 140 s) so that one hang cannot eat the rest.
 set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -16,19 +17,22 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 t0=$(date +%s)
 
-timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$TMP/pytest.xml" tests > "$TMP/pytest.log" 2>&1
+timeout 130 "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$TMP/pytest.xml" tests > "$TMP/pytest.log" 2>&1
 echo $? > "$TMP/pytest.rc"
 tail -3 "$TMP/pytest.log"
 
-timeout 90 "$PY" - "$TMP/train.json" <<'PYEOF' > "$TMP/train.log" 2>&1
+timeout 80 "$PY" - "$TMP/train.json" <<'PYEOF' > "$TMP/train.log" 2>&1
 import json, sys
 from pipeline.bench import load_benchmark
 json.dump(load_benchmark("bench_train.py").gpu_rows(quick=True), open(sys.argv[1], "w"))
 PYEOF
 echo $? > "$TMP/train.rc"
 
-timeout 90 "$PY" benchmarks/bench_gpu_ddp.py --quick --json > "$TMP/ddp.json" 2> "$TMP/ddp.log"
+timeout 75 "$PY" benchmarks/bench_gpu_ddp.py --quick --json > "$TMP/ddp.json" 2> "$TMP/ddp.log"
 echo $? > "$TMP/ddp.rc"
+
+timeout 50 "$PY" benchmarks/bench_loader_photos.py --gpu --quick > "$TMP/loader.json" 2> "$TMP/loader.log"
+echo $? > "$TMP/loader.rc"
 
 timeout 140 "$PY" benchmarks/bench_transfer_paper.py --device cuda --json > "$TMP/transfer.json" 2> "$TMP/transfer.log"
 echo $? > "$TMP/transfer.rc"
@@ -73,7 +77,7 @@ try:
 except (OSError, subprocess.SubprocessError):
     gpus = []
 parts = {name: {"returncode": rc(name), "rows": rows(name), **({"log_tail": tail(name)} if rc(name) else {})}
-         for name in ("train", "ddp", "transfer")}
+         for name in ("train", "ddp", "loader", "transfer")}
 report = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "seconds": int(time.time()) - t0,
           "host": platform.node(), "gpus": gpus, "gpu_tests": tests, "bench": parts,
           "ok": tests["returncode"] == 0 and all(p["returncode"] == 0 for p in parts.values())}

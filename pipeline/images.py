@@ -7,15 +7,19 @@ clear reason. :class:`ImageError` carries a one-line reason that callers record 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "decode_rgb", "load_rgb", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND"]
+__all__ = [
+    "ImageError", "decode_rgb", "open_image", "decode_opened", "load_rgb", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND",
+]
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default bomb limit (2x MAX_IMAGE_PIXELS warning)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
@@ -52,6 +56,52 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> I
     return img.convert("RGB")
 
 
+@contextlib.contextmanager
+def _reasons() -> Iterator[None]:
+    """Turn Pillow's exceptions (and bomb warnings) while opening or decoding into ImageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised content)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot decode: {e}") from None
+
+
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image's header: a lazy Pillow image (nothing decoded yet), identified by content, bomb-checked.
+
+    Raises:
+        ImageError: with a one-line reason.
+    """
+    if not data:
+        raise ImageError("empty file")
+    with _reasons():
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(f"too many pixels ({w}x{h} > {max_pixels}), possible decompression bomb")
+    return img
+
+
+def decode_opened(img: Image.Image, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image from :func:`open_image` to EXIF-oriented 8-bit RGB (optionally in JPEG draft mode)."""
+    with _reasons():
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", draft_size)
+        img.load()
+    try:
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to rotate
+    except Exception as e:  # noqa: BLE001 - broken EXIF must not lose the image
+        warnings.warn(f"ignoring broken EXIF orientation: {e}", stacklevel=2)
+    return to_rgb(img)
+
+
 def decode_rgb(
     data: bytes,
     *,
@@ -68,31 +118,7 @@ def decode_rgb(
     Raises:
         ImageError: with a one-line reason.
     """
-    if not data:
-        raise ImageError("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"too many pixels ({w}x{h} > {max_pixels}), possible decompression bomb")
-            if draft_size is not None and img.format == "JPEG":
-                img.draft("RGB", draft_size)
-            img.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"decompression bomb: {e}") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image (unrecognised content)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"cannot decode: {e}") from None
-    try:
-        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to rotate
-    except Exception as e:  # noqa: BLE001 - broken EXIF must not lose the image
-        warnings.warn(f"ignoring broken EXIF orientation: {e}", stacklevel=2)
-    return to_rgb(img)
+    return decode_opened(open_image(data, max_pixels=max_pixels), draft_size)
 
 
 def load_rgb(path: str | os.PathLike[str], **kwargs) -> Image.Image:

@@ -57,6 +57,10 @@ class DataConfig(_Section):
     draft: bool = Field(
         True, description="JPEG draft decoding (DCT-domain downscale when S is well below the stored size)"
     )
+    decode: Literal["cpu", "gpu", "auto"] = Field(
+        "cpu", description="where training JPEGs are decoded: cpu (loader workers), gpu (nvJPEG on the training "
+        "device, other images in the workers), auto (gpu when training on CUDA)"
+    )
 
 
 class OptimConfig(_Section):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from pipeline.images import ImageError
 from pipeline.shards import read_manifest, shard_paths
 from pipeline.shards.reader import shard_items
 from pipeline.shards.tarstream import tar_samples
+from pipeline.train.gpu_decode import collate_raw, finish_on_device
 from pipeline.transforms import CentreCropView, TrainAugment, sample_rng
 
 __all__ = ["ShardSet", "open_shards", "train_loader", "val_loader", "epoch_micro_batches"]
@@ -133,7 +134,7 @@ def _epoch_share(src: Iterator[dict], *, per_batch: int, batches: int, skip: int
         yield next(it)
 
 
-def _augment(sample: dict, *, augment: TrainAugment, seed: int, epoch: int) -> tuple[torch.Tensor, int, np.ndarray]:
+def _augment(sample: dict, *, augment: TrainAugment, seed: int, epoch: int) -> tuple[Any, int, np.ndarray]:
     key = sample["__key__"]
     try:
         x, off = augment(sample["jpg"], sample_rng(seed, epoch, key))
@@ -181,16 +182,19 @@ def _checked(it: Iterator) -> Iterator:
 
 
 class _DropFirst:
-    """Iterate a loader after dropping its first ``n`` batches (the sub-round part of a resume skip)."""
+    """Iterate a loader after dropping its first ``n`` batches (the sub-round part of a resume skip).
 
-    def __init__(self, loader: DataLoader, n: int, total: int) -> None:
-        self.loader, self.n, self.total = loader, n, total
+    ``finish`` (if any) maps each kept batch in the training process: the GPU decode of ``data.decode=gpu``.
+    """
+
+    def __init__(self, loader: DataLoader, n: int, total: int, finish: Callable[[tuple], tuple] | None = None) -> None:
+        self.loader, self.n, self.total, self.finish = loader, n, total, finish
 
     def __iter__(self) -> Iterator:
         it = _checked(iter(self.loader))
         for _ in range(self.n):
             next(it)
-        return it
+        return it if self.finish is None else map(self.finish, it)
 
     def __len__(self) -> int:
         return self.total
@@ -215,7 +219,8 @@ def train_loader(
     Args:
         shards: the shard folder.
         split: training split.
-        augment: the per-image augmentation.
+        augment: the per-image augmentation; with ``augment.decode_device`` plain JPEGs are decoded on that
+            device in this process (:mod:`pipeline.train.gpu_decode`).
         micro_batch: images per micro-batch on this rank.
         micro_batches: micro-batches per rank in the epoch.
         skip: micro-batches of this epoch already trained on (resume).
@@ -236,9 +241,11 @@ def train_loader(
         functools.partial(_seeded_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch),
         functools.partial(_epoch_share, per_batch=micro_batch, batches=micro_batches, skip=skip),
         wds.map(functools.partial(_augment, augment=augment, seed=seed, epoch=epoch)),
-        wds.batched(micro_batch, collation_fn=_collate_train, partial=False),
+        wds.batched(micro_batch, collation_fn=collate_raw if augment.decode_device else _collate_train, partial=False),
     )
-    return _DropFirst(_loader(pipe, workers, pin_memory), skip - rounds, micro_batches - skip)
+    dev = augment.decode_device
+    finish = functools.partial(finish_on_device, crop=augment.crop.size, device=dev) if dev else None
+    return _DropFirst(_loader(pipe, workers, pin_memory), skip - rounds, micro_batches - skip, finish)
 
 
 # -- validation -----------------------------------------------------------------------------------

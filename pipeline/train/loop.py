@@ -119,7 +119,8 @@ class _Run:
         self.share, self.micro, self.accum = batch_split(cfg.optim.batch_size, env.world, cfg.optim.micro_batch)
         n_epoch = d.epoch_images or self.shards.count(d.train_split)
         self.steps_per_epoch, self.micro_per_epoch = epoch_micro_batches(n_epoch, cfg.optim.batch_size, self.accum)
-        self.augment = TrainAugment(scale=d.scale, crop=cfg.model.crop, flip=d.flip, colour=colour, draft=d.draft)
+        self.augment = TrainAugment(scale=d.scale, crop=cfg.model.crop, flip=d.flip, colour=colour, draft=d.draft,
+                                    decode_device=TrainAugment.decode_device_for(d.decode, env.device))
         self.view = CentreCropView(q=cfg.test_scale(), crop=cfg.model.crop, draft=d.draft)
         for p in (cfg.init.net_a, cfg.init.checkpoint):
             if p and not Path(p).is_file():

@@ -88,3 +88,14 @@ def test_paper_descriptors_have_the_caltech256_shape_and_class_structure():
     train[1::2] = False
     acc = [(LinearSVC(C=C).fit(X[train], y[train]).predict(X[~train]) == y[~train]).mean() for C in (0.01, 100.0)]
     assert 1 / 6 + 0.1 < max(acc) < 1.0  # learnable, not trivial
+
+
+def test_ddp_interval_rates_leave_out_the_warm_up_interval(tmp_path):
+    """The ddp row's rate of a run: its logged training intervals after the first, whose median resists a stall."""
+    import statistics
+
+    rows = [{"kind": "train", "step": 2 * i + 2, "images_per_s": r} for i, r in enumerate([90, 500, 510, 40, 490])]
+    rows.insert(3, {"kind": "val", "step": 6, "top1": 0.5})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rates = load_benchmark("bench_train.py").interval_rates(tmp_path)
+    assert rates == [500, 510, 40, 490] and statistics.median(rates) == 495

@@ -1,0 +1,56 @@
+"""JPEG decoding on the training GPU (paper 3.1's input pipeline at ImageNet speed), with a CPU fallback.
+
+``data.decode`` chooses where the training crops are decoded:
+
+- ``cpu``: in the loader workers (:class:`pipeline.transforms.TrainAugment`: libjpeg-turbo or Pillow);
+- ``gpu``: plain JPEGs (8-bit RGB or grey, no EXIF block, not reduced by draft mode) travel from the
+  workers as bytes with their crop plan (:class:`pipeline.transforms.RawCrop`: S, position and
+  flip already drawn from the sample's generator); the training process decodes each micro-batch's
+  JPEGs in one nvJPEG call (``torchvision.io.decode_jpeg(..., device="cuda")``) and resamples the
+  crops on the GPU (:func:`pipeline.transforms.apply_plan`). Every other sample (PNG, CMYK,
+  EXIF-rotated, draft-decoded) is decoded in the worker as with ``cpu`` and joins the batch;
+- ``auto``: ``gpu`` when training on a CUDA device, else ``cpu``
+  (:meth:`pipeline.transforms.TrainAugment.decode_device_for`).
+
+The draws are the same on both paths, so the crops agree up to the two JPEG decoders' rounding
+and float vs uint8 resampling (``tests/train/test_gpu_decode.py``). The colour offset is applied
+to the whole batch on the device either way (:func:`pipeline.transforms.colour_shift_and_normalize`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.errors import UserError
+from pipeline.transforms import RawCrop, apply_plan, jpeg_to_tensor
+
+__all__ = ["collate_raw", "finish_on_device"]
+
+
+def collate_raw(items: list[tuple]) -> tuple[list[torch.Tensor | RawCrop], torch.Tensor, torch.Tensor]:
+    """A micro-batch whose crops are uint8 tensors or :class:`RawCrop` s left for the device."""
+    xs, ys, offs = zip(*items, strict=False)
+    return list(xs), torch.tensor(ys, dtype=torch.int64), torch.from_numpy(np.stack(offs))
+
+
+def finish_on_device(batch: tuple, *, crop: int, device: str) -> tuple[torch.Tensor, ...]:
+    """(crops or raw JPEGs, labels, offsets) -> (uint8 N x 3 x crop x crop on ``device``, labels, offsets).
+
+    The raw JPEGs are decoded in one ``decode_jpeg`` call on ``device`` (nvJPEG on CUDA; the CPU
+    decoder on ``cpu``, which is what the default test suite checks) and cropped there.
+    """
+    xs, ys, offs = batch
+    out = torch.empty((len(xs), 3, crop, crop), dtype=torch.uint8, device=device)
+    raw = [i for i, x in enumerate(xs) if isinstance(x, RawCrop)]
+    done = [i for i, x in enumerate(xs) if not isinstance(x, RawCrop)]
+    if raw:
+        try:
+            decoded = jpeg_to_tensor([xs[i].data for i in raw], device=device)
+        except RuntimeError as e:
+            raise UserError(f"GPU JPEG decoding failed ({str(e).splitlines()[0]}); use data.decode=cpu") from None
+        for i, x in zip(raw, decoded, strict=True):
+            out[i] = apply_plan(x, xs[i].plan, crop)
+    if done:
+        out[done] = torch.stack([xs[i] for i in done]).to(device, non_blocking=True)
+    return out, ys, offs
