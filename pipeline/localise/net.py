@@ -29,15 +29,12 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.localise.boxes import cxcywh_to_corners, scale_corners
 from pipeline.models import VGG, build_model, load_model
+from pipeline.models.vgg import STRIDE  # pixels between neighbouring dense locations
 
 __all__ = ["Head", "STRIDE", "head_outputs", "localisation_net", "box_outputs", "LocaliserInfo",
            "load_localiser", "window_offsets", "box_map_to_corners"]
 
 Head = Literal["scr", "pcr"]
-
-#: Pixels between neighbouring dense locations (five 2x2 max-poolings).
-STRIDE = 32
-
 
 def head_outputs(head: Head, num_classes: int) -> int:
     """Outputs of the box-regression layer: 4 (SCR) or 4 x classes (PCR)."""
@@ -143,18 +140,21 @@ def window_offsets(h: int, w: int, stride: int = STRIDE) -> np.ndarray:
     return np.stack([xs, ys], axis=-1).astype(np.float64)
 
 
-def box_map_to_corners(box_map: np.ndarray, crop: int, scale: tuple[float, float], stride: int = STRIDE) -> np.ndarray:
+def box_map_to_corners(box_map: np.ndarray, crop: int, scale: tuple[float, float], stride: int = STRIDE,
+                       origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Dense box predictions -> corner boxes in the original image's pixels.
 
     Args:
         box_map: [N x] h x w x C' x 4 boxes ``(cx, cy, w, h)``, each normalised by its crop-sized window.
         crop: the net's crop size (the window).
         scale: (sx, sy) = rescaled size / original size of the image the net was applied to.
+        origin: (x, y) of the rescaled image's pixel where the map's first window starts
+            (:func:`pipeline.models.vgg.stride_origin`: the dense forms centre their windows).
     Returns:
         [N x] h x w x C' x 4 inclusive corners in the original image (not clipped).
     """
     h, w = box_map.shape[-4], box_map.shape[-3]
     corners = cxcywh_to_corners(box_map, crop, crop)
-    off = window_offsets(h, w, stride)[:, :, None, :]
+    off = window_offsets(h, w, stride)[:, :, None, :] + np.asarray(origin, dtype=np.float64)
     corners = corners + np.concatenate([off, off], axis=-1)
     return scale_corners(corners, 1.0 / scale[0], 1.0 / scale[1])

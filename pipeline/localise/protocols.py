@@ -29,6 +29,7 @@ from pipeline.localise.boxes import clip_corners, cxcywh_to_corners, scale_corne
 from pipeline.localise.merge import MergeConfig, best_box
 from pipeline.localise.net import LocaliserInfo, box_map_to_corners, box_outputs
 from pipeline.models import VGG
+from pipeline.models.vgg import stride_origin
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
 from pipeline.runtime import autocast
 
@@ -123,7 +124,8 @@ def dense_boxes(net: LocNet, imgs: Sequence[Image.Image], q: int, runner: Runner
     with runner.autocast():
         out = net.model.forward_dense(runner.input(x))
     bm = box_outputs(out.float().cpu(), net.info.head, len(net.info.classes)).numpy().astype(np.float64)
-    corners = box_map_to_corners(bm, net.crop, scale)  # the leading N broadcasts
+    origin = stride_origin(x.shape[-2], x.shape[-1])  # the dense form centres its windows on the image
+    corners = box_map_to_corners(bm, net.crop, scale, origin=origin)  # the leading N broadcasts
     return clip_corners(corners, imgs[0].size[0], imgs[0].size[1])
 
 

@@ -26,7 +26,7 @@ from pipeline.preprocess import Normalization
 
 
 def reference_descriptor(model, path: Path, q: int, flip: bool = True) -> np.ndarray:
-    """numpy: rescale (smallest side q), conv layers, then FC6/FC7 applied at every position of the
+    """numpy: rescale (smallest side q), keep the centre multiple-of-32 region, conv layers, then FC6/FC7 applied at every position of the
     pool5 map by explicit matrix products (the fully-convolutional net of paper 3.2), ReLU, mean over
     positions, averaged with the mirrored image."""
     img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
@@ -40,6 +40,9 @@ def reference_descriptor(model, path: Path, q: int, flip: bool = True) -> np.nda
     k = model.cfg.crop // 32
 
     def one(a: np.ndarray) -> np.ndarray:
+        hh, ww = a.shape[:2]  # the dense form uses the centre 32k x 32l pixels (side mod 32 cut evenly)
+        oy, ox = (hh % 32) // 2, (ww % 32) // 2
+        a = a[oy:oy + hh - hh % 32, ox:ox + ww - ww % 32]
         x = torch.from_numpy(((a - mean) / std).transpose(2, 0, 1).astype(np.float32).copy())[None]
         with torch.no_grad():
             p5 = model.features(x)[0].double().numpy()

@@ -88,3 +88,12 @@ def test_load_localiser_refuses_a_classification_checkpoint(classifier, tmp_path
                                                     "train_scale": {"s_min": 72, "s_max": 72}})
     model, info = load_localiser(tmp_path / "loc.pt")
     assert info.head == "pcr" and info.train_scale == 72 and info.label == "PCR, 1st and 2nd FC"
+
+
+def test_dense_windows_start_at_the_centred_origin():
+    """The dense forms centre their windows (side mod 32 cut evenly): boxes move by that origin, in original pixels."""
+    bm = np.zeros((1, 2, 1, 4))
+    bm[..., :] = (0.5, 0.5, 1.0, 1.0)  # each window's own full box
+    plain = box_map_to_corners(bm, 32, (0.5, 0.5))
+    moved = box_map_to_corners(bm, 32, (0.5, 0.5), origin=(5, 2))
+    np.testing.assert_allclose(moved - plain, np.broadcast_to([10, 4, 10, 4], plain.shape))

@@ -174,3 +174,22 @@ def test_checkpoint_loading_never_runs_code(tmp_path):
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(UserError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_dense_forms_centre_their_windows_on_sides_that_are_not_multiples_of_32():
+    """A side of 32k + r pixels: the r rows / columns the poolings cannot tile are cut evenly from both
+    sides (so a 37-pixel image is seen through its centre 32 pixels, not its top-left ones); multiples of 32
+    are untouched (torchvision's outputs)."""
+    from pipeline.models.vgg import centre_on_stride, stride_origin
+
+    torch.manual_seed(2)
+    m = init_weights(build_model(config="A", num_classes=10, width=0.125, fc_width=32, crop=32), "glorot",
+                     seed=2).eval()
+    x = torch.randn(2, 3, 37, 42)
+    centre = x[..., 2:34, 5:37]  # 37 = 32 + 5: cut 2 above, 3 below; 42 = 32 + 10: 5 and 5
+    assert stride_origin(37, 42) == (5, 2) and torch.equal(centre_on_stride(x), centre)
+    with torch.no_grad():
+        assert (m.forward_dense(x)[:, :, 0, 0] - m(centre)).abs().max() <= 1e-5
+        assert (m.forward_features(x, dense=True)[:, :, 0, 0] - m.forward_features(centre)).abs().max() <= 1e-5
+    same = torch.randn(1, 3, 64, 96)
+    assert centre_on_stride(same) is same
