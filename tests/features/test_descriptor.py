@@ -26,9 +26,9 @@ from pipeline.preprocess import Normalization
 
 
 def reference_descriptor(model, path: Path, q: int, flip: bool = True) -> np.ndarray:
-    """numpy: rescale (smallest side q), keep the centre multiple-of-32 region, conv layers, then FC6/FC7 applied at every position of the
-    pool5 map by explicit matrix products (the fully-convolutional net of paper 3.2), ReLU, mean over
-    positions, averaged with the mirrored image."""
+    """numpy: rescale (smallest side q), keep the centre multiple-of-32 region, conv layers, then FC6/FC7
+    applied at every position of the pool5 map by explicit matrix products (the fully-convolutional net of
+    paper 3.2), ReLU, mean over positions, averaged with the mirrored image."""
     img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     w, h = img.size
     size = (q, int(round(h * q / w))) if w <= h else (int(round(w * q / h)), q)
