@@ -65,10 +65,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(a: dict[str, Any], b: dict[str, Any], free: set[str] = RESUME_FREE) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (the ``free`` keys ignored)."""
+    """Dotted keys whose values differ between a recorded config ``a`` and a resolved config ``b`` (``free`` ignored).
+
+    A key ``a`` lacks is a field added to the config after ``a`` was written: the run was made with
+    the behaviour that field's default keeps, so it is not a difference.
+    """
     fa, fb = _flatten(json.loads(json.dumps(a))), _flatten(json.loads(json.dumps(b)))
-    keys = sorted(set(fa) | set(fb))
-    return [k for k in keys if k not in free and fa.get(k) != fb.get(k)]
+    return [k for k in sorted(fa) if k not in free and fa[k] != fb.get(k)]
 
 
 def truncate_metrics(path: Path, step: int, epoch: int) -> None:

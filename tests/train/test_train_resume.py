@@ -92,3 +92,15 @@ def test_raising_max_epochs_on_resume_continues_a_finished_run_as_if_never_stopp
         assert "optim.lr" in str(e)
     else:
         raise AssertionError("a resume with another learning rate was accepted")
+
+
+def test_a_field_added_after_the_checkpoint_is_not_a_config_difference():
+    """last.pt of an older version lacks a newer field (e.g. data.decode): its default is what the run used."""
+    from pipeline.train.checkpoints import config_differences
+
+    old = {"data": {"shards": "s", "scale": {"s_min": 37}}, "optim": {"lr": 0.01}}
+    new = {"data": {"shards": "s", "scale": {"s_min": 37}, "decode": "cpu"}, "optim": {"lr": 0.01}}
+    assert config_differences(old, new) == []
+    assert config_differences(old, {**new, "optim": {"lr": 0.02}}) == ["optim.lr"]
+    assert config_differences(new, {"data": {"shards": "s", "scale": {"s_min": 37}}, "optim": {"lr": 0.01}}) == [
+        "data.decode"]  # a recorded setting the new config lacks still differs
