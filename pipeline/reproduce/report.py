@@ -184,7 +184,8 @@ def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[
 
 
 def publish(w: Path, dest: Path) -> list[str]:
-    """Copy report.md to ``dest``.md and results.json and the figures into ``dest``/ (docs/reproduction)."""
+    """Copy report.md to ``dest``.md, and results.json, the figures and each run's config into ``dest``/."""
+    import json
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -193,7 +194,13 @@ def publish(w: Path, dest: Path) -> list[str]:
     for f in sorted((w / "figures").glob("*.png")):
         shutil.copyfile(f, dest / "figures" / f.name)
         written.append(str(dest / "figures" / f.name))
-    shutil.copyfile(w / "results.json", dest / "results.json")
+    results = json.loads((w / "results.json").read_text())
+    (dest / "configs").mkdir(exist_ok=True)
+    for run in results["runs"]:  # each run's resolved training config travels with the results
+        shutil.copyfile(w / run["config"], dest / "configs" / f"{run['id']}.yaml")
+        run["config"] = f"configs/{run['id']}.yaml"
+        written.append(str(dest / run["config"]))
+    atomic_write_json(dest / "results.json", results)
     text = (w / "report.md").read_text().replace("](figures/", f"]({dest.name}/figures/")
     atomic_write_text(dest.with_suffix(".md"), text)
     written = [str(dest.with_suffix(".md")), str(dest / "results.json"), *written]

@@ -52,6 +52,7 @@ def _records(w: Path) -> Records:
     for run in RUNS:
         qs = [37, 55, 73] if run.jittered else [32, 37, 42]
         post = _write_post(w / run.id / "posteriors.npz", labels, run.id, "dense", qs, WRONG[run.id])
+        (w / run.id / "config.yaml").write_text(f"model: {{config: {run.net}}}\n")
         book.step(run.id, {"run": run.id}, lambda p=post, r=run: {
             "checkpoint": "x.pt", "posteriors": p, "config": str(w / r.id / "config.yaml"),
             "metrics": str(w / r.id / "metrics.jsonl"), "epochs": 3, "stop": "max_epochs", "train_seconds": 1.0,
@@ -139,3 +140,5 @@ def test_publish_copies_the_report_and_fills_the_readme_block(tmp_path: Path) ->
     readme = (repo / "README.md").read_text()
     assert "old" not in readme and readme.startswith("# x\n\nbefore") and readme.endswith("after\n")
     assert "| depth | 3 |" in readme and str(repo / "README.md") in written
+    runs = json.loads((repo / "docs" / "reproduction" / "results.json").read_text())["runs"]
+    assert all((repo / "docs" / "reproduction" / r["config"]).read_text().startswith("model:") for r in runs)
