@@ -142,7 +142,7 @@ def _figures(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list
     return made
 
 
-def _setup(budget: Budget, quick: bool, data: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
+def _setup(w: Path, budget: Budget, quick: bool, data: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
     devices = sorted({r["device"] for r in records.values() if "device" in r})
     total = sum(r.get("seconds", 0.0) for r in records.values())
     steps = [*(r.id for r in RUNS), *EXPERIMENTS]
@@ -160,8 +160,8 @@ def _setup(budget: Budget, quick: bool, data: dict[str, Any], records: dict[str,
         f"{S_JITTER[1]}]); epochs of {budget.epoch_images} images, at most {budget.max_epochs}, lr / 10 after "
         f"{budget.patience} epoch(s) without val. improvement, stop after {budget.lr_drops} drops. Deeper nets start "
         f"from A (paper 3.1). Multi-crop: {budget.multicrop_grid}x{budget.multicrop_grid} crops x 2 flips per scale. "
-        f"Shards: `{data['shards']}`. Device: {'; '.join(devices) or '-'}. Compute time of the finished steps: "
-        f"{total / 60:.1f} min.\n")
+        f"Shards: `<workdir>/{os.path.relpath(data['shards'], w)}`. Device: {'; '.join(devices) or '-'}. "
+        f"Compute time of the finished steps: {total / 60:.1f} min.\n")
 
 
 def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +176,7 @@ def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[
     atomic_write_json(w / "results.json", results)
     figs = "\n".join(f"![{Path(f).stem}]({os.path.relpath(f, w)})" for f in figures)
     text = (f"# VGG reproduction at small scale ({'quick' if quick else 'full'} run)\n\n## Setup\n\n"
-            + _setup(budget, quick, data, records) + "\n## Decision rule (fixed before the run)\n\n" + RULE + "\n\n"
+            + _setup(w, budget, quick, data, records) + "\n## Decision rule (fixed before the run)\n\n" + RULE + "\n\n"
             + "## Findings\n\n" + _findings_md(findings) + "\n## Tables (errors in %, ours beside the paper's)\n\n"
             + render_tables(tables) + "\n## Figures\n\n" + figs + "\n")
     atomic_write_text(w / "report.md", text)
@@ -218,6 +218,6 @@ def readme_block(readme: str, report: str) -> str:
     """``readme`` with the block between the markers replaced by the report's status and findings table."""
     findings = report.split("## Findings\n\n", 1)[1].split("\n\n", 1)[0]
     status = next((ln for ln in report.splitlines() if ln.startswith("**Status")), "")
-    block = "\n".join(x for x in (README_BEGIN, status, findings, README_END) if x)
+    block = README_BEGIN + "\n" + "\n\n".join(x for x in (status, findings) if x) + "\n" + README_END
     head, rest = readme.split(README_BEGIN, 1)
     return head + block + rest.split(README_END, 1)[1]
