@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
-from pipeline.reproduce.findings import RULE
+from pipeline.reproduce.findings import REASONS, RULE
 from pipeline.reproduce.plan import EXPERIMENTS, RUNS, S_FIXED, S_JITTER, Budget
 from pipeline.reproduce.tables import LAYERS, build_tables, metrics_rows
 
@@ -21,8 +21,9 @@ __all__ = ["write_report", "render_tables", "publish", "TABLE_COLUMNS"]
 
 #: (results.json table key, title, columns shown)
 TABLE_COLUMNS: list[tuple[str, str, list[str]]] = [
-    ("table3", "Table 3: single test scale (dense)",
-     ["id", "train_S", "test_Q", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
+    ("table3", "Table 3: single test scale (dense); epochs trained and the epochs after which the lr was divided",
+     ["id", "train_S", "test_Q", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5", "epochs",
+      "lr_drops_after"]),
     ("table4", "Table 4: multiple test scales (dense)",
      ["id", "train_S", "test_Q", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
     ("table5", "Table 5: dense vs multi-crop vs both (jittered S, multi-scale Q)",
@@ -62,8 +63,10 @@ def _findings_md(findings: list[dict[str, Any]]) -> str:
     lines += [f"| {f['id']} | {f['table']} | {f['paper']} | {f['ours'] or '-'} | {mark[f['reproduced']]} |"
               for f in findings]
     notes = [f"- **{f['id']}**: {f['note']}" for f in findings if f["note"]]
+    why = [f"- **{f['id']}**: {REASONS[f['id']]}" for f in findings if f["reproduced"] is False and f["id"] in REASONS]
     return "\n".join(lines) + "\n\nDifferences (paper's ordering positive) and their standard errors:\n\n" + \
-        "\n".join(notes) + "\n"
+        "\n".join(notes) + "\n" + ("\nLikely reasons where a finding is not reproduced (written after the numbers; "
+                                   "they change no verdict):\n\n" + "\n".join(why) + "\n" if why else "")
 
 
 def _runs(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list], quick: bool) -> list[dict]:

@@ -76,11 +76,13 @@ def _row(rid: str, errs: tuple[np.ndarray, np.ndarray], paper: tuple[Any, Any] |
             "paper_top1": p1, "paper_top5": p5}
 
 
-def _classification(ce: ClassificationErrors, have: list[str]) -> tuple[dict[str, list], dict[str, Any]]:
+def _classification(ce: ClassificationErrors, have: list[str], records: dict[str, dict[str, Any]]
+                    ) -> tuple[dict[str, list], dict[str, Any]]:
     single = {rid: ce.errors(ce.posteriors(rid, "dense", [single_q(RUN[rid])])) for rid in have}
     multi = {rid: ce.errors(ce.posteriors(rid, "dense")) for rid in have}
     t3 = [_row(rid, single[rid], PAPER["table3"].get(rid), net=RUN[rid].net, train_S=_s(RUN[rid]),
-               test_Q=str(single_q(RUN[rid]))) for rid in have]
+               test_Q=str(single_q(RUN[rid])), epochs=records[rid]["epochs"],
+               lr_drops_after=lr_drops(records[rid]["metrics"])) for rid in have]
     t4 = [_row(rid, multi[rid], PAPER["table4"].get(rid), net=RUN[rid].net, train_S=_s(RUN[rid]),
                test_Q=",".join(map(str, ce.scales(rid)))) for rid in have]
     per_q = [{"id": rid, "Q": q, "top1_error": pct(ce.errors(ce.posteriors(rid, "dense", [q]))[0].mean())}
@@ -198,7 +200,7 @@ def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], l
     if have:
         mc = records.get("multicrop")
         ce = ClassificationErrors({r: records[r] for r in have}, mc["posteriors"] if mc else None)
-        cls_tables, errs = _classification(ce, have)
+        cls_tables, errs = _classification(ce, have, records)
         tables.update(cls_tables)
         single, multi = errs["single"], errs["multi"]
         if mc:
@@ -221,4 +223,10 @@ def metrics_rows(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         return []
     rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    return [{"epoch": r["epoch"], "top1_error": pct(1 - r["top1"])} for r in rows if r.get("kind") == "val"]
+    return [{"epoch": r["epoch"], "top1_error": pct(1 - r["top1"]), "event": r.get("event", "")}
+            for r in rows if r.get("kind") == "val"]
+
+
+def lr_drops(path: str | Path) -> str:
+    """The epochs after which the plateau schedule divided the learning rate (``"6,17"``; ``"-"``: none)."""
+    return ",".join(str(r["epoch"]) for r in metrics_rows(path) if r["event"] == "drop") or "-"
