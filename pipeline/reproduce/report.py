@@ -71,13 +71,15 @@ def _findings_md(findings: list[dict[str, Any]]) -> str:
 
 def _runs(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list], quick: bool) -> list[dict]:
     t3 = {r["id"]: r for r in tables.get("table3", [])}
+    rel = os.path.relpath(w, Path.cwd())
+    where = rel if not rel.startswith("..") else str(w)
     out = []
     for run in RUNS:
         rec = records.get(run.id)
         if rec is None:
             continue
         out.append({"id": run.id, "config": os.path.relpath(rec["config"], w),
-                    "command": f"vgg reproduce {'--quick ' if quick else ''}--only {run.id} --workdir {w.name}",
+                    "command": f"vgg reproduce {'--quick ' if quick else ''}--only {run.id} --workdir {where}",
                     "seed": 0, "net": run.net, "train_scale": list(run.scale), "init_from": run.init_from,
                     "top1_error": t3[run.id]["top1_error"], "top1_se": t3[run.id]["top1_se"],
                     "top5_error": t3[run.id]["top5_error"], "epochs": rec["epochs"], "stop": rec["stop"],
