@@ -147,9 +147,16 @@ def _figures(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list
     return made
 
 
+def _compute_seconds(rec: dict[str, Any]) -> float:
+    """A step's compute time: a run's training time over all its sittings plus its test evaluation."""
+    if "train_seconds" in rec:
+        return float(rec["train_seconds"]) + float(rec.get("test_seconds", 0.0))
+    return float(rec.get("seconds", 0.0))
+
+
 def _setup(w: Path, budget: Budget, quick: bool, data: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
     devices = sorted({r["device"] for r in records.values() if "device" in r})
-    total = sum(r.get("seconds", 0.0) for r in records.values())
+    total = sum(_compute_seconds(r) for r in records.values())
     steps = [*(r.id for r in RUNS), *EXPERIMENTS]
     pending = [s for s in steps if s not in records]
     status = (f"**Status: {len(steps) - len(pending)} of {len(steps)} steps finished; pending: {', '.join(pending)}.** "
@@ -177,7 +184,7 @@ def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[
     results = {"units": "percent", "quick": quick, "budget": budget.model_dump(mode="json"),
                "runs": _runs(w, records, tables, quick), "findings": findings, "tables": tables,
                "figures": [os.path.relpath(f, w) for f in figures],
-               "seconds": round(sum(r.get("seconds", 0.0) for r in records.values()), 1)}
+               "seconds": round(sum(_compute_seconds(r) for r in records.values()), 1)}
     atomic_write_json(w / "results.json", results)
     figs = "\n".join(f"![{Path(f).stem}]({os.path.relpath(f, w)})" for f in figures)
     text = (f"# VGG reproduction at small scale ({'quick' if quick else 'full'} run)\n\n## Setup\n\n"

@@ -163,6 +163,7 @@ def _train_and_test(run: NetRun, tc: TrainConfig, shards: str, cfg: ReproduceCon
     tr = task(run_train, f"train-{run.id}")(tc)
     if tr.best is None:
         raise UserError(f"run {run.id}: training kept no best checkpoint")
+    t0 = time.perf_counter()
     ev = task(run_evaluate, f"test-{run.id}")(EvaluateConfig(
         checkpoints=[tr.best], data=shards, split="test", method="dense", scales="multi", names=[run.id],
         out=str(Path(tc.out) / "test-dense"), progress=cfg.progress, runtime=cfg.runtime.model_copy(
@@ -170,7 +171,8 @@ def _train_and_test(run: NetRun, tc: TrainConfig, shards: str, cfg: ReproduceCon
     assert ev.outputs is not None
     return {"checkpoint": tr.best, "train": tr.result_json, "metrics": tr.metrics, "config": tr.config,
             "posteriors": ev.outputs.posteriors, "epochs": tr.epochs, "steps": tr.steps, "stop": tr.stop,
-            "train_seconds": tr.wall_s, "val_top1_best": tr.best_top1, "device": device}
+            "train_seconds": tr.wall_s, "test_seconds": round(time.perf_counter() - t0, 1),
+            "val_top1_best": tr.best_top1, "device": device}
 
 
 def _do_runs(runs: list[NetRun], budget: Budget, w: Path, data: dict[str, Any], cfg: ReproduceConfig,
