@@ -24,7 +24,7 @@ from pydantic import Field
 from pipeline.config import ConfigSection
 from pipeline.errors import UserError
 
-__all__ = ["NetRun", "RUNS", "EXPERIMENTS", "Budget", "FULL", "QUICK", "S_FIXED", "S_JITTER", "selected"]
+__all__ = ["NetRun", "RUNS", "EXPERIMENTS", "Budget", "FULL", "QUICK", "S_FIXED", "S_JITTER", "selected", "run_by_id"]
 
 S_FIXED = (37, 37)  # paper S = 256 for 224 crops, divided by 7
 S_JITTER = (37, 73)  # paper S in [256, 512]
@@ -38,10 +38,20 @@ class NetRun:
     net: str
     scale: tuple[int, int]
     init_from: str | None  # run id whose net A layers it copies (paper 3.1); None = random init
+    seed: int = 0  # seed of init, data order, augmentation and dropout; repeats are ``<id>-seed<k>``
 
     @property
     def jittered(self) -> bool:
         return self.scale[0] < self.scale[1]
+
+    @property
+    def base(self) -> str:
+        """The run this one repeats (its own id for seed 0)."""
+        return self.id.rsplit("-seed", 1)[0] if self.seed else self.id
+
+    def repeat(self, seed: int) -> NetRun:
+        """The same run with another seed (it starts from the same seed-0 net A)."""
+        return NetRun(f"{self.id}-seed{seed}" if seed else self.id, self.net, self.scale, self.init_from, seed)
 
 
 #: Table 3's nets, in training order (A first: the deeper nets start from it).
@@ -98,8 +108,22 @@ QUICK = Budget(train_per_class=60, val_per_class=10, test_per_class=30, epoch_im
                loc_per_class=6, localise_epochs=1, mosaics=48, transfer_scales=[64, 96], multicrop_grid=2)
 
 
-def selected(only: list[str] | None) -> tuple[list[NetRun], list[str]]:
-    """The runs and experiments to do for ``--only`` (with the runs they need), in order."""
+def run_by_id(rid: str) -> NetRun:
+    """The run of an id, repeats (``A-fixed-seed1``) included."""
+    base, _, k = rid.rpartition("-seed")
+    if base and k.isdigit() and base in RUN_IDS:
+        return RUNS[RUN_IDS.index(base)].repeat(int(k))
+    return RUNS[RUN_IDS.index(rid)]
+
+
+def selected(only: list[str] | None, seeds: int = 1) -> tuple[list[NetRun], list[str]]:
+    """The runs and experiments to do for ``--only`` (with the runs they need), in order; ``seeds`` > 1
+    adds repeats of the selected runs with seeds 1 .. seeds-1 after them (experiments use seed 0)."""
+    runs, exps = _selected(only)
+    return runs + [r.repeat(k) for k in range(1, seeds) for r in runs], exps
+
+
+def _selected(only: list[str] | None) -> tuple[list[NetRun], list[str]]:
     if not only:
         return list(RUNS), list(EXPERIMENTS)
     unknown = sorted(set(only) - set(RUN_IDS) - set(EXPERIMENTS))
@@ -119,6 +143,6 @@ def train_settings(run: NetRun, budget: Budget) -> dict[str, Any]:
                  "shuffle_buffer": 2000, "epoch_images": budget.epoch_images, "workers": 1},
         "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "batch_size": 64},
         "schedule": {"max_epochs": budget.max_epochs, "lr_drops": budget.lr_drops, "patience": budget.patience},
-        "init": {"method": "glorot", "seed": 0},
-        "seed": 0, "checkpoint_every": 200, "log_every": 50,
+        "init": {"method": "glorot", "seed": run.seed},
+        "seed": run.seed, "checkpoint_every": 200, "log_every": 50,
     }

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
 from pipeline.reproduce.findings import REASONS, RULE
-from pipeline.reproduce.plan import EXPERIMENTS, RUNS, S_FIXED, S_JITTER, Budget
+from pipeline.reproduce.plan import EXPERIMENTS, RUNS, S_FIXED, S_JITTER, Budget, run_by_id
 from pipeline.reproduce.tables import LAYERS, build_tables, metrics_rows
 
 __all__ = ["write_report", "render_tables", "publish", "TABLE_COLUMNS"]
@@ -32,6 +32,8 @@ TABLE_COLUMNS: list[tuple[str, str, list[str]]] = [
      ["id", "nets", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
     ("table8", "Table 8: localisation error, central crop, ground-truth class", ["id", "error", "se", "paper"]),
     ("table9", "Table 9: localisation error, dense protocol, top-5 classes", ["id", "error"]),
+    ("repeats", "Spread over training seeds (single test scale; `--seeds N`; findings use seed 0)",
+     ["id", "seeds", "top1_errors", "mean", "std"]),
     ("table11", "Table 11: transfer (Caltech-101 protocol: mean class recall %; VOC-2007 protocol: mAP %)",
      ["id", "scales", "caltech", "caltech_std", "voc07", "paper_caltech", "paper_voc07"]),
 ]
@@ -70,17 +72,18 @@ def _findings_md(findings: list[dict[str, Any]]) -> str:
 
 
 def _runs(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list], quick: bool) -> list[dict]:
-    t3 = {r["id"]: r for r in tables.get("table3", [])}
+    t3 = {r["id"]: r for r in [*tables.get("table3", []), *tables.get("repeat_runs", [])]}
     rel = os.path.relpath(w, Path.cwd())
     where = rel if not rel.startswith("..") else str(w)
     out = []
-    for run in RUNS:
+    for run in [*RUNS, *(run_by_id(r["id"]) for r in tables.get("repeat_runs", []))]:
         rec = records.get(run.id)
         if rec is None:
             continue
         out.append({"id": run.id, "config": os.path.relpath(rec["config"], w),
-                    "command": f"vgg reproduce {'--quick ' if quick else ''}--only {run.id} --workdir {where}",
-                    "seed": 0, "net": run.net, "train_scale": list(run.scale), "init_from": run.init_from,
+                    "command": f"vgg reproduce {'--quick ' if quick else ''}--only {run.base}"
+                               + (f" --seeds {run.seed + 1}" if run.seed else "") + f" --workdir {where}",
+                    "seed": run.seed, "net": run.net, "train_scale": list(run.scale), "init_from": run.init_from,
                     "top1_error": t3[run.id]["top1_error"], "top1_se": t3[run.id]["top1_se"],
                     "top5_error": t3[run.id]["top5_error"], "epochs": rec["epochs"], "stop": rec["stop"],
                     "seconds": round(rec["train_seconds"], 1), "device": rec["device"],

@@ -51,6 +51,8 @@ class ReproduceConfig(RuntimeStageConfig):
     only: list[str] | None = Field(None, description="run ids (A-fixed, ..., E-jitter) or experiments (multicrop, "
                                                      "fusion, localisation, transfer) to do, with the runs they need; "
                                                      "default all")
+    seeds: int = Field(1, ge=1, description="training seeds per selected run: repeats with seeds 1..N-1 (ids "
+                                             "<run>-seed<k>) measure the spread over seeds; findings use seed 0")
     budget: Budget | None = Field(None, description="change fields of the budget (of the full run's, or of "
                                                     "--quick's)")
     report_only: bool = Field(False, description="only write the report from the finished steps (runs nothing; "
@@ -249,7 +251,7 @@ def run_reproduce(cfg: ReproduceConfig, task: Task = _plain) -> ReproduceResult:
     budget = resolve_budget(cfg)
     w = Path(cfg.workdir or ("runs/reproduce-quick" if cfg.quick else "runs/reproduce")).resolve()
     w.mkdir(parents=True, exist_ok=True)
-    runs, names = selected(cfg.only)
+    runs, names = selected(cfg.only, cfg.seeds)
     book = Records(w / "records")
     device = _device_name(cfg.runtime.device)
     log(f"reproduce: {len(runs)} runs and {len(names)} experiments in {w} ({'quick' if cfg.quick else 'full'} "

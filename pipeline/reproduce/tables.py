@@ -20,13 +20,12 @@ from pipeline.evaluate.metrics import true_class_ranks
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors
 from pipeline.evaluate.protocols import combine_methods, fuse
 from pipeline.reproduce.findings import PAPER, Comparison, decide, paired, unpaired
-from pipeline.reproduce.plan import RUNS, NetRun
+from pipeline.reproduce.plan import RUNS, NetRun, run_by_id
 
 __all__ = ["ClassificationErrors", "build_tables", "LAYERS"]
 
 #: weight layers of each configuration (paper Table 1; B-5x5: five conv layers and three FC)
 LAYERS = {"A": 11, "A-LRN": 11, "B": 13, "B-5x5": 8, "C": 16, "D": 16, "E": 19}
-RUN = {r.id: r for r in RUNS}
 
 
 def pct(x: float) -> float:
@@ -78,12 +77,12 @@ def _row(rid: str, errs: tuple[np.ndarray, np.ndarray], paper: tuple[Any, Any] |
 
 def _classification(ce: ClassificationErrors, have: list[str], records: dict[str, dict[str, Any]]
                     ) -> tuple[dict[str, list], dict[str, Any]]:
-    single = {rid: ce.errors(ce.posteriors(rid, "dense", [single_q(RUN[rid])])) for rid in have}
+    single = {rid: ce.errors(ce.posteriors(rid, "dense", [single_q(run_by_id(rid))])) for rid in have}
     multi = {rid: ce.errors(ce.posteriors(rid, "dense")) for rid in have}
-    t3 = [_row(rid, single[rid], PAPER["table3"].get(rid), net=RUN[rid].net, train_S=_s(RUN[rid]),
-               test_Q=str(single_q(RUN[rid])), epochs=records[rid]["epochs"],
+    t3 = [_row(rid, single[rid], PAPER["table3"].get(rid), net=run_by_id(rid).net, train_S=_s(run_by_id(rid)),
+               test_Q=str(single_q(run_by_id(rid))), epochs=records[rid]["epochs"],
                lr_drops_after=lr_drops(records[rid]["metrics"])) for rid in have]
-    t4 = [_row(rid, multi[rid], PAPER["table4"].get(rid), net=RUN[rid].net, train_S=_s(RUN[rid]),
+    t4 = [_row(rid, multi[rid], PAPER["table4"].get(rid), net=run_by_id(rid).net, train_S=_s(run_by_id(rid)),
                test_Q=",".join(map(str, ce.scales(rid)))) for rid in have]
     per_q = [{"id": rid, "Q": q, "top1_error": pct(ce.errors(ce.posteriors(rid, "dense", [q]))[0].mean())}
              for rid in have for q in ce.scales(rid)]
@@ -190,6 +189,27 @@ def _transfer(rec: dict[str, Any] | None) -> tuple[list, dict[str, Any]]:
     return rows, decide("transfer", comps, ours)
 
 
+def _repeats(records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The spread over seeds: per repeated run, each seed's single-scale error; and the repeats' own rows."""
+    reps = sorted(rid for rid in records if "-seed" in rid and rid.rpartition("-seed")[2].isdigit())
+    if not reps:
+        return [], []
+    bases = sorted({run_by_id(r).base for r in reps} & set(records), key=[r.id for r in RUNS].index)
+    ids = [*bases, *reps]
+    ce = ClassificationErrors({r: records[r] for r in ids}, None)
+    err = {r: ce.errors(ce.posteriors(r, "dense", [single_q(run_by_id(r))])) for r in ids}
+    table, rows = [], []
+    for b in bases:
+        mine = [b, *sorted((r for r in reps if run_by_id(r).base == b), key=lambda r: run_by_id(r).seed)]
+        e1 = [pct(err[r][0].mean()) for r in mine]
+        table.append({"id": b, "seeds": ",".join(str(run_by_id(r).seed) for r in mine),
+                      "top1_errors": ", ".join(f"{x:.2f}" for x in e1), "mean": round(float(np.mean(e1)), 2),
+                      "std": round(float(np.std(e1, ddof=1)), 2) if len(e1) > 1 else None})
+    rows = [_row(r, err[r], None, net=run_by_id(r).net, train_S=_s(run_by_id(r)), test_Q=str(single_q(run_by_id(r))))
+            for r in reps]
+    return table, rows
+
+
 def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], list[dict[str, Any]]]:
     """All tables and the ten findings from the records present (``{run or experiment id: record}``)."""
     have = [r.id for r in RUNS if r.id in records]
@@ -212,6 +232,7 @@ def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], l
     findings = _findings_cls(single, multi, crop)
     tables["table8"], tables["table9"], loc = _localisation(records.get("localisation"))
     tables["table11"], tr = _transfer(records.get("transfer"))
+    tables["repeats"], tables["repeat_runs"] = _repeats(records)
     return tables, [*findings, loc, tr]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.reproduce.findings import Comparison, decide, paired, unpaired
-from pipeline.reproduce.plan import QUICK, RUNS, selected, train_settings
+from pipeline.reproduce.plan import QUICK, RUNS, run_by_id, selected, train_settings
 from pipeline.reproduce.runner import ReproduceConfig, resolve_budget
 from pipeline.train.config import TrainConfig
 
@@ -61,6 +61,13 @@ def test_only_adds_the_runs_needed() -> None:
     assert exps == ["localisation", "transfer"]
     with pytest.raises(UserError, match="unknown id"):
         selected(["F-fixed"])
+    runs, _ = selected(["B-fixed"], seeds=3)  # repeats after the runs they repeat, from the same net A
+    assert [r.id for r in runs] == ["A-fixed", "B-fixed", "A-fixed-seed1", "B-fixed-seed1", "A-fixed-seed2",
+                                    "B-fixed-seed2"]
+    assert runs[3].seed == 1 and runs[3].init_from == "A-fixed" and runs[3].base == "B-fixed"
+    assert run_by_id("B-fixed-seed2") == runs[5] and run_by_id("B-fixed") == runs[1]
+    s1 = train_settings(runs[3], QUICK)
+    assert s1["seed"] == s1["init"]["seed"] == 1 and train_settings(runs[1], QUICK)["seed"] == 0
 
 
 def test_every_run_is_a_valid_training_config(tmp_path) -> None:

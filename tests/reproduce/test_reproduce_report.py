@@ -57,6 +57,13 @@ def _records(w: Path) -> Records:
             "checkpoint": "x.pt", "posteriors": p, "config": str(w / r.id / "config.yaml"),
             "metrics": str(w / r.id / "metrics.jsonl"), "epochs": 3, "stop": "max_epochs", "train_seconds": 1.0,
             "val_top1_best": 0.5, "device": "cpu: test", "identity_hash": r.id})
+    rep = RUNS[0].repeat(1)  # A-fixed with seed 1: wrong on 4 images fewer
+    post = _write_post(w / rep.id / "posteriors.npz", labels, rep.id, "dense", [32, 37, 42], (116, 40))
+    (w / rep.id / "config.yaml").write_text("model: {config: A}\n")
+    book.step(rep.id, {"run": rep.id}, lambda: {
+        "checkpoint": "x.pt", "posteriors": post, "config": str(w / rep.id / "config.yaml"),
+        "metrics": str(w / rep.id / "metrics.jsonl"), "epochs": 3, "stop": "max_epochs", "train_seconds": 1.0,
+        "val_top1_best": 0.5, "device": "cpu: test", "identity_hash": rep.id})
     # multi-crop: wrong on other images than dense (shifted), so the combination and the fusion help
     mc = {rid: _write_post(w / "mc" / f"{rid}.npz", labels, rid, "multicrop", [37, 55, 73], WRONG[rid], shift=200)
           for rid in ("D-jitter", "E-jitter")}
@@ -96,7 +103,10 @@ def test_report_numbers_and_findings(tmp_path: Path) -> None:
     assert verdict["multiscale-test"] is False  # the same posteriors at every Q: no gain
     assert verdict["dense-vs-crop"] and verdict["fusion"] is False  # D and E err on the same images: fusion = D
     assert verdict["localisation"] and verdict["transfer"]
-    assert [r["id"] for r in res["runs"]] == [r.id for r in RUNS]
+    assert [r["id"] for r in res["runs"]] == [*(r.id for r in RUNS), "A-fixed-seed1"]
+    assert res["runs"][-1]["seed"] == 1 and "--only A-fixed --seeds 2" in res["runs"][-1]["command"]
+    assert res["tables"]["repeats"] == [{"id": "A-fixed", "seeds": "0,1", "top1_errors": "30.00, 29.00",
+                                         "mean": 29.5, "std": pytest.approx(0.71, abs=0.005)}]
     assert all(Path(tmp_path, f).is_file() for f in res["figures"]) and len(res["figures"]) == 4
 
 
