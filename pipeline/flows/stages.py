@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -92,6 +93,13 @@ def artifact_key(out: Path) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", out.name.lower()).strip("-") or "run"
 
 
+def _publish_epochs(epochs: EpochMetrics, logger: Any) -> None:
+    try:
+        epochs.poll()
+    except Exception as e:  # noqa: BLE001 - an artifact upload never stops a training run
+        logger.warning("could not publish the epoch metrics: %s", e)
+
+
 def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                     rdzv_endpoint: str | None = None) -> TrainResult:
     """Write the resolved config, launch torchrun on it and stream its output into the flow logs.
@@ -115,12 +123,10 @@ def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 
         for line in p.stdout:
             if line.strip():
                 logger.info(line.rstrip())
-            if "val top-1" in line:  # an epoch ended: its metrics row is written
-                try:
-                    epochs.poll()
-                except Exception as e:  # noqa: BLE001 - an artifact upload never stops a training run
-                    logger.warning("could not publish the epoch metrics: %s", e)
+            if "val top-1" in line:  # an epoch ended (its metrics row may follow the line: polled again below)
+                _publish_epochs(epochs, logger)
             error = line.strip()[len("error: "):] if line.startswith("error: ") else error  # the CLI's one line
+    _publish_epochs(epochs, logger)  # the rows written after the last line
     if p.returncode != 0:
         raise UserError(error or f"training exited with status {p.returncode} (see the log above)")
     result = out / TRAIN_RESULT
