@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.io import atomic_write_text
 from pipeline.train.config import RESUME_FREE
 
-__all__ = ["RunPaths", "config_differences", "truncate_metrics", "clean_stale_tmp"]
+__all__ = ["RunPaths", "run_identity", "truncate_metrics", "clean_stale_tmp"]
 
 
 class RunPaths:
@@ -64,14 +64,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any], free: set[str] = RESUME_FREE) -> list[str]:
-    """Dotted keys whose values differ between a recorded config ``a`` and a resolved config ``b`` (``free`` ignored).
-
-    A key ``a`` lacks is a field added to the config after ``a`` was written: the run was made with
-    the behaviour that field's default keeps, so it is not a difference.
-    """
-    fa, fb = _flatten(json.loads(json.dumps(a))), _flatten(json.loads(json.dumps(b)))
-    return [k for k in sorted(fa) if k not in free and fa[k] != fb.get(k)]
+def run_identity(recorded: dict[str, Any], recorded_data: str | None, config: dict[str, Any], data: str,
+                 free: set[str] = RESUME_FREE) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the identity ``last.pt`` records, this run's) for :func:`pipeline.reuse.check_reusable`: the recorded
+    config's keys outside ``free`` (a key it lacks is a field added to the config after ``last.pt`` was
+    written: the run used the behaviour its default keeps, so it is not compared) and the data fingerprint."""
+    fa, fb = _flatten(json.loads(json.dumps(recorded))), _flatten(json.loads(json.dumps(config)))
+    keys = [k for k in sorted(fa) if k not in free]
+    return ({"config": {k: fa[k] for k in keys}, "data": recorded_data},
+            {"config": {k: fb.get(k) for k in keys}, "data": data})
 
 
 def truncate_metrics(path: Path, step: int, epoch: int) -> None:

@@ -32,11 +32,12 @@ from typing import Any, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from pipeline import reuse
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
 from pipeline.runtime import DistEnv, Progress, upgrade_runtime_keys
-from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, config_differences, truncate_metrics
+from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, run_identity, truncate_metrics
 from pipeline.train.distributed import all_reduce_sum
 
 __all__ = ["Plan", "Position", "EpochEnd", "Task", "Engine", "wrap_model"]
@@ -147,13 +148,11 @@ class Engine:
             if not required <= set(ck) or "config" not in meta:
                 raise UserError(f"{last}: not a `{stage}` checkpoint (no optimiser state or position); "
                                 "move it away or choose another out folder")
-            diff = config_differences(upgrade_runtime_keys(meta["config"]), config, free)
-            if diff:
-                raise UserError(f"{last} was written with another config (differs in {', '.join(diff[:6])}); "
-                                "choose another out folder")
-            if meta.get("dataset_fingerprint") != fingerprint:
-                raise UserError(f"{last} was trained on other {data} (fingerprint "
-                                f"{meta.get('dataset_fingerprint')} != {fingerprint})")
+            old, new = run_identity(upgrade_runtime_keys(meta["config"]), meta.get("dataset_fingerprint"), config,
+                                    fingerprint, free)
+            reuse.check_reusable(last, new, what="a run written with another config or data",
+                                 read=lambda: reuse.Recorded(old, True), hint="choose another out folder",
+                                 labels={"data": f"{data} fingerprint"})
         elif resume:
             self.log(f"--resume: no checkpoint in {self.paths.out} yet, starting from the beginning")
         elif self.paths.last.exists():

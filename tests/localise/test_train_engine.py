@@ -82,5 +82,5 @@ def test_a_finished_run_is_reused_and_another_config_refused(voc_tree, voc_class
     assert again == first.model_copy(update={"config": again["config"]})  # its result, without training
     assert all(p.read_bytes() == b for p, b in saved.items())
     assert json.loads(Path(again.result_json).read_text())["stop"] == "max_epochs 1"
-    with pytest.raises(UserError, match=r"another config \(differs in lr\)"):
+    with pytest.raises(UserError, match=r"another config or data \(config\.lr "):
         run_localise_train(LocaliseTrainConfig(**{**base, "lr": 0.5}))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
@@ -96,11 +97,22 @@ def test_raising_max_epochs_on_resume_continues_a_finished_run_as_if_never_stopp
 
 def test_a_field_added_after_the_checkpoint_is_not_a_config_difference():
     """last.pt of an older version lacks a newer field (e.g. data.decode): its default is what the run used."""
-    from pipeline.train.checkpoints import config_differences
+    from pipeline import reuse
+    from pipeline.errors import UserError
+    from pipeline.train.checkpoints import run_identity
 
     old = {"data": {"shards": "s", "scale": {"s_min": 37}}, "optim": {"lr": 0.01}}
     new = {"data": {"shards": "s", "scale": {"s_min": 37}, "decode": "cpu"}, "optim": {"lr": 0.01}}
-    assert config_differences(old, new) == []
-    assert config_differences(old, {**new, "optim": {"lr": 0.02}}) == ["optim.lr"]
-    assert config_differences(new, {"data": {"shards": "s", "scale": {"s_min": 37}}, "optim": {"lr": 0.01}}) == [
-        "data.decode"]  # a recorded setting the new config lacks still differs
+
+    def check(recorded: dict, config: dict, data: str = "fp") -> str:
+        rec, ident = run_identity(recorded, "fp", config, data, free=set())
+        return reuse.check_reusable("last.pt", ident, what="a run written with another config or data",
+                                    read=lambda: reuse.Recorded(rec, True), hint="choose another out folder")
+
+    assert check(old, new) == "reuse"
+    with pytest.raises(UserError, match=r"config\.optim\.lr 0\.01 vs 0\.02"):
+        check(old, {**new, "optim": {"lr": 0.02}})
+    with pytest.raises(UserError, match=r"config\.data\.decode 'cpu' vs None"):  # a recorded setting now absent
+        check(new, old)
+    with pytest.raises(UserError, match=r"data 'fp' vs 'other'"):
+        check(old, new, data="other")
