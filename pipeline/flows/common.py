@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import errno
 import functools
-import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,17 +127,11 @@ class EpochMetrics:
         self.path, self.key, self.seen = Path(metrics), key, 0
 
     def rows(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                r = json.loads(line)
-                if r.get("kind") == "val" and "top1" in r:
-                    out.append({"epoch": r["epoch"], "val_top1_error": round(100 * (1 - r["top1"]), 2),
-                                "val_top5_error": round(100 * (1 - r["top5"]), 2), "lr": r.get("lr"),
-                                "event": r.get("event", "")})
-        return out
+        from pipeline.train.checkpoints import val_rows
+
+        return [{"epoch": r["epoch"], "val_top1_error": round(100 * (1 - r["top1"]), 2),
+                 "val_top5_error": round(100 * (1 - r["top5"]), 2), "lr": r.get("lr"), "event": r.get("event", "")}
+                for r in val_rows(self.path)]
 
     def poll(self) -> bool:
         rows = self.rows()

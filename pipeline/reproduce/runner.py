@@ -22,7 +22,7 @@ from pipeline import reuse
 from pipeline.config import config_from
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
-from pipeline.io import read_json, sha256_bytes
+from pipeline.io import fingerprint, read_json
 from pipeline.locks import exclusive
 from pipeline.reproduce.experiments import localisation, transfer
 from pipeline.reproduce.plan import EXPERIMENTS, FULL, QUICK, Budget, NetRun, selected, train_settings
@@ -74,13 +74,6 @@ class ReproduceResult(StageResult):
     figures: list[str]
     findings: dict[str, bool | None] = Field(description="finding id -> reproduced (None: not run)")
     seconds: float
-
-
-def identity_hash(identity: Any) -> str:
-    """A short, stable name for an identity (canonical JSON)."""
-    import json
-
-    return sha256_bytes(json.dumps(identity, sort_keys=True, default=str).encode())[:16]
 
 
 class Records:
@@ -185,7 +178,7 @@ def _do_runs(runs: list[NetRun], budget: Budget, w: Path, data: dict[str, Any], 
         identity = {"step": "train+test", "settings": train_settings(run, budget), "data": data["fingerprint"],
                     "init": book.get(run.init_from)["identity_hash"] if run.init_from else None}
         tc = _train_config(run, budget, w, data["shards"], init, cfg)
-        h = identity_hash(identity)
+        h = fingerprint([identity])  # names this run in the identities of the steps built on it
         rec = book.step(run.id, identity, lambda r=run, t=tc, h=h: {
             **_train_and_test(r, t, data["shards"], cfg, device, task), "identity_hash": h})
         done[run.id] = rec

@@ -21,6 +21,7 @@ from pipeline.evaluate.posteriors import Posteriors, load_posteriors
 from pipeline.evaluate.protocols import combine_methods, fuse
 from pipeline.reproduce.findings import PAPER, Comparison, decide, paired, unpaired
 from pipeline.reproduce.plan import RUNS, NetRun, run_by_id
+from pipeline.train.checkpoints import val_rows
 
 __all__ = ["ClassificationErrors", "build_tables", "LAYERS"]
 
@@ -32,9 +33,8 @@ def pct(x: float) -> float:
     return round(100 * float(x), 2)
 
 
-def se_pct(err01: np.ndarray) -> float:
-    """Binomial standard error of an error rate, in percent."""
-    p, n = float(np.mean(err01)), len(err01)
+def se_pct(p: float, n: int) -> float:
+    """Binomial standard error of an error rate ``p`` measured on ``n`` images, in percent."""
     return round(100 * math.sqrt(p * (1 - p) / max(n, 1)), 2)
 
 
@@ -71,8 +71,8 @@ class ClassificationErrors:
 def _row(rid: str, errs: tuple[np.ndarray, np.ndarray], paper: tuple[Any, Any] | None, **extra: Any) -> dict[str, Any]:
     e1, e5 = errs
     p1, p5 = paper or (None, None)
-    return {"id": rid, **extra, "top1_error": pct(e1.mean()), "top1_se": se_pct(e1), "top5_error": pct(e5.mean()),
-            "paper_top1": p1, "paper_top5": p5}
+    return {"id": rid, **extra, "top1_error": pct(e1.mean()), "top1_se": se_pct(float(e1.mean()), len(e1)),
+            "top5_error": pct(e5.mean()), "paper_top1": p1, "paper_top5": p5}
 
 
 def _classification(ce: ClassificationErrors, have: list[str], records: dict[str, dict[str, Any]]
@@ -156,8 +156,7 @@ def _localisation(rec: dict[str, Any] | None) -> tuple[list, list, dict[str, Any
     t8 = []
     for r in rec["crop"]["rows"]:
         rid = ("PCR, all" if r["fine_tuned"] == "all" else names.get(r["regression"], r["regression"]))
-        se = 100 * math.sqrt(r["error"] * (1 - r["error"]) / max(n, 1))
-        t8.append({"id": rid, "error": pct(r["error"]), "se": round(se, 2), "paper": PAPER["table8"].get(rid)})
+        t8.append({"id": rid, "error": pct(r["error"]), "se": se_pct(r["error"], n), "paper": PAPER["table8"].get(rid)})
     t9 = [{"id": r["train"] + (f" / {r['test']}" if r.get("test") else ""), "error": pct(r["error"])}
           for r in rec["dense"]["rows"]]
     err = {r["id"]: r["error"] / 100 for r in t8}
@@ -189,17 +188,12 @@ def _transfer(rec: dict[str, Any] | None) -> tuple[list, dict[str, Any]]:
     return rows, decide("transfer", comps, ours)
 
 
-def _repeats(records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _repeats(ce: ClassificationErrors, single: dict[str, Any], reps: list[str]
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The spread over seeds: per repeated run, each seed's single-scale error; and the repeats' own rows."""
-    reps = sorted(rid for rid in records if "-seed" in rid and rid.rpartition("-seed")[2].isdigit())
-    if not reps:
-        return [], []
-    bases = sorted({run_by_id(r).base for r in reps} & set(records), key=[r.id for r in RUNS].index)
-    ids = [*bases, *reps]
-    ce = ClassificationErrors({r: records[r] for r in ids}, None)
-    err = {r: ce.errors(ce.posteriors(r, "dense", [single_q(run_by_id(r))])) for r in ids}
-    table, rows = [], []
-    for b in bases:
+    err = {**single, **{r: ce.errors(ce.posteriors(r, "dense", [single_q(run_by_id(r))])) for r in reps}}
+    table = []
+    for b in [r.id for r in RUNS if r.id in single and any(run_by_id(x).base == r.id for x in reps)]:
         mine = [b, *sorted((r for r in reps if run_by_id(r).base == b), key=lambda r: run_by_id(r).seed)]
         e1 = [pct(err[r][0].mean()) for r in mine]
         table.append({"id": b, "seeds": ",".join(str(run_by_id(r).seed) for r in mine),
@@ -213,13 +207,15 @@ def _repeats(records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], list[dict[str, Any]]]:
     """All tables and the ten findings from the records present (``{run or experiment id: record}``)."""
     have = [r.id for r in RUNS if r.id in records]
+    reps = sorted(rid for rid in records if "-seed" in rid and rid.rpartition("-seed")[2].isdigit())
     tables: dict[str, list] = {}
     single: dict = {}
     multi: dict = {}
     crop: dict = {}
-    if have:
+    repeats: tuple[list, list] = ([], [])
+    if have or reps:
         mc = records.get("multicrop")
-        ce = ClassificationErrors({r: records[r] for r in have}, mc["posteriors"] if mc else None)
+        ce = ClassificationErrors({r: records[r] for r in [*have, *reps]}, mc["posteriors"] if mc else None)
         cls_tables, errs = _classification(ce, have, records)
         tables.update(cls_tables)
         single, multi = errs["single"], errs["multi"]
@@ -229,23 +225,18 @@ def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], l
             tables["table6"] = cf["table6"] if "fusion" in records else []
             if "fusion" not in records:
                 crop = {k: v for k, v in crop.items() if k[0] != "fusion"}
+        repeats = _repeats(ce, single, reps)
     findings = _findings_cls(single, multi, crop)
     tables["table8"], tables["table9"], loc = _localisation(records.get("localisation"))
     tables["table11"], tr = _transfer(records.get("transfer"))
-    tables["repeats"], tables["repeat_runs"] = _repeats(records)
+    tables["repeats"], tables["repeat_runs"] = repeats
     return tables, [*findings, loc, tr]
 
 
 def metrics_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The validation rows of a training run's metrics.jsonl (epoch, top-1 error %)."""
-    import json
-
-    p = Path(path)
-    if not p.is_file():
-        return []
-    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    """The validation rows of a training run's metrics.jsonl (epoch, top-1 error %, schedule event)."""
     return [{"epoch": r["epoch"], "top1_error": pct(1 - r["top1"]), "event": r.get("event", "")}
-            for r in rows if r.get("kind") == "val"]
+            for r in val_rows(path)]
 
 
 def lr_drops(path: str | Path) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.io import atomic_write_text
 from pipeline.train.config import RESUME_FREE
 
-__all__ = ["RunPaths", "run_identity", "truncate_metrics", "clean_stale_tmp"]
+__all__ = ["RunPaths", "run_identity", "truncate_metrics", "val_rows", "clean_stale_tmp"]
 
 
 class RunPaths:
@@ -73,6 +73,22 @@ def run_identity(recorded: dict[str, Any], recorded_data: str | None, config: di
     keys = [k for k in sorted(fa) if k not in free]
     return ({"config": {k: fa[k] for k in keys}, "data": recorded_data},
             {"config": {k: fb.get(k) for k in keys}, "data": data})
+
+
+def val_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The validation rows of a ``metrics.jsonl`` (none when it is absent; a line still being written is left out)."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("kind") == "val" and "top1" in r:
+            rows.append(r)
+    return rows
 
 
 def truncate_metrics(path: Path, step: int, epoch: int) -> None:
