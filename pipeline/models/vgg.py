@@ -63,6 +63,22 @@ TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 
 
+class ChannelLRN(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm`` (A-LRN's layer), with its channel-window sum taken as a sum of shifted
+    squares instead of torch's 3-D average pooling: the same function (equal to float rounding), and
+    on the CPU several times faster forward and backward, which made A-LRN train at half A's speed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
+        c, n = x.shape[1], self.size
+        sq = F.pad(x * x, (0, 0, 0, 0, n // 2, (n - 1) // 2))
+        s = sq[:, 0:c]
+        for i in range(1, n):
+            s = s + sq[:, i:i + c]
+        return x / (s * (self.alpha / n) + self.k).pow(self.beta)
+
+
 class ModelConfig(BaseModel):
     """Everything needed to rebuild a VGG net; saved in every checkpoint. Defaults = the paper."""
 
@@ -121,7 +137,7 @@ def make_layers(cfg: list[Layer], width: float = 1.0, batch_norm: bool = False) 
         if item == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         elif item == "LRN":
-            layers.append(nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
+            layers.append(ChannelLRN(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
         else:
             k, c = kernel_and_channels(item)
             out = scaled_channels(c, width)

@@ -56,6 +56,29 @@ def test_layer_structure_matches_table1():
                                                   "B-5x5": 8}[name]
 
 
+@pytest.mark.parametrize("channels", [16, 64])
+def test_lrn_layer_equals_torchs_local_response_norm(channels):
+    """A-LRN's faster layer computes torch's LocalResponseNorm (Caffe's LRN), forward and backward."""
+    from pipeline.models.vgg import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, ChannelLRN
+
+    g = torch.Generator().manual_seed(channels)
+    x = (torch.randn(4, channels, 9, 7, generator=g) * 40).requires_grad_()  # alpha matters at this scale
+    upstream = torch.randn(4, channels, 9, 7, generator=g)
+    outs = []
+    for layer in (torch.nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K),
+                  ChannelLRN(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K)):
+        x.grad = None
+        y = layer(x)
+        (y * upstream).sum().backward()
+        outs.append((y.detach(), x.grad.clone()))
+    (y_ref, g_ref), (y, gx) = outs
+    assert (y_ref / x.detach()).std() > 1e-3  # the normalisation is not a constant factor here
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gx, g_ref, rtol=1e-5, atol=1e-6)
+    x3 = torch.randn(2, channels, 5, generator=g)  # other ranks go through torch's own
+    torch.testing.assert_close(ChannelLRN(LRN_SIZE)(x3), torch.nn.LocalResponseNorm(LRN_SIZE)(x3))
+
+
 TV = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 # Full-size nets take ~8 s each on two cores: two run by default, all eight with `pytest -m slow`.
 TV_CASES = [pytest.param(n, bn, id=f"{n}-{'bn' if bn else 'plain'}",
