@@ -64,7 +64,7 @@ from pipeline.transforms import sample_rng
 __all__ = ["LocaliseTrainConfig", "run_localise_train", "euclidean_loss"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"progress", "epochs", "cache_mb", "runtime.device", "runtime.threads"}
+_RESUME_FREE = {"out", "progress", "epochs", "cache_mb", "runtime.device", "runtime.threads"}
 
 
 class LocaliseTrainConfig(RuntimeStageConfig):

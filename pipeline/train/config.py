@@ -156,5 +156,6 @@ class TrainConfig(RuntimeStageConfig):
 
 #: fields that may differ between a run and its resumption (they do not change the result)
 RESUME_FREE = {"resume", "progress", "log_every", "checkpoint_every", "runtime.threads", "runtime.pin_memory",
+               "out",  # a moved run folder resumes where it now is
                "data.shards",  # moved shards resume; their fingerprint is checked instead
                "schedule.max_epochs", "schedule.max_steps"}  # limits: raising them continues a finished run

@@ -161,6 +161,10 @@ def test_resume_refuses_another_config_or_other_shards(shards, tmp_path):
         config_from(TrainConfig, {**first, "resume": True, "data": {**first["data"], "shards": str(moved)}})
     )
     assert res["steps"] == 2 and "max_steps" in res["stop"]
+    # so does a moved run folder: its finished run is returned, from where it now is
+    shutil.copytree(tmp_path / "r", tmp_path / "r2")
+    res = run_train(config_from(TrainConfig, {**first, "resume": True, "out": str(tmp_path / "r2")}))
+    assert res["steps"] == 2 and res["last"] == str(tmp_path / "r2" / "checkpoints" / "last.pt")
 
 
 def test_cli_prints_one_line_errors(shards, tmp_path, capsys):
