@@ -68,6 +68,10 @@ REASONS: dict[str, str] = {
            "background give the first layer a few very strong responses, at the garments' edges, which LRN damps "
            "while it leaves weak responses almost unscaled; ImageNet's photos, on which the paper saw no gain, "
            "lack that contrast. Seed repeats (--seeds) give the spread to weigh the difference against.",
+    "conv1x1": "the spatial context that D's 3x3 convolutions add over C's 1x1 ones has nothing left to cover at "
+               "32-pixel crops: the receptive field of a unit after the third block is 40 pixels in D and 32 in C, "
+               "so in both nets it already spans the whole crop, and blocks 4 and 5 work on 4x4 and 2x2 maps. At "
+               "the paper's 224-pixel crops the same units see 40 and 32 pixels of 224, and context matters.",
 }
 
 
