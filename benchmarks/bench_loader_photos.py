@@ -130,10 +130,10 @@ class DecodeOnlyAugment(TrainAugment):
         return torch.zeros(3, self.crop.size, self.crop.size, dtype=torch.uint8), offset
 
 
-def _clock(workers: int = 0, cuda: bool = False) -> Callable[[], float]:
+def _clock(wall: bool) -> Callable[[], float]:
     """The clock of a rate: CPU seconds of this process (per core: other work on a shared machine is not
-    counted), or wall seconds where work runs elsewhere (loader worker processes, a GPU)."""
-    return time.perf_counter if workers or cuda else time.process_time
+    counted), or ``wall`` seconds where work runs elsewhere (loader worker processes, a GPU)."""
+    return time.perf_counter if wall else time.process_time
 
 
 def ours_rate(shards: Path, augment, images: int, workers: int = 0, wall: bool = False) -> float:
@@ -144,7 +144,7 @@ def ours_rate(shards: Path, augment, images: int, workers: int = 0, wall: bool =
     s = open_shards(str(shards), ["train"])
     batches = max(1, math.ceil(images / BATCH))
     cuda = str(getattr(augment, "decode_device", None)).startswith("cuda")
-    clock = _clock(workers or wall, cuda)
+    clock = _clock(wall or workers > 0 or cuda)
     t = clock()
     for _ in train_loader(s, "train", augment=augment, micro_batch=BATCH, micro_batches=batches, skip=0, seed=0,
                           epoch=0, shardshuffle=True, shuffle_buffer=min(100, s.count("train")), workers=workers,
@@ -180,7 +180,7 @@ def folder_rate(tree: Path, stats: dict[str, Any], images: int, workers: int = 0
                     T.RandomHorizontalFlip(), T.PILToTensor(), _ColourOffset(stats)])
     ds = ImageFolder(str(tree / "train"), transform=tf, loader=_rgb)
     done = 0
-    clock = _clock(workers)
+    clock = _clock(workers > 0)
     t = clock()
     while done < images:
         for (x, _), _ in torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers):

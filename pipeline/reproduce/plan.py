@@ -24,7 +24,8 @@ from pydantic import Field
 from pipeline.config import ConfigSection
 from pipeline.errors import UserError
 
-__all__ = ["NetRun", "RUNS", "EXPERIMENTS", "Budget", "FULL", "QUICK", "S_FIXED", "S_JITTER", "selected", "run_by_id"]
+__all__ = ["NetRun", "RUNS", "EXPERIMENTS", "Budget", "FULL", "QUICK", "S_FIXED", "S_JITTER", "selected", "run_by_id",
+           "split_repeat"]
 
 S_FIXED = (37, 37)  # paper S = 256 for 224 crops, divided by 7
 S_JITTER = (37, 73)  # paper S in [256, 512]
@@ -47,7 +48,7 @@ class NetRun:
     @property
     def base(self) -> str:
         """The run this one repeats (its own id for seed 0)."""
-        return self.id.rsplit("-seed", 1)[0] if self.seed else self.id
+        return split_repeat(self.id)[0]
 
     def repeat(self, seed: int) -> NetRun:
         """The same run with another seed (it starts from the same seed-0 net A)."""
@@ -109,12 +110,16 @@ QUICK = Budget(train_per_class=60, val_per_class=10, test_per_class=30, epoch_im
                loc_per_class=6, localise_epochs=1, mosaics=48, transfer_scales=[64, 96], multicrop_grid=2)
 
 
+def split_repeat(rid: str) -> tuple[str, int]:
+    """(the run an id repeats, its seed): ``A-fixed-seed1`` -> (``A-fixed``, 1); any other id -> (id, 0)."""
+    base, _, k = rid.rpartition("-seed")
+    return (base, int(k)) if base in RUN_IDS and k.isdigit() else (rid, 0)
+
+
 def run_by_id(rid: str) -> NetRun:
     """The run of an id, repeats (``A-fixed-seed1``) included."""
-    base, _, k = rid.rpartition("-seed")
-    if base and k.isdigit() and base in RUN_IDS:
-        return RUNS[RUN_IDS.index(base)].repeat(int(k))
-    return RUNS[RUN_IDS.index(rid)]
+    base, seed = split_repeat(rid)
+    return RUNS[RUN_IDS.index(base)].repeat(seed)
 
 
 def selected(only: list[str] | None, seeds: int = 1) -> tuple[list[NetRun], list[str]]:

@@ -20,7 +20,7 @@ from pipeline.evaluate.metrics import true_class_ranks
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors
 from pipeline.evaluate.protocols import combine_methods, fuse
 from pipeline.reproduce.findings import PAPER, Comparison, decide, paired, unpaired
-from pipeline.reproduce.plan import RUNS, NetRun, run_by_id
+from pipeline.reproduce.plan import RUNS, NetRun, run_by_id, split_repeat
 from pipeline.train.checkpoints import val_rows
 
 __all__ = ["ClassificationErrors", "build_tables", "LAYERS"]
@@ -77,12 +77,13 @@ def _row(rid: str, errs: tuple[np.ndarray, np.ndarray], paper: tuple[Any, Any] |
 
 def _classification(ce: ClassificationErrors, have: list[str], records: dict[str, dict[str, Any]]
                     ) -> tuple[dict[str, list], dict[str, Any]]:
-    single = {rid: ce.errors(ce.posteriors(rid, "dense", [single_q(run_by_id(rid))])) for rid in have}
+    run = {rid: run_by_id(rid) for rid in have}
+    single = {rid: ce.errors(ce.posteriors(rid, "dense", [single_q(run[rid])])) for rid in have}
     multi = {rid: ce.errors(ce.posteriors(rid, "dense")) for rid in have}
-    t3 = [_row(rid, single[rid], PAPER["table3"].get(rid), net=run_by_id(rid).net, train_S=_s(run_by_id(rid)),
-               test_Q=str(single_q(run_by_id(rid))), epochs=records[rid]["epochs"],
+    t3 = [_row(rid, single[rid], PAPER["table3"].get(rid), net=run[rid].net, train_S=_s(run[rid]),
+               test_Q=str(single_q(run[rid])), epochs=records[rid]["epochs"],
                lr_drops_after=lr_drops(records[rid]["metrics"])) for rid in have]
-    t4 = [_row(rid, multi[rid], PAPER["table4"].get(rid), net=run_by_id(rid).net, train_S=_s(run_by_id(rid)),
+    t4 = [_row(rid, multi[rid], PAPER["table4"].get(rid), net=run[rid].net, train_S=_s(run[rid]),
                test_Q=",".join(map(str, ce.scales(rid)))) for rid in have]
     per_q = [{"id": rid, "Q": q, "top1_error": pct(ce.errors(ce.posteriors(rid, "dense", [q]))[0].mean())}
              for rid in have for q in ce.scales(rid)]
@@ -191,23 +192,23 @@ def _transfer(rec: dict[str, Any] | None) -> tuple[list, dict[str, Any]]:
 def _repeats(ce: ClassificationErrors, single: dict[str, Any], reps: list[str]
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The spread over seeds: per repeated run, each seed's single-scale error; and the repeats' own rows."""
-    err = {**single, **{r: ce.errors(ce.posteriors(r, "dense", [single_q(run_by_id(r))])) for r in reps}}
+    run = {r: run_by_id(r) for r in reps}
+    err = {**single, **{r: ce.errors(ce.posteriors(r, "dense", [single_q(run[r])])) for r in reps}}
     table = []
-    for b in [r.id for r in RUNS if r.id in single and any(run_by_id(x).base == r.id for x in reps)]:
-        mine = [b, *sorted((r for r in reps if run_by_id(r).base == b), key=lambda r: run_by_id(r).seed)]
+    for b in [r.id for r in RUNS if r.id in single and any(run[x].base == r.id for x in reps)]:
+        mine = [b, *sorted((r for r in reps if run[r].base == b), key=lambda r: run[r].seed)]
         e1 = [pct(err[r][0].mean()) for r in mine]
-        table.append({"id": b, "seeds": ",".join(str(run_by_id(r).seed) for r in mine),
+        table.append({"id": b, "seeds": ",".join(str(split_repeat(r)[1]) for r in mine),
                       "top1_errors": ", ".join(f"{x:.2f}" for x in e1), "mean": round(float(np.mean(e1)), 2),
                       "std": round(float(np.std(e1, ddof=1)), 2) if len(e1) > 1 else None})
-    rows = [_row(r, err[r], None, net=run_by_id(r).net, train_S=_s(run_by_id(r)), test_Q=str(single_q(run_by_id(r))))
-            for r in reps]
+    rows = [_row(r, err[r], None, net=run[r].net, train_S=_s(run[r]), test_Q=str(single_q(run[r]))) for r in reps]
     return table, rows
 
 
 def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], list[dict[str, Any]]]:
     """All tables and the ten findings from the records present (``{run or experiment id: record}``)."""
     have = [r.id for r in RUNS if r.id in records]
-    reps = sorted(rid for rid in records if "-seed" in rid and rid.rpartition("-seed")[2].isdigit())
+    reps = sorted(rid for rid in records if split_repeat(rid)[1])
     tables: dict[str, list] = {}
     single: dict = {}
     multi: dict = {}
