@@ -26,6 +26,8 @@ TABLE_COLUMNS: list[tuple[str, str, list[str]]] = [
       "lr_drops_after"]),
     ("table4", "Table 4: multiple test scales (dense)",
      ["id", "train_S", "test_Q", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
+    ("scales", "Table 4 by test scale: the dense top-1 error at each Q (the points of the error-vs-scale figure)",
+     ["id", "Q", "top1_error"]),
     ("table5", "Table 5: dense vs multi-crop vs both (jittered S, multi-scale Q)",
      ["id", "top1_error", "top1_se", "top5_error", "paper_top1", "paper_top5"]),
     ("table6", "Table 6: fusion of D and E (jittered S, multi-scale Q)",
