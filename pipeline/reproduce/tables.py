@@ -145,8 +145,17 @@ def _findings_cls(single: dict, multi: dict, crop: dict[tuple[str, str], Any]) -
     out.append(decide("dense-vs-crop", dc, ", ".join(
         f"{k[0]} {k[1]} {pct(v[0].mean()):.2f}%" for k, v in crop.items() if k[0] != "fusion")))
     out.append(decide("fusion", fu, ", ".join(
-        f"{k[0]} {k[1]} {pct(v[0].mean()):.2f}%" for k, v in crop.items() if k[1] == "dense")))
+        f"{k[0]} {k[1]} {pct(v[0].mean()):.2f}%" for k, v in crop.items() if k[1] == "dense") + _overlap(crop)))
     return out
+
+
+def _overlap(crop: dict[tuple[str, str], Any]) -> str:
+    """How many of the first net's dense errors the second net shares (what fusion cannot fix)."""
+    if not all((r, "dense") in crop for r in ("D-jitter", "E-jitter")):
+        return ""
+    d, e = (np.asarray(crop[(r, "dense")][0], dtype=bool) for r in ("D-jitter", "E-jitter"))
+    return (f"; E-jitter also errs on {int((d & e).sum())} of D-jitter's {int(d.sum())} errors "
+            f"({pct((d & e).sum() / max(d.sum(), 1)):.0f}%)")
 
 
 def _localisation(rec: dict[str, Any] | None) -> tuple[list, list, dict[str, Any]]:
