@@ -67,7 +67,8 @@ REASONS: dict[str, str] = {
            "(Table 3's last column). At this scale LRN does help A. Fashion-MNIST's grey garments on a black "
            "background give the first layer a few very strong responses, at the garments' edges, which LRN damps "
            "while it leaves weak responses almost unscaled; ImageNet's photos, on which the paper saw no gain, "
-           "lack that contrast. Seed repeats (--seeds) give the spread to weigh the difference against.",
+           "lack that contrast. The gain is not seed noise: a second seed of A-LRN gave 9.93% (the spread "
+           "table), and two seeds of A gave 10.47% and 10.66% (the README's re-run paragraph).",
     "depth": "the paper's ordering holds for both deep nets, by +0.52 points (D) and +0.40 points (E) over A, "
              "but E's margin is 1.8 SE, short of the rule's 2 SE. Depth gains little at 32-pixel crops: after "
              "the third block every unit already sees the whole crop (see conv1x1), so the extra layers of D and E "
