@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "RuntimeConfig", "RuntimeStageConfig", "upgrade_runtime_keys", "resolve_device", "backend_for", "DistEnv",
+    "RuntimeConfig", "RuntimeStageConfig", "upgrade_runtime_keys", "resolve_device", "is_usable_cuda", "backend_for",
+    "DistEnv",
     "start_distributed", "stop_distributed", "native_bf16", "resolve_bf16", "autocast", "cpu_count",
     "compute_threads", "torch_threads", "Progress", "log",
 ]
@@ -124,6 +125,13 @@ def resolve_device(pref: str = "auto", local_rank: int | None = None) -> torch.d
         return torch.device(pref)
     rank = _local_rank() if local_rank is None else local_rank
     return torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def is_usable_cuda(device: torch.device | str) -> bool:
+    """True when ``device`` is a CUDA device and CUDA is available to this process (the one place that asks)."""
+    import torch
+
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------- torch.distributed

@@ -270,7 +270,9 @@ class TrainAugment:
     @staticmethod
     def decode_device_for(option: str, device: torch.device | str) -> str | None:
         """The ``decode_device`` of ``data.decode`` (cpu, gpu, auto) when training on ``device``: a GPU or None."""
-        cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        from pipeline.runtime import is_usable_cuda
+
+        cuda = is_usable_cuda(device)
         if option == "cpu":
             return None
         if option == "gpu" and not cuda:

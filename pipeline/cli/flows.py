@@ -1,4 +1,4 @@
-"""``vgg server``, ``vgg serve`` and ``vgg demo``: running the pipeline through Prefect.
+"""``vgg server``, ``vgg serve``, ``vgg pools``, ``vgg worker`` and ``vgg demo``: running the pipeline through Prefect.
 
 The flows live in :mod:`pipeline.flows`; these commands only set offline Prefect settings
 (docs/design.md, "Prefect integration") and start things.
@@ -45,6 +45,56 @@ def serve(
     Start the server first (`vgg server`), then trigger runs from the UI (Deployments page) or
     with `prefect deployment run 'vgg-paper/vgg-paper'`.
     """
+    _need_server(home)
+    from pipeline.flows.deploy import serve_all
+
+    serve_all(str(schedules) if schedules else None, dask_address, limit)
+
+
+def pools(
+    cpu: Annotated[str, typer.Option(help="name of the pool of the CPU stages (prefect.yaml: cpu)")] = "cpu",
+    gpu: Annotated[str, typer.Option(help="name of the pool of the net stages (prefect.yaml: gpu)")] = "gpu",
+    home: HomeOption = None,
+) -> None:
+    """Create the work pools `cpu` and `gpu` (process type) on the running server, and the automation that
+    marks a flow run Crashed when its machine stops sending heartbeats. Existing pools are kept.
+
+    Then, from the project folder: `prefect deploy --all` (prefect.yaml), and a worker per machine
+    (`vgg worker --pool cpu`, `vgg worker --pool gpu`).
+    """
+    from pipeline.flows.pools import create_pools
+
+    _need_server(home)
+    for line in create_pools({"cpu": cpu, "gpu": gpu}):
+        typer.echo(line)
+
+
+def worker(
+    pool: Annotated[str, typer.Option(help="work pool to take flow runs from: cpu or gpu (or your own name)")],
+    limit: Annotated[int | None, typer.Option(
+        help="most flow runs at once on this machine (default: 1 on gpu, unlimited on cpu)")] = None,
+    name: Annotated[str | None, typer.Option(help="worker name shown in the UI (default: generated)")] = None,
+    results: Annotated[Path | None, typer.Option(
+        help="result storage every machine shares (PREFECT_RESULTS_LOCAL_STORAGE_PATH; default ./.prefect/results): "
+             "a child stage hands its result (paths, numbers) to the pipeline waiting on it there")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Start a Prefect process worker on this machine (`prefect worker start --pool POOL --type process`).
+
+    Run it in the project's checkout: flow runs execute there (relative paths resolve there), with flow-run
+    heartbeats on, so a machine that stops mid-stage gets its run marked Crashed. On `gpu` the worker takes
+    one flow run at a time: a GPU machine runs one net stage at a time. Stop it with Ctrl-C or SIGTERM.
+    """
+    from pipeline.flows.pools import worker_command, worker_env
+
+    _need_server(home)
+    env = {**os.environ, **worker_env(Path.cwd(), results)}
+    cmd = worker_command(pool, limit, name)
+    typer.echo(f"starting: {' '.join(cmd[1:])}")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def _need_server(home: Path | None) -> None:
     from pipeline.flows.settings import configure_prefect, server_healthy
 
     configure_prefect(home, use_server=True)
@@ -52,9 +102,6 @@ def serve(
         from pipeline.errors import UserError
 
         raise UserError(f"no Prefect server answers at {os.environ['PREFECT_API_URL']}; start one with `vgg server`")
-    from pipeline.flows.deploy import serve_all
-
-    serve_all(str(schedules) if schedules else None, dask_address, limit)
 
 
 def demo(
@@ -87,3 +134,5 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.command("server")(server)
     app.command("serve")(serve)
+    app.command("pools")(pools)
+    app.command("worker")(worker)

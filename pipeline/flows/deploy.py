@@ -21,7 +21,10 @@ import yaml
 
 from pipeline.errors import UserError
 
-__all__ = ["all_flows", "build_deployments", "load_schedules", "serve_all"]
+__all__ = ["all_flows", "build_deployments", "load_schedules", "serve_all", "project_directory", "PROJECT_DIR_ENV"]
+
+#: the checkout a worker runs flows in (set by ``vgg worker``)
+PROJECT_DIR_ENV = "VGG_PROJECT_DIR"
 
 
 def all_flows() -> dict[str, Any]:
@@ -74,3 +77,19 @@ def serve_all(schedules_file: str | None = None, dask_address: str | None = None
     from prefect import serve
 
     serve(*build_deployments(load_schedules(schedules_file), dask_address), limit=limit)
+
+
+def project_directory() -> dict[str, str]:
+    """``prefect.yaml``'s pull step: change to this machine's checkout of the project.
+
+    That is ``$VGG_PROJECT_DIR`` (``vgg worker`` sets it to the folder it was started in, when that
+    holds ``prefect.yaml``), else the folder the installed ``pipeline`` package comes from (an editable
+    install's checkout). Relative paths in a run's parameters (``runs/...``) resolve there.
+    """
+    import pipeline
+
+    root = os.environ.get(PROJECT_DIR_ENV) or str(Path(pipeline.__file__).resolve().parent.parent)
+    if not (Path(root) / "prefect.yaml").is_file():
+        raise UserError(f"{root}: not a checkout of the project (no prefect.yaml); set {PROJECT_DIR_ENV}")
+    os.chdir(root)
+    return {"directory": os.getcwd()}

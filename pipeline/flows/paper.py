@@ -27,7 +27,8 @@ from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
 from pipeline.flows.common import publish_markdown, publish_table, stage_task
-from pipeline.flows.stages import launch_training
+from pipeline.flows.routing import Router, Routing
+from pipeline.flows.stages import train_on_this_machine
 from pipeline.io import atomic_write_text
 from pipeline.localise.demo import demo_localisation
 from pipeline.results import EvaluateResult, ExtractResult, PaperResult, TrainResult, TransferResult
@@ -74,6 +75,10 @@ class PaperConfig(RuntimeStageConfig):
                                "localisation set (validation: 50 per class, as ILSVRC)")
     localise_epochs: int | None = Field(None, ge=1, description="epochs of localisation training (None: the "
                                         "localise-train-small preset's)")
+    stages: Routing = Field("auto", description="where the stages run: in this flow run's process (in-process), or "
+                            "each as a flow run of its deployment on its work pool (deployments: prefect.yaml, "
+                            "pools cpu and gpu); auto: deployments when this flow run itself came from a deployment "
+                            "on a work pool")
     runtime: RuntimeConfig = Field(default_factory=lambda: RuntimeConfig(bf16="auto"),
                                    description="device and bf16 of evaluation, extraction and localisation (bf16 "
                                                "brings channels_last; auto: where bf16 is native, i.e. GPUs and AMX / "
@@ -129,17 +134,17 @@ def _runtime(cfg: PaperConfig) -> RuntimeConfig:
     return cfg.runtime.model_copy(update={"bf16": bf16, "channels_last": cfg.runtime.channels_last or bf16})
 
 
-def _classification(cfg: PaperConfig, w: Path, shards: str, rt: RuntimeConfig) -> tuple[dict[str, TrainResult],
-                                                                                     EvaluateResult]:
+def _classification(cfg: PaperConfig, w: Path, shards: str, rt: RuntimeConfig,
+                    route: Router) -> tuple[dict[str, TrainResult], EvaluateResult]:
     """Section 3.1: net A from random init, then net D with A's first four convs and three FCs; Sections
     3.2, 4.1-4.4: dense, multi-crop, combination, fusion."""
     runs = w / "train" / f"fashion-mnist-{_fm_tag(cfg)}"
-    nets = {"A": launch_training.with_options(name="train-A")(
-        _train_config(cfg.preset_a, shards, runs / "A", cfg.train_sets), cfg.nproc_per_node)}
-    nets["D"] = launch_training.with_options(name="train-D")(
+    nets = {"A": route(train_on_this_machine, "train-A")(
+        _train_config(cfg.preset_a, shards, runs / "A", cfg.train_sets), nproc_per_node=cfg.nproc_per_node)}
+    nets["D"] = route(train_on_this_machine, "train-D")(
         _train_config(cfg.preset_d, shards, runs / "D", [f"init.net_a={_best(nets['A'])}", *cfg.train_sets]),
-        cfg.nproc_per_node)
-    ev = stage_task(run_evaluate, "evaluate")(EvaluateConfig(
+        nproc_per_node=cfg.nproc_per_node)
+    ev = route(run_evaluate, "evaluate")(EvaluateConfig(
         checkpoints=[_best(nets["A"]), _best(nets["D"])], data=shards, split="val", method="both", scales="multi",
         out=str(w / "evaluate"), limit=cfg.eval_limit, runtime=rt))
     publish_table(ev.rows, "evaluate-table", "Tables 3-6: top-1 / top-5 val. error (%)")
@@ -152,35 +157,35 @@ def _best(res: TrainResult) -> str:
     return res.best
 
 
-def _transfer(cfg: PaperConfig, w: Path, data: dict[str, str], ckpts: dict[str, str],
-              rt: RuntimeConfig) -> tuple[list[ExtractResult], dict[str, TransferResult]]:
+def _transfer(cfg: PaperConfig, w: Path, data: dict[str, str], ckpts: dict[str, str], rt: RuntimeConfig,
+              route: Router) -> tuple[list[ExtractResult], dict[str, TransferResult]]:
     """Appendix B: features of the nets chosen on validation images, linear SVMs (Tables 11 and 12)."""
     ext = dict(aggregate="stack", runtime=rt)
     q = lambda scales: "q" + "-".join(map(str, scales))  # noqa: E731 - new scales, new store (never a silent mix)
-    digits = stage_task(run_extract, "extract-digits")(ExtractConfig(
+    digits = route(run_extract, "extract-digits")(ExtractConfig(
         data=data["digits"], checkpoints=[ckpts[cfg.digits_net]], scales=cfg.digits_scales, **ext,
         out=str(w / "features" / f"digits-{_digits_tag(cfg)}-{cfg.digits_net}-{q(cfg.digits_scales)}.h5")))
-    voc = {split: stage_task(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
+    voc = {split: route(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
         data=data["mosaics"], split=split, checkpoints=[ckpts[cfg.mosaic_net]], scales=cfg.mosaic_scales,
         **{**ext, "aggregate": "avg"},
         out=str(w / "features" / f"mosaics-{_mosaic_tag(cfg)}-{split}-{cfg.mosaic_net}-{q(cfg.mosaic_scales)}.h5")))
         for split in ("trainval", "test")}
-    caltech = stage_task(run_transfer, "transfer-caltech")(TransferConfig(
+    caltech = route(run_transfer, "transfer-caltech")(TransferConfig(
         stores=[digits.path], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech")))
-    vocres = stage_task(run_transfer, "transfer-voc07")(TransferConfig(
+    vocres = route(run_transfer, "transfer-voc07")(TransferConfig(
         stores=[voc["trainval"].path], test_stores=[voc["test"].path], protocol="voc07", aggregate="avg",
         out=str(w / "transfer" / "voc07")))
-    action = stage_task(run_extract, "extract-action")(ExtractConfig(  # one row per person
+    action = route(run_extract, "extract-action")(ExtractConfig(  # one row per person
         data=data["action"], split="trainval", boxes=True, checkpoints=[ckpts["D"]], scales=cfg.action_scales,
         **{**ext, "aggregate": "avg"},
         out=str(w / "features" / f"action-{cfg.action_images}-trainval-{q(cfg.action_scales)}.h5")))
-    actres = stage_task(run_transfer, "transfer-voc12-action")(TransferConfig(
+    actres = route(run_transfer, "transfer-voc12-action")(TransferConfig(
         stores=[action.path], protocol="voc12-action", out=str(w / "transfer" / "voc12-action")))
     return ([digits, voc["trainval"], voc["test"], action],
-            {"caltech101": caltech, "voc07": vocres, "voc12-action": actres, **_pixel_baselines(cfg, w, data)})
+            {"caltech101": caltech, "voc07": vocres, "voc12-action": actres, **_pixel_baselines(cfg, w, data, route)})
 
 
-def _pixel_baselines(cfg: PaperConfig, w: Path, data: dict[str, str]) -> dict[str, TransferResult]:
+def _pixel_baselines(cfg: PaperConfig, w: Path, data: dict[str, str], route: Router) -> dict[str, TransferResult]:
     """The shallow baseline beside the deep features: raw 32x32 pixels through the same SVMs."""
     sources = {f"digits-{_digits_tag(cfg)}": (data["digits"], None),
                f"mosaics-{_mosaic_tag(cfg)}-trainval": (data["mosaics"], "trainval"),
@@ -190,12 +195,12 @@ def _pixel_baselines(cfg: PaperConfig, w: Path, data: dict[str, str]) -> dict[st
         stage_task(write_pixel_store, f"pixels-{k.split('-')[0]}")(src, px[k], split=split)
     paths = [str(p) for p in px.values()]
     return {
-        "caltech101-pixels": stage_task(run_transfer, "transfer-caltech-pixels")(
+        "caltech101-pixels": route(run_transfer, "transfer-caltech-pixels")(
             TransferConfig(
                 stores=[paths[0]], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech-pixels")
             )
         ),
-        "voc07-pixels": stage_task(run_transfer, "transfer-voc07-pixels")(
+        "voc07-pixels": route(run_transfer, "transfer-voc07-pixels")(
             TransferConfig(
                 stores=[paths[1]],
                 test_stores=[paths[2]],
@@ -207,10 +212,11 @@ def _pixel_baselines(cfg: PaperConfig, w: Path, data: dict[str, str]) -> dict[st
     }
 
 
-def _localisation(cfg: PaperConfig, w: Path, data: dict[str, str], ckpt_a: str, rt: RuntimeConfig) -> dict[str, Any]:
+def _localisation(cfg: PaperConfig, w: Path, data: dict[str, str], ckpt_a: str, rt: RuntimeConfig,
+                  route: Router) -> dict[str, Any]:
     """Appendix A: Table 8's nets (SCR/PCR, all layers / FC only) from net A on the ILSVRC-style set, Tables 8-9."""
     return demo_localisation(data["ilsvrc_loc"], ckpt_a, w / "localise" / f"ilsvrc-loc-{cfg.loc_per_class}",
-                             epochs=cfg.localise_epochs, bf16=bool(rt.bf16), task=stage_task)
+                             epochs=cfg.localise_epochs, bf16=bool(rt.bf16), task=route)
 
 
 def _took(seconds: dict[str, float | None]) -> str:
@@ -224,14 +230,16 @@ def run_paper(cfg: PaperConfig) -> PaperResult:
     rt = _runtime(cfg)
     w = Path(cfg.workdir).resolve()
     w.mkdir(parents=True, exist_ok=True)
+    route = Router(cfg.stages)
+    log.info("stages run %s", "as flow runs of their deployments" if route.routed else "in this process")
     data = prepare(cfg)
-    shards = stage_task(run_shard, "shard")(ShardConfig(
+    shards = route(run_shard, "shard")(ShardConfig(
         source=data["fmnist"], out=str(w / "shards" / f"fashion-mnist-{_fm_tag(cfg)}")))
-    stage_task(run_stats, "stats")(StatsConfig(shards=str(shards.out)))
-    nets, ev = _classification(cfg, w, str(shards.out), rt)
-    stores, transfer = _transfer(cfg, w, data, {k: _best(v) for k, v in nets.items()}, rt)
+    route(run_stats, "stats")(StatsConfig(shards=str(shards.out)))
+    nets, ev = _classification(cfg, w, str(shards.out), rt, route)
+    stores, transfer = _transfer(cfg, w, data, {k: _best(v) for k, v in nets.items()}, rt, route)
     caltech, vocres = transfer["caltech101"], transfer["voc07"]
-    loc = _localisation(cfg, w, data, _best(nets["A"]), rt)
+    loc = _localisation(cfg, w, data, _best(nets["A"]), rt, route)
     trained = {name: r.wall_s for name, r in nets.items()}
     write_results(w / "results.json", paper_results(
         ev, caltech, transfer["caltech101-pixels"], vocres, transfer["voc07-pixels"], loc["crop"], loc["dense"],

@@ -9,6 +9,7 @@ default and a Dask cluster when ``dask_address`` is given. Training runs as a ta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -23,7 +24,7 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.flows.common import EpochMetrics, publish_markdown, publish_table, stage_task
+from pipeline.flows.common import publish_markdown, publish_table, stage_task, watch_epochs
 from pipeline.io import read_json
 from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
 from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
@@ -51,6 +52,11 @@ __all__ = [
 ]
 
 
+#: a stage flow persists its result (JSON: paths and numbers) so that a pipeline that ran it as a deployment
+#: reads it back (:mod:`pipeline.flows.routing`)
+CHILD: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
+
+
 def task_runner(max_workers: int = 2, dask_address: str | None = None):
     """A bounded thread pool, or a Dask cluster (prefect-dask) at ``dask_address``."""
     if dask_address:
@@ -61,15 +67,26 @@ def task_runner(max_workers: int = 2, dask_address: str | None = None):
 
 
 # ---------------------------------------------------------------- shard and stats
-@flow(name="shard", description="Shard an image collection into WebDataset tars (paper 3.1, 4 'Dataset').")
-def shard_flow(config: ShardConfig) -> ShardResult:
-    res = stage_task(run_shard, "shard")(config)
+@flow(name="shard", **CHILD, task_runner=ThreadPoolTaskRunner(max_workers=2),
+      description="Shard an image collection into WebDataset tars (paper 3.1, 4 'Dataset').")
+def shard_flow(config: ShardConfig, parts: int = 1) -> ShardResult:
+    """With ``parts`` > 1 each part (``--part i/N``) is a concurrent task (threads by default; Dask workers,
+    possibly on other machines, with ``vgg serve --dask-address``), then one task merges the parts."""
+    if parts <= 1:
+        res = stage_task(run_shard, "shard")(config)
+    else:
+        run = stage_task(run_shard, "shard-part")
+        futures = [run.submit(config.model_copy(update={"part": f"{i}/{parts}"})) for i in range(parts)]
+        for f in futures:
+            f.result()
+        res = stage_task(run_shard, "shard-merge")(config.model_copy(update={"merge": True, "part": None}))
     publish_markdown(f"Shards of `{config.source}` in `{res.out}`:\n\n```\n{res.summary()}\n```", "shard-summary",
                      "shard summary")
     return res
 
 
-@flow(name="stats", description="Mean RGB and RGB covariance over the training shards (paper 2.1, 3.1 colour shift).")
+@flow(name="stats", **CHILD,
+      description="Mean RGB and RGB covariance over the training shards (paper 2.1, 3.1 colour shift).")
 def stats_flow(config: StatsConfig) -> StatsResult:
     return stage_task(run_stats, "stats")(config)
 
@@ -93,16 +110,14 @@ def artifact_key(out: Path) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", out.name.lower()).strip("-") or "run"
 
 
-def _publish_epochs(epochs: EpochMetrics, logger: Any) -> None:
-    try:
-        epochs.poll()
-    except Exception as e:  # noqa: BLE001 - an artifact upload never stops a training run
-        logger.warning("could not publish the epoch metrics: %s", e)
-
-
-def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
-                    rdzv_endpoint: str | None = None) -> TrainResult:
+def train_on_this_machine(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
+                          rdzv_endpoint: str | None = None) -> TrainResult:
     """Write the resolved config, launch torchrun on it and stream its output into the flow logs.
+
+    The epochs are published from ``metrics.jsonl`` as they end (:func:`watch_epochs`). A signal to this
+    process (a flow run cancelled from the UI, a preempted machine) reaches the training processes too
+    (same process group, or forwarded here), which save ``last.pt`` at the step they reached and exit; this
+    waits for them before it ends, so the rerun resumes from that step.
 
     Returns:
         The run's result, as rank 0 of the launched job wrote it (``train.json``).
@@ -116,29 +131,57 @@ def launch_training(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 
     cmd = torchrun_command(cfg_path, nproc_per_node, nnodes, rdzv_endpoint, resume or config.resume)
     logger.info("launching: %s", shlex.join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    error = ""
-    epochs = EpochMetrics(RunPaths(out).metrics, f"train-{artifact_key(out)}")
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as p:
+    last = ""
+    with watch_epochs(RunPaths(out).metrics, f"train-{artifact_key(out)}"), subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as p:
         assert p.stdout is not None
-        for line in p.stdout:
-            if line.strip():
-                logger.info(line.rstrip())
-            if "val top-1" in line:  # an epoch ended (its metrics row may follow the line: polled again below)
-                _publish_epochs(epochs, logger)
-            error = line.strip()[len("error: "):] if line.startswith("error: ") else error  # the CLI's one line
-    _publish_epochs(epochs, logger)  # the rows written after the last line
+        try:
+            for line in p.stdout:
+                if line.strip():
+                    logger.info(line.rstrip())
+                    last = line.strip()
+        except BaseException:  # this process is stopping: let training save its step, then go
+            _stop_child(p, logger)
+            raise
     if p.returncode != 0:
-        raise UserError(error or f"training exited with status {p.returncode} (see the log above)")
+        raise UserError(_launcher_error(last, p.returncode))
     result = out / TRAIN_RESULT
     if not result.is_file():
         raise UserError(f"training exited without writing its result {result}")
     return TrainResult.model_validate(read_json(result))
 
 
-launch_training = stage_task(launch_training, "train", retries=0)  # a failed run is not retried
+def _launcher_error(last: str, code: int) -> str:
+    """The training command's own last line (its one-line error or stop notice), else its status."""
+    if last.startswith("error: "):
+        return last[len("error: "):]
+    if last.startswith("stopped by "):
+        return last
+    return f"training exited with status {code} (see the log above)"
 
 
-@flow(name="train", description="Train a VGG net with the paper's recipe (3.1), one or many processes (3.3).")
+def _stop_child(p: subprocess.Popen, logger: Any, grace_s: float = 25.0) -> None:
+    """Forward SIGTERM to the training command (if the signal did not reach it), drain its output, wait."""
+    import signal
+    import threading
+
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    drain = threading.Thread(target=lambda: [logger.info(x.rstrip()) for x in p.stdout if x.strip()], daemon=True)
+    drain.start()
+    try:
+        p.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    drain.join(timeout=2)
+
+
+launch_training = stage_task(train_on_this_machine, "train", retries=0)  # a failed run is not retried
+
+
+@flow(name="train", **CHILD, description="Train a VGG net with the paper's recipe (3.1), one or many processes (3.3).")
 def train_flow(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                rdzv_endpoint: str | None = None) -> TrainResult:
     """A re-run continues from the run's last checkpoint (the stage's own resume)."""
@@ -146,7 +189,7 @@ def train_flow(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
 
 
 # ---------------------------------------------------------------- evaluation
-@flow(name="evaluate", description="Dense / multi-crop / combined evaluation and fusion (paper 3.2, 4.1-4.4).")
+@flow(name="evaluate", **CHILD, description="Dense / multi-crop / combined evaluation and fusion (paper 3.2, 4.1-4.4).")
 def evaluate_flow(config: EvaluateConfig) -> EvaluateResult:
     res = stage_task(run_evaluate, "evaluate")(config)
     if res.rows:
@@ -155,7 +198,7 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateResult:
 
 
 # ---------------------------------------------------------------- features
-@flow(name="extract", description="Multi-scale penultimate features into an HDF5 store (paper App. B).",
+@flow(name="extract", **CHILD, description="Multi-scale penultimate features into an HDF5 store (paper App. B).",
       task_runner=ThreadPoolTaskRunner(max_workers=2))
 def extract_flow(config: ExtractConfig, parts: int = 1) -> ExtractResult:
     """With ``parts`` > 1 the images are described by concurrent tasks (threads by default; Dask
@@ -169,14 +212,15 @@ def extract_flow(config: ExtractConfig, parts: int = 1) -> ExtractResult:
     return stage_task(run_extract, "extract-merge")(config.model_copy(update={"merge": True, "part": None}))
 
 
-@flow(name="transfer", description="Linear-SVM transfer evaluation, VOC / Caltech protocols (paper App. B, Table 11).")
+@flow(name="transfer", **CHILD,
+      description="Linear-SVM transfer evaluation, VOC / Caltech protocols (paper App. B, Table 11).")
 def transfer_flow(config: TransferConfig) -> TransferResult:
     res = stage_task(run_transfer, "transfer")(config)
     publish_markdown(Path(res.table).read_text(), f"transfer-{config.protocol}", f"{config.protocol}: Table 11 format")
     return res
 
 
-@flow(name="localise", description="Train a localisation net and evaluate it (paper App. A, Tables 8-9).")
+@flow(name="localise", **CHILD, description="Train a localisation net and evaluate it (paper App. A, Tables 8-9).")
 def localise_flow(train: LocaliseTrainConfig | None = None,
                   evaluate: LocaliseEvalConfig | None = None) -> dict[str, LocaliseTrainResult | LocaliseEvalResult]:
     res: dict[str, LocaliseTrainResult | LocaliseEvalResult] = {}
