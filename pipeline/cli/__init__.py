@@ -7,7 +7,10 @@ from the stage's config model (:mod:`pipeline.cli.options`).
 This is the one error boundary: expected failures (:func:`pipeline.errors.is_expected`: user
 errors, OS errors, undecodable files, invalid configs, usage errors) print one line ``error: ...``
 and exit with status 2; a bug prints ``internal error: ...`` and exits with 1, with its traceback
-only under ``--debug`` (anywhere on the command line) or ``VGG_DEBUG=1``.
+only under ``--debug`` (anywhere on the command line) or ``VGG_DEBUG=1``. A stage stopped by
+SIGTERM or SIGINT (:class:`pipeline.signals.Stopped`: train, localise train, shard, extract) prints
+its one line ``stopped by SIGTERM ...; rerun to resume`` (rank 0 under torchrun) and exits with
+128 + the signal number (143, 130).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import traceback
 import typer
 
 from pipeline.errors import is_expected, one_line
+from pipeline.signals import Stopped
 
 __all__ = ["app", "main"]
 
@@ -31,7 +35,8 @@ app = typer.Typer(
         "Stages: shard -> stats -> train -> evaluate -> extract -> transfer, and localise "
         "(Appendix A). Each stage reads paths, writes one output folder and records its config.\n\n"
         "Failures print one line `error: ...` (exit 2); add `--debug` anywhere (or set VGG_DEBUG=1) to see the "
-        "traceback of an internal error (exit 1)."
+        "traceback of an internal error (exit 1). SIGTERM / Ctrl-C stop train, shard and extract at a safe point "
+        "(one line, exit 143 / 130); rerun to resume."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -65,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = debug or os.environ.get("VGG_DEBUG", "") not in ("", "0")
     try:
         rc = app(args=args, prog_name="vgg", standalone_mode=False)
+    except Stopped as e:  # SIGTERM / SIGINT: the stage saved what a rerun resumes from
+        if os.environ.get("RANK", "0") in ("", "0"):
+            print(e, file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     except typer.Exit as e:  # typer.Exit inside a command; Ctrl-C (130)
         rc = e.exit_code
         if rc == 130:

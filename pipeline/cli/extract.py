@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.options import JsonOption, stage_command
 from pipeline.features.extract import ExtractConfig
+from pipeline.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from pipeline.results import ExtractResult
@@ -26,7 +27,8 @@ def extract(cfg: ExtractConfig, as_json: JsonOption = False) -> None:
     """
     from pipeline.features.extract import run_extract
 
-    result = run_extract(cfg)
+    with stop_on_signals():  # SIGTERM / SIGINT: stop at once; the store stays unfinished and resumes
+        result = run_extract(cfg)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return

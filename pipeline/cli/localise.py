@@ -7,6 +7,7 @@ import typer
 from pipeline.cli.options import JsonOption, stage_command
 from pipeline.localise.evaluate import LocaliseEvalConfig
 from pipeline.localise.train import LocaliseTrainConfig
+from pipeline.signals import stop_on_signals
 
 localise_app = typer.Typer(help="Object localisation (paper Appendix A): box-regression nets, Tables 8-9.",
                            no_args_is_help=True)
@@ -21,7 +22,8 @@ def train(cfg: LocaliseTrainConfig, as_json: JsonOption = False) -> None:
     """
     from pipeline.localise.train import run_localise_train
 
-    result = run_localise_train(cfg)
+    with stop_on_signals():
+        result = run_localise_train(cfg)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return

@@ -10,6 +10,7 @@ import typer
 
 from pipeline.cli.options import stage_command
 from pipeline.shards.config import ShardConfig, StatsConfig
+from pipeline.signals import stop_on_signals
 
 
 @stage_command(ShardConfig, arguments=["source", "out"], aliases={"splits": "--split"})
@@ -27,7 +28,8 @@ def shard(
 
     if devkit:
         cfg = cfg.model_copy(update={"source_options": {**cfg.source_options, "devkit": devkit}})
-    run_shard(cfg)  # logs its summary (stderr)
+    with stop_on_signals():  # SIGTERM / SIGINT: stop at once; complete shards stay, manifest.json is not written
+        run_shard(cfg)  # logs its summary (stderr)
 
 
 @stage_command(StatsConfig, arguments=["shards"])

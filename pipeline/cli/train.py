@@ -12,6 +12,7 @@ import os
 import typer
 
 from pipeline.cli.options import stage_command
+from pipeline.signals import stop_on_signals
 from pipeline.train.config import TrainConfig
 
 
@@ -24,7 +25,8 @@ def train(cfg: TrainConfig) -> None:
     """
     from pipeline.train import run_train
 
-    result = run_train(cfg)
+    with stop_on_signals():  # before the loop: stop at once; in it the engine stops after the step
+        result = run_train(cfg)
     if os.environ.get("RANK", "0") == "0":
         typer.echo(result.model_dump_json(indent=2))
 

@@ -24,7 +24,10 @@ batches, the SGD step on the box loss and the epoch's validation. Each epoch end
 run, run again with the same config, continues from the last finished epoch and gives the result
 of an uninterrupted run (every epoch's shuffling, crops and dropout are seeded by (seed, epoch)); a
 finished run returns its result without training (more ``epochs`` continue it); another config in
-the same ``out`` is refused. With a validation split, the central-crop GT-class error (Table 8's
+the same ``out`` is refused. SIGTERM / SIGINT stop the run after the current step (the engine's rule);
+``last.pt`` stays the last finished epoch's, where the rerun continues.
+
+With a validation split, the central-crop GT-class error (Table 8's
 protocol) is measured after each epoch and the best epoch is kept as ``checkpoints/best.pt``
 (else ``best.pt`` = the last).
 """
@@ -268,7 +271,8 @@ class _LocRun:
         env = DistEnv(0, 1, 0, self.runner.device, None, owns_group=False)
         n = min(len(view), cfg.limit) if cfg.limit else len(view)
         self.engine = Engine(RunPaths(cfg.out), env, Plan("localise train", cfg.epochs, epoch_images=n,
-                                                         progress=cfg.progress, verbose=cfg.progress))
+                                                         progress=cfg.progress, verbose=cfg.progress,
+                                                         resume_mid_epoch=False))  # resumes at epoch ends
         self._resume()
 
     def _resume(self) -> None:

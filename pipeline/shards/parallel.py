@@ -4,16 +4,19 @@ Chunks are submitted to a ``multiprocessing`` pool a few at a time and their res
 submission order, so memory stays bounded on millions of images and the output (hence the shards)
 does not depend on the number of workers. Workers are forked where the platform allows it (no
 ``if __name__ == "__main__"`` guard needed in callers' scripts, fast start); create the pool before
-starting threads such as a progress bar.
+starting threads such as a progress bar. Workers ignore SIGINT and SIGTERM from anyone but this
+process (:func:`pipeline.signals.worker_init`): Ctrl-C stops the stage in this process alone.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from pipeline import signals
 from pipeline.runtime import cpu_count
 
 __all__ = ["WorkerPool", "cpu_count", "resolve_workers"]
@@ -39,7 +42,9 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         if self.workers > 1:
             methods = mp.get_all_start_methods()
-            self.pool = mp.get_context("fork" if "fork" in methods else "spawn").Pool(self.workers)
+            ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+            with signals.blocked():  # workers leave SIGINT / SIGTERM to this process (pipeline.signals)
+                self.pool = ctx.Pool(self.workers, initializer=signals.worker_init, initargs=(os.getpid(),))
         return self
 
     def __exit__(self, exc_type, *_exc) -> None:

@@ -8,7 +8,9 @@ exactly this, so a run on N ranks equals one device with the whole batch.
 Ranks come from the environment ``torchrun`` sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT), on one or many nodes; without it the run is a single process. Joining and leaving
 the group is :func:`pipeline.runtime.start_distributed` / :func:`~pipeline.runtime.stop_distributed`;
-this module holds the few collectives training needs.
+this module holds the few collectives training needs, among them the per-step vote on stopping
+(:class:`StopVote`: SIGTERM / SIGINT reach the ranks at different moments, and all must stop after
+the same step).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.distributed as dist
 
 from pipeline.runtime import DistEnv
 
-__all__ = ["all_reduce_sum", "broadcast_error"]
+__all__ = ["all_reduce_sum", "broadcast_error", "StopVote"]
 
 
 def all_reduce_sum(values: list[float], env: DistEnv) -> list[float]:
@@ -37,3 +39,25 @@ def broadcast_error(message: str | None, env: DistEnv) -> str | None:
     msgs: list[str | None] = [None] * env.world
     dist.all_gather_object(msgs, message)
     return next((m for m in msgs if m), None)
+
+
+class StopVote:
+    """The ranks' agreement, after every SGD step, on whether to stop: the largest signal number any rank received.
+
+    One all-reduce (max) of a single int on the CPU: on the gloo group itself, or on a gloo group made for it
+    beside NCCL, so the vote never waits for the GPU (the host keeps queueing work ahead of it). Create it on
+    every rank at the same point (making the gloo group is collective).
+    """
+
+    def __init__(self, env: DistEnv) -> None:
+        self.world = env.world
+        self.group = dist.new_group(backend="gloo") if env.world > 1 and env.backend != "gloo" else None
+        self._flag = torch.zeros(1, dtype=torch.int32)
+
+    def agree(self, signum: int | None) -> int | None:
+        """The signal to stop on (the same on every rank), or None to go on."""
+        if self.world == 1:
+            return signum
+        self._flag[0] = signum or 0
+        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self.group)
+        return int(self._flag[0]) or None

@@ -14,7 +14,12 @@ two trainers share this engine, which owns what does not depend on the net or it
   while writing a checkpoint are removed; ``metrics.jsonl`` loses the rows written after ``last.pt``. A
   finished run (its stop reason recorded) is left alone unless a limit was raised, then it goes on as if never
   stopped;
-- DDP: wrapping the model (paper 3.3) and the cross-rank sums.
+- DDP: wrapping the model (paper 3.3) and the cross-rank sums;
+- preemption and Ctrl-C (:mod:`pipeline.signals`): the loop defers SIGTERM / SIGINT; after each SGD step the
+  ranks agree whether any of them received one (a max over ranks), then rank 0 saves ``last.pt`` at that step
+  (a trainer that resumes only at epoch ends, ``Plan.resume_mid_epoch=False``, keeps the last epoch's) and
+  every rank raises :class:`~pipeline.signals.Stopped` ("stopped by SIGTERM at epoch E step S"). A signal
+  during validation takes effect after it, with the epoch's ``last.pt``.
 
 The trainer (a :class:`Task`) supplies what is its own: the batches of an epoch from a position, one SGD
 step, what happens at an epoch end (validation, lr schedule, the metrics row), the checkpoint meta and state.
@@ -32,13 +37,13 @@ from typing import Any, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipeline import reuse
+from pipeline import reuse, signals
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
 from pipeline.runtime import DistEnv, Progress, upgrade_runtime_keys
 from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, run_identity, truncate_metrics
-from pipeline.train.distributed import all_reduce_sum
+from pipeline.train.distributed import StopVote, all_reduce_sum
 
 __all__ = ["Plan", "Position", "EpochEnd", "Task", "Engine", "wrap_model"]
 
@@ -57,6 +62,7 @@ class Plan:
     checkpoint_every: int = 0  #: also write last.pt every N steps (0: epoch ends only)
     progress: bool = True
     verbose: bool = True  #: log resume / finished notes (rank 0)
+    resume_mid_epoch: bool = True  #: last.pt may hold a position inside an epoch (else: epoch ends only)
 
 
 @dataclass
@@ -129,6 +135,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self._t0 = time.perf_counter()
+        self._vote: StopVote | None = None  # made by run(), on every rank
 
     # -- resume ---------------------------------------------------------------------------------
     def resume_checkpoint(self, resume: bool | None, config: dict[str, Any], free: set[str], required: set[str],
@@ -215,27 +222,60 @@ class Engine:
                 paths.metrics.unlink(missing_ok=True)
         if pos.finished:
             self.log(f"{paths.out}: run already finished ({pos.stop})")
-        while not pos.finished:
-            show = self.plan.progress and self.env.main
-            total, start = self.plan.epoch_images, pos.step_in_epoch * (self.plan.step_images or 0)
-            with Progress(total, f"{self.plan.stage} epoch {pos.epoch + 1}/{self.plan.max_epochs}", enabled=show,
-                          start=start) as bar:
-                hit = self._epoch(task, bar)
-            self._end_epoch(task, hit)
+        self._vote = StopVote(self.env)
+        with signals.stop_on_signals(defer=True):  # SIGTERM / SIGINT: stop after the step (_stop_if_asked)
+            while not pos.finished:
+                show = self.plan.progress and self.env.main
+                total, start = self.plan.epoch_images, pos.step_in_epoch * (self.plan.step_images or 0)
+                with Progress(total, f"{self.plan.stage} epoch {pos.epoch + 1}/{self.plan.max_epochs}",
+                              enabled=show, start=start) as bar:
+                    hit = self._epoch(task, bar)
+                self._end_epoch(task, hit)
+                if not pos.finished:
+                    self._stop_if_asked(task, saved=True)
         return pos
+
+    def _stop_if_asked(self, task: Task, saved: bool) -> None:
+        """After a step or an epoch end: if any rank received SIGTERM / SIGINT, save ``last.pt`` here (unless
+        ``saved``) and raise :class:`~pipeline.signals.Stopped` on every rank."""
+        assert self._vote is not None
+        signum = self._vote.agree(signals.requested())
+        if signum is None:
+            return
+        pos = self.pos
+        if not saved and self.plan.resume_mid_epoch:
+            self.save_last(task)
+        raise signals.Stopped(signum, f"at epoch {pos.epoch + (pos.step_in_epoch > 0)} step {pos.step}")
 
     def _epoch(self, task: Task, bar: Progress) -> bool:
         """Train the rest of the current epoch; True if max_steps was reached."""
+        plan, pos = self.plan, self.pos
+        task.start_epoch(pos.epoch)
+        if plan.max_steps and pos.step >= plan.max_steps:  # resumed at the limit: only the epoch's end is left
+            return True
+        if plan.steps_per_epoch is not None and pos.step_in_epoch >= plan.steps_per_epoch:  # stopped after its
+            return False  # last step, before its end (validation)
+        batches = task.batches(pos.epoch, pos.step_in_epoch)
+        try:
+            return self._steps(task, bar, batches)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # the epoch's loader workers stop now, not when the generator is collected
+                close()
+
+    def _steps(self, task: Task, bar: Progress, batches: Iterator[Any]) -> bool:
+        """The SGD steps of ``batches``, each followed by the metrics row, checkpoint and stop checks."""
         plan, pos, dev = self.plan, self.pos, self.env.device
         t_log, n_log, img_log, loss_log = time.perf_counter(), 0, 0, torch.zeros((), device=dev)
-        task.start_epoch(pos.epoch)
-        for batch in task.batches(pos.epoch, pos.step_in_epoch):
+        for batch in batches:
             loss, images = task.step(batch, pos.step)
             loss_log += loss
             pos.step += 1
             pos.step_in_epoch += 1
             n_log, img_log = n_log + 1, img_log + images
-            if plan.log_every and (n_log == plan.log_every or pos.step_in_epoch == plan.steps_per_epoch):
+            # rows at the same steps of the epoch however often the run was resumed inside it
+            if plan.log_every and (pos.step_in_epoch % plan.log_every == 0
+                                   or pos.step_in_epoch == plan.steps_per_epoch):
                 mean = all_reduce_sum([float(loss_log)], self.env)[0] / (n_log * self.env.world)
                 ips = img_log / (time.perf_counter() - t_log)
                 self.metric({"kind": "train", "epoch": pos.epoch + 1, "step": pos.step, "loss": mean,
@@ -245,9 +285,12 @@ class Engine:
                 bar.note(f"loss {mean:.3f} lr {task.lr:.0e} {ips:.0f} img/s")
                 t_log, n_log, img_log, loss_log = time.perf_counter(), 0, 0, torch.zeros((), device=dev)
             bar.advance(images)
+            saved = False
             if (plan.checkpoint_every and pos.step % plan.checkpoint_every == 0
                     and pos.step_in_epoch != plan.steps_per_epoch):
                 self.save_last(task)
+                saved = True
+            self._stop_if_asked(task, saved)
             if plan.max_steps and pos.step >= plan.max_steps:
                 return True
         return False

@@ -24,12 +24,15 @@ enough, otherwise samples by index), so distributed top-1/top-5 are exact.
 Both streams read the tars with :func:`pipeline.shards.tarstream.tar_samples`, fed the count and
 size the manifest records per shard, so a damaged shard stops the run with one line naming it; a
 ``UserError`` raised in a loader worker is re-raised in the training process with its own one-line
-message (not the worker's traceback text).
+message (not the worker's traceback text). Loader workers ignore SIGINT and any SIGTERM but their
+parent's (:func:`pipeline.signals.worker_init`): on Ctrl-C or preemption the training process alone
+stops, after its step, and shuts them down quietly.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
+from pipeline import signals
 from pipeline.errors import UserError
 from pipeline.images import ImageError
 from pipeline.shards import read_manifest, shard_paths
@@ -160,8 +164,16 @@ def _collate_train(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _loader(pipe: wds.DataPipeline, workers: int, pin: bool) -> DataLoader:
+    """The DataLoader of a stream; its workers leave SIGINT/SIGTERM to this process (:mod:`pipeline.signals`)."""
     return DataLoader(pipe, batch_size=None, num_workers=workers, pin_memory=pin,
-                      prefetch_factor=4 if workers else None, in_order=True)
+                      prefetch_factor=4 if workers else None, in_order=True,
+                      worker_init_fn=functools.partial(signals.worker_init, os.getpid()) if workers else None)
+
+
+def _start(loader: DataLoader) -> Iterator:
+    """``iter(loader)``: its worker processes start with SIGINT/SIGTERM held back until they ignore them."""
+    with signals.blocked():
+        return iter(loader)
 
 
 def _worker_message(e: UserError) -> str:
@@ -191,7 +203,7 @@ class _DropFirst:
         self.loader, self.n, self.total, self.finish = loader, n, total, finish
 
     def __iter__(self) -> Iterator:
-        it = _checked(iter(self.loader))
+        it = _checked(_start(self.loader))
         for _ in range(self.n):
             next(it)
         return it if self.finish is None else map(self.finish, it)
@@ -207,7 +219,7 @@ class _Checked:
         self.loader = loader
 
     def __iter__(self) -> Iterator:
-        return _checked(iter(self.loader))
+        return _checked(_start(self.loader))
 
 
 def train_loader(

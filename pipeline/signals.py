@@ -1,0 +1,157 @@
+"""Preemption and Ctrl-C: SIGTERM and SIGINT stop a stage at a safe point (paper 3.1/3.3 training; shard, extract).
+
+A batch scheduler preempts a job with SIGTERM (then SIGKILL after a grace period); a person stops
+one with Ctrl-C (SIGINT). Either way the run must leave what a rerun continues from, and say so in
+one line. This module is the one place that handles the two signals:
+
+- :func:`stop_on_signals` installs handlers for the ``with`` block (main thread only; elsewhere, e.g.
+  a Prefect task thread, it does nothing). The first signal raises :class:`Stopped` where the
+  process is (shard, extract, the set-up before training: what they write is atomic, and a rerun
+  resumes); inside a ``defer=True`` block (the training engine's epoch loop) it only records the
+  signal, which the engine reads with :func:`requested` after each SGD step, saves ``last.pt`` at
+  that step and raises :class:`Stopped` itself. A signal deferred by a block that then ends
+  normally is delivered on leaving it (the outer handler, or the one that was installed before).
+  A second signal aborts at once (``os._exit``), after one line.
+- :class:`Stopped` carries the signal; the CLI (:mod:`pipeline.cli`) prints it as the one line
+  ``stopped by SIGTERM at epoch E step S; rerun to resume`` (rank 0 only) and exits with
+  128 + the signal number: 143 for SIGTERM, 130 for SIGINT.
+- :func:`worker_init` is the initialiser of worker processes (DataLoader workers, the shard
+  stage's pool): they ignore SIGINT and any SIGTERM that does not come from their parent, so the
+  terminal's Ctrl-C and torchrun's signal to the process group reach only the main process, while
+  the parent can still shut a stuck worker down (``terminate()``). :func:`blocked` holds both
+  signals back while the workers are started, so none arrives before they are set up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+__all__ = ["Stopped", "SIGNALS", "stop_on_signals", "requested", "blocked", "worker_init"]
+
+#: the signals that stop a run: preemption and Ctrl-C
+SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(BaseException):
+    """A run stopped by a signal (a BaseException: no ``except Exception`` of a stage swallows it)."""
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        super().__init__(signum, where)
+        self.signum, self.where = int(signum), where
+
+    @property
+    def name(self) -> str:
+        """``SIGTERM``, ``SIGINT``."""
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's status of a process ended by the signal: 143 for SIGTERM, 130 for SIGINT."""
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return f"stopped by {self.name}{' ' + self.where if self.where else ''}; rerun to resume"
+
+
+@dataclass
+class _State:
+    signum: int | None = None  #: the first signal received in the outermost block (None: none yet)
+    depth: int = 0  #: nested stop_on_signals blocks
+    defer: int = 0  #: nested deferring blocks among them
+    previous: dict[int, Any] = field(default_factory=dict)  #: the handlers the outermost block replaced
+
+
+_state = _State()
+
+
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state.signum is not None:  # a second signal: no more waiting
+        if _main_rank():
+            print(f"stopped by a second {signal.Signals(signum).name}: aborted at once; rerun to resume from the "
+                  "last checkpoint", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+    _state.signum = signum
+    if not _state.defer:
+        raise Stopped(signum)
+
+
+def requested() -> int | None:
+    """The signal received so far in a deferring block (None: none)."""
+    return _state.signum
+
+
+@contextmanager
+def stop_on_signals(defer: bool = False) -> Iterator[None]:
+    """Stop the block on SIGTERM / SIGINT: raise :class:`Stopped` at once, or with ``defer`` only record it.
+
+    Blocks nest (the CLI's around a stage, the engine's deferring one around its loop); the outermost
+    installs the handlers and restores the previous ones on leaving. Off the main thread: a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outermost = _state.depth == 0
+    if outermost:
+        _state.signum = None
+        _state.previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+    _state.depth += 1
+    _state.defer += int(defer)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        _state.depth -= 1
+        _state.defer -= int(defer)
+        pending = _state.signum
+        if outermost:
+            for s, h in _state.previous.items():
+                signal.signal(s, h)
+            _state.previous, _state.signum = {}, None
+    if ok and defer and pending is not None and not _state.defer:  # deferred, never raised: deliver it now
+        if outermost:
+            signal.raise_signal(pending)  # to the handler that was there before
+        else:
+            raise Stopped(pending)
+
+
+@contextmanager
+def blocked() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back in this thread for the block (while worker processes are started:
+    they inherit the mask and are set up by :func:`worker_init` before any signal reaches them)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _obey_parent(parent: int) -> None:
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent:  # the parent's terminate(): a quiet exit, as torch's own worker handler does
+            os._exit(0)
+
+
+def worker_init(parent: int, *_: Any) -> None:
+    """Initialiser of a worker process of ``parent`` (DataLoader ``worker_init_fn``, a Pool ``initializer``).
+
+    SIGINT is ignored; SIGTERM is taken by a thread that exits the process only when ``parent`` sent it
+    and ignores it otherwise: the main process alone decides when to stop, and stops its workers.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before any thread: all of them inherit it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Thread(target=_obey_parent, args=(parent,), name="sigterm-from-parent", daemon=True).start()
