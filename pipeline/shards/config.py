@@ -3,22 +3,39 @@
 :class:`ShardConfig` is the one config of ``run_shard`` (CLI ``vgg shard``, Prefect flows, YAML
 presets); :class:`StatsConfig` that of ``run_stats`` (``vgg stats``); :class:`VerifyConfig` that of
 ``run_verify`` (``vgg verify``). Fields that do not change
-the written samples (workers, progress, overwrite, paths) are left out of the fingerprint.
+the written samples (workers, progress, overwrite, paths, ``part``/``merge``) are left out of the
+fingerprint, so shards written in parts and merged carry the identity of a one-process run.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import StageConfig
+from pipeline.errors import UserError
 from pipeline.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "NON_CONTENT_FIELDS"]
+__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "NON_CONTENT_FIELDS", "parse_part"]
 
 #: ShardConfig fields that never change the samples written, so not part of the fingerprint.
-NON_CONTENT_FIELDS = frozenset({"source", "out", "workers", "progress", "overwrite"})
+NON_CONTENT_FIELDS = frozenset({"source", "out", "workers", "progress", "overwrite", "part", "merge"})
+
+
+def parse_part(spec: str) -> tuple[int, int]:
+    """A part spec ``"i/n"`` as ``(i, n)`` with ``0 <= i < n`` (:mod:`pipeline.shards.parts`).
+
+    Raises:
+        UserError: another form.
+    """
+    try:
+        i, n = (int(x) for x in str(spec).split("/"))
+    except ValueError:
+        raise UserError(f"part must look like 'i/n' (e.g. 0/4), got {spec!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"part {spec!r}: need 0 <= i < n")
+    return i, n
 
 
 class ShardConfig(StageConfig):
@@ -70,6 +87,31 @@ class ShardConfig(StageConfig):
     source_options: dict[str, Any] = Field(
         default_factory=dict, description="extra options for the reader (e.g. devkit path for ILSVRC val)"
     )
+    part: str | None = Field(
+        None,
+        description="'i/n': write only part i of n (a contiguous block of every split's shuffled order) into "
+        "OUT/.parts/i-of-n, for fan-out over machines; then run once with --merge",
+    )
+    merge: bool = Field(
+        False, description="combine the finished parts in OUT/.parts into the shard folder (manifest.json last)"
+    )
+
+    @field_validator("part")
+    @classmethod
+    def _part_form(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            parse_part(v)
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _part_or_merge(self) -> ShardConfig:
+        if self.part is not None and self.merge:
+            raise ValueError("part and merge exclude each other: write the parts first, then merge once")
+        return self
 
     def content(self) -> dict[str, Any]:
         """The fields that determine the written samples (for the fingerprint)."""

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -360,17 +361,26 @@ def _finish(out: Path, cfg: ShardConfig, src: Source, src_fp: str, fp: str, pair
     return manifest
 
 
-def run_shard(cfg: ShardConfig) -> ShardResult:
-    """Write the shards of ``cfg.source`` into ``cfg.out`` (resuming or doing nothing when possible).
+@dataclass
+class _Job:
+    """What a shard run is made from: the opened source, its splits' seeded plans and fingerprints."""
 
-    Args:
-        cfg: the shard stage config.
-    Returns:
-        A :class:`ShardResult` with the manifest (also in ``out/manifest.json``) and the counts.
-    Raises:
-        UserError: unknown source or split, an output folder holding another fingerprint (unless
-            ``cfg.overwrite``), an output path that is a file, or another run writing the folder.
-    """
+    src: Source
+    detected: str
+    pairs: list[tuple[str, str]]
+    plans: dict[str, list[Record]]
+    dups: dict[str, list[Skipped]]
+    src_fp: str
+    fp: str
+    ident: dict[str, Any]
+
+    @property
+    def found(self) -> int:
+        return sum(len(p) + len(self.dups[b]) for b, p in self.plans.items())
+
+
+def _open_job(cfg: ShardConfig) -> _Job:
+    """Open the source and plan every split (the same for a one-process run, its parts and their merge)."""
     src = open_source(cfg.source, cfg.format, **cfg.source_options)
     detected = src.kind if cfg.format != "auto" else f"{src.kind} (detected)"
     log(f"source {src.root}: {detected}, {len(src.classes)} classes", cfg.progress)
@@ -383,37 +393,63 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     by_key = {b: sorted(p, key=lambda r: r.key) for b, p in plans.items()}
     src_fp = source_fingerprint(src.kind, src.classes, by_key, src.root)
     fp = dataset_fingerprint(src_fp, cfg.content())
+    return _Job(src, detected, pairs, plans, dups, src_fp, fp, _identity(src_fp, cfg))
+
+
+def _out_dir(cfg: ShardConfig) -> Path:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: output folder is a file")
     out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out, f"shard folder {out}"):
-        done = _check_existing(out, fp, _identity(src_fp, cfg), cfg.overwrite)
-        if done is not None:
-            res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=detected)
-            log(res.summary(), cfg.progress)
-            return res
-        (out / STATE_DIR).mkdir(exist_ok=True)
-        _clean_stale(out)
-        atomic_write_json(out / STATE_DIR / "plan.json", {"fingerprint": fp, "identity": _identity(src_fp, cfg)})
-        states, resumed = _write_splits(out, cfg, src, pairs, plans)
-        found = sum(len(p) + len(dups[b]) for b, p in plans.items())
-        manifest = _finish(out, cfg, src, src_fp, fp, pairs, states, dups, found)
+    return out
+
+
+def _result(out: Path, manifest: dict[str, Any], job: _Job, resumed: bool, progress: bool) -> ShardResult:
+    """The :class:`ShardResult` of a finished shard folder (logged)."""
     written = sum(sp["count"] for sp in manifest["splits"].values())
     empty = {}
     for name, sp in manifest["splits"].items():
         missing = [c for c, n in sp["per_class"].items() if n == 0]
         if missing:
             empty[name] = missing
-    res = ShardResult(
-        out=out,
-        manifest=manifest,
-        resumed=resumed,
-        written=written,
-        skipped=manifest["skipped"]["count"],
-        found=found,
-        empty_classes=empty,
-        detected=detected,
-    )
-    log(res.summary(), cfg.progress)
+    res = ShardResult(out=out, manifest=manifest, resumed=resumed, written=written,
+                      skipped=manifest["skipped"]["count"], found=job.found, empty_classes=empty,
+                      detected=job.detected)
+    log(res.summary(), progress)
     return res
+
+
+def run_shard(cfg: ShardConfig) -> ShardResult:
+    """Write the shards of ``cfg.source`` into ``cfg.out`` (resuming or doing nothing when possible).
+
+    With ``cfg.part`` ("i/n") only part i of n is written (into ``out/.parts/i-of-n``); with
+    ``cfg.merge`` the finished parts become the shard folder (:mod:`pipeline.shards.parts`).
+
+    Args:
+        cfg: the shard stage config.
+    Returns:
+        A :class:`ShardResult` with the manifest (also in ``out/manifest.json``) and the counts
+        (for a part: its part record and folder).
+    Raises:
+        UserError: unknown source or split, an output folder holding another fingerprint (unless
+            ``cfg.overwrite``), an output path that is a file, or another run writing the folder;
+            for a merge, missing parts or parts of another source or config.
+    """
+    if cfg.part is not None or cfg.merge:
+        from pipeline.shards.parts import run_merge, run_part
+
+        return run_part(cfg) if cfg.part is not None else run_merge(cfg)
+    job = _open_job(cfg)
+    out = _out_dir(cfg)
+    with folder_lock(out, f"shard folder {out}"):
+        done = _check_existing(out, job.fp, job.ident, cfg.overwrite)
+        if done is not None:
+            res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=job.detected)
+            log(res.summary(), cfg.progress)
+            return res
+        (out / STATE_DIR).mkdir(exist_ok=True)
+        _clean_stale(out)
+        atomic_write_json(out / STATE_DIR / "plan.json", {"fingerprint": job.fp, "identity": job.ident})
+        states, resumed = _write_splits(out, cfg, job.src, job.pairs, job.plans)
+        manifest = _finish(out, cfg, job.src, job.src_fp, job.fp, job.pairs, states, job.dups, job.found)
+    return _result(out, manifest, job, resumed, cfg.progress)
