@@ -26,7 +26,7 @@ from pipeline.demo_results import paper_results, write_results
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.flows.common import publish_markdown, publish_table, stage_task
+from pipeline.flows.common import one_line_failures, publish_markdown, publish_table, stage_task
 from pipeline.flows.routing import Router, Routing
 from pipeline.flows.stages import train_on_this_machine
 from pipeline.io import atomic_write_text
@@ -285,4 +285,4 @@ def _summary(res: PaperResult) -> str:
 @flow(name="vgg-paper", description="The whole paper pipeline: shard, stats, train A and D, evaluate, extract, "
       "transfer, localise; tables as artifacts.")
 def paper_flow(config: PaperConfig = PaperConfig()) -> PaperResult:  # noqa: B008 - the UI shows the defaults as a form
-    return run_paper(config)
+    return one_line_failures(run_paper)(config)  # a failed stage: the run fails with its one line, no traceback
