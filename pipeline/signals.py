@@ -67,6 +67,7 @@ class _State:
     depth: int = 0  #: nested stop_on_signals blocks
     defer: int = 0  #: nested deferring blocks among them
     previous: dict[int, Any] = field(default_factory=dict)  #: the handlers the outermost block replaced
+    raised: bool = False  #: Stopped raised and not yet out of the block (a raise Python may have swallowed)
 
 
 _state = _State()
@@ -76,7 +77,16 @@ def _main_rank() -> bool:
     return os.environ.get("RANK", "0") in ("", "0")
 
 
+def _redeliver(signum: int) -> None:
+    """A Stopped raised while Python ran a weakref callback or ``__del__`` is printed and dropped ("Exception
+    ignored in ..."): while the block has not ended, deliver the signal once more."""
+    if _state.raised:
+        os.kill(os.getpid(), signum)
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state.raised and not _state.defer:  # the redelivery of a raise that was swallowed
+        _arm_and_raise(signum)
     if _state.signum is not None:  # a second signal: no more waiting
         if _main_rank():
             print(f"stopped by a second {signal.Signals(signum).name}: aborted at once; rerun to resume from the "
@@ -84,7 +94,15 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         os._exit(128 + signum)
     _state.signum = signum
     if not _state.defer:
-        raise Stopped(signum)
+        _arm_and_raise(signum)
+
+
+def _arm_and_raise(signum: int) -> None:
+    _state.raised = True
+    t = threading.Timer(0.5, _redeliver, (signum,))
+    t.daemon = True
+    t.start()
+    raise Stopped(signum)
 
 
 def requested() -> int | None:
@@ -113,6 +131,7 @@ def stop_on_signals(defer: bool = False) -> Iterator[None]:
         yield
         ok = True
     finally:
+        _state.raised = False  # a Stopped raised in the block has left it (or none was raised)
         _state.depth -= 1
         _state.defer -= int(defer)
         pending = _state.signum
