@@ -99,12 +99,12 @@ class ExtractConfig(RuntimeStageConfig):
     def _part_form(cls, v: str | None) -> str | None:
         if v is None:
             return v
+        from pipeline.shards.config import parse_part  # the one reader of part specs
+
         try:
-            i, n = (int(x) for x in v.split("/"))
-        except ValueError:
-            raise ValueError(f"part must look like 'i/n', got {v!r}") from None
-        if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"part {v!r}: need 0 <= i < n")
+            parse_part(v)
+        except UserError as e:
+            raise ValueError(str(e)) from None
         return v
 
 
