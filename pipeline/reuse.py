@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,8 +35,8 @@ from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, read_json, sha256_file
 
 __all__ = [
-    "Decision", "Recorded", "identity", "differences", "check_reusable", "record_finished", "read_record",
-    "config_fields", "saved_result", "input_digests", "IDENTITY_KEY", "NOT_OUTPUT",
+    "Decision", "Recorded", "Output", "JsonRecord", "identity", "differences", "check_reusable", "record_finished",
+    "read_record", "config_fields", "saved_result", "input_digests", "IDENTITY_KEY", "NOT_OUTPUT",
 ]
 
 #: what :func:`check_reusable` decides
@@ -104,64 +104,114 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], labels: Mapping[
     return out
 
 
-def check_reusable(out: str | os.PathLike[str], ident: Mapping[str, Any], *, what: str,
-                   read: Callable[[], Recorded | None], hint: str, overwrite: bool = False,
-                   structural_check: Callable[[bool], list[str]] | None = None,
-                   damaged: Literal["refuse", "build"] = "refuse", clean: Callable[[], None] | None = None,
-                   labels: Mapping[str, str] | None = None) -> Decision:
-    """``reuse``, ``resume`` or ``build`` for the output at ``out`` that ``ident`` would make.
+class Output:
+    """An output on disk that records the identity of what made it: the one shape :func:`check_reusable` reads.
 
-    Args:
-        out: the output (file or folder), named in messages.
-        ident: the identity of the output this run would make (:func:`identity`).
-        what: what the output is, for messages (``"a feature store built from other inputs"``).
-        read: what the output records (None: nothing there).
-        hint: how a user gets past a refusal (``"use --overwrite to replace it, or another --out"``).
-        overwrite: replace an unreadable, other or damaged output instead of refusing it.
-        structural_check: problems of an output of the same identity (argument: whether it is finished).
-        damaged: a damaged output of the same identity is refused (``refuse``) or continued (``build``:
-            the stage repairs it, as the shard writer does per shard).
-        clean: removes what the stage wrote, before a ``build`` over an unreadable, other or damaged output.
-        labels: names of identity fields for :func:`differences`.
+    A stage's output type sets ``what`` (for messages: ``"a feature store built from other inputs"``),
+    ``hint`` (how a user gets past a refusal) and ``labels`` (identity field names for people,
+    :func:`differences`), implements :meth:`read`, and where it applies :meth:`problems` (structural
+    check of an output of the same identity) and :meth:`clean` (remove what the stage wrote, before a
+    ``build`` over it). ``repairs``: a damaged output of the same identity is continued, not refused
+    (the shard writer repairs shard by shard).
+    """
+
+    what: str = "an output made from other inputs"
+    hint: str = "use --overwrite to replace it, or another --out"
+    labels: Mapping[str, str] = {}
+    repairs: bool = False
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def read(self) -> Recorded | None:
+        """What the output records about itself; None when nothing is there."""
+        raise NotImplementedError
+
+    def problems(self, finished: bool) -> list[str]:
+        """What is wrong with an output of the same identity (``finished``: it marked itself complete)."""
+        return []
+
+    def clean(self) -> None:
+        """Remove what the stage wrote (called before a ``build`` over an unreadable, other or damaged output)."""
+
+
+class JsonRecord(Output):
+    """A JSON record written last by :func:`record_finished` (``eval.json``, ``transfer.json``, a step's record)."""
+
+    def __init__(self, path: str | os.PathLike[str], what: str = Output.what, hint: str = Output.hint) -> None:
+        super().__init__(path)
+        self.what, self.hint = what, hint
+
+    def read(self) -> Recorded | None:
+        return read_record(self.path)
+
+    def saved(self, ident: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The record when it is finished with identity ``ident``, else None (``ident`` None never reuses).
+
+        For stages whose result every run with other inputs replaces: evaluate, transfer, stats,
+        localisation evaluation.
+        """
+        if ident is None:
+            return None
+        rec = self.read()
+        if check_reusable(_Known(self, rec), ident, overwrite=True) == "reuse":
+            return dict(rec.record)  # type: ignore[union-attr]
+        return None
+
+
+class _Known(Output):
+    """An output whose record was already read (so it is read once)."""
+
+    def __init__(self, output: Output, rec: Recorded | None) -> None:
+        super().__init__(output.path)
+        self.output, self.rec = output, rec
+        self.what, self.hint, self.labels, self.repairs = output.what, output.hint, output.labels, output.repairs
+
+    def read(self) -> Recorded | None:
+        return self.rec
+
+    def problems(self, finished: bool) -> list[str]:
+        return self.output.problems(finished)
+
+    def clean(self) -> None:
+        self.output.clean()
+
+
+def check_reusable(output: Output, ident: Mapping[str, Any], overwrite: bool = False) -> Decision:
+    """``reuse``, ``resume`` or ``build`` for ``output``, which this run would make with identity ``ident``.
+
+    With ``overwrite``, an unreadable, other or damaged output is cleaned and built again instead of refused.
+
     Raises:
         UserError: an unreadable record, another identity or a damaged output, without ``overwrite``.
     """
-    rec = read()
+    rec, out = output.read(), output.path
     if rec is None:
         return "build"
     if rec.identity is None or dict(rec.identity) != dict(ident):
         if not overwrite:
             if rec.identity is None:
                 problem = rec.problem or "no readable record of what made it"
-                raise UserError(f"{problem if problem.startswith(str(out)) else f'{out}: {problem}'}; {hint}")
-            diff = "; ".join(differences(rec.identity, ident, labels)) or "identity"
-            raise UserError(f"{out} holds {what} ({diff}); {hint}")
-        return _clean(clean)
-    problems = structural_check(rec.finished) if structural_check else []
+                raise UserError(f"{problem if problem.startswith(str(out)) else f'{out}: {problem}'}; {output.hint}")
+            diff = "; ".join(differences(rec.identity, ident, output.labels)) or "identity"
+            raise UserError(f"{out} holds {output.what} ({diff}); {output.hint}")
+        output.clean()
+        return "build"
+    problems = output.problems(rec.finished)
     if problems:
-        if damaged == "build":
+        if output.repairs:
             return "resume"
         if not overwrite:
             state = "marked complete" if rec.finished else "unfinished"
             raise UserError(f"{out} is {state} but damaged ({problems[0]}), so it is not "
-                            f"{'reused' if rec.finished else 'resumed'}; {hint}")
-        return _clean(clean)
+                            f"{'reused' if rec.finished else 'resumed'}; {output.hint}")
+        output.clean()
+        return "build"
     return "reuse" if rec.finished else "resume"
 
 
-def _clean(clean: Callable[[], None] | None) -> Decision:
-    if clean is not None:
-        clean()
-    return "build"
-
-
-def read_record(path: str | os.PathLike[str], legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
-                ) -> Recorded | None:
-    """What the JSON record at ``path`` (written by :func:`record_finished`) says; None when there is none.
-
-    ``legacy(record)`` gives the identity of a record written before identities were recorded (None:
-    it cannot be told, so it reads as unreadable).
-    """
+def read_record(path: str | os.PathLike[str]) -> Recorded | None:
+    """What the JSON record at ``path`` (written by :func:`record_finished`) says; None when there is none."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -173,25 +223,13 @@ def read_record(path: str | os.PathLike[str], legacy: Callable[[dict[str, Any]],
         return Recorded(None, False, f"{path.name} is not a record of a finished run")
     ident = rec.get(IDENTITY_KEY)
     if not isinstance(ident, dict):
-        ident = legacy(rec) if legacy else None
-    if ident is None:
         return Recorded(None, False, f"{path.name} does not record what made it", rec)
     return Recorded(ident, True, None, rec)
 
 
-def saved_result(path: str | os.PathLike[str], ident: Mapping[str, Any] | None, what: str,
-                 legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> dict[str, Any] | None:
-    """The JSON result at ``path`` when it is finished with identity ``ident``, else None.
-
-    For stages whose result every run with other inputs replaces (``overwrite``): evaluate,
-    transfer, localisation evaluation. ``ident`` None (inputs missing) never reuses.
-    """
-    if ident is None:
-        return None
-    rec = read_record(path, legacy)
-    if check_reusable(path, ident, what=what, read=lambda: rec, hint="", overwrite=True) == "reuse":
-        return dict(rec.record)  # type: ignore[union-attr]
-    return None
+def saved_result(path: str | os.PathLike[str], ident: Mapping[str, Any] | None, what: str) -> dict[str, Any] | None:
+    """:meth:`JsonRecord.saved` of the record at ``path``."""
+    return JsonRecord(path, what).saved(ident)
 
 
 def input_digests(files: Iterable[str | os.PathLike[str]]) -> list[str] | None:

@@ -15,6 +15,8 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.reuse import (
+    JsonRecord,
+    Output,
     Recorded,
     check_reusable,
     config_fields,
@@ -26,10 +28,22 @@ from pipeline.reuse import (
 )
 
 
-def _check(path: Path, ident: dict, **kw):
-    kw.setdefault("what", "a result built from other inputs")
-    kw.setdefault("hint", "use --overwrite")
-    return check_reusable(path, ident, read=lambda: read_record(path), **kw)
+class _Result(JsonRecord):
+    """A JSON record with a stage's structural check and clean-up, as a stage's output type writes them."""
+
+    def __init__(self, path: Path, damaged: list[str] | None = None, repairs: bool = False) -> None:
+        super().__init__(path, what="a result built from other inputs", hint="use --overwrite")
+        self.damaged, self.repairs, self.cleaned = damaged or [], repairs, 0
+
+    def problems(self, finished: bool) -> list[str]:
+        return self.damaged if finished else []
+
+    def clean(self) -> None:
+        self.cleaned += 1
+
+
+def _check(path: Path, ident: dict, overwrite: bool = False, **kw):
+    return check_reusable(_Result(path, **kw), ident, overwrite)
 
 
 # ---------------------------------------------------------------- identity and differences
@@ -80,9 +94,8 @@ def test_other_identity_is_a_one_line_error_naming_the_field(tmp_path):
     assert "\n" not in msg and msg.startswith(str(out))
     assert "built from other inputs (size 32 vs 48)" in msg and msg.endswith("use --overwrite")
     assert "data" not in msg  # only what differs is named
-    cleaned = []
-    assert _check(out, identity(size=48, data="abc"), overwrite=True, clean=lambda: cleaned.append(1)) == "build"
-    assert cleaned == [1]
+    result = _Result(out)
+    assert check_reusable(result, identity(size=48, data="abc"), overwrite=True) == "build" and result.cleaned == 1
     # a result that every run replaces: another identity is not reused, and not refused
     assert saved_result(out, identity(size=48, data="abc"), "a result") is None
 
@@ -90,8 +103,12 @@ def test_other_identity_is_a_one_line_error_naming_the_field(tmp_path):
 def test_unfinished_output_is_resumed_or_built(tmp_path):
     out = tmp_path / "store"
     ident = identity(size=32)
-    unfinished = Recorded(ident, False)
-    assert check_reusable(out, ident, what="x", hint="h", read=lambda: unfinished) == "resume"
+
+    class Unfinished(Output):
+        def read(self) -> Recorded:
+            return Recorded(ident, False)
+
+    assert check_reusable(Unfinished(out), ident) == "resume"
     # a record not yet written (the output is half-written) is not taken as finished
     out.mkdir()
     (out / "part.bin").write_bytes(b"half")
@@ -107,24 +124,22 @@ def test_unreadable_record_is_refused_or_rebuilt(tmp_path):
     out.write_text('{"mean": 0.5}')  # no identity recorded
     with pytest.raises(UserError, match="does not record what made it"):
         _check(out, identity(size=32))
-    legacy = read_record(out, legacy=lambda rec: {"size": 32} if rec.get("mean") == 0.5 else None)
-    assert legacy is not None and legacy.identity == {"size": 32} and legacy.finished
+    assert read_record(out).identity is None and read_record(tmp_path / "none.json") is None
 
 
 def test_structural_check_failure_refuses_resumes_or_rebuilds(tmp_path):
     out = tmp_path / "result.json"
     ident = identity(size=32)
     record_finished(out, ident, {})
-    damaged = lambda finished: ["rows 3-5 are missing"] if finished else []  # noqa: E731
+    damaged = ["rows 3-5 are missing"]
     with pytest.raises(UserError) as e:
-        _check(out, ident, structural_check=damaged)
+        _check(out, ident, damaged=damaged)
     assert str(e.value) == (f"{out} is marked complete but damaged (rows 3-5 are missing), so it is not reused; "
                             "use --overwrite")
-    cleaned = []
-    assert _check(out, ident, structural_check=damaged, overwrite=True, clean=lambda: cleaned.append(1)) == "build"
-    assert cleaned == [1]
-    assert _check(out, ident, structural_check=damaged, damaged="build") == "resume"  # the stage repairs it
-    assert _check(out, ident, structural_check=lambda finished: []) == "reuse"
+    result = _Result(out, damaged)
+    assert check_reusable(result, ident, overwrite=True) == "build" and result.cleaned == 1
+    assert _check(out, ident, damaged=damaged, repairs=True) == "resume"  # the stage repairs it
+    assert _check(out, ident) == "reuse"
 
 
 # ---------------------------------------------------------------- stages on the rule
@@ -152,7 +167,7 @@ def test_pixel_store_is_reused_replaced_for_other_inputs_and_rebuilt_when_damage
         assert st.raw(0, 6).shape == (20, 108)
 
 
-def test_shards_name_the_differing_field_and_reuse_folders_written_before_identities(fm, tmp_path):
+def test_shards_name_the_differing_field_and_refuse_folders_that_do_not_record_their_identity(fm, tmp_path):
     from pipeline.shards import ShardConfig, run_shard
 
     out = tmp_path / "s"
@@ -163,9 +178,11 @@ def test_shards_name_the_differing_field_and_reuse_folders_written_before_identi
         run_shard(cfg.model_copy(update={"max_side": 16}))
     assert "another source or config (config.max_side 512 vs 16); pass --overwrite" in str(e.value)
     m = json.loads((out / "manifest.json").read_text())
-    del m["identity"]  # as written before identities were recorded: compared by fingerprint
+    del m["identity"]  # a folder that does not say what made it is not taken for this run's
     (out / "manifest.json").write_text(json.dumps(m))
-    assert run_shard(cfg).nothing_to_do
+    with pytest.raises(UserError, match="does not record what made it"):
+        run_shard(cfg)
+    assert not run_shard(cfg.model_copy(update={"overwrite": True})).nothing_to_do
     # a finished folder with a shard gone is rewritten (same shards), not reused
     (out / first.manifest["splits"]["train"]["shards"][0]["name"]).unlink()
     again = run_shard(cfg)

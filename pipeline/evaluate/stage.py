@@ -283,17 +283,7 @@ def _finished(cfg: EvaluateConfig, ident: dict[str, Any] | None) -> dict[str, An
         return None
     path = Path(cfg.out) / "eval.json"
 
-    def legacy(old: dict[str, Any]) -> dict[str, Any] | None:
-        """eval.json written before identities: its config (old runtime keys too), inputs no newer than it."""
-        try:
-            saved = EvaluateConfig.model_validate(old.get("config"))
-        except ValueError:
-            return None
-        inputs = [posteriors_file(p) for p in (cfg.checkpoints or cfg.from_posteriors)]
-        fresh = all(p.stat().st_mtime <= path.stat().st_mtime for p in inputs)
-        return {**ident, "config": config_fields(saved)} if ident is not None and fresh else None
-
-    saved = saved_result(path, ident, "an evaluation", legacy)
+    saved = saved_result(path, ident, "an evaluation")
     return None if saved is None else {**saved, "status": "exists"}
 
 

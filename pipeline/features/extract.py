@@ -40,16 +40,14 @@ from pipeline.features.descriptor import Net, box_crops, describe, prepare_image
 from pipeline.features.inputs import ExtractInput
 from pipeline.features.store import (
     FORMAT,
-    IDENTITY_LABELS,
     StoreLayout,
+    StoreOutput,
     StoreWriter,
     create_store,
     failed_log_path,
     merge_parts,
     part_path,
-    recorded,
 )
-from pipeline.features.verify import verify_file
 from pipeline.io import atomic_path, sha256_file
 from pipeline.locks import exclusive
 from pipeline.models import load_model
@@ -257,15 +255,7 @@ def _decide(path: Path, identity: dict[str, Any], overwrite: bool, clean: bool =
     into: the merged parts replace it.
     """
 
-    def remove() -> None:
-        path.unlink(missing_ok=True)
-        failed_log_path(path).unlink(missing_ok=True)
-
-    return check_reusable(path, identity, what="a feature store built from other inputs", read=lambda: recorded(path),
-                          hint="use --overwrite to replace it, or another --out", overwrite=overwrite,
-                          structural_check=lambda finished: verify_file(path, data=finished) if finished or clean
-                          else [],
-                          clean=remove if clean else None, labels=IDENTITY_LABELS)
+    return check_reusable(StoreOutput(path, look_into_unfinished=clean), identity, overwrite)
 
 
 def _create(path: Path, layout: StoreLayout) -> None:

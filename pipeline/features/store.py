@@ -47,7 +47,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.features.verify import descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing
-from pipeline.reuse import Recorded
+from pipeline.reuse import Output, Recorded
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
@@ -222,6 +222,36 @@ def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
 #: names of a store identity's fields in messages (:func:`pipeline.reuse.differences`)
 IDENTITY_LABELS = {"checkpoints": "another checkpoint, sha256", "data": "another dataset, fingerprint",
                    "kind": "data kind"}
+
+
+class StoreOutput(Output):
+    """A feature store as a stage output (:func:`pipeline.reuse.check_reusable`).
+
+    The structural check reads a finished store whole (checksums, finite rows) and checks an
+    unfinished one for structure (every dataset present with its shape) before it is resumed; with
+    ``look_into_unfinished=False`` (the whole store while parts are written) an unfinished store is not
+    looked into and not cleaned: the merged parts replace it.
+    """
+
+    what = "a feature store built from other inputs"
+    labels = IDENTITY_LABELS
+
+    def __init__(self, path: str | os.PathLike[str], what: str = what, look_into_unfinished: bool = True) -> None:
+        super().__init__(path)
+        self.what, self.look = what, look_into_unfinished
+
+    def read(self) -> Recorded | None:
+        return recorded(self.path)
+
+    def problems(self, finished: bool) -> list[str]:
+        from pipeline.features.verify import verify_file
+
+        return verify_file(self.path, data=finished) if finished or self.look else []
+
+    def clean(self) -> None:
+        if self.look:
+            self.path.unlink(missing_ok=True)
+            failed_log_path(self.path).unlink(missing_ok=True)
 
 
 def _read_failed_log(path: Path, repair: bool = False) -> dict[int, tuple[str, str]]:

@@ -95,9 +95,9 @@ class Records:
         """
         path = self.folder / f"{step}.json"
         ident = reuse.identity(**identity)
-        decision = reuse.check_reusable(path, ident, what=f"step {step} done with other settings",
-                                        read=lambda: reuse.read_record(path),
-                                        hint="use another --workdir, or delete that record to redo the step")
+        record = reuse.JsonRecord(path, what=f"step {step} done with other settings",
+                                  hint="use another --workdir, or delete that record to redo the step")
+        decision = reuse.check_reusable(record, ident)
         if decision == "reuse":
             return read_json(path)
         t0 = time.perf_counter()

@@ -32,7 +32,6 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,12 @@ from pipeline.errors import UserError
 from pipeline.io import atomic_write_json, read_json
 from pipeline.locks import folder_lock
 from pipeline.results import ShardResult
-from pipeline.reuse import Recorded, check_reusable, differences, identity
+from pipeline.reuse import Output, Recorded, check_reusable, differences, identity
 from pipeline.runtime import log
 from pipeline.shards.config import ShardConfig, parse_part
 from pipeline.shards.writer import (
     STATE_DIR,
+    ShardFolder,
     _clean_out,
     _clean_stale,
     _finish,
@@ -52,7 +52,6 @@ from pipeline.shards.writer import (
     _manifest,
     _open_job,
     _out_dir,
-    _recorded,
     _result,
     _write_splits,
 )
@@ -67,8 +66,8 @@ PART_RECORD = "part.json"
 #: the merge's move plan, written before the first shard is moved
 MERGE_STATE = "merge.json"
 _PART_RE = re.compile(r"^(\d+)-of-(\d+)$")
-_LABELS = {"source": "source fingerprint"}
-_HINT = "pass --overwrite to replace them, or choose another folder"
+_LABELS = ShardFolder.labels
+_HINT = ShardFolder.hint
 
 
 def part_block(length: int, shard_count: int, index: int, count: int) -> tuple[int, int]:
@@ -90,15 +89,6 @@ def _present(folder: Path, names_bytes: list[tuple[str, int]]) -> list[str]:
             if not ((folder / n).is_file() and (folder / n).stat().st_size == b)]
 
 
-def _manifest_shards(m: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(s["name"], s["bytes"]) for sp in m["splits"].values() for s in sp["shards"]]
-
-
-def _done_shards(out: Path, rec: Recorded | None) -> Callable[[bool], list[str]]:
-    """The structural check of the shard folder ``out`` recording ``rec``: every listed shard present with its size."""
-    return lambda finished: _present(out, _manifest_shards(rec.record)) if finished and rec is not None else []
-
-
 def _part_ident(job: _Job, spec: str) -> dict[str, Any]:
     return identity(**job.ident, part=spec)
 
@@ -114,6 +104,26 @@ def _read_part(pdir: Path) -> Recorded | None:
                 return Recorded(None, False, f"{path}: damaged part record")
             return Recorded(ident if isinstance(ident, dict) else None, finished, record=rec)
     return None
+
+
+class _PartFolder(Output):
+    """Part ``spec`` of a shard folder (``out/.parts/i-of-n``): repaired shard by shard, like the folder."""
+
+    hint, labels, repairs = _HINT, _LABELS, True
+
+    def __init__(self, pdir: Path, spec: str, rec: Recorded | None) -> None:
+        super().__init__(pdir)
+        self.rec, self.what = rec, f"part {spec} of shards of another source or config"
+
+    def read(self) -> Recorded | None:
+        return self.rec
+
+    def problems(self, finished: bool) -> list[str]:
+        return _present(self.path, _part_shards(self.rec.record)) if finished and self.rec else []
+
+    def clean(self) -> None:
+        _clean_out(self.path)
+        (self.path / PART_RECORD).unlink(missing_ok=True)
 
 
 def _part_shards(rec: dict[str, Any]) -> list[tuple[str, int]]:
@@ -132,13 +142,11 @@ def _merge_started(out: Path, job: _Job, count: int) -> bool:
 
 def _finished_elsewhere(out: Path, job: _Job, cfg: ShardConfig) -> dict[str, Any] | None:
     """The finished manifest of ``out`` when it has this run's identity and is whole (read only, no lock)."""
-    rec = _recorded(out, job.fp, job.ident)
+    folder = ShardFolder(out, cleans=False)  # no clean: the merge cleans, holding the folder's lock
+    rec = folder.read()
     if rec is None or (not rec.finished and rec.identity == job.ident):
         return None  # nothing, or a one-process run's unfinished state that the merge replaces
-    state = check_reusable(out, job.ident, what="shards of another source or config", read=lambda: rec, hint=_HINT,
-                           overwrite=cfg.overwrite, structural_check=_done_shards(out, rec), damaged="build",
-                           labels=_LABELS)  # no clean: the merge cleans, holding the folder's lock
-    return rec.record if state == "reuse" else None
+    return rec.record if check_reusable(folder, job.ident, cfg.overwrite) == "reuse" else None
 
 
 def run_part(cfg: ShardConfig) -> ShardResult:
@@ -170,15 +178,7 @@ def run_part(cfg: ShardConfig) -> ShardResult:
             log(f"part {spec}: being merged into {out}; nothing to do", cfg.progress)
             return res
 
-        def clean() -> None:
-            _clean_out(pdir)
-            (pdir / PART_RECORD).unlink(missing_ok=True)
-
-        state = check_reusable(pdir, ident, what=f"part {spec} of shards of another source or config",
-                               read=lambda: rec, hint=_HINT, overwrite=cfg.overwrite,
-                               structural_check=lambda fin: _present(pdir, _part_shards(rec.record)) if fin else [],
-                               damaged="build", clean=clean, labels=_LABELS)
-        if state == "reuse":
+        if check_reusable(_PartFolder(pdir, spec, rec), ident, cfg.overwrite) == "reuse":
             res = ShardResult(out=pdir, manifest=rec.record, nothing_to_do=True, detected=job.detected)  # type: ignore[union-attr]
             log(f"part {spec}: {res.summary()}", cfg.progress)
             return res
@@ -284,10 +284,9 @@ def run_merge(cfg: ShardConfig) -> ShardResult:
     out = _out_dir(cfg)
     parts = out / PARTS_DIR
     with folder_lock(out, f"shard folder {out}"):
-        rec = _recorded(out, job.fp, job.ident)
-        state = check_reusable(out, job.ident, what="shards of another source or config", read=lambda: rec,
-                               hint=_HINT, overwrite=cfg.overwrite, structural_check=_done_shards(out, rec),
-                               damaged="build", clean=lambda: _clean_out(out), labels=_LABELS)
+        folder = ShardFolder(out)
+        state = check_reusable(folder, job.ident, cfg.overwrite)
+        rec = folder.recorded
         if state == "reuse":
             if (parts / MERGE_STATE).exists():  # killed after its manifest was written
                 shutil.rmtree(parts, ignore_errors=True)

@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_json
 from pipeline.results import StatsResult
-from pipeline.reuse import Recorded, check_reusable, config_fields, identity
+from pipeline.reuse import Output, Recorded, check_reusable, config_fields, identity
 from pipeline.runtime import Progress, log
 from pipeline.shards.config import StatsConfig
 from pipeline.shards.manifest import MANIFEST
@@ -110,8 +110,7 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
     base = Path(cfg.shards)
     ident = identity(format=STATS_FORMAT, shards=m["fingerprint"], config=config_fields(cfg, "shards"))
     old = m.get("stats")
-    rec = None if old is None else Recorded(old.get("identity"), True, "statistics recorded without identity", old)
-    if check_reusable(base / MANIFEST, ident, what="statistics", read=lambda: rec, hint="", overwrite=True) == "reuse":
+    if check_reusable(_Stats(base / MANIFEST, old), ident, overwrite=True) == "reuse":
         return StatsResult(**old, shards=str(cfg.shards), manifest=str(base / MANIFEST))
     shards = m["splits"][cfg.split]["shards"]
     total = sum(s["count"] for s in shards)
@@ -144,3 +143,18 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
         f"eigval {[round(v, 3) for v in stats['eigval']]} "
         f"over {n_img} images ({n_px} pixels)", cfg.progress)
     return StatsResult(**stats, shards=str(cfg.shards), manifest=str(base / MANIFEST))
+
+
+class _Stats(Output):
+    """The statistics a manifest holds (``manifest["stats"]``), replaced by every run with other inputs."""
+
+    what = "statistics"
+
+    def __init__(self, manifest: Path, stats: dict[str, Any] | None) -> None:
+        super().__init__(manifest)
+        self.stats = stats
+
+    def read(self) -> Recorded | None:
+        if self.stats is None:
+            return None
+        return Recorded(self.stats.get("identity"), True, "statistics recorded without identity", self.stats)

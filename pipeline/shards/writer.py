@@ -36,7 +36,7 @@ from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from pipeline.locks import folder_lock
 from pipeline.results import ShardResult
-from pipeline.reuse import Recorded, check_reusable, identity
+from pipeline.reuse import Output, Recorded, check_reusable, identity
 from pipeline.runtime import Progress, log
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
@@ -123,46 +123,60 @@ def _identity(src_fp: str, cfg: ShardConfig) -> dict[str, Any]:
     return identity(format=FORMAT, source=src_fp, config=cfg.content())
 
 
-def _recorded(out: Path, fp: str, ident: dict[str, Any]) -> Recorded | None:
-    """What ``out`` records: ``manifest.json`` (finished) or the resume plan (unfinished); None: neither."""
+class ShardFolder(Output):
+    """A shard folder as a stage output: ``manifest.json`` (finished) or its resume plan (unfinished).
 
-    def ident_of(rec: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(rec.get("identity"), dict):
-            return rec["identity"]
-        old = rec.get("fingerprint")  # written before identities were recorded: compared by fingerprint
-        return ident if old == fp else {"fingerprint": old}
+    Damaged (a listed shard missing or of another size) is repaired by rewriting, not refused
+    (``repairs``). ``clean`` empties the folder of what the writer wrote; ``cleans=False`` leaves that to
+    whoever holds the folder's lock. :attr:`recorded` is what :meth:`read` found last.
+    """
 
-    if (out / MANIFEST).exists():
+    what = "shards of another source or config"
+    hint = "pass --overwrite to replace them, or choose another folder"
+    labels = {"source": "source fingerprint"}
+    repairs = True
+
+    def __init__(self, path: str | os.PathLike[str], cleans: bool = True) -> None:
+        super().__init__(path)
+        self.cleans, self.recorded = cleans, None
+
+    def read(self) -> Recorded | None:
+        self.recorded = self._read()
+        return self.recorded
+
+    def _read(self) -> Recorded | None:
+        if (self.path / MANIFEST).exists():
+            try:
+                m = read_manifest(self.path)  # valid JSON, format and structure (shard names, counts)
+            except UserError as e:
+                return Recorded(None, False, str(e))
+            return Recorded(m.get("identity"), True, "manifest.json does not record what made it", m)
+        plan = self.path / STATE_DIR / "plan.json"
+        if not plan.exists():
+            return None
         try:
-            m = read_manifest(out)  # valid JSON, format and structure (shard names, counts)
-        except UserError as e:
-            return Recorded(None, False, str(e))
-        return Recorded(ident_of(m), True, record=m)
-    plan = out / STATE_DIR / "plan.json"
-    if not plan.exists():
-        return None
-    try:
-        return Recorded(ident_of(read_json(plan)), False)
-    except (ValueError, AttributeError):
-        return Recorded(None, False, f"{plan}: damaged resume state")
+            return Recorded(read_json(plan).get("identity"), False, f"{plan}: damaged resume state")
+        except (ValueError, AttributeError):
+            return Recorded(None, False, f"{plan}: damaged resume state")
+
+    def problems(self, finished: bool) -> list[str]:
+        if not finished or self.recorded is None:
+            return []
+        return [f"{s['name']} is missing or of another size" for sp in self.recorded.record["splits"].values()
+                for s in sp["shards"] if not ((self.path / s["name"]).is_file()
+                                              and (self.path / s["name"]).stat().st_size == s["bytes"])]
+
+    def clean(self) -> None:
+        if self.cleans:
+            _clean_out(self.path)
 
 
-def _check_existing(out: Path, fp: str, ident: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+def _check_existing(out: Path, ident: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """The finished manifest if it is up to date (every shard present with its size); refuse or clean a folder
     of another identity (:func:`pipeline.reuse.check_reusable`)."""
-    rec = _recorded(out, fp, ident)
-
-    def missing(finished: bool) -> list[str]:
-        m = rec.record if rec is not None and finished else {"splits": {}}
-        return [f"{s['name']} is missing or of another size" for sp in m["splits"].values() for s in sp["shards"]
-                if not ((out / s["name"]).is_file() and (out / s["name"]).stat().st_size == s["bytes"])]
-
-    state = check_reusable(out, ident, what="shards of another source or config", read=lambda: rec,
-                           hint="pass --overwrite to replace them, or choose another folder", overwrite=overwrite,
-                           structural_check=missing, damaged="build", clean=lambda: _clean_out(out),
-                           labels={"source": "source fingerprint"})
-    if state == "reuse":
-        return rec.record  # type: ignore[union-attr]
+    folder = ShardFolder(out)
+    if check_reusable(folder, ident, overwrite) == "reuse":
+        return folder.recorded.record  # type: ignore[union-attr]
     (out / MANIFEST).unlink(missing_ok=True)  # shards are rewritten: nothing claims to be finished until then
     return None
 
@@ -442,7 +456,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     job = _open_job(cfg)
     out = _out_dir(cfg)
     with folder_lock(out, f"shard folder {out}"):
-        done = _check_existing(out, job.fp, job.ident, cfg.overwrite)
+        done = _check_existing(out, job.ident, cfg.overwrite)
         if done is not None:
             res = ShardResult(out=out, manifest=done, nothing_to_do=True, detected=job.detected)
             log(res.summary(), cfg.progress)

@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.io import atomic_write_json, umask_mode
-from pipeline.reuse import Recorded, check_reusable, identity, read_record
+from pipeline.io import atomic_write_json, read_json, umask_mode
+from pipeline.reuse import Output, Recorded, check_reusable, identity
 
 #: ``data/`` at the top of the repository.
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -30,26 +30,17 @@ def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Pa
     parameters (named in the error), or a non-empty unrelated folder, is refused.
     """
     out = Path(out)
-    marker = out / ".prepared.json"
     ident = identity(**params)
     dataset = params.get("dataset", "dataset")
 
-    def read() -> Recorded | None:
-        if marker.exists():
-            return read_record(marker, legacy=lambda rec: rec)  # the marker is the identity itself
-        if out.exists() and any(out.iterdir()):
-            return Recorded(None, False, f"exists and is not a prepared {dataset} tree")
-        return None
-
-    if check_reusable(out, ident, what=f"a {dataset} tree prepared with other parameters", read=read,
-                      hint="choose another folder") == "reuse":
+    if check_reusable(_Tree(out, dataset), ident) == "reuse":
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(umask_mode(0o777))  # mkdtemp creates 0700
     try:
         build(tmp)
-        atomic_write_json(tmp / ".prepared.json", ident)
+        atomic_write_json(tmp / MARKER, ident)  # the marker is the identity itself
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)  # the tree appears complete or not at all
@@ -57,3 +48,27 @@ def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+#: the identity a prepared tree writes last
+MARKER = ".prepared.json"
+
+
+class _Tree(Output):
+    """A prepared dataset tree: its ``.prepared.json`` record, or a foreign folder in its place."""
+
+    hint = "choose another folder"
+
+    def __init__(self, out: Path, dataset: str) -> None:
+        super().__init__(out)
+        self.dataset, self.what = dataset, f"a {dataset} tree prepared with other parameters"
+
+    def read(self) -> Recorded | None:
+        if (self.path / MARKER).exists():
+            try:
+                return Recorded(read_json(self.path / MARKER), True)
+            except ValueError as e:
+                return Recorded(None, False, str(e))
+        if self.path.exists() and any(self.path.iterdir()):
+            return Recorded(None, False, f"exists and is not a prepared {self.dataset} tree")
+        return None

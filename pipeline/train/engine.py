@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -157,9 +158,7 @@ class Engine:
                                 "move it away or choose another out folder")
             old, new = run_identity(upgrade_runtime_keys(meta["config"]), meta.get("dataset_fingerprint"), config,
                                     fingerprint, free)
-            reuse.check_reusable(last, new, what="a run written with another config or data",
-                                 read=lambda: reuse.Recorded(old, True), hint="choose another out folder",
-                                 labels={"data": f"{data} fingerprint"})
+            reuse.check_reusable(_RunFolder(last, old, data), new)
         elif resume:
             self.log(f"--resume: no checkpoint in {self.paths.out} yet, starting from the beginning")
         elif self.paths.last.exists():
@@ -315,3 +314,17 @@ class Engine:
     def images_per_s(self) -> float | None:
         """Training throughput of this session (steps only: no validation, no checkpoints)."""
         return round(self.train_images / self.train_time, 1) if self.train_time else None
+
+
+class _RunFolder(reuse.Output):
+    """A training run's folder, as its ``last.pt`` records it: finished is all it can be (it resumes)."""
+
+    what = "a run written with another config or data"
+    hint = "choose another out folder"
+
+    def __init__(self, last: Path, recorded: dict[str, Any], data: str) -> None:
+        super().__init__(last)
+        self.recorded, self.labels = recorded, {"data": f"{data} fingerprint"}
+
+    def read(self) -> reuse.Recorded:
+        return reuse.Recorded(self.recorded, True)

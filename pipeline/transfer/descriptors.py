@@ -180,8 +180,7 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
     """
     import pipeline
     from pipeline.features.inputs import ExtractInput
-    from pipeline.features.store import FORMAT, StoreLayout, create_store, recorded
-    from pipeline.features.verify import verify_file
+    from pipeline.features.store import FORMAT, StoreLayout, StoreOutput, create_store
     from pipeline.io import atomic_path
     from pipeline.reuse import check_reusable, identity
 
@@ -193,8 +192,7 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
     out = Path(out)
     ident = identity(format=FORMAT, descriptor="raw pixels", size=size, data=inp.fingerprint, kind=inp.kind,
                      split=inp.split)
-    if check_reusable(out, ident, what="a raw-pixel store", read=lambda: recorded(out), hint="", overwrite=True,
-                      structural_check=lambda finished: verify_file(out, data=finished)) == "reuse":
+    if check_reusable(StoreOutput(out, what="a raw-pixel store"), ident, overwrite=True) == "reuse":
         return out
     if inp.label_kind == "multi":
         labels = np.array(
