@@ -43,6 +43,10 @@ class StageResult(BaseModel):
         """A field's value, or ``default`` when the result has no such field."""
         return self[key] if key in self else default
 
+    def summary(self) -> str:
+        """What the stage did, for people: the CLI prints it (``--json`` prints the result itself)."""
+        raise NotImplementedError(f"{type(self).__name__} has no summary()")
+
 
 # ---------------------------------------------------------------- shard, stats
 class ShardResult(StageResult):

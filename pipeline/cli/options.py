@@ -20,6 +20,7 @@ positional arguments, and may give an option another name (``aliases``).
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from collections.abc import Callable, Collection, Iterator
@@ -152,7 +153,9 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
         aliases: field path -> another option name (``"--split"``), or bool flags (``"--relative/--absolute"``).
         skip: field paths without an option (still settable with ``--set``).
         presets: add ``--config`` and ``--set``.
-    The body's own parameters after ``cfg`` (typer-annotated) are added as they are.
+    The body's own parameters after ``cfg`` (typer-annotated) are added as they are. A body that returns
+    a :class:`~pipeline.results.StageResult` gets ``--json``: the command prints the result's
+    ``summary()``, or with ``--json`` the result itself (under torchrun, process 0 prints).
     """
     aliases = {**RUNTIME_ALIASES, **(aliases or {})}
 
@@ -177,6 +180,10 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
         hints = typing.get_type_hints(body, include_extras=True)
         extras = [p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
                   for p in list(inspect.signature(body).parameters.values())[1:]]
+        printed = "as_json" not in hints and hints.get("return") not in (None, type(None))
+        if printed:
+            params.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                            annotation=JsonOption))
 
         def command(**kwargs: Any) -> Any:
             overrides: dict[str, Any] = {}
@@ -190,7 +197,9 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
                 _put(overrides, path, value)
                 labels[path] = label
             cfg = load_config(cls, kwargs.get("config"), kwargs.get("sets"), labels=labels, values=overrides)
-            return body(cfg, **{p.name: kwargs[p.name] for p in extras})
+            result = body(cfg, **{p.name: kwargs[p.name] for p in extras})
+            if printed and os.environ.get("RANK", "0") == "0":
+                typer.echo(result.model_dump_json(indent=2) if kwargs["as_json"] else result.summary())
 
         command.__signature__ = inspect.Signature(params + extras)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params + extras}
