@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from pipeline.errors import UserError, validation_summary
 from pipeline.io import atomic_write_text
 
-__all__ = ["ConfigSection", "StageConfig", "load_config", "save_config", "parse_sets", "config_from", "split_text"]
+__all__ = ["ConfigSection", "StageConfig", "load_config", "save_config", "parse_sets", "config_from", "split_text",
+           "read_preset"]
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -149,7 +150,8 @@ def load_config(
 
     Args:
         cls: the stage's config model.
-        path: a YAML file, or the name of a preset shipped in ``pipeline/presets`` (without .yaml).
+        path: a YAML file, or the name of a preset shipped in ``pipeline/presets`` (without .yaml); its
+            ``base:`` chain is merged under it (:func:`read_preset`).
         sets: ``key=value`` strings (dotted keys for nested fields).
         labels: names of fields in error messages (see :func:`config_from`).
         values: further fields as a (nested) dict, applied after ``sets``: the CLI's explicit options.
@@ -157,17 +159,36 @@ def load_config(
     Returns:
         The validated config.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = resolve_preset(path)
-        loaded = _read_yaml(p)
-        if not isinstance(loaded, dict):
-            raise UserError(f"{p}: expected a mapping at the top level")
-        data = loaded
+    data = read_preset(resolve_preset(path)) if path is not None else {}
     data = _merge(data, parse_sets(sets))
     data = _merge(data, values or {})
     data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
     return config_from(cls, data, source=str(path) if path else cls.__name__, labels=labels)
+
+
+def read_preset(path: Path, below: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file's mapping with its ``base:`` (a preset name or a path, relative to the file) merged
+    under it, recursively: sections deep-merge, the file's own values win.
+
+    Raises:
+        UserError: not a mapping, a missing base, or a cycle of bases (one line each).
+    """
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    here = path.resolve()
+    near = path.parent / str(base)
+    try:
+        base_path = near if near.is_file() else resolve_preset(str(base))
+    except UserError as e:
+        raise UserError(f"{path}: base: {e}") from None
+    if base_path.resolve() in (*below, here):
+        chain = " -> ".join(p.stem for p in (*below, here, base_path.resolve()))
+        raise UserError(f"{path}: presets form a cycle of bases ({chain})")
+    return _merge(read_preset(base_path, (*below, here)), data)
 
 
 def _read_yaml(path: Path) -> Any:
