@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,8 +107,9 @@ def test_a_field_added_after_the_checkpoint_is_not_a_config_difference():
 
     def check(recorded: dict, config: dict, data: str = "fp") -> str:
         rec, ident = run_identity(recorded, "fp", config, data, free=set())
-        return reuse.check_reusable("last.pt", ident, what="a run written with another config or data",
-                                    read=lambda: reuse.Recorded(rec, True), hint="choose another out folder")
+        from pipeline.train.engine import _RunFolder
+
+        return reuse.check_reusable(_RunFolder(Path("last.pt"), rec, "dataset"), ident)
 
     assert check(old, new) == "reuse"
     with pytest.raises(UserError, match=r"config\.optim\.lr 0\.01 vs 0\.02"):
