@@ -1,4 +1,4 @@
-"""Pieces every flow uses: the stage task with I/O-only retries, and result artifacts.
+"""Pieces every flow uses: the stage as a plain task with I/O-only retries, and result artifacts.
 
 No stage logic lives here: a task calls the stage's ``run_<stage>(config)`` and turns its result
 into what users look at in the UI (tables in the paper's format, a run summary). A task failing
@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, get_run_logger
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from pipeline.errors import UserError, is_expected, one_line
 
-__all__ = ["transient_only", "one_line_failures", "stage_task", "publish_table", "publish_markdown", "markdown_table",
+__all__ = ["transient_only", "one_line_failures", "stage_task", "run_task", "publish_table", "publish_markdown",
+           "markdown_table",
            "EpochMetrics", "watch_epochs"]
 
 #: OSErrors that are deterministic (a wrong path stays wrong): never retried.
@@ -62,27 +63,16 @@ def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-class _StageTask(Task):
-    """A task whose direct call raises the error of the Failed state it returned, as a raise would."""
-
-    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
-        result = super().__call__(*args, return_state=return_state, **kwargs)
-        if not return_state and isinstance(result, State) and result.is_failed():
-            result.result()  # raises the stored exception
-        return result
-
-    def with_options(self, **kwargs: Any) -> _StageTask:
-        new = super().with_options(**kwargs)
-        new.__class__ = _StageTask
-        return new
+def stage_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Task:
+    """The stage function as a plain Prefect task: backoff retries for transient I/O errors only; an
+    expected failure ends it Failed with the one-line message (:func:`one_line_failures`)."""
+    return task(one_line_failures(fn), name=name, retries=retries, retry_delay_seconds=[5, 30, 120][:retries] or 0,
+                retry_condition_fn=transient_only, log_prints=True)
 
 
-def stage_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Any:
-    """Wrap a stage function as a Prefect task with backoff retries for transient I/O errors; an
-    expected failure ends it Failed with the one-line message (see :func:`one_line_failures`)."""
-    return _StageTask(one_line_failures(fn), name=name, retries=retries,
-                      retry_delay_seconds=[5, 30, 120][:retries] or 0, retry_condition_fn=transient_only,
-                      log_prints=True)
+def run_task(fn: Callable[..., Any], name: str, *args: Any, retries: int = 2, **kwargs: Any) -> Any:
+    """Run the stage function as its task (:func:`stage_task`) and return its result; a failed task raises its error."""
+    return stage_task(fn, name, retries)(*args, return_state=True, **kwargs).result()
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -21,21 +21,19 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
+from pipeline import steps
 from pipeline.config import load_config
 from pipeline.demo_results import paper_results, write_results
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
-from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.flows.common import one_line_failures, publish_markdown, publish_table, stage_task
+from pipeline.flows.common import one_line_failures, publish_markdown, publish_table
 from pipeline.flows.routing import Router, Routing
 from pipeline.flows.stages import train_on_this_machine
 from pipeline.io import atomic_write_text
 from pipeline.localise.demo import demo_localisation
 from pipeline.results import EvaluateResult, ExtractResult, PaperResult, TrainResult, TransferResult
 from pipeline.runtime import RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
-from pipeline.shards import ShardConfig, StatsConfig, run_shard, run_stats
 from pipeline.train.config import TrainConfig
-from pipeline.transfer.descriptors import write_pixel_store
 from pipeline.transfer.report import table11
 from pipeline.transfer.stage import TransferConfig, run_transfer
 
@@ -86,7 +84,7 @@ class PaperConfig(RuntimeStageConfig):
 
 
 @task(name="prepare-data")
-def prepare(cfg: PaperConfig) -> dict[str, str]:
+def prepare_data(cfg: PaperConfig) -> dict[str, str]:
     """Lay the shipped data out as users' data is laid out (deterministic, reused when present)."""
     from pipeline.shipped.digits_caltech import prepare_digits_caltech
     from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
@@ -160,56 +158,33 @@ def _best(res: TrainResult) -> str:
 def _transfer(cfg: PaperConfig, w: Path, data: dict[str, str], ckpts: dict[str, str], rt: RuntimeConfig,
               route: Router) -> tuple[list[ExtractResult], dict[str, TransferResult]]:
     """Appendix B: features of the nets chosen on validation images, linear SVMs (Tables 11 and 12)."""
-    ext = dict(aggregate="stack", runtime=rt)
+    ext = dict(runtime=rt)
     q = lambda scales: "q" + "-".join(map(str, scales))  # noqa: E731 - new scales, new store (never a silent mix)
-    digits = route(run_extract, "extract-digits")(ExtractConfig(
-        data=data["digits"], checkpoints=[ckpts[cfg.digits_net]], scales=cfg.digits_scales, **ext,
-        out=str(w / "features" / f"digits-{_digits_tag(cfg)}-{cfg.digits_net}-{q(cfg.digits_scales)}.h5")))
-    voc = {split: route(run_extract, f"extract-mosaics-{split}")(ExtractConfig(
+    f, t = w / "features", w / "transfer"
+    digits = steps.extract(route, "digits", f / f"digits-{_digits_tag(cfg)}-{cfg.digits_net}-{q(cfg.digits_scales)}.h5",
+                           data=data["digits"], checkpoints=[ckpts[cfg.digits_net]], scales=cfg.digits_scales,
+                           aggregate="stack", **ext)
+    voc = {split: steps.extract(
+        route, f"mosaics-{split}", f / f"mosaics-{_mosaic_tag(cfg)}-{split}-{cfg.mosaic_net}-{q(cfg.mosaic_scales)}.h5",
         data=data["mosaics"], split=split, checkpoints=[ckpts[cfg.mosaic_net]], scales=cfg.mosaic_scales,
-        **{**ext, "aggregate": "avg"},
-        out=str(w / "features" / f"mosaics-{_mosaic_tag(cfg)}-{split}-{cfg.mosaic_net}-{q(cfg.mosaic_scales)}.h5")))
-        for split in ("trainval", "test")}
-    caltech = route(run_transfer, "transfer-caltech")(TransferConfig(
-        stores=[digits.path], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech")))
-    vocres = route(run_transfer, "transfer-voc07")(TransferConfig(
-        stores=[voc["trainval"].path], test_stores=[voc["test"].path], protocol="voc07", aggregate="avg",
-        out=str(w / "transfer" / "voc07")))
-    action = route(run_extract, "extract-action")(ExtractConfig(  # one row per person
-        data=data["action"], split="trainval", boxes=True, checkpoints=[ckpts["D"]], scales=cfg.action_scales,
-        **{**ext, "aggregate": "avg"},
-        out=str(w / "features" / f"action-{cfg.action_images}-trainval-{q(cfg.action_scales)}.h5")))
-    actres = route(run_transfer, "transfer-voc12-action")(TransferConfig(
-        stores=[action.path], protocol="voc12-action", out=str(w / "transfer" / "voc12-action")))
-    return ([digits, voc["trainval"], voc["test"], action],
-            {"caltech101": caltech, "voc07": vocres, "voc12-action": actres, **_pixel_baselines(cfg, w, data, route)})
-
-
-def _pixel_baselines(cfg: PaperConfig, w: Path, data: dict[str, str], route: Router) -> dict[str, TransferResult]:
-    """The shallow baseline beside the deep features: raw 32x32 pixels through the same SVMs."""
-    sources = {f"digits-{_digits_tag(cfg)}": (data["digits"], None),
-               f"mosaics-{_mosaic_tag(cfg)}-trainval": (data["mosaics"], "trainval"),
-               f"mosaics-{_mosaic_tag(cfg)}-test": (data["mosaics"], "test")}
-    px = {k: w / "features" / f"pixels-{k}.h5" for k in sources}
-    for k, (src, split) in sources.items():  # a finished store of the same data is reused by the stage
-        stage_task(write_pixel_store, f"pixels-{k.split('-')[0]}")(src, px[k], split=split)
-    paths = [str(p) for p in px.values()]
-    return {
-        "caltech101-pixels": route(run_transfer, "transfer-caltech-pixels")(
-            TransferConfig(
-                stores=[paths[0]], protocol="caltech101", aggregate="stack", out=str(w / "transfer" / "caltech-pixels")
-            )
-        ),
-        "voc07-pixels": route(run_transfer, "transfer-voc07-pixels")(
-            TransferConfig(
-                stores=[paths[1]],
-                test_stores=[paths[2]],
-                protocol="voc07",
-                aggregate="avg",
-                out=str(w / "transfer" / "voc07-pixels"),
-            )
-        ),
+        aggregate="avg", **ext) for split in ("trainval", "test")}
+    action = steps.extract(route, "action", f / f"action-{cfg.action_images}-trainval-{q(cfg.action_scales)}.h5",
+                           data=data["action"], split="trainval", boxes=True, checkpoints=[ckpts["D"]],  # per person
+                           scales=cfg.action_scales, aggregate="avg", **ext)
+    px = steps.pixel_stores(route, {f"digits-{_digits_tag(cfg)}": (data["digits"], None),
+                                    f"mosaics-{_mosaic_tag(cfg)}-trainval": (data["mosaics"], "trainval"),
+                                    f"mosaics-{_mosaic_tag(cfg)}-test": (data["mosaics"], "test")}, f,
+                            names=lambda key: key.split("-")[0])
+    px_digits, px_train, px_test = px.values()
+    results = {
+        "caltech101": steps.caltech(route, "transfer-caltech", [digits.path], t / "caltech"),
+        "voc07": steps.voc07(route, "transfer-voc07", [voc["trainval"].path], [voc["test"].path], t / "voc07"),
+        "voc12-action": route(run_transfer, "transfer-voc12-action")(TransferConfig(
+            stores=[action.path], protocol="voc12-action", out=str(t / "voc12-action"))),
+        "caltech101-pixels": steps.caltech(route, "transfer-caltech-pixels", [px_digits], t / "caltech-pixels"),
+        "voc07-pixels": steps.voc07(route, "transfer-voc07-pixels", [px_train], [px_test], t / "voc07-pixels"),
     }
+    return [digits, voc["trainval"], voc["test"], action], results
 
 
 def _localisation(cfg: PaperConfig, w: Path, data: dict[str, str], ckpt_a: str, rt: RuntimeConfig,
@@ -232,10 +207,8 @@ def run_paper(cfg: PaperConfig) -> PaperResult:
     w.mkdir(parents=True, exist_ok=True)
     route = Router(cfg.stages)
     log.info("stages run %s", "as flow runs of their deployments" if route.routed else "in this process")
-    data = prepare(cfg)
-    shards = route(run_shard, "shard")(ShardConfig(
-        source=data["fmnist"], out=str(w / "shards" / f"fashion-mnist-{_fm_tag(cfg)}")))
-    route(run_stats, "stats")(StatsConfig(shards=str(shards.out)))
+    data = prepare_data(cfg)
+    shards = steps.shard_and_stats(route, data["fmnist"], w / "shards" / f"fashion-mnist-{_fm_tag(cfg)}")
     nets, ev = _classification(cfg, w, str(shards.out), rt, route)
     stores, transfer = _transfer(cfg, w, data, {k: _best(v) for k, v in nets.items()}, rt, route)
     caltech, vocres = transfer["caltech101"], transfer["voc07"]

@@ -8,36 +8,17 @@ markdown artifact. A re-run of the flow with the same workdir continues where th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
-from pipeline.flows.common import publish_markdown, publish_table, stage_task, watch_epochs
-from pipeline.flows.stages import artifact_key
+from pipeline.flows.common import publish_markdown, publish_table
+from pipeline.flows.routing import Router
 from pipeline.io import read_json
 from pipeline.reproduce.report import TABLE_COLUMNS
 from pipeline.reproduce.runner import ReproduceConfig, ReproduceResult, run_reproduce
 
 __all__ = ["reproduction_flow"]
-
-
-def _task(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """The stage as a task; a training task also publishes its epochs (table and curve) as they end."""
-    from pipeline.train.checkpoints import RunPaths
-    from pipeline.train.loop import run_train
-
-    task = stage_task(fn, name)
-    if fn is not run_train:
-        return task
-
-    def train(cfg: Any) -> Any:
-        out = Path(cfg.out)
-        with watch_epochs(RunPaths(out).metrics, f"train-{artifact_key(out)}"):
-            return task(cfg)
-
-    return train
 
 
 def _publish(res: ReproduceResult) -> None:
@@ -54,6 +35,6 @@ def _publish(res: ReproduceResult) -> None:
 @flow(name="paper-reproduction", description="The paper's experiments at small scale (Tables 3-6, 8-9, 11): "
       "train, test, localise, transfer; report, results and figures; resumes.")
 def reproduction_flow(config: ReproduceConfig = ReproduceConfig()) -> ReproduceResult:  # noqa: B008 - UI form
-    res = run_reproduce(config, task=_task)
+    res = run_reproduce(config, call=Router("in-process"))
     _publish(res)
     return res

@@ -2,8 +2,8 @@
 stage deployment on that deployment's work pool (``prefect.yaml``: CPU stages on ``cpu``, net stages
 on ``gpu``).
 
-A pipeline (``vgg-paper``) asks for a stage with ``route(fn, name)(config, ...)``, the same call shape
-as :func:`pipeline.flows.common.stage_task`. In-process, that is the stage task. Routed, it is
+A pipeline (``vgg-paper``, ``paper-reproduction``) asks for a stage with ``route(fn, name)(config, ...)``
+(:data:`pipeline.steps.StageCall`). In-process, that is the stage as a task of the pipeline's flow run. Routed, it is
 ``run_deployment("<stage>/<stage>", parameters={"config": ...})`` as a subflow: the parent waits for the
 child, which runs on whichever worker of the pool takes it, and gets back the child's result model
 (paths and headline numbers, persisted by the child as JSON in the result storage every machine
@@ -17,7 +17,9 @@ same configs again and each stage's reuse rule returns the finished outputs (``n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import UserError
@@ -56,6 +58,20 @@ def child_error(name: str, state: Any) -> str:
     return f"stage {name} {state.name.lower()}: {' '.join(msg.split()) or 'no message'}"
 
 
+def _in_process(fn: Callable[..., Any], name: str, retries: int, config: Any, *args: Any, **extra: Any) -> Any:
+    """The stage as a task of this flow run; a training run in this process publishes its epochs as they end."""
+    from pipeline.flows.common import run_task, watch_epochs
+    from pipeline.train import run_train
+
+    if fn is not run_train:
+        return run_task(fn, name, config, *args, retries=retries, **extra)
+    from pipeline.flows.stages import artifact_key
+    from pipeline.train.checkpoints import RunPaths
+
+    with watch_epochs(RunPaths(Path(config.out)).metrics, f"train-{artifact_key(Path(config.out))}"):
+        return run_task(fn, name, config, *args, retries=retries, **extra)
+
+
 def _runs_on_a_pool() -> bool:
     from prefect.context import FlowRunContext
 
@@ -72,9 +88,7 @@ class Router:
     def route(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         target = deployment_of(fn)
         if not self.routed or target is None:
-            from pipeline.flows.common import stage_task
-
-            return stage_task(fn, name, retries=0 if target and target[0] == "train" else 2)
+            return functools.partial(_in_process, fn, name, 0 if target and target[0] == "train" else 2)
         deployment, param = target
 
         def run(config: Any, **extra: Any) -> Any:

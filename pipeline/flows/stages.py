@@ -24,7 +24,7 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.flows.common import publish_markdown, publish_table, stage_task, watch_epochs
+from pipeline.flows.common import publish_markdown, publish_table, run_task, stage_task, watch_epochs
 from pipeline.io import read_json
 from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
 from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
@@ -73,13 +73,13 @@ def shard_flow(config: ShardConfig, parts: int = 1) -> ShardResult:
     """With ``parts`` > 1 each part (``--part i/N``) is a concurrent task (threads by default; Dask workers,
     possibly on other machines, with ``vgg serve --dask-address``), then one task merges the parts."""
     if parts <= 1:
-        res = stage_task(run_shard, "shard")(config)
+        res = run_task(run_shard, "shard", config)
     else:
         run = stage_task(run_shard, "shard-part")
         futures = [run.submit(config.model_copy(update={"part": f"{i}/{parts}"})) for i in range(parts)]
         for f in futures:
             f.result()
-        res = stage_task(run_shard, "shard-merge")(config.model_copy(update={"merge": True, "part": None}))
+        res = run_task(run_shard, "shard-merge", config.model_copy(update={"merge": True, "part": None}))
     publish_markdown(f"Shards of `{config.source}` in `{res.out}`:\n\n```\n{res.summary()}\n```", "shard-summary",
                      "shard summary")
     return res
@@ -88,7 +88,7 @@ def shard_flow(config: ShardConfig, parts: int = 1) -> ShardResult:
 @flow(name="stats", **CHILD,
       description="Mean RGB and RGB covariance over the training shards (paper 2.1, 3.1 colour shift).")
 def stats_flow(config: StatsConfig) -> StatsResult:
-    return stage_task(run_stats, "stats")(config)
+    return run_task(run_stats, "stats", config)
 
 
 # ---------------------------------------------------------------- training
@@ -178,20 +178,18 @@ def _stop_child(p: subprocess.Popen, logger: Any, grace_s: float = 25.0) -> None
     drain.join(timeout=2)
 
 
-launch_training = stage_task(train_on_this_machine, "train", retries=0)  # a failed run is not retried
-
-
 @flow(name="train", **CHILD, description="Train a VGG net with the paper's recipe (3.1), one or many processes (3.3).")
 def train_flow(config: TrainConfig, nproc_per_node: int = 1, nnodes: int = 1,
                rdzv_endpoint: str | None = None) -> TrainResult:
     """A re-run continues from the run's last checkpoint (the stage's own resume)."""
-    return launch_training(config, nproc_per_node, nnodes, rdzv_endpoint)
+    return run_task(train_on_this_machine, "train", config, nproc_per_node, nnodes, rdzv_endpoint,
+                    retries=0)  # a failed run is not retried
 
 
 # ---------------------------------------------------------------- evaluation
 @flow(name="evaluate", **CHILD, description="Dense / multi-crop / combined evaluation and fusion (paper 3.2, 4.1-4.4).")
 def evaluate_flow(config: EvaluateConfig) -> EvaluateResult:
-    res = stage_task(run_evaluate, "evaluate")(config)
+    res = run_task(run_evaluate, "evaluate", config)
     if res.rows:
         publish_table(res.rows, "evaluate-table", "top-1 / top-5 val. error (%), Tables 3-6 format")
     return res
@@ -204,18 +202,18 @@ def extract_flow(config: ExtractConfig, parts: int = 1) -> ExtractResult:
     """With ``parts`` > 1 the images are described by concurrent tasks (threads by default; Dask
     processes with ``vgg serve --dask-address``), then merged into one store in source order."""
     if parts <= 1:
-        return stage_task(run_extract, "extract")(config)
+        return run_task(run_extract, "extract", config)
     run = stage_task(run_extract, "extract-part")
     futures = [run.submit(config.model_copy(update={"part": f"{i}/{parts}"})) for i in range(parts)]
     for f in futures:
         f.result()
-    return stage_task(run_extract, "extract-merge")(config.model_copy(update={"merge": True, "part": None}))
+    return run_task(run_extract, "extract-merge", config.model_copy(update={"merge": True, "part": None}))
 
 
 @flow(name="transfer", **CHILD,
       description="Linear-SVM transfer evaluation, VOC / Caltech protocols (paper App. B, Table 11).")
 def transfer_flow(config: TransferConfig) -> TransferResult:
-    res = stage_task(run_transfer, "transfer")(config)
+    res = run_task(run_transfer, "transfer", config)
     publish_markdown(Path(res.table).read_text(), f"transfer-{config.protocol}", f"{config.protocol}: Table 11 format")
     return res
 
@@ -225,9 +223,9 @@ def localise_flow(train: LocaliseTrainConfig | None = None,
                   evaluate: LocaliseEvalConfig | None = None) -> dict[str, LocaliseTrainResult | LocaliseEvalResult]:
     res: dict[str, LocaliseTrainResult | LocaliseEvalResult] = {}
     if train is not None:
-        res["train"] = stage_task(run_localise_train, "localise-train")(train)
+        res["train"] = run_task(run_localise_train, "localise-train", train)
     if evaluate is not None:
-        ev = stage_task(run_localise_evaluate, "localise-evaluate")(evaluate)
+        ev = run_task(run_localise_evaluate, "localise-evaluate", evaluate)
         res["evaluate"] = ev
         publish_markdown(ev.table, f"localise-{evaluate.protocol}", "localisation error (%), Tables 8-9 format")
     return res

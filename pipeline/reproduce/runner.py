@@ -28,18 +28,12 @@ from pipeline.reproduce.experiments import localisation, transfer
 from pipeline.reproduce.plan import EXPERIMENTS, FULL, QUICK, Budget, NetRun, selected, train_settings
 from pipeline.results import StageResult
 from pipeline.runtime import Progress, RuntimeConfig, RuntimeStageConfig, log, resolve_device
-from pipeline.shards import ShardConfig, StatsConfig, run_shard, run_stats
+from pipeline.steps import StageCall, direct, shard_and_stats
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.config import TrainConfig
 from pipeline.train.loop import run_train
 
-__all__ = ["ReproduceConfig", "ReproduceResult", "run_reproduce", "Records", "Task"]
-
-Task = Callable[[Callable[..., Any], str], Callable[..., Any]]
-
-
-def _plain(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    return fn
+__all__ = ["ReproduceConfig", "ReproduceResult", "run_reproduce", "Records"]
 
 
 class ReproduceConfig(RuntimeStageConfig):
@@ -127,14 +121,13 @@ def _device_name(pref: str) -> str:
 
 
 # ---------------------------------------------------------------- data
-def _prepare(w: Path, budget: Budget, task: Task) -> dict[str, Any]:
+def _prepare(w: Path, budget: Budget, call: StageCall) -> dict[str, Any]:
     from pipeline.shipped.fashion_mnist import prepare_fashion_mnist_test
 
     tag = f"{budget.train_per_class}-{budget.val_per_class}-{budget.test_per_class or 'all'}"
-    src = task(prepare_fashion_mnist_test, "prepare-fashion-mnist")(
+    src = call(prepare_fashion_mnist_test, "prepare-fashion-mnist")(
         w / "data" / f"fashion-mnist-{tag}", budget.train_per_class, budget.val_per_class, budget.test_per_class)
-    shards = task(run_shard, "shard")(ShardConfig(source=str(src), out=str(w / "shards" / f"fashion-mnist-{tag}")))
-    task(run_stats, "stats")(StatsConfig(shards=str(shards.out)))
+    shards = shard_and_stats(call, src, w / "shards" / f"fashion-mnist-{tag}")
     return {"source": str(src), "shards": str(shards.out), "fingerprint": shards.manifest["fingerprint"]}
 
 
@@ -153,13 +146,13 @@ def _train_config(run: NetRun, budget: Budget, w: Path, shards: str, init_ckpt: 
 
 
 def _train_and_test(run: NetRun, tc: TrainConfig, shards: str, cfg: ReproduceConfig, device: str,
-                    task: Task) -> dict[str, Any]:
+                    call: StageCall) -> dict[str, Any]:
     """Train one net (paper 3.1) and run it densely over the test split at its multi-scale Q (4.1, 4.2)."""
-    tr = task(run_train, f"train-{run.id}")(tc)
+    tr = call(run_train, f"train-{run.id}")(tc)
     if tr.best is None:
         raise UserError(f"run {run.id}: training kept no best checkpoint")
     t0 = time.perf_counter()
-    ev = task(run_evaluate, f"test-{run.id}")(EvaluateConfig(
+    ev = call(run_evaluate, f"test-{run.id}")(EvaluateConfig(
         checkpoints=[tr.best], data=shards, split="test", method="dense", scales="multi", names=[run.id],
         out=str(Path(tc.out) / "test-dense"), progress=cfg.progress, runtime=cfg.runtime.model_copy(
             update={"bf16": False})))
@@ -171,7 +164,7 @@ def _train_and_test(run: NetRun, tc: TrainConfig, shards: str, cfg: ReproduceCon
 
 
 def _do_runs(runs: list[NetRun], budget: Budget, w: Path, data: dict[str, Any], cfg: ReproduceConfig,
-             book: Records, bar: Progress, device: str, task: Task) -> dict[str, dict[str, Any]]:
+             book: Records, bar: Progress, device: str, call: StageCall) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     for run in runs:
         init = done[run.init_from]["checkpoint"] if run.init_from else None
@@ -180,7 +173,7 @@ def _do_runs(runs: list[NetRun], budget: Budget, w: Path, data: dict[str, Any], 
         tc = _train_config(run, budget, w, data["shards"], init, cfg)
         h = fingerprint([identity])  # names this run in the identities of the steps built on it
         rec = book.step(run.id, identity, lambda r=run, t=tc, h=h: {
-            **_train_and_test(r, t, data["shards"], cfg, device, task), "identity_hash": h})
+            **_train_and_test(r, t, data["shards"], cfg, device, call), "identity_hash": h})
         done[run.id] = rec
         bar.advance()
         bar.note(f"{run.id} done")
@@ -189,10 +182,10 @@ def _do_runs(runs: list[NetRun], budget: Budget, w: Path, data: dict[str, Any], 
 
 # ---------------------------------------------------------------- Table 5's multi-crop evaluation
 def _multicrop(done: dict[str, dict[str, Any]], budget: Budget, w: Path, data: dict[str, Any],
-               cfg: ReproduceConfig, task: Task) -> dict[str, Any]:
+               cfg: ReproduceConfig, call: StageCall) -> dict[str, Any]:
     out: dict[str, str] = {}
     for rid in EXPERIMENTS["multicrop"]:
-        ev = task(run_evaluate, f"multicrop-{rid}")(EvaluateConfig(
+        ev = call(run_evaluate, f"multicrop-{rid}")(EvaluateConfig(
             checkpoints=[done[rid]["checkpoint"]], data=data["shards"], split="test", method="multicrop",
             scales="multi", grid=budget.multicrop_grid, names=[rid], out=str(w / "experiments" / "multicrop" / rid),
             progress=cfg.progress, runtime=cfg.runtime.model_copy(update={"bf16": False})))
@@ -209,19 +202,19 @@ EXPERIMENT_BUDGET = {"multicrop": ("multicrop_grid",), "fusion": (),
 
 def _experiments(names: list[str], done: dict[str, dict[str, Any]], budget: Budget, w: Path,
                  data: dict[str, Any], cfg: ReproduceConfig, book: Records, bar: Progress,
-                 task: Task) -> dict[str, dict[str, Any]]:
+                 call: StageCall) -> dict[str, dict[str, Any]]:
     made: dict[str, dict[str, Any]] = {}
     for name in names:
         identity = {"step": name, "budget": {k: getattr(budget, k) for k in EXPERIMENT_BUDGET[name]},
                     "runs": {r: done[r]["identity_hash"] for r in EXPERIMENTS[name]}}
         if name == "multicrop":
-            fn = lambda: _multicrop(done, budget, w, data, cfg, task)  # noqa: E731
+            fn = lambda: _multicrop(done, budget, w, data, cfg, call)  # noqa: E731
         elif name == "fusion":  # computed from the saved posteriors at report time: nothing to run
             fn = lambda: {"runs": list(EXPERIMENTS["fusion"])}  # noqa: E731
         elif name == "localisation":
-            fn = lambda: localisation(done, budget, w, cfg.runtime.device, cfg.progress, task)  # noqa: E731
+            fn = lambda: localisation(done, budget, w, cfg.runtime.device, cfg.progress, call)  # noqa: E731
         else:
-            fn = lambda: transfer(done, budget, w, cfg.runtime.device, task)  # noqa: E731
+            fn = lambda: transfer(done, budget, w, cfg.runtime.device, call)  # noqa: E731
         made[name] = book.step(name, identity, fn)
         bar.advance()
         bar.note(f"{name} done")
@@ -236,7 +229,7 @@ def resolve_budget(cfg: ReproduceConfig) -> Budget:
     return base.model_copy(update={k: getattr(cfg.budget, k) for k in cfg.budget.model_fields_set})
 
 
-def run_reproduce(cfg: ReproduceConfig, task: Task = _plain) -> ReproduceResult:
+def run_reproduce(cfg: ReproduceConfig, call: StageCall = direct) -> ReproduceResult:
     """Run (or continue) the reproduction in ``cfg.workdir`` and write its report, results and figures."""
     from pipeline.reproduce.report import write_report
 
@@ -253,10 +246,10 @@ def run_reproduce(cfg: ReproduceConfig, task: Task = _plain) -> ReproduceResult:
         data, done, made = {"shards": str(w / "shards")}, {}, {}
     else:
         with exclusive(w / ".lock", f"reproduction {w}"):
-            data = _prepare(w, budget, task)
+            data = _prepare(w, budget, call)
             with Progress(len(runs) + len(names), "reproduce", enabled=cfg.progress, unit="steps") as bar:
-                done = _do_runs(runs, budget, w, data, cfg, book, bar, device, task)
-                made = _experiments(names, done, budget, w, data, cfg, book, bar, task)
+                done = _do_runs(runs, budget, w, data, cfg, book, bar, device, call)
+                made = _experiments(names, done, budget, w, data, cfg, book, bar, call)
     paths = write_report(w, book, budget, quick=cfg.quick, data=data)
     if cfg.publish:
         from pipeline.reproduce.report import publish
