@@ -9,9 +9,8 @@ import pytest
 
 from pipeline.config import PRESET_DIR, load_config
 from pipeline.errors import UserError
-from pipeline.localise.evaluate import LocaliseEvalConfig
-from pipeline.localise.train import LocaliseTrainConfig
-from pipeline.train.config import TrainConfig
+from pipeline.localise import LocaliseEvalConfig, LocaliseTrainConfig
+from pipeline.train import TrainConfig
 
 FROZEN = json.loads((Path(__file__).parent / "presets_resolved.json").read_text())
 CLASSES = {c.__name__: c for c in (TrainConfig, LocaliseTrainConfig, LocaliseEvalConfig)}
