@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "StageResult", "ShardResult", "StatsResult", "TrainResult", "EvaluateOutputs", "EvaluateResult",
     "ExtractResult", "TransferResult", "LocaliseTrainResult", "LocaliseEvalOutputs", "LocaliseEvalResult",
-    "PaperResult", "TRAIN_RESULT",
+    "ModelsResult", "PaperResult", "TRAIN_RESULT",
 ]
 
 #: the file a training run's result is written to (read by the train flow, which runs torchrun)
@@ -199,6 +199,26 @@ class LocaliseEvalResult(StageResult):
     rows: list[dict[str, Any]]
     table: str = Field(description="the Table 8 / Table 9 format table (Markdown text)")
     classification_error: float | None = None
+
+
+# ---------------------------------------------------------------- models
+class ModelsResult(StageResult):
+    """``vgg models``: Table 2's columns and the last conv layer's receptive field (Section 2.3) of every net."""
+
+    nets: list[dict[str, Any]] = Field(description="per net: name, weight_layers, params, gflops, receptive_field, "
+                                                   "and the sizes it was built at")
+
+    def summary(self) -> str:
+        """The nets as a Markdown table, with the sizes they were built at and Section 2.3's weight argument."""
+        from pipeline.models import STACK_NOTE
+
+        n = self.nets[0]
+        lines = [f"VGG configurations (Table 1): crop {n['crop']}, width x{n['width']:g}, FC {n['fc_width']}, "
+                 f"{n['num_classes']} classes", "",
+                 "| config | weight layers | parameters | GFLOPs | receptive field |", "|---|--:|--:|--:|--:|"]
+        lines += [f"| {r['name']} | {r['weight_layers']} | {r['params']:,} | {r['gflops']:.2f} "
+                  f"| {r['receptive_field']} |" for r in self.nets]
+        return "\n".join([*lines, "", "receptive field: pixels seen by one unit of the last conv layer. " + STACK_NOTE])
 
 
 # ---------------------------------------------------------------- the paper flow
