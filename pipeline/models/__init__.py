@@ -1,13 +1,13 @@
-"""Model zoo: the VGG configurations of Table 1, their initialisation and checkpoints."""
+"""Model zoo: the VGG nets of Table 1 (one :class:`NetSpec` each), their initialisation and checkpoints."""
 
 from pipeline.models.checkpoint import import_torchvision_weights, load_checkpoint, load_model, save_checkpoint
-from pipeline.models.complexity import STACK_NOTE, count_flops, count_params, describe, receptive_field, weight_layers
-from pipeline.models.init import NET_A_LAYERS, init_from_net_a, init_weights, net_a_layers
-from pipeline.models.vgg import CONFIGS, VGG, ModelConfig, build_model, conv_layer_names
+from pipeline.models.complexity import STACK_NOTE, count_flops, count_params, net_complexity, receptive_field
+from pipeline.models.init import init_from_net_a, init_weights
+from pipeline.models.vgg import CONFIGS, NET_A_LAYERS, NETS, VGG, ModelConfig, NetSpec, build_model
 
 __all__ = [
-    "CONFIGS", "VGG", "ModelConfig", "build_model", "conv_layer_names",
-    "init_weights", "init_from_net_a", "net_a_layers", "NET_A_LAYERS",
+    "NETS", "NetSpec", "CONFIGS", "VGG", "ModelConfig", "build_model", "NET_A_LAYERS",
+    "init_weights", "init_from_net_a",
     "save_checkpoint", "load_checkpoint", "load_model", "import_torchvision_weights",
-    "count_params", "count_flops", "describe", "weight_layers", "receptive_field", "STACK_NOTE",
+    "count_params", "count_flops", "net_complexity", "receptive_field", "STACK_NOTE",
 ]

@@ -1,18 +1,5 @@
-"""Checkpoints that carry their model config, and torchvision VGG weights.
-
-A checkpoint is a plain dict of tensors and JSON-like values, written atomically with
-``torch.save`` and always read with ``torch.load(weights_only=True)``: opening a checkpoint never
-runs code from it. It carries the :class:`ModelConfig`, so loading needs no other argument::
-
-    {"format": "vgg-pipeline/1", "model": {...ModelConfig...}, "state_dict": {...},
-     "meta": {...}, "tensors_sha256": "..."}   # plus, for training checkpoints, optimizer/scheduler/RNG/data state
-
-``tensors_sha256`` is the sha256 of every tensor in the file (name, dtype, shape and bytes, in a
-fixed order); loading recomputes and compares it, so a flipped bit in the weights (which
-``torch.load`` does not notice) is an error, not a silently different net. Files without it
-(written before it existed, or by other tools) load unverified.
-
-Torchvision's ``vgg11/13/16/19[_bn]`` state dicts use the same parameter names as our A/B/D/E.
+"""Checkpoints that carry their model config (plain dicts read with ``weights_only=True``, their tensors'
+sha256 checked on load), and torchvision's VGG weights. docs/models.md gives the file's layout.
 """
 
 from __future__ import annotations
@@ -30,18 +17,10 @@ import torch
 from pipeline.config import config_from
 from pipeline.errors import UserError
 from pipeline.io import atomic_path
-from pipeline.models.vgg import CONFIGS, VGG, ModelConfig, build_model
+from pipeline.models.vgg import NETS, VGG, ModelConfig, build_model
 
-__all__ = [
-    "FORMAT",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_model",
-    "import_torchvision_weights",
-    "infer_torchvision_config",
-    "tensors_sha256",
-    "read_checkpoint_file",
-]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "load_model", "import_torchvision_weights",
+           "infer_torchvision_config", "tensors_sha256", "read_checkpoint_file"]
 
 FORMAT = "vgg-pipeline/1"
 HASH_KEY = "tensors_sha256"
@@ -162,25 +141,20 @@ def infer_torchvision_config(state_dict: dict[str, torch.Tensor]) -> tuple[str, 
         k for k, v in state_dict.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4
     ]
     bn = any(k.endswith("running_mean") for k in state_dict)
-    by_count = {sum(isinstance(x, int) for x in CONFIGS[n]): n for n in ("A", "B", "D", "E")}
+    by_count = {len(spec.conv_names): n for n, spec in NETS.items() if spec.torchvision}
     if len(conv_keys) not in by_count:
         raise UserError(f"not a torchvision VGG state dict ({len(conv_keys)} conv layers)")
     return by_count[len(conv_keys)], bn
 
 
 def import_torchvision_weights(src: str | os.PathLike[str], config: str | None = None, **model_kwargs: Any) -> VGG:
-    """Load a torchvision VGG ``.pth`` state dict into our model (configs A, B, D, E).
+    """Load a torchvision VGG ``.pth`` state dict into our model (the nets with a :attr:`NetSpec.torchvision`).
 
     The class count, FC width and crop size are read off the weights' shapes; ``config`` (if given)
     must agree with the layer count.
     """
     p = Path(src)
-    if not p.is_file():
-        raise UserError(f"weights file not found: {p}")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise _load_error(p, e) from None
+    sd = read_checkpoint_file(p)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     name, bn = infer_torchvision_config(sd)

@@ -1,10 +1,8 @@
-"""Parameter counts (paper Table 2), FLOPs and receptive fields of the VGG configurations (Section 2.3).
+"""Parameter counts (paper Table 2), FLOPs and receptive fields (Section 2.3) of the nets.
 
 GFLOPs are 2 x multiply-adds of the conv and FC layers at the crop size (VGG-16 at 224: ~30.9).
-The receptive field of the last conv layer is the side of the input window one of its units sees
-(stride-1 convs add (k-1) x the current stride, each 2x2 max-pool 1 x the stride and doubles it):
-D's conv5_3 sees 196 x 196 pixels; B and B-5x5 the same 140, since two stacked 3x3 layers see what
-one 5x5 sees (Section 2.3). :data:`STACK_NOTE` is Section 2.3's weight argument in one line.
+The receptive field is the side of the input window one unit of the last conv layer sees
+(docs/models.md works it out for each net).
 """
 
 from __future__ import annotations
@@ -12,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models.vgg import CONFIGS, ModelConfig, build_model, kernel_and_channels
+from pipeline.models.vgg import NETS, ModelConfig, build_model, kernel_and_channels
 
-__all__ = ["count_params", "count_flops", "weight_layers", "describe", "receptive_field", "STACK_NOTE"]
+__all__ = ["count_params", "count_flops", "net_complexity", "receptive_field", "STACK_NOTE"]
 
 #: Section 2.3: three stacked 3x3 layers (C channels in and out) see 7x7 with 3(3^2 C^2) weights, one 7x7 layer 7^2 C^2.
 STACK_NOTE = ("Section 2.3: a stack of three 3x3 conv layers sees 7x7 with 27C^2 weights (C channels in and out), "
@@ -26,15 +24,10 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def weight_layers(config: str) -> int:
-    """Weight layers of a Table 1 column (convs + 3 FC)."""
-    return sum(1 for x in CONFIGS[config] if x not in ("M", "LRN")) + 3
-
-
 def receptive_field(config: str) -> int:
     """Side (pixels) of the input window seen by one unit of the config's last conv layer."""
     rf, stride, last = 1, 1, 1
-    for item in CONFIGS[config]:
+    for item in NETS[config].layers:
         if item == "M":
             rf, stride = rf + stride, stride * 2
         elif item != "LRN":
@@ -61,19 +54,11 @@ def count_flops(cfg: ModelConfig, size: int | None = None) -> int:
     return 2 * macs
 
 
-def describe(cfg: ModelConfig) -> dict:
+def net_complexity(cfg: ModelConfig) -> dict:
     """name, weight_layers, params, gflops, receptive_field (of the last conv layer) of one configuration."""
     with torch.device("meta"):
         model = build_model(cfg)
-    return {
-        "name": cfg.config,
-        "weight_layers": weight_layers(cfg.config),
-        "params": count_params(model),
-        "gflops": round(count_flops(cfg) / 1e9, 3),
-        "receptive_field": receptive_field(cfg.config),
-        "crop": cfg.crop,
-        "width": cfg.width,
-        "fc_width": cfg.fc_width,
-        "num_classes": cfg.num_classes,
-        "batch_norm": cfg.batch_norm,
-    }
+    return {"name": cfg.config, "weight_layers": NETS[cfg.config].weight_layers, "params": count_params(model),
+            "gflops": round(count_flops(cfg) / 1e9, 3), "receptive_field": receptive_field(cfg.config),
+            "crop": cfg.crop, "width": cfg.width, "fc_width": cfg.fc_width, "num_classes": cfg.num_classes,
+            "batch_norm": cfg.batch_norm}

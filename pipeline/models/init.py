@@ -1,20 +1,8 @@
-"""Weight initialisation (paper Section 3.1).
+"""Weight initialisation (paper Section 3.1): N(0, std^2) or Glorot, and the start from a trained net A.
 
-- ``paper``: weights ~ N(0, std^2), biases 0. The paper's text says "10^-2 variance" (std 0.1),
-  while the released Caffe definitions used std 1e-2; we default to **std = 1e-2** (the code the
-  results came from) and make it a parameter (``init_std``).
-- ``glorot``: Glorot & Bengio (2010) uniform, biases 0, which the paper notes works without
-  pre-training.
-- start from net A: the first four conv layers (conv1_1, conv2_1, conv3_1, conv3_2 by Caffe name,
-  the layers A shares with every deeper config) and the three FC layers of a trained net A are
-  copied into a deeper config; everything else is initialised fresh.
-- start from net A into B-5x5 (Section 4.1's shallow control net): only the three FC layers are
-  copied. Its conv layers are 5x5 and one per block, so none of them has the shape (or the place in
-  the net) of an A layer: A's conv1_1 is 3x3, and B-5x5's conv3_1 replaces B's conv3_1 + conv3_2
-  pair. Padding A's 3x3 kernels into 5x5 ones would smuggle A's filters into the control net the
-  paper compares against, so we don't. The FC layers fit exactly (last conv block has 512 channels
-  at the same crop/32 map). B-5x5 has 8 weight layers, fewer than A, so like A it trains from a
-  random init (its presets do); the FC copy is what ``init.net_a`` does if asked.
+``paper``: weights ~ N(0, std^2), biases 0 (std 1e-2, the released Caffe definitions'; the text's
+"10^-2 variance" would be std 0.1: docs/models.md). ``glorot``: Glorot & Bengio (2010) uniform,
+biases 0. Start from net A: the layers :attr:`NetSpec.from_a` names are copied from a trained A.
 """
 
 from __future__ import annotations
@@ -25,21 +13,11 @@ import torch
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.models.vgg import VGG
+from pipeline.models.vgg import NETS, VGG
 
-__all__ = ["InitName", "init_weights", "init_from_net_a", "net_a_layers", "NET_A_LAYERS"]
+__all__ = ["InitName", "init_weights", "init_from_net_a"]
 
 InitName = Literal["paper", "glorot"]
-
-#: The layers of net A copied into deeper nets (paper 3.1: first four conv layers, three FC layers).
-NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
-#: Section 4.1's B-5x5: its 5x5 conv layers cannot take A's 3x3 weights; only the FC layers are copied.
-NET_A_LAYERS_5X5 = ("fc6", "fc7", "fc8")
-
-
-def net_a_layers(config: str) -> tuple[str, ...]:
-    """The layers of net A copied into ``config`` when it starts from a trained net A."""
-    return NET_A_LAYERS_5X5 if config == "B-5x5" else NET_A_LAYERS
 
 
 def init_weights(model: nn.Module, method: InitName = "paper", std: float = 1e-2, seed: int | None = None) -> nn.Module:
@@ -66,22 +44,22 @@ def init_weights(model: nn.Module, method: InitName = "paper", std: float = 1e-2
 
 
 def init_from_net_a(model: VGG, net_a: VGG, layers: tuple[str, ...] | None = None) -> list[str]:
-    """Copy the named layers (default: :func:`net_a_layers` of the model's config) of a trained net A into ``model``.
+    """Copy the named layers (default: the model's :attr:`NetSpec.from_a`) of a trained net A into ``model``.
 
     Returns:
         The names of the copied layers.
     Raises:
-        UserError: if ``net_a`` is not config A / A-LRN, or a layer's shape differs (another width,
+        UserError: if ``net_a`` is not a net A (A, A-LRN), or a layer's shape differs (another width,
             FC width, crop size or class count).
     """
-    if net_a.cfg.config not in ("A", "A-LRN"):
-        raise UserError(f"start-from-A needs a net A checkpoint, got config {net_a.cfg.config}")
+    if not NETS[net_a.cfg.config].is_a:
+        nets_a = ", ".join(n for n, s in NETS.items() if s.is_a)
+        raise UserError(f"start-from-A needs a net A checkpoint ({nets_a}), got config {net_a.cfg.config}")
     if model.cfg.batch_norm != net_a.cfg.batch_norm:
         raise UserError("start-from-A: batch_norm differs between net A and the target net")
     src, dst = net_a.named_weight_layers(), model.named_weight_layers()
     copied = []
-    layers = net_a_layers(model.cfg.config) if layers is None else layers
-    for name in layers:
+    for name in NETS[model.cfg.config].from_a if layers is None else layers:
         a, b = src[name], dst[name]
         if a.weight.shape != b.weight.shape:
             raise UserError(

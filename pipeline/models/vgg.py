@@ -1,31 +1,14 @@
-"""The VGG ConvNet configurations A, A-LRN, B, C, D, E (paper Section 2, Table 1) and B-5x5 (Section 4.1).
+"""The VGG ConvNets of Table 1 (paper Section 2) and Section 4.1's B-5x5, and their dense form (Section 3.2).
 
-Each configuration is data: a list walked by one :func:`make_layers`, as torchvision does, extended
-so it can also say what torchvision cannot: config C's 1x1 convolutions (``("1x1", c)``), the 5x5
-convolutions of Section 4.1's shallow control net (``("5x5", c)``) and A-LRN's local response
-normalisation (``"LRN"``).
-
-``B-5x5`` is the net Section 4.1 compares B with: "a shallow net with five 5x5 conv. layers, which
-was derived from B by replacing each pair of 3x3 conv. layers with a single 5x5 conv. layer (which
-has the same receptive field as explained in Sect. 2.3)"; 8 weight layers, 134,503,528 parameters
-at 1000 classes. Its layers are named conv1_1 ... conv5_1 (one per block). The layer layout and parameter names match
-torchvision's ``vgg11/13/16/19[_bn]`` exactly (``features.N``, ``classifier.{0,3,6}``), so their
-state dicts load without renaming.
-
-The fully-convolutional form of paper Section 3.2 is a reshape of the same weights, not a second
-model: :meth:`VGG.forward_dense` applies FC1 as a (crop/32 x crop/32) convolution and FC2, FC3 as
-1x1 convolutions to any input at least crop-sized, giving a class score map.
-
-The five 2x2 poolings tile a side of a multiple of 32 pixels (``STRIDE``); every test scale of the
-paper is one (224 ... 512). Of any other side, torch's flooring pools would silently drop the last
-``side mod 32`` rows and columns, so the net would see the image's top-left part: at small scale
-(32-pixel crops of 37-pixel images) that is a shifted crop, 5 points worse than the centre crop
-on Fashion-MNIST. The dense forms therefore cut those rows and columns evenly from both sides,
-centring the score map on the image; on multiples of 32 nothing changes (torchvision's outputs).
+:data:`NETS` is the one table of the nets: each :class:`NetSpec` gives its layers, the layers it
+takes from a trained net A (Section 3.1) and torchvision's name. docs/models.md explains the
+layout, the dense form and the centring on the 32-pixel stride.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -35,28 +18,61 @@ from torch import nn
 
 from pipeline.errors import UserError
 
-__all__ = ["CONFIGS", "ConfigName", "ModelConfig", "VGG", "make_layers", "build_model", "conv_layer_names",
-           "kernel_and_channels"]
+__all__ = ["NETS", "NetSpec", "CONFIGS", "ConfigName", "ModelConfig", "VGG", "make_layers", "build_model",
+           "kernel_and_channels", "NET_A_LAYERS"]
 
 Layer = int | tuple[str, int] | str
 
-#: Table 1, one list per column (and B-5x5 of Section 4.1). int = conv3-<c>; ("1x1", c) = conv1-<c>;
-#: ("5x5", c) = conv5-<c>; "M" = 2x2 max-pool; "LRN".
-CONFIGS: dict[str, list[Layer]] = {
-    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "C": [64, 64, "M", 128, 128, "M", 256, 256, ("1x1", 256), "M", 512, 512, ("1x1", 512), "M",
-          512, 512, ("1x1", 512), "M"],
-    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-          512, 512, 512, 512, "M"],
-    "B-5x5": [("5x5", 64), "M", ("5x5", 128), "M", ("5x5", 256), "M", ("5x5", 512), "M", ("5x5", 512), "M"],
-}
-ConfigName = Literal["A", "A-LRN", "B", "C", "D", "E", "B-5x5"]
+#: The layers of net A copied into deeper nets (paper 3.1: first four conv layers, three FC layers).
+NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
 
-#: torchvision's builder for the configs it has.
-TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
+
+@dataclass(frozen=True)
+class NetSpec:
+    """One net: its layers (int = conv3-<c>; ("1x1", c) = conv1-<c>; ("5x5", c) = conv5-<c>; "M" = 2x2
+    max-pool; "LRN"), the layers it copies from a trained net A, torchvision's builder (same parameter
+    names), and whether it is a net A that deeper nets start from."""
+
+    layers: tuple[Layer, ...]
+    from_a: tuple[str, ...] = NET_A_LAYERS
+    torchvision: str | None = None
+    is_a: bool = False
+
+    @property
+    def conv_names(self) -> list[str]:
+        """Caffe-style names (conv1_1, conv1_2, conv2_1, ...) of the conv layers, in order."""
+        names, block, idx = [], 1, 0
+        for item in self.layers:
+            if item == "M":
+                block, idx = block + 1, 0
+            elif item != "LRN":
+                idx += 1
+                names.append(f"conv{block}_{idx}")
+        return names
+
+    @property
+    def weight_layers(self) -> int:
+        """Conv layers + the three FC layers (Table 1's depth)."""
+        return len(self.conv_names) + 3
+
+
+NETS: dict[str, NetSpec] = {
+    "A": NetSpec((64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), torchvision="vgg11", is_a=True),
+    "A-LRN": NetSpec((64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), is_a=True),
+    "B": NetSpec((64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), torchvision="vgg13"),
+    "C": NetSpec((64, 64, "M", 128, 128, "M", 256, 256, ("1x1", 256), "M", 512, 512, ("1x1", 512), "M",
+                  512, 512, ("1x1", 512), "M")),
+    "D": NetSpec((64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+                 torchvision="vgg16"),
+    "E": NetSpec((64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                  512, 512, 512, 512, "M"), torchvision="vgg19"),
+    # its 5x5 convs cannot take A's 3x3 weights: only the FC layers start from A (docs/models.md)
+    "B-5x5": NetSpec((("5x5", 64), "M", ("5x5", 128), "M", ("5x5", 256), "M", ("5x5", 512), "M", ("5x5", 512), "M"),
+                     from_a=("fc6", "fc7", "fc8")),
+}
+#: each net's layer list (torchvision's ``cfgs``)
+CONFIGS: dict[str, list[Layer]] = {name: list(spec.layers) for name, spec in NETS.items()}
+ConfigName = Literal[tuple(NETS)]
 
 # Krizhevsky et al. (2012) LRN: n=5, alpha=1e-4, beta=0.75, k=2. PyTorch's LocalResponseNorm, like
 # Caffe (in which the paper's nets were trained), divides alpha by n inside the sum.
@@ -84,7 +100,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    config: ConfigName = Field("D", description="Table 1 column: A, A-LRN, B, C, D or E; or B-5x5 (Section 4.1)")
+    config: ConfigName = Field("D", description=f"the net (Table 1, Section 4.1): {', '.join(NETS)}")
     num_classes: int = Field(1000, ge=1, description="outputs of the last FC layer")
     width: float = Field(1.0, gt=0, description="width multiplier on the conv channels 64..512")
     fc_width: int = Field(4096, ge=1, description="channels of FC1 and FC2")
@@ -129,7 +145,7 @@ def kernel_and_channels(item: Layer) -> tuple[int, int]:
     return 3, int(item)
 
 
-def make_layers(cfg: list[Layer], width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
+def make_layers(cfg: Sequence[Layer], width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
     """Build the conv part of Table 1 in torchvision's layout (conv, [bn], relu, ..., maxpool)."""
     layers: list[nn.Module] = []
     in_ch = 3
@@ -147,18 +163,6 @@ def make_layers(cfg: list[Layer], width: float = 1.0, batch_norm: bool = False) 
             layers.append(nn.ReLU(inplace=True))
             in_ch = out
     return nn.Sequential(*layers)
-
-
-def conv_layer_names(config: str) -> list[str]:
-    """Caffe-style names (conv1_1, conv1_2, conv2_1, ...) of the config's conv layers, in order."""
-    names, block, idx = [], 1, 0
-    for item in CONFIGS[config]:
-        if item == "M":
-            block, idx = block + 1, 0
-        elif item != "LRN":
-            idx += 1
-            names.append(f"conv{block}_{idx}")
-    return names
 
 
 #: total stride of the five max-pooling layers of every configuration
@@ -190,7 +194,7 @@ class VGG(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.features = make_layers(CONFIGS[cfg.config], cfg.width, cfg.batch_norm)
+        self.features = make_layers(NETS[cfg.config].layers, cfg.width, cfg.batch_norm)
         flat = cfg.channels * cfg.feature_size**2
         self.classifier = nn.Sequential(
             nn.Linear(flat, cfg.fc_width),
@@ -206,7 +210,7 @@ class VGG(nn.Module):
     def named_weight_layers(self) -> dict[str, nn.Module]:
         """Weight layers by paper name: conv1_1 ... and fc6, fc7, fc8 (in order)."""
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
-        out: dict[str, nn.Module] = dict(zip(conv_layer_names(self.cfg.config), convs, strict=False))
+        out: dict[str, nn.Module] = dict(zip(NETS[self.cfg.config].conv_names, convs, strict=False))
         out.update(fc6=self.classifier[0], fc7=self.classifier[3], fc8=self.classifier[6])
         return out
 

@@ -33,7 +33,7 @@ def test_help_lists_the_stages():
 
 def test_models_json_reproduces_table2(capsys):
     cli(*["models", "--json"])
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["nets"]}
     assert {k: v["params"] for k, v in rows.items()} == {
         "A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952,
         "D": 138_357_544, "E": 143_667_240, "B-5x5": 134_503_528}
@@ -42,9 +42,16 @@ def test_models_json_reproduces_table2(capsys):
     assert abs(rows["D"]["gflops"] - 30.9) < 0.1
 
 
+def test_models_prints_table2(capsys):
+    cli("models")
+    out = capsys.readouterr().out
+    assert "| D | 16 | 138,357,544 | 30.94 | 196 |" in out and "crop 224, width x1, FC 4096, 1000 classes" in out
+    assert "Section 2.3" in out
+
+
 def test_models_json_sizes_small_nets(capsys):
     cli(*["models", "--json", "--width", "0.125", "--crop", "32", "--fc", "64", "--num-classes", "10"])
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["nets"]
     assert all(r["crop"] == 32 and r["num_classes"] == 10 for r in rows)
     assert rows[0]["params"] < 200_000
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 
 from pipeline.models import (
-    CONFIGS,
+    NETS,
     ModelConfig,
     build_model,
-    conv_layer_names,
     count_params,
-    describe,
     init_from_net_a,
     init_weights,
-    net_a_layers,
+    net_complexity,
     receptive_field,
 )
 
@@ -30,8 +28,8 @@ def test_b5x5_parameter_count_equals_hand_computation():
     assert _hand_count() == 134_503_528
     with torch.device("meta"):
         m = build_model(config="B-5x5")
-    assert count_params(m) == _hand_count() == describe(m.cfg)["params"]
-    assert describe(m.cfg)["weight_layers"] == 8
+    assert count_params(m) == _hand_count() == net_complexity(m.cfg)["params"]
+    assert net_complexity(m.cfg)["weight_layers"] == 8
     with torch.device("meta"):
         assert count_params(build_model(config="B-5x5", num_classes=10)) == _hand_count(10)
 
@@ -40,9 +38,9 @@ def test_b5x5_is_b_with_each_pair_of_3x3_replaced_by_one_5x5():
     m = build_model(config="B-5x5", width=0.125, crop=64, fc_width=32, num_classes=7)
     convs = [x for x in m.features if isinstance(x, torch.nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(5, 5)] * 5 and [c.padding for c in convs] == [(2, 2)] * 5
-    b_out = [c for c in CONFIGS["B"] if isinstance(c, int)][1::2]  # the second layer of each pair of B
+    b_out = [c for c in NETS["B"].layers if isinstance(c, int)][1::2]  # the second layer of each pair of B
     assert [c.out_channels for c in convs] == [round(c / 8) for c in b_out]
-    assert conv_layer_names("B-5x5") == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    assert NETS["B-5x5"].conv_names == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
     assert receptive_field("B-5x5") == receptive_field("B") == 140
 
 
@@ -70,7 +68,7 @@ def test_start_from_a_into_b5x5_copies_only_the_fc_layers():
     a = init_weights(build_model(config="A", **small), "glorot", seed=1)
     s = init_weights(build_model(config="B-5x5", **small), "glorot", seed=2)
     before = {k: v.weight.clone() for k, v in s.named_weight_layers().items()}
-    assert init_from_net_a(s, a) == list(net_a_layers("B-5x5")) == ["fc6", "fc7", "fc8"]
+    assert init_from_net_a(s, a) == list(NETS["B-5x5"].from_a) == ["fc6", "fc7", "fc8"]
     src = a.named_weight_layers()
     for name, layer in s.named_weight_layers().items():
         want = src[name].weight if name.startswith("fc") else before[name]

@@ -8,17 +8,17 @@ import torchvision
 
 from pipeline.errors import UserError
 from pipeline.models import (
-    CONFIGS,
     NET_A_LAYERS,
+    NETS,
     ModelConfig,
     build_model,
     count_flops,
     count_params,
-    describe,
     import_torchvision_weights,
     init_from_net_a,
     init_weights,
     load_model,
+    net_complexity,
     save_checkpoint,
 )
 
@@ -27,7 +27,7 @@ TABLE2 = {"A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848, "C": 133_638
 SMALL = dict(width=0.125, crop=64, fc_width=64, num_classes=10)
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(NETS))
 def test_parameter_counts_reproduce_table2(name):
     with torch.device("meta"):
         assert count_params(build_model(config=name)) == TABLE2[name]
@@ -49,11 +49,12 @@ def test_layer_structure_matches_table1():
         0.75,
         2.0,
     )
-    for name in CONFIGS:
+    for name in NETS:
         m = build_model(config=name, **SMALL)
         assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.features) == 5
-        assert describe(m.cfg)["weight_layers"] == {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19,
-                                                  "B-5x5": 8}[name]
+        assert net_complexity(m.cfg)["weight_layers"] == {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19,
+                                                        "B-5x5": 8}[name]
+        assert NETS[name].weight_layers == len(m.named_weight_layers())
 
 
 @pytest.mark.parametrize("channels", [16, 64])
@@ -86,6 +87,10 @@ TV_CASES = [pytest.param(n, bn, id=f"{n}-{'bn' if bn else 'plain'}",
             for n in TV for bn in (False, True)]
 
 
+def test_the_spec_names_torchvisions_nets():
+    assert {n: spec.torchvision for n, spec in NETS.items() if spec.torchvision} == TV
+
+
 @pytest.mark.parametrize("name,bn", TV_CASES)
 def test_torchvision_weights_give_identical_outputs(name, bn, photo_batch, tmp_path):
     torch.manual_seed(0)
@@ -114,7 +119,7 @@ def test_torchvision_import_refuses_other_config(tmp_path):
         import_torchvision_weights(path, config="D")
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(NETS))
 def test_dense_form_equals_fc_form_at_crop_and_per_window(name):
     torch.manual_seed(1)
     m = init_weights(build_model(config=name, **SMALL), "glorot", seed=1).eval()
