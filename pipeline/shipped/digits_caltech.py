@@ -1,19 +1,10 @@
 """scikit-learn's handwritten digits laid out as Caltech-256 (paper Appendix B, Caltech protocol).
 
-``<out>/256_ObjectCategories/NNN.<name>/NNN_XXXX.jpg`` exactly as the Caltech-256 archive unpacks
-(docs/formats.md section 3): ten class folders ``001.zero`` .. ``010.nine`` (sorted folder names = digit
-order), files numbered from ``0001`` in the order of ``sklearn.datasets.load_digits``; all 1,797
-digits (174 to 183 per class), enough for both the Caltech-101 protocol (30 training / 50 test
-images per class) and the Caltech-256 one (60 training / the rest).
-
-Each 8x8 digit (17 grey levels) becomes a ``size`` x ``size`` RGB JPEG the way Caltech photographs
-differ from one another: the digit is upscaled (bicubic) to a random height between 40% and 60% of
-the canvas (``height_range``), rotated by up to 15 degrees, placed at a random position, with a
-random stroke brightness over a dim, smooth, random background. These defaults were chosen on the
-Caltech protocol's validation images only (data/README.md gives the rule). Every random draw comes from
-``numpy.random.default_rng(seed)`` in file order, so the tree is the same on every machine (the
-JPEG encoder is Pillow's libjpeg at a fixed quality). Nothing is downloaded: the digits ship with
-scikit-learn.
+``<out>/256_ObjectCategories/NNN.<name>/NNN_XXXX.jpg`` as the Caltech-256 archive unpacks (docs/formats.md
+section 3): all 1,797 digits in ten folders ``001.zero`` .. ``010.nine`` (enough for the Caltech-101 and
+Caltech-256 protocols), each a ``size`` x ``size`` JPEG jittered as photographs of one category differ
+(scale, rotation, position, brightness, background: data/README.md gives the draws and how they were
+chosen), every draw from ``numpy.random.default_rng(seed)`` in file order: the same tree on every machine.
 """
 
 from __future__ import annotations
@@ -34,12 +25,6 @@ DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 CALTECH_DIR = "256_ObjectCategories"
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A dim, smooth random background: bilinear upsampling of a 4x4 grid of grey levels."""
-    coarse = rng.uniform(0, 60, size=(4, 4)).astype(np.float32)
-    return np.array(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR))
-
-
 def jittered_digit(digit: np.ndarray, rng: np.random.Generator, size: int,
                    height_range: tuple[float, float] = (0.4, 0.6), max_rotation: float = 15.0) -> np.ndarray:
     """One 8x8 digit (values 0..16) as a ``size`` x ``size`` uint8 image with random scale (a height in
@@ -52,7 +37,8 @@ def jittered_digit(digit: np.ndarray, rng: np.random.Generator, size: int,
     glyph = glyph.resize((height, height), Image.BICUBIC).rotate(angle, resample=Image.BILINEAR, expand=True)
     g = np.clip(np.asarray(glyph), 0, 255) / 255.0
     h, w = g.shape
-    canvas = _background(rng, size)
+    coarse = rng.uniform(0, 60, size=(4, 4)).astype(np.float32)  # a dim, smooth background: a 4x4 grid upsampled
+    canvas = np.array(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR))
     y0 = int(rng.integers(0, max(1, size - h + 1)))
     x0 = int(rng.integers(0, max(1, size - w + 1)))
     gh, gw = min(h, size - y0), min(w, size - x0)
@@ -63,17 +49,10 @@ def jittered_digit(digit: np.ndarray, rng: np.random.Generator, size: int,
 
 def prepare_digits_caltech(out: str | os.PathLike[str], size: int = 64, seed: int = 0, quality: int = 95,
                            height_range: tuple[float, float] = (0.4, 0.6), max_rotation: float = 15.0) -> Path:
-    """Write the Caltech-256-style digits tree under ``out`` (idempotent).
+    """Write the Caltech-256-style digits tree under ``out`` and return ``out`` (once: :func:`prepared_tree`).
 
-    Args:
-        out: folder to create; the images go to ``out/256_ObjectCategories/``.
-        size: side of the square images in pixels (at least 16).
-        seed: seed of the jitter draws.
-        quality: JPEG quality.
-        height_range: range of the digit's height as a fraction of ``size`` (0 < low <= high <= 1).
-        max_rotation: largest rotation in degrees (either way).
-    Returns:
-        ``out``.
+    ``size``: side of the square images (at least 16); ``seed``: of the jitter draws; ``height_range``: the
+    digit's height as fractions of ``size`` (0 < low <= high <= 1); ``max_rotation``: degrees, either way.
     """
     from sklearn.datasets import load_digits
 

@@ -18,7 +18,8 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.shipped import DATA_DIR, prepared_tree
 
-__all__ = ["CLASSES", "read_idx", "load_split", "prepare_fashion_mnist", "prepare_fashion_mnist_test", "HELD_OUT"]
+__all__ = ["CLASSES", "read_idx", "load_split", "load_held_out", "prepare_fashion_mnist", "prepare_fashion_mnist_test",
+           "HELD_OUT"]
 
 #: label index -> class folder name (folders sort in a different order; index = sorted rank).
 CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
@@ -29,8 +30,7 @@ HELD_OUT = slice(5000, 10000)
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a (gzipped) IDX file into a numpy array."""
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
+    data = gzip.decompress(Path(path).read_bytes())
     zero, dtype_code, ndim = data[0:2], data[2], data[3]
     if zero != b"\x00\x00" or dtype_code != 0x08:
         raise UserError(f"{path}: not an unsigned-byte IDX file")
@@ -43,13 +43,15 @@ def load_split(split: str, raw: Path = RAW) -> tuple[np.ndarray, np.ndarray]:
     return read_idx(raw / f"{split}-images-idx3-ubyte.gz"), read_idx(raw / f"{split}-labels-idx1-ubyte.gz")
 
 
-def _first_per_class(labels: np.ndarray, n: int | None) -> np.ndarray:
-    idx = [np.flatnonzero(labels == c)[:n] for c in range(len(CLASSES))]
-    return np.sort(np.concatenate(idx))
+def load_held_out() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 held-out test images and labels (``HELD_OUT``) the derived transfer and localisation sets use."""
+    x, y = load_split("t10k")
+    return x[HELD_OUT], y[HELD_OUT]
 
 
-def _last_per_class(labels: np.ndarray, n: int) -> np.ndarray:
-    idx = [np.flatnonzero(labels == c)[-n:] for c in range(len(CLASSES))]
+def _per_class(labels: np.ndarray, n: int | None, last: bool = False) -> np.ndarray:
+    """The first (or ``last``) ``n`` indices of each class (None: all), in file order."""
+    idx = [np.flatnonzero(labels == c)[slice(-n, None) if last else slice(n)] for c in range(len(CLASSES))]
     return np.sort(np.concatenate(idx))
 
 
@@ -61,13 +63,7 @@ def _write_split(tmp: Path, split: str, xs: np.ndarray, ys: np.ndarray, idx: np.
 
 
 def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 1000, val_per_class: int = 200) -> Path:
-    """Write the ImageFolder tree under ``out`` (idempotent: a finished tree is reused).
-
-    Returns:
-        ``out``. The tree is built in a temporary sibling folder and renamed into place. A
-        ``.prepared.json`` marker records the parameters; a tree prepared with other
-        parameters is refused rather than silently mixed.
-    """
+    """Write the ImageFolder tree under ``out`` and return ``out`` (once, atomically: :func:`prepared_tree`)."""
     params = {"dataset": "fashion-mnist", "train_per_class": train_per_class, "val_per_class": val_per_class}
     if val_per_class * len(CLASSES) > (VAL_POOL.stop - VAL_POOL.start) * 0.9:
         raise UserError(f"val_per_class={val_per_class} is too many for the 5000-image validation pool")
@@ -76,8 +72,8 @@ def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 10
         x_tr, y_tr = load_split("train")
         x_te, y_te = load_split("t10k")
         x_val, y_val = x_te[VAL_POOL], y_te[VAL_POOL]
-        _write_split(tmp, "train", x_tr, y_tr, _first_per_class(y_tr, train_per_class), "train")
-        _write_split(tmp, "val", x_val, y_val, _first_per_class(y_val, val_per_class), "test")
+        _write_split(tmp, "train", x_tr, y_tr, _per_class(y_tr, train_per_class), "train")
+        _write_split(tmp, "val", x_val, y_val, _per_class(y_val, val_per_class), "test")
 
     return prepared_tree(out, params, build)
 
@@ -86,12 +82,9 @@ def prepare_fashion_mnist_test(out: str | os.PathLike[str], train_per_class: int
                                test_per_class: int | None = None) -> Path:
     """The reproduction's layout: train / val / test with a test split never used for training or schedules.
 
-    ``train`` takes the first ``train_per_class`` images of each class of the official training file,
-    ``val`` (the plateau schedule's split) the last ``val_per_class`` of each class of the same file,
-    and ``test`` the first ``test_per_class`` of each class of the official test file (None: all
-    10,000). The test images are never seen by training or by its learning-rate schedule; the
-    derived transfer and localisation sets draw their objects from the last 5,000 test images, which
-    no classifier trains on either. Idempotent and atomic, as :func:`prepare_fashion_mnist`.
+    ``train``: the first ``train_per_class`` images of each class of the official training file; ``val``
+    (the plateau schedule's split): the last ``val_per_class`` of each class of the same file; ``test``:
+    the first ``test_per_class`` of each class of the official test file (None: all 10,000).
     """
     params = {"dataset": "fashion-mnist-test", "train_per_class": train_per_class, "val_per_class": val_per_class,
               "test_per_class": test_per_class}
@@ -102,8 +95,8 @@ def prepare_fashion_mnist_test(out: str | os.PathLike[str], train_per_class: int
     def build(tmp: Path) -> None:
         x_tr, y_tr = load_split("train")
         x_te, y_te = load_split("t10k")
-        _write_split(tmp, "train", x_tr, y_tr, _first_per_class(y_tr, train_per_class), "train")
-        _write_split(tmp, "val", x_tr, y_tr, _last_per_class(y_tr, val_per_class), "train")
-        _write_split(tmp, "test", x_te, y_te, _first_per_class(y_te, test_per_class), "test")
+        _write_split(tmp, "train", x_tr, y_tr, _per_class(y_tr, train_per_class), "train")
+        _write_split(tmp, "val", x_tr, y_tr, _per_class(y_tr, val_per_class, last=True), "train")
+        _write_split(tmp, "test", x_te, y_te, _per_class(y_te, test_per_class), "test")
 
     return prepared_tree(out, params, build)
