@@ -181,6 +181,13 @@ class LocaliseTrainResult(StageResult):
     best_epoch: dict[str, Any] | None = None
     stop: str | None = Field(None, description="why training stopped (as in TrainResult)")
 
+    def summary(self) -> str:
+        b = self.best_epoch or {}
+        err = b.get("val_crop_error")
+        return (f"wrote {self.best} ({self['head'].upper()}, fine-tuned {self['fine_tune']}, "
+                f"S={self['train_scale']}); best epoch {b.get('epoch')}"
+                + (f", val GT-class crop error {100 * err:.1f}%" if err is not None else ""))
+
 
 class LocaliseEvalOutputs(BaseModel):
     """Files written by ``run_localise_evaluate``."""
@@ -199,6 +206,14 @@ class LocaliseEvalResult(StageResult):
     rows: list[dict[str, Any]]
     table: str = Field(description="the Table 8 / Table 9 format table (Markdown text)")
     classification_error: float | None = None
+
+    def summary(self) -> str:
+        im = self["images"]
+        line = f"{im['evaluated']} images evaluated, {im['skipped']} skipped"
+        if self.classification_error is not None:
+            line += f"; top-{self['top_k']} classification error {100 * self.classification_error:.1f}%"
+        wrote = f"\nwrote {self.outputs.summary}" if self.outputs is not None else ""
+        return f"{self.table}\n{line}{wrote}"
 
 
 # ---------------------------------------------------------------- models

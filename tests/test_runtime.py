@@ -179,8 +179,7 @@ def test_old_keys_move_into_the_runtime_section():
 def test_every_stage_config_takes_the_runtime_section_and_the_old_keys(tmp_path):
     from pipeline.evaluate.stage import EvaluateConfig
     from pipeline.features.extract import ExtractConfig
-    from pipeline.localise.evaluate import LocaliseEvalConfig
-    from pipeline.localise.train import LocaliseTrainConfig
+    from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
     from pipeline.train.config import TrainConfig
 
     need = {ExtractConfig: {}, EvaluateConfig: {}, LocaliseEvalConfig: {"checkpoints": ["a"], "data": "d"},

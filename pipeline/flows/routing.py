@@ -34,8 +34,7 @@ def _stage_functions() -> dict[Callable[..., Any], tuple[str, str | None]]:
     from pipeline.evaluate.stage import run_evaluate
     from pipeline.features.extract import run_extract
     from pipeline.flows.stages import train_on_this_machine
-    from pipeline.localise.evaluate import run_localise_evaluate
-    from pipeline.localise.train import run_localise_train
+    from pipeline.localise import run_localise_evaluate, run_localise_train
     from pipeline.shards.stats import run_stats
     from pipeline.shards.writer import run_shard
     from pipeline.transfer.stage import run_transfer

@@ -26,8 +26,7 @@ from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
 from pipeline.flows.common import publish_markdown, publish_table, run_task, stage_task, watch_epochs
 from pipeline.io import read_json
-from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
-from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
+from pipeline.localise import LocaliseEvalConfig, LocaliseTrainConfig, run_localise_evaluate, run_localise_train
 from pipeline.results import (
     TRAIN_RESULT,
     EvaluateResult,

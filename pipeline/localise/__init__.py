@@ -1,14 +1,14 @@
 """Object localisation (paper Appendix A): box-regression ConvNets, dense boxes, greedy merging.
 
+- :mod:`~pipeline.localise.config` / :mod:`~pipeline.localise.run`: the stages' configs and their runs.
 - :mod:`~pipeline.localise.boxes`: box conversions, IoU with inclusive widths, ground-truth checks.
-- :mod:`~pipeline.localise.merge`: OverFeat's greedy merging.
 - :mod:`~pipeline.localise.net`: the localisation net (SCR / PCR head on a classification net).
-- :mod:`~pipeline.localise.augment`: training crops that move the boxes along.
-- :mod:`~pipeline.localise.metric`: the ILSVRC localisation error.
+- :mod:`~pipeline.localise.augment` / :mod:`~pipeline.localise.training`: training crops, the Euclidean loss.
+- :mod:`~pipeline.localise.merge`: OverFeat's greedy merging.
 - :mod:`~pipeline.localise.protocols`: the central-crop and dense testing protocols.
-- :mod:`~pipeline.localise.selection`: the devkit's validation blacklist; top-k classes from saved posteriors.
-- :mod:`~pipeline.localise.tables`: Tables 8 and 9 (rows, Markdown).
-- :mod:`~pipeline.localise.train` / :mod:`~pipeline.localise.evaluate`: the stages.
+- :mod:`~pipeline.localise.metric`: the ILSVRC localisation error.
+- :mod:`~pipeline.localise.selection`: usable images, class matching, the blacklist, saved top-k classes.
+- :mod:`~pipeline.localise.records` / :mod:`~pipeline.localise.tables`: per-image records, Tables 8 and 9.
 - :mod:`~pipeline.localise.demo`: the demo's Tables 8-9 on the ILSVRC-style set.
 """
 
@@ -22,11 +22,11 @@ from pipeline.localise.boxes import (
     iou_matrix,
     whole_image_box,
 )
-from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
+from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
 from pipeline.localise.merge import MergeConfig, best_box, greedy_merge
 from pipeline.localise.metric import image_localisation_error
 from pipeline.localise.net import box_outputs, head_outputs, load_localiser, localisation_net
-from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
+from pipeline.localise.run import run_localise_evaluate, run_localise_train
 
 __all__ = [
     "GroundTruth", "ground_truth", "iou", "iou_matrix", "corners_to_cxcywh", "cxcywh_to_corners",

@@ -7,9 +7,8 @@ them with the central-crop, ground-truth-class protocol (Table 8), and applies t
 setting (PCR, all layers) with the fully-fledged protocol (Table 9): densely at one scale and at
 two scales, the PCR FC-only net at one scale, and the fusion of the two single-scale nets (the
 union of their boxes); each net's central crop for the same top-5 classes beside them. The
-devkit-format blacklist that ships
-with the set is applied (localisation error only). Every stage reuses what a previous run
-finished, as the stages do.
+devkit-format blacklist that ships with the set is applied (localisation error only). Every
+stage reuses what a previous run finished.
 """
 
 from __future__ import annotations
@@ -19,22 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
-from pipeline.localise.evaluate import LocaliseEvalConfig, run_localise_evaluate
-from pipeline.localise.train import LocaliseTrainConfig, run_localise_train
+from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
+from pipeline.localise.run import run_localise_evaluate, run_localise_train
 
 __all__ = ["TABLE8_NETS", "demo_localisation"]
 
 #: (head, fine-tuned layers) of Table 8's rows, in the paper's order
 TABLE8_NETS = (("scr", "fc"), ("pcr", "fc"), ("pcr", "all"))
+TRAIN_PRESET, EVAL_PRESET = "localise-train-small", "localise-eval-small"
+#: the single test scale and the second scale of the multi-scale rows
+DENSE_SCALES = (32, 64)
 
 
 def _plain(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     return fn
 
 
-def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int | None = None,
-                      bf16: bool = False, train_preset: str = "localise-train-small",
-                      eval_preset: str = "localise-eval-small", dense_scales: tuple[int, int] = (32, 64),
+def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int | None = None, bf16: bool = False,
                       task: Callable[[Callable[..., Any], str], Callable[..., Any]] = _plain) -> dict[str, Any]:
     """Train Table 8's nets and evaluate them (Tables 8 and 9).
 
@@ -44,8 +44,6 @@ def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int |
         out: folder of the runs (``<head>-<layers>/``) and evaluations (``crop/``, ``dense/``).
         epochs: training epochs (default: the preset's).
         bf16: bf16 autocast and channels-last.
-        train_preset, eval_preset: the presets of the stages.
-        dense_scales: the single test scale and the second scale of the multi-scale rows.
         task: wraps each stage function (a workflow task: ``task(fn, name)(cfg)``).
     Returns:
         ``{"crop", "dense"}``: the evaluation summaries; ``"train"``: the training summaries by net;
@@ -54,22 +52,22 @@ def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int |
     from pipeline.shipped.ilsvrc_loc import BLACKLIST
 
     out = Path(out)
-    speed = {"bf16": bf16, "channels_last": bf16, "progress": False}
+    speed = {"runtime": {"bf16": bf16, "channels_last": bf16}, "progress": False}
     trained: dict[str, dict[str, Any]] = {}
     for head, layers in TABLE8_NETS:
         name = f"{head}-{layers}"
-        cfg = load_config(LocaliseTrainConfig, train_preset, [], data=data, classifier=classifier, head=head,
+        cfg = load_config(LocaliseTrainConfig, TRAIN_PRESET, [], data=data, classifier=classifier, head=head,
                           fine_tune=layers, out=str(out / name), epochs=epochs, **speed)
         trained[name] = task(run_localise_train, f"localise-train-{name}")(cfg)
     last = {name: str(out / name / "checkpoints" / "last.pt") for name in trained}
     black = Path(data) / BLACKLIST
     common = dict(data=data, split="val", blacklist=str(black) if black.is_file() else None, **speed)
     crop = task(run_localise_evaluate, "localise-crop")(load_config(
-        LocaliseEvalConfig, eval_preset, [], checkpoints=[last[f"{h}-{f}"] for h, f in TABLE8_NETS], protocol="crop",
+        LocaliseEvalConfig, EVAL_PRESET, [], checkpoints=[last[f"{h}-{f}"] for h, f in TABLE8_NETS], protocol="crop",
         out=str(out / "crop"), **common))
-    q1, q2 = dense_scales
+    q1, q2 = DENSE_SCALES
     dense = task(run_localise_evaluate, "localise-dense")(load_config(
-        LocaliseEvalConfig, eval_preset, [], checkpoints=[last["pcr-all"], last["pcr-all"], last["pcr-fc"]],
+        LocaliseEvalConfig, EVAL_PRESET, [], checkpoints=[last["pcr-all"], last["pcr-all"], last["pcr-fc"]],
         net_scales=[[q1], [q1, q2], [q1]], fusion_nets=[0, 2], classifier=classifier, protocol="dense",
         out=str(out / "dense"), **common))
     seconds = {name: round(sum(h["seconds"] for h in r["history"]), 1) for name, r in trained.items()}

@@ -28,13 +28,15 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.localise.boxes import cxcywh_to_corners, scale_corners
+from pipeline.localise.selection import class_order
 from pipeline.models import VGG, build_model, load_model
 from pipeline.models.vgg import STRIDE  # pixels between neighbouring dense locations
 
 __all__ = ["Head", "STRIDE", "head_outputs", "localisation_net", "box_outputs", "LocaliserInfo",
-           "load_localiser", "window_offsets", "box_map_to_corners"]
+           "load_localiser", "load_classifier", "window_offsets", "box_map_to_corners"]
 
 Head = Literal["scr", "pcr"]
+
 
 def head_outputs(head: Head, num_classes: int) -> int:
     """Outputs of the box-regression layer: 4 (SCR) or 4 x classes (PCR)."""
@@ -132,6 +134,21 @@ def load_localiser(path: str | os.PathLike[str]) -> tuple[VGG, LocaliserInfo]:
                         f"expected {head_outputs(loc['head'], len(classes))} for {len(classes)} classes")
     s = (meta.get("train_scale") or {}).get("s_min")
     return model, LocaliserInfo(loc["head"], classes, str(loc.get("fine_tune", "all")), s, meta)
+
+
+def load_classifier(path: str, classes: list[str],
+                    names: list[str] | None = None) -> tuple[VGG, dict[str, Any], np.ndarray | None]:
+    """A classification checkpoint: its net, the checkpoint and how its outputs map to the data's ``classes``
+    (:func:`~pipeline.localise.selection.class_order`; ``names``: the classes' names).
+
+    Raises:
+        UserError: a localisation checkpoint, or other classes than the data's.
+    """
+    model, ck = load_model(path)
+    meta = ck.get("meta") or {}
+    if meta.get("localise"):
+        raise UserError(f"{path} is a localisation net, not a classification net")
+    return model, ck, class_order(f"classifier {path}", meta.get("classes"), model.cfg.num_classes, classes, names)
 
 
 def window_offsets(h: int, w: int, stride: int = STRIDE) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,15 +26,18 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.evaluate.protocols import dense_evaluate
-from pipeline.localise.boxes import clip_corners, cxcywh_to_corners, scale_corners
+from pipeline.localise.augment import centre_crop
+from pipeline.localise.boxes import GroundTruth, clip_corners, cxcywh_to_corners, scale_corners
 from pipeline.localise.merge import MergeConfig, best_box
+from pipeline.localise.metric import image_localisation_error
 from pipeline.localise.net import LocaliserInfo, box_map_to_corners, box_outputs
 from pipeline.models import VGG
 from pipeline.models.vgg import stride_origin
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
-from pipeline.runtime import autocast
+from pipeline.runtime import RuntimeConfig, autocast, resolve_bf16, resolve_device
 
-__all__ = ["Runner", "LocNet", "crop_predictions", "dense_boxes", "DenseResult", "dense_localise"]
+__all__ = ["Runner", "LocNet", "crop_predictions", "centre_boxes", "crop_protocol_errors", "dense_boxes",
+           "Rater", "DenseSettings", "class_maps", "DenseResult", "dense_localise"]
 
 
 @dataclass
@@ -48,6 +52,12 @@ class Runner:
     def __post_init__(self) -> None:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
+
+    @classmethod
+    def of(cls, rt: RuntimeConfig) -> Runner:
+        """Where and how the nets run, from a stage's ``runtime`` section."""
+        device = resolve_device(rt.device)
+        return cls(device, rt.channels_last, resolve_bf16(rt.bf16, device), rt.threads)
 
     def prepare(self, model: VGG) -> VGG:
         """Move a model to the device (and memory format), in eval mode."""
@@ -101,6 +111,32 @@ def crop_box_in_image(pred: np.ndarray, crop: int, scale: tuple[float, float], o
     return clip_corners(scale_corners(c, 1.0 / scale[0], 1.0 / scale[1]), size[0], size[1])
 
 
+def centre_boxes(net: LocNet, batch: list[tuple[Any, GroundTruth]], runner: Runner,
+                 classes: list[list[int]]) -> list[list[tuple[int, np.ndarray]]]:
+    """Central-crop boxes of a batch (the first protocol): per image, (class, box in the image) for its ``classes``."""
+    crops, geo = [], []
+    for sample, _ in batch:
+        bc, scale, off = centre_crop(sample.image, None, net.scales[0], net.crop)
+        crops.append(bc.image)
+        geo.append((scale, off, sample.image.size))
+    preds = crop_predictions(net, normalize(torch.stack(crops), net.norm), runner)
+    return [[(c, crop_box_in_image(pred[net.slot(c)], net.crop, scale, off, size)) for c in cs]
+            for pred, (scale, off, size), cs in zip(preds, geo, classes, strict=False)]
+
+
+def crop_protocol_errors(nets: list[LocNet], batch: list[tuple[Any, GroundTruth]], runner: Runner,
+                         thr: float) -> tuple[list[list[float]], list[list[dict]]]:
+    """Central-crop protocol on a batch: per net, per image error (GT classes) and the boxes guessed."""
+    errors: list[list[float]] = []
+    boxes_out: list[list[dict]] = []
+    for net in nets:
+        per_image = centre_boxes(net, batch, runner, [gt.classes for _, gt in batch])
+        errors.append([image_localisation_error(g, gt, k=len(g), threshold=thr)
+                       for g, (_, gt) in zip(per_image, batch, strict=False)])
+        boxes_out.append([{str(c): [round(v, 2) for v in b.tolist()] for c, b in g} for g in per_image])
+    return errors, boxes_out
+
+
 def _rescale(imgs: Sequence[Image.Image], q: int, norm: Normalization) -> tuple[torch.Tensor, tuple[float, float]]:
     """Same-size images rescaled to smallest side ``q``, normalised and stacked; and the (sx, sy) factors."""
     rs = [isotropic_resize(img, q) for img in imgs]
@@ -129,17 +165,39 @@ def dense_boxes(net: LocNet, imgs: Sequence[Image.Image], q: int, runner: Runner
     return clip_corners(corners, imgs[0].size[0], imgs[0].size[1])
 
 
+@dataclass
+class Rater:
+    """The classification net of the dense protocol: it rates each location's box and gives the top-k classes."""
+
+    model: VGG
+    norm: Normalization
+    order: np.ndarray | None = None  #: ``order[c]``: its output of the data's class c (None: the same order)
+
+
+@dataclass
+class DenseSettings:
+    """How the dense protocol runs."""
+
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    k: int = 5  #: classes guessed per image (5 in ILSVRC)
+    class_scales: Sequence[int] | None = None  #: scales of the classification protocol (default: the nets')
+    flip: bool = True  #: the classification protocol also averages the flipped image's posteriors
+    #: also merge the union of all nets' boxes (when there are several), or of the nets of these indices
+    fusion: bool | Sequence[int] = True
+
+
 @torch.no_grad()
-def class_maps(classifier: VGG, norm: Normalization, imgs: Sequence[Image.Image], q: int, runner: Runner,
+def class_maps(rater: Rater, imgs: Sequence[Image.Image], q: int, runner: Runner,
                flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The classification net at scale ``q`` on same-size images.
+    """The classification net at scale ``q`` on same-size images (its own class order).
 
     Returns:
         (N x C posteriors of the dense classification protocol, N x C x h x w soft-max maps).
     """
+    classifier = rater.model
     if q < classifier.cfg.crop:
         raise UserError(f"test scale Q={q} is below the classification net's crop size {classifier.cfg.crop}")
-    x, _ = _rescale(imgs, q, norm)
+    x, _ = _rescale(imgs, q, rater.norm)
     x = runner.input(x)
     with runner.autocast():
         score_map = classifier.forward_dense(x).float()
@@ -172,49 +230,24 @@ class DenseResult:
     n_boxes: dict[str, int]
 
 
-def dense_localise(
-    nets: Sequence[LocNet],
-    classifier: VGG,
-    class_norm: Normalization,
-    imgs: Sequence[Image.Image],
-    runner: Runner,
-    merge: MergeConfig,
-    k: int = 5,
-    class_scales: Sequence[int] | None = None,
-    flip: bool = True,
-    fusion: bool | Sequence[int] = True,
-    class_order: np.ndarray | None = None,
-    top: Sequence[Sequence[int]] | None = None,
-) -> list[DenseResult]:
-    """The fully-fledged protocol (Table 9) on a batch of images of one size.
+def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Image], runner: Runner,
+                   how: DenseSettings | None = None, top: Sequence[Sequence[int]] | None = None) -> list[DenseResult]:
+    """The fully-fledged protocol (Table 9) on a batch of images of one size (each image's result depends on it
+    alone): every net at each of its test scales, boxes rated by ``rater``, merged per class.
 
-    Args:
-        nets: localisation nets, each with its test scales.
-        classifier: classification net rating the boxes and choosing the top-k classes.
-        class_norm: its normalisation.
-        imgs: RGB images, all of the same size (each image's result depends on it alone).
-        runner: device and precision.
-        merge: greedy merging settings.
-        k: classes guessed per image (5 in ILSVRC).
-        class_scales: scales of the classification protocol (default: every net's scales).
-        flip: the classification protocol also averages the flipped image's posteriors.
-        fusion: also merge the union of all nets' boxes (when there are several nets), or of the nets
-            of these indices (Table 9's fusion row unites two of its rows).
-        class_order: ``class_order[c]`` = the classifier's output index of the data's class c
-            (None: the same order).
-        top: per image, the k classes to guess, taken from a saved classification result (None:
-            the top-k of the classifier's dense evaluation at ``class_scales``).
-    Returns:
-        One :class:`DenseResult` per image.
+    ``top``: per image, the k classes to guess, taken from a saved classification result (None: the top-k of
+    the rater's dense evaluation at ``how.class_scales``). Returns one :class:`DenseResult` per image.
     """
+    how = how or DenseSettings()
+    k, merge, fusion = how.k, how.merge, how.fusion
     box_scales = sorted({q for n in nets for q in n.scales})
-    cls_scales = sorted(set(class_scales or box_scales))
+    cls_scales = sorted(set(how.class_scales or box_scales))
     posts: dict[int, np.ndarray] = {}
     maps: dict[int, np.ndarray] = {}
     for q in sorted(set(box_scales) | set(cls_scales)):
-        posts[q], maps[q] = class_maps(classifier, class_norm, imgs, q, runner, flip)
-        if class_order is not None:
-            posts[q], maps[q] = posts[q][:, class_order], maps[q][:, class_order]
+        posts[q], maps[q] = class_maps(rater, imgs, q, runner, how.flip)
+        if rater.order is not None:
+            posts[q], maps[q] = posts[q][:, rater.order], maps[q][:, rater.order]
     boxes_at = {(i, q): dense_boxes(net, imgs, q, runner) for i, net in enumerate(nets) for q in net.scales}
     groups = {f"net{i}": [i] for i in range(len(nets))}
     members = list(range(len(nets))) if fusion is True else list(fusion or [])

@@ -1,5 +1,9 @@
 """Which images count and which classes are guessed (paper Appendix A.2; docs/formats.md section 4).
 
+- **Usable images.** Images that cannot be decoded or have no usable box are skipped with their
+  reason and left out of the denominator (as the devkit's blacklist); data without any box
+  annotation is an error.
+- **Classes.** A net's (or a saved result's) classes are matched to the data's by id, else by name.
 - **The validation blacklist.** ILSVRC's devkit lists validation images whose annotations are
   ambiguous (``ILSVRC2014_clsloc_validation_blacklist.txt``: one 1-based validation image index
   per line); they are left out of the localisation error only (the devkit subtracts them from its
@@ -15,15 +19,103 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.localise.boxes import ground_truth
 
-__all__ = ["read_blacklist", "image_index", "TopClasses", "load_top_classes"]
+__all__ = ["iter_ground_truth", "skip_summary", "class_names", "class_order", "read_blacklist", "image_index",
+           "TopClasses", "load_top_classes", "MAX_LISTED"]
+
+#: skips (and blacklisted images) listed by key in a summary; the rest are only counted
+MAX_LISTED = 1000
 
 _VAL_NUMBER = re.compile(r"^ILSVRC\d{4}_val_(\d+)$")
+
+
+def iter_ground_truth(view: Any, limit: int | None, skips: list[dict[str, str]], counts: dict[str, int]):
+    """Yield (sample, GroundTruth) for usable images; record the others in ``skips``.
+
+    Raises:
+        UserError: when the data carries no box annotations at all.
+    """
+    seen = with_boxes = 0
+    for sample in view:
+        if limit is not None and seen >= limit:
+            break
+        seen += 1
+        counts["images"] = seen
+        if sample.boxes is not None:
+            with_boxes += 1
+        if sample.image is None:
+            skips.append({"key": sample.key, "reason": f"not decodable: {sample.error}"})
+            continue
+        if sample.boxes is None:
+            skips.append({"key": sample.key, "reason": "no box annotations"})
+            continue
+        w, h = sample.image.size
+        gt = ground_truth(sample.boxes, w, h, view.classes, sample.label)
+        counts["boxes_clipped"] = counts.get("boxes_clipped", 0) + gt.clipped
+        counts["boxes_skipped"] = counts.get("boxes_skipped", 0) + len(gt.skipped)
+        for reason in gt.skipped:
+            skips.append({"key": sample.key, "reason": reason})
+        if not gt.classes:
+            reason = "only difficult boxes" if len(gt.labels) else "no usable box"
+            skips.append({"key": sample.key, "reason": reason})
+            continue
+        yield sample, gt
+    if with_boxes == 0:
+        raise UserError(f"the data ({view.kind}, split {view.split}) has no box annotations: localisation needs "
+                        "boxes (VOC or ILSVRC XML annotations, or shards made from them)")
+
+
+def _skip_kind(reason: str) -> str:
+    """The summary category of a skip reason: without the box index, before any ':' or '('."""
+    if reason.startswith("box ") and ":" in reason:
+        reason = reason.split(":", 1)[1].strip()
+    return reason.split(":", 1)[0].split(" (", 1)[0].strip()
+
+
+def skip_summary(skips: list[dict[str, str]]) -> dict[str, Any]:
+    """Skips counted by kind of reason, and the first :data:`MAX_LISTED` of them."""
+    return {"by_reason": dict(Counter(_skip_kind(s["reason"]) for s in skips)), "listed": skips[:MAX_LISTED]}
+
+
+def class_names(view: Any) -> list[str] | None:
+    """The data's human-readable class names where its classes are ids (ILSVRC wnids named by
+    ``LOC_synset_mapping.txt`` or the devkit), else None."""
+    words = getattr(getattr(view, "source", None), "words", None) or {}
+    names = [str(words.get(c, c)).split(",")[0].strip() for c in view.classes]
+    return names if words and names != list(view.classes) else None
+
+
+def class_order(what: str, theirs: list[str] | None, count: int, classes: list[str],
+                names: list[str] | None = None) -> np.ndarray | None:
+    """How a net's outputs map to the data's classes: None (same order) or ``order[c]`` = the net's index of class c.
+
+    A net's classes match the data's by their ids, or else by their names (``names``, from
+    :func:`class_names`: a Fashion-MNIST classifier on the ILSVRC-style set, whose wnids are named).
+
+    Raises:
+        UserError: another class count, or (when the net records names) other class names.
+    """
+    if count != len(classes):
+        raise UserError(f"{what} has {count} classes but the data has {len(classes)}; "
+                        "use a net trained on the same classes")
+    if not theirs or list(theirs) == list(classes):
+        return None
+    if names is not None and sorted(theirs) == sorted(names) and sorted(theirs) != sorted(classes):
+        classes = names
+        if list(theirs) == list(classes):
+            return None
+    if sorted(theirs) != sorted(classes):
+        extra = sorted(set(theirs) - set(classes))[:3]
+        raise UserError(f"{what} classes differ from the data's (e.g. {extra} not in the data)")
+    return np.array([list(theirs).index(c) for c in classes], dtype=np.int64)
 
 
 def read_blacklist(path: str | Path) -> set[int]:
@@ -85,7 +177,6 @@ def load_top_classes(files: list[str], method: str, nets: list[int] | None, clas
         UserError: unreadable files, files of other images or classes, a method or net not stored.
     """
     from pipeline.evaluate.posteriors import load_posteriors, merge_posteriors
-    from pipeline.localise.evaluate import class_order
 
     post = merge_posteriors([load_posteriors(f) for f in files])
     scores = post.select(method, nets)

@@ -16,8 +16,7 @@ from pipeline.cli.options import JsonOption, config_fields, stage_command
 from pipeline.config import StageConfig, load_config
 from pipeline.evaluate.stage import EvaluateConfig
 from pipeline.features.extract import ExtractConfig
-from pipeline.localise.evaluate import LocaliseEvalConfig
-from pipeline.localise.train import LocaliseTrainConfig
+from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
 from pipeline.shards.config import ShardConfig, StatsConfig
 from pipeline.train.config import TrainConfig
 from pipeline.transfer.stage import TransferConfig

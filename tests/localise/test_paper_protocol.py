@@ -16,11 +16,10 @@ from loc_fixtures import save_classifier
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
-from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
+from pipeline.evaluate import EvaluateConfig, run_evaluate
 from pipeline.localise import LocaliseEvalConfig, LocaliseTrainConfig, run_localise_evaluate, run_localise_train
-from pipeline.localise.evaluate import class_order
 from pipeline.localise.net import localisation_net
-from pipeline.localise.selection import image_index, read_blacklist
+from pipeline.localise.selection import class_order, image_index, read_blacklist
 from pipeline.models import load_model, save_checkpoint
 from pipeline.shipped.fashion_mnist import CLASSES
 from pipeline.shipped.ilsvrc_loc import WNIDS, prepare_ilsvrc_loc
@@ -46,7 +45,7 @@ def nets(loc_set, tmp_path_factory):
 def _dense(loc_set, nets, tmp_path, **over):
     cls_path, loc = nets
     base = dict(checkpoints=[str(loc)], classifier=str(cls_path), data=str(loc_set), split="val", protocol="dense",
-                class_scales=[64], progress=False, device="cpu")
+                class_scales=[64], progress=False, runtime={"device": "cpu"})
     cfg = LocaliseEvalConfig(**{**base, **over})
     return run_localise_evaluate(cfg)
 
@@ -59,7 +58,7 @@ def test_fc_only_fine_tuning_leaves_the_conv_layers_bit_identical(loc_set, nets,
     cls_path, _ = nets
     res = run_localise_train(LocaliseTrainConfig(
         data=str(loc_set), classifier=str(cls_path), head="scr", fine_tune="fc", scale=64, epochs=2, batch_size=4,
-        lr=0.01, out=str(tmp_path / "fc"), progress=False, device="cpu"))
+        lr=0.01, out=str(tmp_path / "fc"), progress=False, runtime={"device": "cpu"}))
     tuned = torch.load(res["last"], weights_only=True)["state_dict"]
     start = torch.load(cls_path, weights_only=True)["state_dict"]
     convs = [k for k in tuned if k.startswith("features.")]
@@ -106,7 +105,8 @@ def test_blacklist_file_format(tmp_path):
 def test_top5_from_posteriors_equals_the_dense_evaluation_they_came_from(loc_set, nets, tmp_path):
     cls_path, _ = nets
     run_evaluate(EvaluateConfig(checkpoints=[str(cls_path)], data=str(loc_set), split="val", method="dense",
-                                scales=[64], flip=True, out=str(tmp_path / "eval"), progress=False, device="cpu"))
+                                scales=[64], flip=True, out=str(tmp_path / "eval"), progress=False,
+                                runtime={"device": "cpu"}))
     own = _dense(loc_set, nets, tmp_path, out=str(tmp_path / "own"))
     saved = _dense(loc_set, nets, tmp_path, out=str(tmp_path / "saved"), posteriors=[str(tmp_path / "eval")],
                    posteriors_method="dense")
@@ -159,7 +159,7 @@ def test_images_kept_in_memory_train_exactly_as_read_every_epoch(loc_set, nets, 
     for mb in (0, 64):
         runs[mb] = run_localise_train(LocaliseTrainConfig(
             data=str(loc_set), classifier=str(cls_path), head="pcr", fine_tune="all", scale=64, epochs=2, batch_size=4,
-            lr=0.01, cache_mb=mb, out=str(tmp_path / f"mb{mb}"), progress=False, device="cpu"))
+            lr=0.01, cache_mb=mb, out=str(tmp_path / f"mb{mb}"), progress=False, runtime={"device": "cpu"}))
     assert [h["train_loss"] for h in runs[0]["history"]] == [h["train_loss"] for h in runs[64]["history"]]
     assert runs[0]["history"][1]["images"] == runs[64]["history"][1]["images"] == 20
     a = torch.load(runs[0]["last"], weights_only=True)["state_dict"]
@@ -170,7 +170,7 @@ def test_images_kept_in_memory_train_exactly_as_read_every_epoch(loc_set, nets, 
 def test_fc_only_at_s_equal_crop_reuses_conv_features_and_resumes_exactly(loc_set, nets, tmp_path):
     cls_path, _ = nets
     base = dict(data=str(loc_set), classifier=str(cls_path), head="pcr", fine_tune="fc", scale=32, batch_size=4,
-                lr=0.01, progress=False, device="cpu")
+                lr=0.01, progress=False, runtime={"device": "cpu"})
     memo = run_localise_train(LocaliseTrainConfig(**base, epochs=2, out=str(tmp_path / "memo")))
     plain = run_localise_train(LocaliseTrainConfig(**base, epochs=2, cache_mb=0, out=str(tmp_path / "plain")))
     run_localise_train(LocaliseTrainConfig(**base, epochs=1, out=str(tmp_path / "resumed")))

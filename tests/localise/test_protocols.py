@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.evaluate.protocols import dense_evaluate, rescale_batch
 from pipeline.localise.merge import MergeConfig
 from pipeline.localise.net import LocaliserInfo, localisation_net
-from pipeline.localise.protocols import LocNet, Runner, class_maps, dense_localise
+from pipeline.localise.protocols import DenseSettings, LocNet, Rater, Runner, class_maps, dense_localise
 from pipeline.models import build_model, init_weights
 from pipeline.preprocess import Normalization
 
@@ -40,7 +40,8 @@ def _constant_net(classifier, box, head="pcr"):
 
 
 def test_dense_posteriors_are_the_evaluate_stage_s(classifier, image):
-    post, maps = class_maps(classifier, NORM, [image, image.transpose(Image.FLIP_LEFT_RIGHT)], 64, Runner(), flip=True)
+    post, maps = class_maps(Rater(classifier, NORM), [image, image.transpose(Image.FLIP_LEFT_RIGHT)], 64, Runner(),
+                            flip=True)
     x = rescale_batch([image, image.transpose(Image.FLIP_LEFT_RIGHT)], 64, NORM)
     np.testing.assert_allclose(post, dense_evaluate(classifier, x, flip=True).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(post[0], post[1], rtol=1e-5, atol=1e-6)  # flip-averaged: the same for the mirror image
@@ -54,7 +55,7 @@ def test_each_class_gets_its_best_rated_window(classifier, image):
     """Every location predicts its whole window; windows do not overlap, so nothing merges and the guess
     for a class is the window where the classifier scores that class highest."""
     net = _constant_net(classifier, [0.5, 0.5, 1.0, 1.0])
-    [res] = dense_localise([net], classifier, NORM, [image], Runner(), MergeConfig(), k=5, flip=False)
+    [res] = dense_localise([net], Rater(classifier, NORM), [image], Runner(), DenseSettings(MergeConfig(), flip=False))
     x = rescale_batch([image], 64, NORM)
     with torch.no_grad():
         smap = F.softmax(classifier.forward_dense(x), dim=1)[0].numpy()  # 6 x 2 x 3
@@ -73,7 +74,7 @@ def test_each_class_gets_its_best_rated_window(classifier, image):
 def test_boxes_of_several_nets_are_united_before_merging(classifier, image):
     a = _constant_net(classifier, [0.5, 0.5, 1.0, 1.0])
     b = _constant_net(classifier, [0.5, 0.5, 0.9, 0.9], head="scr")  # IoU 0.81 with a's box of the same window
-    [res] = dense_localise([a, b], classifier, NORM, [image], Runner(), MergeConfig(), k=3, flip=False)
+    [res] = dense_localise([a, b], Rater(classifier, NORM), [image], Runner(), DenseSettings(k=3, flip=False))
     assert res.n_boxes["fusion"] == res.n_boxes["net0"] + res.n_boxes["net1"] == 2 * 3 * 6
     for (c, _box, score), (c0, _, s0), (c1, _, s1) in zip(
         res.guesses["fusion"], res.guesses["net0"], res.guesses["net1"], strict=False

@@ -1,0 +1,109 @@
+"""The configs of the localisation stages (paper Appendix A.1 training, A.1-A.2 testing, Tables 8-9)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.localise.merge import MergeConfig
+from pipeline.localise.net import Head
+from pipeline.runtime import RuntimeStageConfig
+
+__all__ = ["LocaliseTrainConfig", "LocaliseEvalConfig"]
+
+
+class LocaliseTrainConfig(RuntimeStageConfig):
+    """Configuration of ``run_localise_train`` (paper A.1 training; Table 8's settings)."""
+
+    data: str = Field(..., description="training data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)")
+    split: str = Field("train", description="training split")
+    val_split: str | None = Field(None, description="validation split for the per-epoch GT-class crop error "
+                                                    "(None: no validation; best = last)")
+    format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
+    classifier: str = Field(..., description="classification checkpoint to start from (same config; its last "
+                                             "layer is replaced)")
+    head: Head = Field("pcr", description="scr: one box for all classes (4 outputs); pcr: one box per class (4 x C)")
+    fine_tune: Literal["all", "fc"] = Field("all", description="all layers, or only the 1st and 2nd FC layers "
+                                                               "(the last layer is always trained from scratch)")
+    scale: int | None = Field(None, ge=32, description="fixed training scale S (default: the classifier's S)")
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    batch_size: int = Field(256, ge=1, description="mini-batch size (paper: 256)")
+    lr: float = Field(1e-3, gt=0, description="initial learning rate (paper A.1: 1e-3)")
+    lr_steps: list[int] = Field(
+        default_factory=list, description="epochs after which the learning rate is divided by 10"
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper: 0.9)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (paper: 5e-4)")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout after FC1 and FC2 while fine-tuning "
+                                                                "(default: the classification net's, paper 0.5)")
+    init_std: float = Field(1e-2, gt=0, description="std of the fresh box layer's initial weights (biases 0)")
+    flip: bool = Field(True, description="random horizontal flips (boxes flipped along)")
+    min_visible: float = Field(0.5, ge=0, le=1, description="a box is a regression target only if this fraction of it "
+                                                           "lies inside the crop (OverFeat: 50%)")
+    shuffle_buffer: int = Field(2048, ge=1, description="images held for shuffling the stream (whole split if larger)")
+    limit: int | None = Field(None, ge=1, description="use only the first N training images")
+    cache_mb: int = Field(512, ge=0, description="keep the decoded training images in memory after the first epoch "
+                                                 "when they fit in this many MB (0: never): the same images in the "
+                                                 "same order, read once")
+    val_limit: int | None = Field(None, ge=1, description="validate on only the first N images")
+    seed: int = Field(0, description="seed of the box layer, shuffling, crops, flips and dropout")
+    out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
+    progress: bool = Field(True, description="show progress on a terminal")
+
+
+class LocaliseEvalConfig(RuntimeStageConfig):
+    """Configuration of ``run_localise_evaluate`` (paper A.1 testing protocols, A.2 Tables 8-9)."""
+
+    checkpoints: list[str] = Field(..., min_length=1, description="localisation checkpoints (several: their boxes "
+                                                                  "are united before merging, dense protocol)")
+    classifier: str | None = Field(None, description="classification checkpoint rating the boxes and giving the "
+                                                     "top-5 classes (required by the dense protocol)")
+    data: str = Field(..., description="data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)")
+    split: str | None = Field("val", description="split to evaluate (None: the only / val / test split)")
+    format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
+    protocol: Literal["crop", "dense"] = Field("dense", description="crop: central crop with the ground-truth class "
+                                                                    "(Table 8); dense: whole image, merged boxes, "
+                                                                    "top-5 classes (Table 9)")
+    scales: list[int] | None = Field(None, description="test scales Q of every localisation net (default: each "
+                                                       "net's training scale S, as Table 9's S/Q rows); the crop "
+                                                       "protocol uses the first")
+    net_scales: list[list[int]] | None = Field(None, description="test scales of each net, in checkpoint order "
+                                                                "(overrides scales; Table 9's fusion row: 256/256 "
+                                                                "and 384/352,384)")
+    fusion_nets: list[int] | None = Field(None, description="dense protocol: indices (checkpoint order) of the nets "
+                                          "whose boxes are united for the fusion row (default all; Table 9 fuses two "
+                                          "of its rows)")
+    class_scales: list[int] | None = Field(None, description="scales of the classification protocol giving the "
+                                                             "top-5 classes (default: the localisation scales)")
+    flip: bool = Field(True, description="the classification protocol averages in the flipped image (paper: on)")
+    posteriors: list[str] = Field(default_factory=list, description="saved classification results giving the top-k "
+                                  "classes (posteriors.npz of `vgg evaluate`, or its folder; several: their nets "
+                                  "fused), as the paper takes them from its best classification system; none: the "
+                                  "classifier's dense evaluation")
+    posteriors_method: Literal["dense", "multicrop", "both"] = Field(
+        "both", description="which saved posteriors give the classes: dense, multicrop or both (their combination)")
+    posteriors_nets: list[int] | None = Field(None, description="indices of the saved nets to fuse (default all)")
+    blacklist: str | None = Field(None, description="devkit blacklist (ILSVRC2014_clsloc_validation_blacklist.txt "
+                                  "format: one 1-based validation image index per line): those images are left out "
+                                  "of the localisation error only")
+    centre_crop_rows: bool = Field(True, description="dense protocol: also rate each net's central-crop box for the "
+                                   "same top-k classes (Table 9 against Table 8's protocol)")
+    top_k: int = Field(5, ge=1, description="(label, box) guesses per image (ILSVRC: 5); the error at 1 is "
+                                            "reported too")
+    iou_threshold: float = Field(0.5, gt=0, le=1, description="a box is correct at IoU >= this (ILSVRC: 0.5)")
+    merge: MergeConfig = Field(default_factory=MergeConfig, description="OverFeat greedy merging (dense protocol)")
+    batch_size: int = Field(32, ge=1, description="images per forward pass (central crops; dense: images of one size)")
+    max_buffered: int = Field(256, ge=1, description="dense protocol: most images held while same-size batches fill")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N images of the split")
+    out: str | None = Field(None, description="output folder (None: return the summary without writing files)")
+    progress: bool = Field(True, description="show progress on a terminal")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_net_scales(cls, data: Any) -> Any:
+        """``scales: "256;352,384"`` (text with ';') gives each net its scales (``net_scales``)."""
+        if isinstance(data, dict) and isinstance(data.get("scales"), str) and ";" in data["scales"]:
+            data = {**data, "net_scales": data["scales"]}
+            del data["scales"]
+        return data

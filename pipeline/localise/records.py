@@ -1,0 +1,253 @@
+"""The per-image records of the localisation evaluation (paper Appendix A.2, Tables 8 and 9).
+
+Each usable image of the split gets one record (``predictions.jsonl``): its ground-truth classes,
+the boxes guessed and each method's error. ``crop`` (Table 8) rates each net's central-crop box
+for the ground-truth classes; ``dense`` (Table 9) rates each net applied densely, the fusion of
+nets (union of their boxes before merging) and each net's central crop, for the top-k classes.
+Both also rate two boxes that need no net, with the same classes: the whole image and its centre
+quarter (half the width and height), so a result can be read against them. The files of an
+evaluation: ``config.yaml``, ``loc_table.md``, ``predictions.jsonl``, then ``loc_eval.json`` (the
+summary with its identity, written last).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import save_config
+from pipeline.errors import UserError
+from pipeline.evaluate.posteriors import posteriors_file
+from pipeline.io import atomic_write_text, sha256_file
+from pipeline.localise.boxes import GroundTruth, centre_quarter_box, whole_image_box
+from pipeline.localise.config import LocaliseEvalConfig
+from pipeline.localise.metric import image_classification_error, image_localisation_error
+from pipeline.localise.net import load_classifier, load_localiser
+from pipeline.localise.protocols import (
+    DenseSettings,
+    LocNet,
+    Rater,
+    Runner,
+    centre_boxes,
+    crop_protocol_errors,
+    dense_localise,
+)
+from pipeline.localise.selection import (
+    TopClasses,
+    class_names,
+    class_order,
+    image_index,
+    iter_ground_truth,
+    load_top_classes,
+)
+from pipeline.preprocess import normalization_of
+from pipeline.results import LocaliseEvalOutputs
+from pipeline.reuse import config_fields, identity, input_digests, record_finished
+
+__all__ = ["SUMMARY_FORMAT", "Evaluation", "open_evaluation", "baseline_errors", "crop_records", "dense_records",
+           "mean_errors", "evaluation_identity", "write_evaluation"]
+
+#: the format of loc_eval.json (its identity's version)
+SUMMARY_FORMAT = "vgg-localise-eval/2"
+
+
+@dataclass
+class Evaluation:
+    """One localisation evaluation: the nets and what the records of either protocol need."""
+
+    cfg: LocaliseEvalConfig
+    view: Any
+    runner: Runner
+    nets: list[LocNet]
+    net_infos: list[dict[str, Any]]
+    rater: Rater | None = None  #: dense protocol: the classification net
+    rater_info: dict[str, Any] | None = None
+    top: TopClasses | None = None  #: dense protocol: the top-k classes from saved posteriors
+    bar: Any = None
+    skips: list[dict[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def images(self):
+        """The usable (sample, ground truth) pairs of the split; skips and counts recorded."""
+        return iter_ground_truth(self.view, self.cfg.limit, self.skips, self.counts)
+
+
+def _load_nets(cfg: LocaliseEvalConfig, classes: list[str], runner: Runner) -> tuple[list[LocNet], list[dict]]:
+    """The localisation nets at their test scales, and what the summary says of each."""
+    nets, infos = [], []
+    if cfg.net_scales is not None and len(cfg.net_scales) != len(cfg.checkpoints):
+        raise UserError(f"net_scales has {len(cfg.net_scales)} lists for {len(cfg.checkpoints)} checkpoints")
+    for i, path in enumerate(cfg.checkpoints):
+        model, info = load_localiser(path)
+        order = class_order(f"localisation net {path}", info.classes, len(info.classes), classes)
+        s = info.train_scale
+        if cfg.net_scales is not None:
+            scales = list(cfg.net_scales[i])
+        else:
+            scales = list(cfg.scales) if cfg.scales else ([s] if s else [])
+        if not scales:
+            raise UserError(f"{path}: records no training scale; give --scales")
+        low = [q for q in scales if q < model.cfg.crop]
+        if low:
+            raise UserError(f"{path}: test scales {low} are below its crop size {model.cfg.crop}")
+        norm = normalization_of({"meta": info.meta})
+        nets.append(LocNet(runner.prepare(model), info, norm, scales, order))
+        infos.append({"checkpoint": str(path), "sha256": sha256_file(path), "head": info.head,
+                      "fine_tune": info.fine_tune, "train_scale": s, "scales": scales,
+                      "model": model.cfg.model_dump(mode="json")})
+    bad = [i for i in cfg.fusion_nets or [] if not 0 <= i < len(nets)]
+    if bad:
+        raise UserError(f"fusion_nets {bad}: there are {len(nets)} nets (0..{len(nets) - 1})")
+    return nets, infos
+
+
+def open_evaluation(cfg: LocaliseEvalConfig, view: Any) -> Evaluation:
+    """Load the localisation nets and, for the dense protocol, the classifier and the saved posteriors."""
+    runner = Runner.of(cfg.runtime)
+    ev = Evaluation(cfg, view, runner, *_load_nets(cfg, list(view.classes), runner))
+    if cfg.protocol == "dense":
+        if not cfg.classifier:
+            raise UserError("the dense protocol needs --classifier (a classification checkpoint rating the boxes)")
+        names = class_names(view)
+        model, ck, order = load_classifier(cfg.classifier, list(view.classes), names)
+        ev.rater = Rater(runner.prepare(model), normalization_of(ck), order)
+        ev.rater_info = {"checkpoint": cfg.classifier, "sha256": sha256_file(cfg.classifier),
+                         "train_scale": (ck.get("meta") or {}).get("train_scale"),
+                         "model": model.cfg.model_dump(mode="json")}
+        if cfg.posteriors:
+            ev.top = load_top_classes(cfg.posteriors, cfg.posteriors_method, cfg.posteriors_nets,
+                                      list(view.classes), names)
+    return ev
+
+
+def baseline_errors(guess_classes: list[int], gt: GroundTruth, size: tuple[int, int], k: int,
+                    thr: float) -> dict[str, float]:
+    """Localisation error of one image when every guessed class gets the whole image or its centre quarter."""
+    boxes = {"whole image": whole_image_box(*size), "centre quarter": centre_quarter_box(*size)}
+    return {
+        name: image_localisation_error([(c, box) for c in guess_classes], gt, k, thr) for name, box in boxes.items()
+    }
+
+
+def crop_records(ev: Evaluation) -> list[dict[str, Any]]:
+    """Per-image records of the central-crop protocol (GT classes)."""
+    thr = ev.cfg.iou_threshold
+    records: list[dict[str, Any]] = []
+    batch: list[tuple[Any, GroundTruth]] = []
+    positions: list[int] = []
+
+    def flush() -> None:
+        errs, boxes = crop_protocol_errors(ev.nets, batch, ev.runner, thr)
+        for j, (sample, gt) in enumerate(batch):
+            rec: dict[str, Any] = {"key": sample.key, "index": image_index(sample.key, positions[j]),
+                                   "gt_classes": gt.classes, "error": {}, "boxes": {}}
+            for i in range(len(ev.nets)):
+                rec["error"][f"net{i}"] = errs[i][j]
+                rec["boxes"][f"net{i}"] = boxes[i][j]
+            rec["error"].update(baseline_errors(gt.classes, gt, sample.image.size, len(gt.classes), thr))
+            records.append(rec)
+        ev.bar.advance(len(batch))
+        batch.clear()
+        positions.clear()
+
+    for sample, gt in ev.images():
+        batch.append((sample, gt))
+        positions.append(ev.counts["images"])
+        if len(batch) >= ev.cfg.batch_size:
+            flush()
+    if batch:
+        flush()
+    return records
+
+
+def _dense_group(ev: Evaluation, group: list[tuple[int, Any, GroundTruth]]) -> list[dict[str, Any]]:
+    """Records of one batch of same-size images under the dense protocol (and each net's central crop)."""
+    cfg = ev.cfg
+    k, thr = cfg.top_k, cfg.iou_threshold
+    tops = None if ev.top is None else [ev.top.top(s.key, k) for _, s, _ in group]
+    how = DenseSettings(cfg.merge, k, cfg.class_scales, cfg.flip, True if cfg.fusion_nets is None else cfg.fusion_nets)
+    assert ev.rater is not None
+    results = dense_localise(ev.nets, ev.rater, [s.image for _, s, _ in group], ev.runner, how, top=tops)
+    # each checkpoint's central crop once (a checkpoint listed twice, at other scales, crops the same)
+    firsts = [i for i, c in enumerate(cfg.checkpoints) if cfg.checkpoints.index(c) == i] if cfg.centre_crop_rows else []
+    crops = {i: centre_boxes(ev.nets[i], [(s, gt) for _, s, gt in group], ev.runner, [r.top for r in results])
+             for i in firsts}
+    out = []
+    for j, ((pos, sample, gt), res) in enumerate(zip(group, results, strict=False)):
+        rec = {"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes, "top": res.top,
+               "error": {}, "error_top1": {}, "guesses": {}}
+        named = {name: [(c, b) for c, b, _ in g] for name, g in res.guesses.items()}
+        named.update({f"net{i} crop": boxes[j] for i, boxes in crops.items()})
+        for name, g in named.items():
+            rec["error"][name] = image_localisation_error(g, gt, k, thr)
+            rec["error_top1"][name] = image_localisation_error(g, gt, 1, thr)
+        for name, guesses in res.guesses.items():
+            rec["guesses"][name] = [[c, [round(v, 2) for v in b.tolist()], round(sc, 4)] for c, b, sc in guesses]
+        rec["error"].update(baseline_errors(res.top, gt, sample.image.size, k, thr))
+        rec["error_top1"].update(baseline_errors(res.top, gt, sample.image.size, 1, thr))
+        rec["classification_error"] = image_classification_error(res.top, gt.classes, k)
+        out.append(rec)
+    return out
+
+
+def dense_records(ev: Evaluation) -> list[dict[str, Any]]:
+    """Per-image records of the dense protocol, in data order (images batched by size)."""
+    records: list[dict[str, Any]] = []
+    pending: dict[tuple[int, int], list[tuple[int, Any, GroundTruth]]] = {}
+    order: dict[str, int] = {}
+
+    def run_group(size: tuple[int, int]) -> None:
+        group = pending.pop(size)
+        records.extend(_dense_group(ev, group))
+        ev.bar.advance(len(group))
+
+    for n, (sample, gt) in enumerate(ev.images()):
+        order[sample.key] = n
+        size = sample.image.size
+        pending.setdefault(size, []).append((ev.counts["images"], sample, gt))
+        if len(pending[size]) >= ev.cfg.batch_size:
+            run_group(size)
+        elif sum(len(v) for v in pending.values()) >= ev.cfg.max_buffered:
+            run_group(max(pending, key=lambda sz: len(pending[sz])))
+    for size in list(pending):
+        run_group(size)
+    records.sort(key=lambda r: order[r["key"]])  # back to data order
+    return records
+
+
+def mean_errors(records: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Mean of each method's per-image error over the records not blacklisted (the devkit's denominator)."""
+    kept = [r for r in records if not r["blacklisted"]]
+    if not kept:
+        raise UserError("every evaluated image is blacklisted: no localisation error to report")
+    return {name: float(np.mean([r[key][name] for r in kept])) for name in kept[0][key]}
+
+def evaluation_identity(cfg: LocaliseEvalConfig, view: Any) -> dict[str, Any] | None:
+    """What the summary depends on: the config, the inputs' sha256, the data's fingerprint (None: an input is
+    missing, and the stage then fails on it with its own message)."""
+    files = [*cfg.checkpoints, *([cfg.classifier] if cfg.classifier else []),
+             *[posteriors_file(p) for p in cfg.posteriors], *([cfg.blacklist] if cfg.blacklist else [])]
+    digests = input_digests(files)
+    if digests is None:
+        return None
+    return identity(format=SUMMARY_FORMAT, config=config_fields(cfg), inputs=digests, data=view.fingerprint)
+
+
+def write_evaluation(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict[str, Any],
+           ident: dict[str, Any] | None) -> None:
+    """config.yaml, loc_table.md, predictions.jsonl, then loc_eval.json (written last: the run is finished)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = LocaliseEvalOutputs(config=str(out / "config.yaml"), table=str(out / "loc_table.md"),
+                                predictions=str(out / "predictions.jsonl"), summary=str(out / "loc_eval.json"))
+    summary["outputs"] = files.model_dump()
+    save_config(cfg, files.config)
+    atomic_write_text(files.table, summary["table"])
+    atomic_write_text(files.predictions, "".join(json.dumps(r) + "\n" for r in records))
+    if ident is not None:
+        summary["identity"] = ident
+    record_finished(files.summary, ident or {}, summary)
