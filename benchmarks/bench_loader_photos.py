@@ -139,16 +139,15 @@ def _clock(wall: bool) -> Callable[[], float]:
 def ours_rate(shards: Path, augment, images: int, workers: int = 0, wall: bool = False) -> float:
     """Images per second of our training stream over ``images`` images (loader start-up included; CUDA work
     waited for): per CPU-second of this process with 0 workers on the CPU, else (or ``wall``) per wall second."""
-    from pipeline.train.loader import open_shards, train_loader
+    from pipeline.train.loader import TrainStream, open_shards, train_loader
 
     s = open_shards(str(shards), ["train"])
     batches = max(1, math.ceil(images / BATCH))
     cuda = str(getattr(augment, "decode_device", None)).startswith("cuda")
     clock = _clock(wall or workers > 0 or cuda)
     t = clock()
-    for _ in train_loader(s, "train", augment=augment, micro_batch=BATCH, micro_batches=batches, skip=0, seed=0,
-                          epoch=0, shardshuffle=True, shuffle_buffer=min(100, s.count("train")), workers=workers,
-                          pin_memory=False):
+    for _ in train_loader(TrainStream(s, "train", augment, BATCH, batches, shuffle_buffer=min(100, s.count("train")),
+                                      workers=workers), epoch=0):
         pass
     if cuda:
         torch.cuda.synchronize()

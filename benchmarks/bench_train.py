@@ -177,7 +177,7 @@ def _plain_train(tree: Path, steps: int) -> float:
 
 def loader_rates(tree: Path, shards: Path, batches: int) -> tuple[float, float]:
     from pipeline.preprocess import TrainScale
-    from pipeline.train.loader import open_shards, train_loader
+    from pipeline.train.loader import TrainStream, open_shards, train_loader
     from pipeline.transforms import ColourShift, TrainAugment
 
     s = open_shards(str(shards), ["train"])
@@ -186,20 +186,7 @@ def loader_rates(tree: Path, shards: Path, batches: int) -> tuple[float, float]:
 
     def ours() -> float:
         t = time.perf_counter()
-        for _ in train_loader(
-            s,
-            "train",
-            augment=aug,
-            micro_batch=BATCH,
-            micro_batches=batches,
-            skip=0,
-            seed=0,
-            epoch=0,
-            shardshuffle=True,
-            shuffle_buffer=500,
-            workers=0,
-            pin_memory=False,
-        ):
+        for _ in train_loader(TrainStream(s, "train", aug, BATCH, batches, shuffle_buffer=500), epoch=0):
             pass
         return batches * BATCH / (time.perf_counter() - t)
 

@@ -117,6 +117,21 @@ class TrainResult(StageResult):
     wall_s: float
     images_per_s: float | None = None
 
+    def summary(self) -> str:
+        """How the run ended: epochs and steps, why it stopped, the best and last validation, the files."""
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{100 * x:.2f}%"
+
+        final = self.final or {}
+        rate = f", {self.images_per_s:.1f} images/s" if self.images_per_s else ""
+        lines = [f"{self.out}: {self.epochs} epochs, {self.steps} SGD steps in {self.wall_s:.0f} s{rate}; "
+                 f"stopped: {self.stop or 'not finished'}"]
+        if self.best_top1 is not None:
+            lines.append(f"  best val top-1 error {pct(1 - self.best_top1)} (epoch {self.best_epoch}); last epoch "
+                         f"top-1 error {pct(final.get('top1_err'))}, top-5 error {pct(final.get('top5_err'))}")
+        lines += [f"  last: {self.last}", f"  best: {self.best or '-'}", f"  metrics: {self.metrics}"]
+        return "\n".join(lines)
+
 
 # ---------------------------------------------------------------- evaluate
 class EvaluateOutputs(BaseModel):
@@ -138,6 +153,21 @@ class EvaluateResult(StageResult):
     n_images: int
     method: str
     rows: list[dict[str, Any]] = Field(description="rows of the paper-format table")
+
+    def summary(self) -> str:
+        """The paper-format table (Markdown, Tables 3-6), the chosen method's errors, notes and the files."""
+        from pipeline.evaluate.tables import to_markdown
+
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{100 * x:.2f}%"
+
+        lines = [to_markdown(self.rows, f"{self['method_name']} evaluation ({self.n_images} images)"),
+                 f"top-1 error {pct(self.top1_error)}, top-5 error {pct(self.top5_error)} on {self.n_images} "
+                 f"images; {self['n_failed']} failed to decode"]
+        lines += [f"note: {note}" for note in self.get("notes", [])]
+        if self.outputs is not None:
+            lines.append(f"wrote {self.outputs.eval}")
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- extract

@@ -25,9 +25,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from pipeline.config import ConfigSection, StageConfig
 from pipeline.errors import UserError
@@ -36,22 +36,37 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "RuntimeConfig", "RuntimeStageConfig", "upgrade_runtime_keys", "resolve_device", "is_usable_cuda", "backend_for",
-    "DistEnv",
+    "Bf16", "RuntimeConfig", "RuntimeStageConfig", "resolve_device", "is_usable_cuda", "backend_for", "DistEnv",
     "start_distributed", "stop_distributed", "native_bf16", "resolve_bf16", "autocast", "cpu_count",
     "compute_threads", "torch_threads", "Progress", "log",
 ]
 
 
 # ---------------------------------------------------------------- the config section
+_BF16_WORDS = {"auto": "auto", "true": True, "on": True, "yes": True, "1": True, "bf16": True,
+               "false": False, "off": False, "no": False, "0": False, "fp32": False}
+
+
+def _bf16_value(value: Any) -> Any:
+    """``runtime.bf16`` from any of its spellings: true/false, on/off, yes/no, 1/0, bf16/fp32, auto (None: auto)."""
+    if value is None:
+        return "auto"
+    if isinstance(value, str) and value.strip().lower() in _BF16_WORDS:
+        return _BF16_WORDS[value.strip().lower()]
+    return value
+
+
+#: bf16 autocast as configured: on, off, or ``auto`` (where native); :func:`resolve_bf16` makes it a bool, once
+Bf16 = Annotated[bool | Literal["auto"], BeforeValidator(_bf16_value)]
+
+
 class RuntimeConfig(ConfigSection):
     """Where and how a stage runs its nets; none of these change what is computed beyond bf16 rounding."""
 
     device: str = Field("auto", description="auto (this rank's GPU when CUDA is available, else CPU), cpu, cuda "
                                             "or cuda:N")
-    bf16: Literal["auto"] | bool = Field(False, description="bf16 autocast (results differ slightly from "
-                                                                 "float32); auto = on where bf16 is native (GPUs, "
-                                                                 "CPUs with AVX512-BF16/AMX)")
+    bf16: Bf16 = Field(False, description="bf16 autocast (results differ slightly from float32); auto = on where "
+                                          "bf16 is native (GPUs, CPUs with AVX512-BF16/AMX)")
     channels_last: bool = Field(False, description="NHWC memory format (faster with bf16 on AMX CPUs and GPUs)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: the stage's own rule)")
 
@@ -63,41 +78,10 @@ class RuntimeConfig(ConfigSection):
         return v
 
 
-#: keys of the old per-stage variants, now in ``runtime``: ``precision: bf16|fp32`` is ``runtime.bf16``
-_LEGACY_KEYS = ("device", "bf16", "precision", "channels_last", "threads")
-
-
-def upgrade_runtime_keys(data: Any) -> Any:
-    """Move the old top-level ``device``/``bf16``/``precision``/``channels_last``/``threads`` keys and the
-    training ``speed`` section into ``runtime`` (old YAML files, saved configs and checkpoints still load)."""
-    if not isinstance(data, dict) or not (set(data) & {*_LEGACY_KEYS, "speed"}):
-        return data
-    data = dict(data)
-    runtime = dict(data.get("runtime") or {})
-    speed = data.pop("speed", None)
-    if isinstance(speed, dict):  # old names win: they come from whoever still writes them (an old CLI flag, --set)
-        runtime = {**runtime, **speed}
-    for key in _LEGACY_KEYS:
-        if key in data:
-            value = data.pop(key)
-            if key == "precision":
-                key, value = "bf16", (value == "bf16") if isinstance(value, str) else value
-            if key == "bf16" and value is None:  # the paper flow's old "None: where native"
-                value = "auto"
-            runtime[key] = value
-    data["runtime"] = runtime
-    return data
-
-
 class RuntimeStageConfig(StageConfig):
-    """A stage config with a ``runtime`` section (old flat keys are accepted and moved into it)."""
+    """A stage config with a ``runtime`` section."""
 
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device, bf16, channels_last, threads")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _upgrade(cls, data: Any) -> Any:
-        return upgrade_runtime_keys(data)
 
 
 # ---------------------------------------------------------------- device
@@ -211,11 +195,9 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_bf16(setting: bool | str, device: torch.device | str) -> bool:
+def resolve_bf16(setting: Bf16, device: torch.device | str) -> bool:
     """``runtime.bf16`` for ``device``: a bool as given, ``auto`` = :func:`native_bf16`."""
-    if setting == "auto":
-        return native_bf16(device)
-    return bool(setting)
+    return native_bf16(device) if setting == "auto" else bool(setting)
 
 
 def autocast(device: torch.device | str, enabled: bool):

@@ -64,7 +64,7 @@ def test_differences_name_fields_nested_and_shorten_digests():
 
 
 def test_config_fields_leave_out_what_never_changes_the_output():
-    from pipeline.evaluate.stage import EvaluateConfig
+    from pipeline.evaluate import EvaluateConfig
 
     cfg = EvaluateConfig(checkpoints=["a.pt"], data="d", out="o", progress=False, runtime={"threads": 2})
     fields = config_fields(cfg)

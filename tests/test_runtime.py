@@ -26,7 +26,6 @@ from pipeline.runtime import (
     start_distributed,
     stop_distributed,
     torch_threads,
-    upgrade_runtime_keys,
 )
 
 NO_CUDA = not torch.cuda.is_available()
@@ -167,41 +166,44 @@ def test_progress_off_a_terminal_logs_the_count(capsys):
 
 
 # ---------------------------------------------------------------- the config section
-def test_old_keys_move_into_the_runtime_section():
-    assert upgrade_runtime_keys({"device": "cpu", "precision": "bf16", "channels_last": True, "threads": 2}) == \
-        {"runtime": {"device": "cpu", "bf16": True, "channels_last": True, "threads": 2}}
-    assert upgrade_runtime_keys({"speed": {"bf16": "auto", "compile": True}, "runtime": {"threads": 1}}) == \
-        {"runtime": {"bf16": "auto", "compile": True, "threads": 1}}
-    assert upgrade_runtime_keys({"bf16": None}) == {"runtime": {"bf16": "auto"}}
-    assert upgrade_runtime_keys({"out": "x"}) == {"out": "x"}
+def test_bf16_is_one_type_with_the_spellings_of_presets_and_the_cli():
+    for words, value in ((("true", "on", "yes", "1", "bf16", True, 1), True),
+                         (("false", "Off", "no", "0", "fp32", False, 0), False), (("auto", None), "auto")):
+        for w in words:
+            assert RuntimeConfig(bf16=w).bf16 == value and type(RuntimeConfig(bf16=w).bf16) is type(value), w
+    assert RuntimeConfig(bf16="on").model_dump(mode="json")["bf16"] is True  # saved configs keep bool / auto
+    with pytest.raises(ValueError):
+        RuntimeConfig(bf16="sometimes")
+    assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cuda") is False
 
 
-def test_every_stage_config_takes_the_runtime_section_and_the_old_keys(tmp_path):
-    from pipeline.evaluate.stage import EvaluateConfig
-    from pipeline.features.extract import ExtractConfig
-    from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
-    from pipeline.train.config import TrainConfig
+def test_every_stage_config_takes_the_runtime_section(tmp_path):
+    from pipeline.evaluate import EvaluateConfig
+    from pipeline.features import ExtractConfig
+    from pipeline.localise import LocaliseEvalConfig, LocaliseTrainConfig
+    from pipeline.train import TrainConfig
 
     need = {ExtractConfig: {}, EvaluateConfig: {}, LocaliseEvalConfig: {"checkpoints": ["a"], "data": "d"},
             LocaliseTrainConfig: {"data": "d", "classifier": "c", "out": "o"}}
     for cls, base in need.items():
-        new = config_from(cls, {**base, "runtime": {"device": "cpu", "bf16": True, "threads": 3}})
-        old = config_from(cls, {**base, "device": "cpu", "bf16": True, "threads": 3})
-        assert new == old and new.runtime.device == "cpu" and new.runtime.bf16 is True
+        cfg = config_from(cls, {**base, "runtime": {"device": "cpu", "bf16": "on", "threads": 3}})
+        assert cfg.runtime.device == "cpu" and cfg.runtime.bf16 is True and cfg.runtime.threads == 3
         with pytest.raises(UserError, match="runtime.device"):
             config_from(cls, {**base, "runtime": {"device": "tpu"}})
-    old_yaml = tmp_path / "old.yaml"  # a training config written before the runtime section
-    old_yaml.write_text(yaml.safe_dump({"out": "o", "data": {"shards": "s"},
-                                        "speed": {"bf16": False, "compile": True, "pin_memory": False}}))
-    cfg = load_config(TrainConfig, old_yaml, ["runtime.threads=2"])
+        with pytest.raises(UserError, match="device"):  # the flat keys of before the runtime section are gone
+            config_from(cls, {**base, "device": "cpu"})
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({"out": "o", "data": {"shards": "s"},
+                                    "runtime": {"bf16": "off", "compile": True, "pin_memory": False}}))
+    cfg = load_config(TrainConfig, path, ["runtime.threads=2"])
     assert (cfg.runtime.bf16, cfg.runtime.compile, cfg.runtime.pin_memory, cfg.runtime.threads) == (
         False,
         True,
         False,
         2,
     )
-    assert cfg.runtime.channels_last is True  # training's own default
-    assert ExtractConfig(precision="bf16").runtime.bf16 is True and ExtractConfig().runtime.bf16 is False
+    assert cfg.runtime.channels_last is True and TrainConfig(out="o", data={"shards": "s"}).runtime.bf16 == "auto"
+    assert ExtractConfig().runtime.bf16 is False  # training's default is auto, every other stage's off
 
 
 @pytest.mark.gpu

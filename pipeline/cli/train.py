@@ -7,28 +7,25 @@ pipeline train ...`` (or ``python -m pipeline.train ...``).
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from pipeline.cli.options import stage_command
+from pipeline.results import TrainResult
 from pipeline.signals import stop_on_signals
 from pipeline.train.config import TrainConfig
 
 
 @stage_command(TrainConfig, aliases={"data.shards": "--shards"})
-def train(cfg: TrainConfig) -> None:
+def train(cfg: TrainConfig) -> TrainResult:
     """Train a VGG net on WebDataset shards with the paper's recipe (Sect. 3.1); multi-device under torchrun.
 
     Start from a preset (--config fmnist-a, paper-d-s256, ...) and change any field with its option
-    or --set. Writes checkpoints/{last,best}.pt, metrics.jsonl and config.yaml under --out.
+    or --set. Writes checkpoints/{last,best}.pt, metrics.jsonl, config.yaml and train.json under --out.
     """
     from pipeline.train import run_train
 
     with stop_on_signals():  # before the loop: stop at once; in it the engine stops after the step
-        result = run_train(cfg)
-    if os.environ.get("RANK", "0") == "0":
-        typer.echo(result.model_dump_json(indent=2))
+        return run_train(cfg)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,10 @@
-"""Evaluation (paper 3.2, 4.1-4.4): dense and multi-crop protocols, multi-scale, combination, fusion."""
+"""Evaluation (paper 3.2, 4.1-4.4): dense and multi-crop protocols, multi-scale, combination, fusion.
 
+:mod:`~pipeline.evaluate.run` reads top to bottom; :mod:`~pipeline.evaluate.protocols` holds the paper's
+test protocols, :mod:`~pipeline.evaluate.tables` and :mod:`~pipeline.evaluate.ensemble` Tables 3-6.
+"""
+
+from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.metrics import classification_report, per_class_accuracy, topk_error
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
 from pipeline.evaluate.protocols import (
@@ -13,11 +18,13 @@ from pipeline.evaluate.protocols import (
     multi_scale,
     rescale_batch,
 )
-from pipeline.evaluate.stage import EvaluateConfig, resolve_scales, run_evaluate
+from pipeline.evaluate.run import run_evaluate
+from pipeline.evaluate.runner import checkpoint_test_scales
 from pipeline.evaluate.tables import build_rows, to_csv, to_markdown
 
 __all__ = [
     "METHODS", "classify", "combine_methods", "crop_grid", "dense_evaluate", "fuse", "multi_crop", "multi_scale",
     "rescale_batch", "topk_error", "per_class_accuracy", "classification_report", "Posteriors", "load_posteriors",
-    "merge_posteriors", "EvaluateConfig", "run_evaluate", "resolve_scales", "build_rows", "to_csv", "to_markdown",
+    "merge_posteriors", "EvaluateConfig", "run_evaluate", "checkpoint_test_scales", "build_rows", "to_csv",
+    "to_markdown",
 ]

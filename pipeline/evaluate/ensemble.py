@@ -1,12 +1,7 @@
 """Table 6 (paper 4.4, ConvNet fusion) rebuilt from saved evaluation runs.
 
-"We combine the outputs of several models by averaging their soft-max class posteriors." Each run
-of ``vgg evaluate`` saves every net's per-image posteriors (per method and test scale Q), so any
-set of runs can be fused afterwards without running a net: :func:`run_ensemble` merges the runs'
-``posteriors.npz`` (images aligned by id), and for each group of nets and each evaluation method
-stored for all of them gives one Table 6 row, the nets named as the paper names them
-(``(D/[256;512]/256,384,512), (E/[256;512]/256,384,512)``), the method, and the fused top-1 / top-5
-validation error. A row is the same number ``vgg evaluate`` prints for the fusion of those nets.
+"We combine the outputs of several models by averaging their soft-max class posteriors": the runs'
+``posteriors.npz`` are merged (images aligned by id) and each group of nets and method gives one row.
 """
 
 from __future__ import annotations
@@ -18,10 +13,9 @@ from pydantic import Field
 
 from pipeline.config import StageConfig
 from pipeline.errors import UserError
-from pipeline.evaluate.metrics import topk_error
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
-from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
-from pipeline.evaluate.tables import net_label
+from pipeline.evaluate.protocols import METHOD_NAMES, METHODS, methods_of
+from pipeline.evaluate.tables import errors_pct, net_label
 from pipeline.io import atomic_write_text
 
 __all__ = ["EnsembleConfig", "run_ensemble", "ensemble_rows", "ensemble_markdown"]
@@ -45,8 +39,7 @@ def _methods_of(post: Posteriors, group: list[int], wanted: list[str] | None) ->
     if wanted is None:
         return common + (["both"] if len(common) == len(METHODS) else [])
     for m in wanted:
-        need = list(METHODS) if m == "both" else [m]
-        lacking = [(i, n) for i in group for n in need if not post.scales(i, n)]
+        lacking = [(i, n) for i in group for n in methods_of(m) if not post.scales(i, n)]
         if lacking:
             i, n = lacking[0]
             raise UserError(f"method {m}: net {i} ({post.nets[i].get('label', '?')}) has no {n} posteriors")
@@ -70,9 +63,7 @@ def ensemble_rows(post: Posteriors, groups: list[list[int]] | None = None,
             scores = post.select(m, nets=group)[keep]
             names = ", ".join(net_label(post.nets[i], post.scales(i, "dense" if m == "both" else m)) for i in group)
             rows.append({"models": names, "nets": list(group), "method": METHOD_NAMES[m],
-                         "top1_error_pct": round(100 * topk_error(scores, labels, 1), 2),
-                         "top5_error_pct": round(100 * topk_error(scores, labels, min(5, scores.shape[1])), 2),
-                         "n_images": int(keep.sum())})
+                         **errors_pct(scores, labels)})
     return rows
 
 
@@ -88,14 +79,8 @@ def ensemble_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def run_ensemble(cfg: EnsembleConfig) -> dict[str, Any]:
-    """Fuse the nets of saved evaluation runs (paper 4.4).
-
-    Returns:
-        ``rows`` (see :func:`ensemble_rows`), ``nets`` (label, train scale, run of each net, in
-        index order), ``runs``, ``markdown`` and ``out`` (the written file, or None).
-    Raises:
-        UserError: a run without posteriors, runs over different images, a bad group or method.
-    """
+    """Fuse the nets of saved evaluation runs (paper 4.4): ``rows`` (:func:`ensemble_rows`), ``nets`` (label, train
+    scale, run of each net, in index order), ``runs``, ``markdown`` and ``out`` (the written file, or None)."""
     parts = [load_posteriors(r) for r in cfg.runs]
     post = merge_posteriors(parts)
     rows = ensemble_rows(post, cfg.groups, list(cfg.methods) if cfg.methods else None)

@@ -1,14 +1,6 @@
-"""Classification measures of paper Section 4: top-1 and top-5 error, and per-class accuracy.
+"""Classification measures of paper Section 4: top-1 and top-5 error (fractions), and per-class accuracy.
 
-"The top-1 error is a multi-class classification error, i.e. the proportion of incorrectly
-classified images; the top-5 error is the proportion of images such that the ground-truth category
-is outside the top-5 predicted categories." Errors are fractions in [0, 1] (tables print %).
-Per-class accuracy is the top-1 accuracy within each class; its mean is the mean class recall
-(sklearn's ``balanced_accuracy_score``) used by the Caltech protocol.
-
-Ties in the scores are broken towards the lower class index, as ``argmax`` does: a class ranks
-above the true class if it scores higher, or scores the same and comes first. A net whose
-posteriors are all equal therefore predicts class 0, never "every class".
+Ties in the scores are broken towards the lower class index, as ``argmax`` does (docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
-"""Saved per-image class posteriors, from which every combination and fusion is recomputed.
+"""Saved per-image class posteriors (``posteriors.npz``), from which every combination and fusion is recomputed.
 
-Paper 4.2-4.4 build their results by averaging soft-max posteriors: over test scales Q
-(multi-scale), over dense and multi-crop evaluation (combination, Table 5), over nets (fusion,
-Table 6). The evaluate stage therefore saves, per net, per method and per scale, the N x C
-posteriors of every image; :meth:`Posteriors.select` recomputes any of those averages without
-running a net.
-
-``posteriors.npz`` (plain numpy, no pickles)::
-
-    ids      (N,)  unicode   image keys in data order
-    labels   (N,)  int64     class index (-1 unlabelled)
-    classes  (C,)  unicode
-    meta     ()    unicode   JSON: {"format": "vgg-posteriors/1", "nets": [...], "data": {...}}
-    p.net{i}.{method}.{Q}   (N, C) float32/float16 posteriors (method: dense | multicrop)
+Paper 4.2-4.4 average soft-max posteriors over test scales, methods and nets: saved per net, method
+and scale, they give any of those averages without running a net (format: docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -27,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.evaluate.protocols import METHODS, combine_methods, fuse, multi_scale
+from pipeline.evaluate.protocols import METHODS, combine_methods, fuse, methods_of, multi_scale
 from pipeline.io import atomic_path
 
 __all__ = ["FORMAT", "Posteriors", "load_posteriors", "merge_posteriors", "posteriors_file"]
@@ -38,23 +27,14 @@ _KEY = re.compile(r"^p\.net(\d+)\.(dense|multicrop)\.(\d+)$")
 
 @dataclass
 class Posteriors:
-    """Per-image posteriors of one or more nets, methods and scales.
+    """Per-image posteriors of one or more nets, methods and scales."""
 
-    Attributes:
-        ids: image keys, in data order.
-        labels: class indices (-1 for unlabelled images).
-        classes: class names.
-        nets: one dict per net (label, checkpoint, sha256, model config, train scale, scales...).
-        arrays: ``(net index, method, Q) -> N x C`` posteriors.
-        data: description of the evaluated data (path, split, fingerprint).
-    """
-
-    ids: list[str]
-    labels: np.ndarray
+    ids: list[str]  #: image keys, in data order
+    labels: np.ndarray  #: class indices (-1 for unlabelled images)
     classes: list[str]
-    nets: list[dict[str, Any]]
-    arrays: dict[tuple[int, str, int], np.ndarray] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
+    nets: list[dict[str, Any]]  #: one dict per net (label, checkpoint, sha256, model config, train scale, scales ...)
+    arrays: dict[tuple[int, str, int], np.ndarray] = field(default_factory=dict)  #: (net, method, Q) -> N x C
+    data: dict[str, Any] = field(default_factory=dict)  #: the evaluated data (path, split, fingerprint)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -79,9 +59,8 @@ class Posteriors:
         """One net's posteriors: multi-scale average, and for ``both`` the dense/multi-crop average."""
         if not 0 <= net < len(self.nets):
             raise UserError(f"no net {net} in these posteriors (nets 0..{len(self.nets) - 1})")
-        wanted = list(METHODS) if method == "both" else [method]
         per_method = []
-        for m in wanted:
+        for m in methods_of(method):
             have = self.scales(net, m)
             if not have:
                 raise UserError(f"net {net} ({self.nets[net].get('label', '?')}) has no {m} posteriors "

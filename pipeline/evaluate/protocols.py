@@ -1,17 +1,7 @@
-"""The paper's test protocols (Section 3.2; experiments in 4.1-4.4).
+"""The paper's test protocols (Section 3.2; experiments in 4.1-4.4): dense and multi-crop evaluation, multi-scale
+averaging (4.2), their combination (4.3, Table 5) and the fusion of nets (4.4, Table 6); docs/evaluation.md.
 
-- **Dense** (:func:`dense_evaluate`): the test image is isotropically rescaled to smallest side Q,
-  the fully-convolutional net (FC layers as convolutions) is applied to the whole image, the class
-  score map is spatially averaged and soft-maxed; the posteriors of the horizontally flipped image
-  are averaged in.
-- **Multi-crop** (:func:`multi_crop`): a 5 x 5 regular grid of crop-sized crops reaching the image
-  corners, and their flips: 50 crops per scale (150 over three scales), posteriors averaged.
-- **Multi-scale** (:func:`multi_scale`): posteriors averaged over several Q (paper 4.2).
-- **Combination** (:func:`combine_methods`): the average of dense and multi-crop posteriors (4.3).
-- **Fusion** (:func:`fuse`): the average of the posteriors of several nets (4.4).
-
-The tensor functions take a batch of images that all have the same rescaled size (what
-:func:`rescale_batch` makes); every image's result depends on that image alone.
+The tensor functions take a batch of images of one rescaled size; every image's result depends on it alone.
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ from pipeline.models.vgg import VGG
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
 
 __all__ = [
-    "Method", "METHODS", "METHOD_NAMES", "crop_grid", "rescale_batch", "dense_evaluate", "multi_crop",
+    "Method", "METHODS", "METHOD_NAMES", "methods_of", "crop_grid", "rescale_batch", "dense_evaluate", "multi_crop",
     "multi_scale", "combine_methods", "fuse", "classify",
 ]
 
@@ -39,13 +29,14 @@ METHODS: tuple[str, ...] = ("dense", "multicrop")
 METHOD_NAMES = {"dense": "dense", "multicrop": "multi-crop", "both": "multi-crop & dense"}
 
 
-def crop_grid(height: int, width: int, crop: int, grid: int = 5) -> list[tuple[int, int]]:
-    """(top, left) of a ``grid`` x ``grid`` regular grid of ``crop`` x ``crop`` crops.
+def methods_of(method: str) -> list[str]:
+    """The methods an evaluation runs: ``both`` is dense and multi-crop (and their combination)."""
+    return list(METHODS) if method == "both" else [method]
 
-    The first and last rows/columns touch the image borders, so the four corner crops are
-    included; positions are evenly spaced in between (rounded to whole pixels). The grid is
-    mirror-symmetric, so the crops of a flipped image are the flipped crops of the image.
-    """
+
+def crop_grid(height: int, width: int, crop: int, grid: int = 5) -> list[tuple[int, int]]:
+    """(top, left) of a ``grid`` x ``grid`` regular grid of ``crop`` x ``crop`` crops, evenly spaced (rounded) from
+    border to border: the corner crops are included and the grid is mirror-symmetric."""
     if height < crop or width < crop:
         raise UserError(f"image {width}x{height} is smaller than the crop size {crop}")
     if grid < 1:
@@ -61,10 +52,8 @@ def crop_grid(height: int, width: int, crop: int, grid: int = 5) -> list[tuple[i
 
 
 def rescale_batch(images: Sequence[Image.Image], q: int, norm: Normalization) -> torch.Tensor:
-    """Rescale each RGB image to smallest side ``q`` and stack them normalised (N x 3 x H x W).
-
-    All images must reach the same size at ``q`` (same aspect ratio): that is how batches are formed.
-    """
+    """Rescale each RGB image to smallest side ``q`` and stack them normalised (N x 3 x H x W); all must reach the
+    same size at ``q`` (same aspect ratio): that is how batches are formed."""
     tensors = [pil_to_tensor(isotropic_resize(img, q)) for img in images]
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
@@ -78,15 +67,9 @@ def _posteriors(scores: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def dense_evaluate(model: VGG, x: torch.Tensor, *, flip: bool = True) -> torch.Tensor:
-    """Dense evaluation of a batch of same-size rescaled images (paper 3.2).
-
-    Args:
-        model: the net (its FC layers are applied as convolutions by ``forward_dense``).
-        x: normalised images N x 3 x H x W, both sides at least the crop size.
-        flip: average with the posteriors of the horizontally flipped images.
-    Returns:
-        Class posteriors N x classes (float32; each row sums to 1).
-    """
+    """Dense evaluation (paper 3.2) of normalised same-size images N x 3 x H x W (sides at least the crop): the FC
+    layers as convolutions (``forward_dense``), the score map averaged, soft-maxed, and with ``flip`` averaged with
+    the flipped images'; class posteriors N x classes (float32)."""
     def once(inp: torch.Tensor) -> torch.Tensor:
         score_map = model.forward_dense(inp)  # N x C x h x w
         return _posteriors(score_map.float().mean(dim=(2, 3)))  # spatial average, then soft-max
@@ -100,17 +83,9 @@ def dense_evaluate(model: VGG, x: torch.Tensor, *, flip: bool = True) -> torch.T
 @torch.no_grad()
 def multi_crop(model: VGG, x: torch.Tensor, *, grid: int = 5, flip: bool = True,
                crop_batch: int = 256) -> torch.Tensor:
-    """Multi-crop evaluation of a batch of same-size rescaled images (paper 3.2, 4.3).
-
-    Args:
-        model: the net; crops have its training crop size.
-        x: normalised images N x 3 x H x W.
-        grid: crops per side of the regular grid (the paper: 5, i.e. 25 positions).
-        flip: also evaluate each crop flipped (the paper: 2 flips, 50 crops per scale).
-        crop_batch: crops per forward pass (memory bound only; results do not depend on it).
-    Returns:
-        Class posteriors N x classes, the average over all crops' soft-max posteriors.
-    """
+    """Multi-crop evaluation (paper 3.2, 4.3) of normalised same-size images N x 3 x H x W: the average soft-max
+    posteriors (N x classes) of a ``grid`` x ``grid`` grid of crops of the net's crop size, each also flipped with
+    ``flip`` (the paper: 5 x 5 x 2 = 50 crops per scale); ``crop_batch`` crops per forward pass (memory only)."""
     n, _, h, w = x.shape
     c = model.cfg.crop
     views = [(t, l, f) for (t, l) in crop_grid(h, w, c, grid) for f in ((False, True) if flip else (False,))]
@@ -118,13 +93,8 @@ def multi_crop(model: VGG, x: torch.Tensor, *, grid: int = 5, flip: bool = True,
     total = torch.zeros(n, model.cfg.num_classes, dtype=torch.float32, device=x.device)
     for start in range(0, len(views), per_chunk):
         chunk = views[start:start + per_chunk]
-        crops = []
-        for t, l, f in chunk:
-            crop = x[:, :, t:t + c, l:l + c]
-            crops.append(crop.flip(-1) if f else crop)
-        batch = torch.cat(crops)
-        probs = _posteriors(model(batch))  # (len(chunk) * N) x C, view-major
-        total += probs.view(len(chunk), n, -1).sum(dim=0)
+        batch = torch.cat([x[:, :, t:t + c, l:l + c].flip(-1) if f else x[:, :, t:t + c, l:l + c] for t, l, f in chunk])
+        total += _posteriors(model(batch)).view(len(chunk), n, -1).sum(dim=0)  # (len(chunk) * N) x C, view-major
     return total / len(views)
 
 
@@ -153,13 +123,9 @@ def fuse(nets: Sequence[np.ndarray]) -> np.ndarray:
 def classify(model: VGG, image: Image.Image, scales: Sequence[int], norm: Normalization,
              method: Literal["dense", "multicrop", "both"] = "dense", *, flip: bool = True,
              grid: int = 5) -> np.ndarray:
-    """Posteriors of one RGB image under one protocol over several scales (a one-image API).
-
-    Returns:
-        The class posteriors (classes,), float64.
-    """
+    """Posteriors (classes,), float64, of one RGB image under one protocol over several scales (a one-image API)."""
     per_method: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
-    wanted = METHODS if method == "both" else (method,)
+    wanted = methods_of(method)
     for q in scales:
         if q < model.cfg.crop:
             raise UserError(f"test scale Q={q} is below the crop size {model.cfg.crop}")

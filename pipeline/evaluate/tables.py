@@ -1,10 +1,5 @@
-"""Result tables in the paper's format (Tables 3-6).
-
-Rows: ConvNet config, training scale S, test scales Q, evaluation method; columns: top-1 and
-top-5 validation error (%). One table holds the single-scale rows (Table 3), the multi-scale rows
-(Table 4), the multi-crop / dense / combined rows (Table 5) and, for several nets, the fusion rows
-(Table 6), all recomputed from saved posteriors.
-"""
+"""Result tables in the paper's format (Tables 3-6): per net, method and test scales, top-1 / top-5 error (%),
+and the fusion of several nets, recomputed from saved posteriors."""
 
 from __future__ import annotations
 
@@ -18,7 +13,8 @@ from pipeline.evaluate.metrics import topk_error
 from pipeline.evaluate.posteriors import Posteriors
 from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
 
-__all__ = ["format_train_scale", "format_scales", "net_label", "build_rows", "to_markdown", "to_csv", "COLUMNS"]
+__all__ = ["format_train_scale", "format_scales", "net_label", "errors_pct", "build_rows", "to_markdown", "to_csv",
+           "COLUMNS"]
 
 COLUMNS = ("config", "train_S", "test_Q", "method", "top1_error_pct", "top5_error_pct", "n_images")
 HEADERS = ("ConvNet config.", "train (S)", "test (Q)", "method", "top-1 val. error (%)", "top-5 val. error (%)",
@@ -43,27 +39,22 @@ def net_label(net: dict[str, Any], scales: list[int]) -> str:
     return f"({net.get('label', '?')}/{format_train_scale(net.get('train_scale'))}/{format_scales(scales)})"
 
 
+def errors_pct(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """A row's top-1 and top-5 error (%, two decimals) and image count."""
+    return {"top1_error_pct": round(100 * topk_error(scores, labels, 1), 2),
+            "top5_error_pct": round(100 * topk_error(scores, labels, min(5, scores.shape[1])), 2),
+            "n_images": int(len(labels))}
+
+
 def _row(config: str, train_s: str, scales: list[int], method: str, scores: np.ndarray, labels: np.ndarray) -> dict:
-    k5 = min(5, scores.shape[1])
-    return {
-        "config": config, "train_S": train_s, "test_Q": format_scales(scales), "method": METHOD_NAMES[method],
-        "top1_error_pct": round(100 * topk_error(scores, labels, 1), 2),
-        "top5_error_pct": round(100 * topk_error(scores, labels, k5), 2),
-        "n_images": int(len(labels)),
-    }
+    return {"config": config, "train_S": train_s, "test_Q": format_scales(scales), "method": METHOD_NAMES[method],
+            **errors_pct(scores, labels)}
 
 
 def build_rows(post: Posteriors, methods: list[str], single_scale_rows: bool = True) -> list[dict]:
-    """Table rows for every net (per-Q and multi-scale, per method, combined) and their fusion.
-
-    Args:
-        post: saved posteriors.
-        methods: the requested evaluation, ``dense``, ``multicrop`` or both of them (which adds
-            the combined row).
-        single_scale_rows: also give one row per test scale Q (Table 3 style).
-    Returns:
-        Row dicts with the keys of :data:`COLUMNS` (errors in %). Unlabelled images are left out.
-    """
+    """Rows (keys :data:`COLUMNS`, errors in %, unlabelled images left out) for every net: per Q (with
+    ``single_scale_rows``, Table 3), multi-scale per method (Table 4), combined when ``methods`` holds both
+    (Table 5); and for several nets their fusion (Table 6)."""
     keep = post.labels >= 0
     labels = post.labels[keep]
     rows: list[dict] = []

@@ -25,7 +25,7 @@ from pipeline import steps
 from pipeline.config import load_config
 from pipeline.demo_results import paper_results, write_results
 from pipeline.errors import UserError
-from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
+from pipeline.evaluate import EvaluateConfig, run_evaluate
 from pipeline.flows.common import one_line_failures, publish_markdown, publish_table
 from pipeline.flows.routing import Router, Routing
 from pipeline.flows.stages import train_on_this_machine

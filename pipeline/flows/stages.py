@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.config import save_config
 from pipeline.errors import UserError
-from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
+from pipeline.evaluate import EvaluateConfig, run_evaluate
 from pipeline.features.extract import ExtractConfig, run_extract
 from pipeline.flows.common import publish_markdown, publish_table, run_task, stage_task, watch_epochs
 from pipeline.io import read_json

@@ -21,7 +21,7 @@ from pydantic import Field
 from pipeline import reuse
 from pipeline.config import config_from
 from pipeline.errors import UserError
-from pipeline.evaluate.stage import EvaluateConfig, run_evaluate
+from pipeline.evaluate import EvaluateConfig, run_evaluate
 from pipeline.io import fingerprint, read_json
 from pipeline.locks import exclusive
 from pipeline.reproduce.experiments import localisation, transfer
@@ -31,7 +31,7 @@ from pipeline.runtime import Progress, RuntimeConfig, RuntimeStageConfig, log, r
 from pipeline.steps import StageCall, direct, shard_and_stats
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.config import TrainConfig
-from pipeline.train.loop import run_train
+from pipeline.train import run_train
 
 __all__ = ["ReproduceConfig", "ReproduceResult", "run_reproduce", "Records"]
 

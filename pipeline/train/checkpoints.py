@@ -1,17 +1,5 @@
-"""The files of a training run: ``checkpoints/last.pt`` (full state), ``best.pt``, ``metrics.jsonl``, ``config.yaml``.
-
-Checkpoints are written atomically with :func:`pipeline.models.save_checkpoint` (by the training
-engine, :mod:`pipeline.train.engine`), so a run killed at any moment (kill -9) leaves the previous
-complete checkpoint. ``meta`` carries what evaluation needs (normalisation, training scale,
-classes, dataset fingerprint, the resolved config); a classification ``last.pt`` adds the
-optimizer, the plateau schedule, the epoch/step position inside the epoch and the RNG state. The
-data position is exact (see :mod:`pipeline.train.loader`); augmentation and dropout are drawn from
-generators seeded by (seed, epoch, sample key) and (seed, rank, step), so no generator state has
-to be carried between ranks.
-
-Each checkpoint records the sha256 of its tensors, verified whenever it is loaded (resume
-included). A run killed while writing leaves a temporary ``.last.pt.*.tmp`` / ``.best.pt.*.tmp``
-beside the checkpoints; :func:`clean_stale_tmp` removes them when the next run starts.
+"""The files of a training run (paper 3.1): ``checkpoints/last.pt`` (full state), ``best.pt``, ``metrics.jsonl``,
+``config.yaml``; the identity a ``last.pt`` records for resuming. docs/training.md describes what they hold.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from pipeline.config import ConfigSection
 from pipeline.models import ModelConfig
 from pipeline.preprocess import TrainScale
-from pipeline.runtime import RuntimeConfig, RuntimeStageConfig
+from pipeline.runtime import Bf16, RuntimeConfig, RuntimeStageConfig
 
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "TrainRuntimeConfig"]
 
@@ -115,8 +115,8 @@ class InitConfig(_Section):
 class TrainRuntimeConfig(RuntimeConfig):
     """The runtime section of training: bf16 where native and channels_last by default, plus compile and pinning."""
 
-    bf16: Literal["auto"] | bool = Field("auto", description="bf16 autocast; auto = on where the device has "
-                                                                  "native bf16 (GPUs, CPUs with AVX512-BF16/AMX)")
+    bf16: Bf16 = Field("auto", description="bf16 autocast; auto = on where the device has native bf16 (GPUs, "
+                                           "CPUs with AVX512-BF16/AMX)")
     channels_last: bool = Field(True, description="NHWC memory format for convolutions")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default on CPU: the cores left "
                                                          "to this rank after its loader workers)")

@@ -1,16 +1,8 @@
-"""Synchronous data parallelism (paper 3.3) with torch.distributed: NCCL on GPUs, gloo on CPUs.
+"""Synchronous data parallelism (paper 3.3) with torch.distributed: the few collectives training needs.
 
-"Multi-GPU training exploits data parallelism, and is carried out by splitting each batch of
-training images into several GPU batches, processed in parallel on each GPU. After the GPU batch
-gradients are computed, they are averaged to obtain the gradient of the full batch." DDP does
-exactly this, so a run on N ranks equals one device with the whole batch.
-
-Ranks come from the environment ``torchrun`` sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-MASTER_PORT), on one or many nodes; without it the run is a single process. Joining and leaving
-the group is :func:`pipeline.runtime.start_distributed` / :func:`~pipeline.runtime.stop_distributed`;
-this module holds the few collectives training needs, among them the per-step vote on stopping
-(:class:`StopVote`: SIGTERM / SIGINT reach the ranks at different moments, and all must stop after
-the same step).
+"After the GPU batch gradients are computed, they are averaged to obtain the gradient of the full batch":
+DDP does exactly this. Joining and leaving the group is :func:`pipeline.runtime.start_distributed`; here
+are the sums, the shared error and the per-step vote on stopping (:class:`StopVote`).
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """One training engine for every net the pipeline trains: classification (paper 3.1, 3.3) and localisation (A.1).
 
 "Training of localisation ConvNets is similar to that of the classification ConvNets (Sect. 3.1)": the
-two trainers share this engine, which owns what does not depend on the net or its loss:
-
-- the epoch loop: epochs and SGD steps, the stop rule (the trainer's own reason, e.g. the plateau
-  schedule's last drop, else ``max_steps``, else ``max_epochs``), progress (:class:`pipeline.runtime.Progress`)
-  and the training rows of ``metrics.jsonl`` (loss averaged over ranks, lr, images/s, every ``log_every`` steps);
-- the run folder (:class:`~pipeline.train.checkpoints.RunPaths`): ``checkpoints/last.pt`` (weights,
-  optimiser and the trainer's state, at epoch ends and every ``checkpoint_every`` steps), ``best.pt``
-  (when the trainer says the epoch improved), one ``metrics.jsonl`` row per epoch, ``config.yaml``;
-- resume: ``last.pt`` is loaded with its tensors' sha256 verified, checked against this config (fields that
-  do not change the result may differ) and these data (fingerprint); the temporary files of a run killed
-  while writing a checkpoint are removed; ``metrics.jsonl`` loses the rows written after ``last.pt``. A
-  finished run (its stop reason recorded) is left alone unless a limit was raised, then it goes on as if never
-  stopped;
-- DDP: wrapping the model (paper 3.3) and the cross-rank sums;
-- preemption and Ctrl-C (:mod:`pipeline.signals`): the loop defers SIGTERM / SIGINT; after each SGD step the
-  ranks agree whether any of them received one (a max over ranks), then rank 0 saves ``last.pt`` at that step
-  (a trainer that resumes only at epoch ends, ``Plan.resume_mid_epoch=False``, keeps the last epoch's) and
-  every rank raises :class:`~pipeline.signals.Stopped` ("stopped by SIGTERM at epoch E step S"). A signal
-  during validation takes effect after it, with the epoch's ``last.pt``.
-
-The trainer (a :class:`Task`) supplies what is its own: the batches of an epoch from a position, one SGD
-step, what happens at an epoch end (validation, lr schedule, the metrics row), the checkpoint meta and state.
+engine owns what does not depend on the net or its loss (the epoch loop and stop rule, the run folder's
+checkpoints and metrics rows, resume, DDP, preemption); a trainer (a :class:`TrainingTask`) supplies the
+batches, the SGD step, the epoch end and the checkpoint meta and state. docs/training.md has the details.
 """
 
 from __future__ import annotations
@@ -42,11 +23,11 @@ from pipeline import reuse, signals
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
-from pipeline.runtime import DistEnv, Progress, upgrade_runtime_keys
+from pipeline.runtime import DistEnv, Progress
 from pipeline.train.checkpoints import RunPaths, clean_stale_tmp, run_identity, truncate_metrics
 from pipeline.train.distributed import StopVote, all_reduce_sum
 
-__all__ = ["Plan", "Position", "EpochEnd", "Task", "Engine", "wrap_model"]
+__all__ = ["Plan", "Position", "EpochEnd", "TrainingTask", "Engine", "wrap_model"]
 
 
 @dataclass
@@ -87,7 +68,7 @@ class EpochEnd:
     stop: str = ""  #: the trainer's own reason to stop (before the engine's limits)
 
 
-class Task(Protocol):
+class TrainingTask(Protocol):
     """The trainer-specific part of a run, which the engine drives."""
 
     model: torch.nn.Module  #: the unwrapped net (what checkpoints hold)
@@ -156,7 +137,7 @@ class Engine:
             if not required <= set(ck) or "config" not in meta:
                 raise UserError(f"{last}: not a `{stage}` checkpoint (no optimiser state or position); "
                                 "move it away or choose another out folder")
-            old, new = run_identity(upgrade_runtime_keys(meta["config"]), meta.get("dataset_fingerprint"), config,
+            old, new = run_identity(meta["config"], meta.get("dataset_fingerprint"), config,
                                     fingerprint, free)
             reuse.check_reusable(_RunFolder(last, old, data), new)
         elif resume:
@@ -202,13 +183,13 @@ class Engine:
             with open(self.paths.metrics, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
 
-    def save_last(self, task: Task) -> None:
+    def save_last(self, task: TrainingTask) -> None:
         if self.env.main:
             save_checkpoint(self.paths.last, task.model, meta=task.meta(), optimizer=task.opt.state_dict(),
                             **task.state(self.pos))
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, task: Task, config: Any) -> Position:
+    def run(self, task: TrainingTask, config: Any) -> Position:
         """Train until the stop rule; ``config`` is saved as ``config.yaml``. Returns the final position."""
         self._t0 = time.perf_counter()
         paths, pos = self.paths, self.pos
@@ -234,7 +215,7 @@ class Engine:
                     self._stop_if_asked(task, saved=True)
         return pos
 
-    def _stop_if_asked(self, task: Task, saved: bool) -> None:
+    def _stop_if_asked(self, task: TrainingTask, saved: bool) -> None:
         """After a step or an epoch end: if any rank received SIGTERM / SIGINT, save ``last.pt`` here (unless
         ``saved``) and raise :class:`~pipeline.signals.Stopped` on every rank."""
         assert self._vote is not None
@@ -246,7 +227,7 @@ class Engine:
             self.save_last(task)
         raise signals.Stopped(signum, f"at epoch {pos.epoch + (pos.step_in_epoch > 0)} step {pos.step}")
 
-    def _epoch(self, task: Task, bar: Progress) -> bool:
+    def _epoch(self, task: TrainingTask, bar: Progress) -> bool:
         """Train the rest of the current epoch; True if max_steps was reached."""
         plan, pos = self.plan, self.pos
         task.start_epoch(pos.epoch)
@@ -262,7 +243,7 @@ class Engine:
             if close is not None:  # the epoch's loader workers stop now, not when the generator is collected
                 close()
 
-    def _steps(self, task: Task, bar: Progress, batches: Iterator[Any]) -> bool:
+    def _steps(self, task: TrainingTask, bar: Progress, batches: Iterator[Any]) -> bool:
         """The SGD steps of ``batches``, each followed by the metrics row, checkpoint and stop checks."""
         plan, pos, dev = self.plan, self.pos, self.env.device
         t_log, n_log, img_log, loss_log = time.perf_counter(), 0, 0, torch.zeros((), device=dev)
@@ -294,7 +275,7 @@ class Engine:
                 return True
         return False
 
-    def _end_epoch(self, task: Task, max_steps_hit: bool) -> None:
+    def _end_epoch(self, task: TrainingTask, max_steps_hit: bool) -> None:
         plan, pos = self.plan, self.pos
         end = task.end_epoch(pos)
         self.metric(end.row)

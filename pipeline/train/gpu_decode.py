@@ -1,20 +1,8 @@
-"""JPEG decoding on the training GPU (paper 3.1's input pipeline at ImageNet speed), with a CPU fallback.
+"""JPEG decoding on the training GPU (paper 3.1's input pipeline at ImageNet speed), ``data.decode=gpu``.
 
-``data.decode`` chooses where the training crops are decoded:
-
-- ``cpu``: in the loader workers (:class:`pipeline.transforms.TrainAugment`: libjpeg-turbo or Pillow);
-- ``gpu``: plain JPEGs (8-bit RGB or grey, no EXIF block, not reduced by draft mode) travel from the
-  workers as bytes with their crop plan (:class:`pipeline.transforms.RawCrop`: S, position and
-  flip already drawn from the sample's generator); the training process decodes each micro-batch's
-  JPEGs in one nvJPEG call (``torchvision.io.decode_jpeg(..., device="cuda")``) and resamples the
-  crops on the GPU (:func:`pipeline.transforms.apply_plan`). Every other sample (PNG, CMYK,
-  EXIF-rotated, draft-decoded) is decoded in the worker as with ``cpu`` and joins the batch;
-- ``auto``: ``gpu`` when training on a CUDA device, else ``cpu``
-  (:meth:`pipeline.transforms.TrainAugment.decode_device_for`).
-
-The draws are the same on both paths, so the crops agree up to the two JPEG decoders' rounding
-and float vs uint8 resampling (``tests/train/test_gpu_decode.py``). The colour offset is applied
-to the whole batch on the device either way (:func:`pipeline.transforms.colour_shift_and_normalize`).
+Plain JPEGs travel from the loader workers as bytes with their crop plan (drawn as on the CPU path),
+and each micro-batch is decoded in one nvJPEG call and cropped on the device; other samples are decoded
+in the workers. The two paths agree up to the decoders' rounding (docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,32 +1,10 @@
 """The training input pipeline on WebDataset shards (paper 3.1 augmentation, 3.3 data parallelism).
 
-Training stream of one rank, composed of webdataset stages::
-
-    endless shard list (same seeded shuffle on every rank, reshuffled each pass)
-    -> wds.split_by_node -> wds.split_by_worker -> tar samples
-    -> seeded shuffle buffer (seed, epoch, rank, worker)
-    -> this worker's share of the epoch, after skipping the batches already trained on
-    -> decode + augment (per-sample generator from (seed, epoch, key))
-    -> batches of the micro-batch size
-
-An epoch is a fixed number of micro-batches per rank (``steps_per_epoch x accumulation``), taken
-from an endless stream, so ranks with fewer or smaller shards never run dry and never hang a
-distributed run. The data position is exact: worker ``w`` of ``W`` produces the micro-batches
-``w, w+W, ...`` of the epoch, which the DataLoader returns in round-robin order; to resume at
-micro-batch ``k`` every worker skips its first ``k // W`` batches as raw bytes (cheap, before
-decoding) and the training process drops the next ``k % W``. A resumed run therefore sees the
-same samples with the same augmentation as an uninterrupted one (given the same world size and
-worker count, which the resume check enforces).
-
-Validation reads each sample exactly once over all ranks (shards split by rank when there are
-enough, otherwise samples by index), so distributed top-1/top-5 are exact.
-
-Both streams read the tars with :func:`pipeline.shards.tarstream.tar_samples`, fed the count and
-size the manifest records per shard, so a damaged shard stops the run with one line naming it; a
-``UserError`` raised in a loader worker is re-raised in the training process with its own one-line
-message (not the worker's traceback text). Loader workers ignore SIGINT and any SIGTERM but their
-parent's (:func:`pipeline.signals.worker_init`): on Ctrl-C or preemption the training process alone
-stops, after its step, and shuts them down quietly.
+One rank's training stream: an endless seeded shard list -> split by node and worker -> tar samples
+-> seeded shuffle buffer -> this worker's share of the epoch (after the batches already trained on)
+-> decode + augment -> micro-batches. An epoch is a fixed number of micro-batches per rank, so uneven
+shards never hang a distributed run, and a resumed run sees the same samples with the same augmentation.
+Validation reads each sample exactly once over all ranks. docs/training.md explains the exact data position.
 """
 
 from __future__ import annotations
@@ -52,7 +30,7 @@ from pipeline.shards.tarstream import tar_samples
 from pipeline.train.gpu_decode import collate_raw, finish_on_device
 from pipeline.transforms import CentreCropView, TrainAugment, sample_rng
 
-__all__ = ["ShardSet", "open_shards", "train_loader", "val_loader", "epoch_micro_batches"]
+__all__ = ["ShardSet", "TrainStream", "open_shards", "train_loader", "val_loader", "epoch_micro_batches"]
 
 
 @dataclass
@@ -193,14 +171,12 @@ def _checked(it: Iterator) -> Iterator:
         raise type(e)(_worker_message(e)) from None
 
 
-class _DropFirst:
-    """Iterate a loader after dropping its first ``n`` batches (the sub-round part of a resume skip).
+class _Loader:
+    """Iterate a loader (worker errors as one line, :func:`_checked`) after dropping its first ``n`` batches (the
+    sub-round part of a resume skip); ``finish`` maps each kept batch in this process (``data.decode=gpu``)."""
 
-    ``finish`` (if any) maps each kept batch in the training process: the GPU decode of ``data.decode=gpu``.
-    """
-
-    def __init__(self, loader: DataLoader, n: int, total: int, finish: Callable[[tuple], tuple] | None = None) -> None:
-        self.loader, self.n, self.total, self.finish = loader, n, total, finish
+    def __init__(self, loader: DataLoader, n: int = 0, finish: Callable[[tuple], tuple] | None = None) -> None:
+        self.loader, self.n, self.finish = loader, n, finish
 
     def __iter__(self) -> Iterator:
         it = _checked(_start(self.loader))
@@ -208,56 +184,43 @@ class _DropFirst:
             next(it)
         return it if self.finish is None else map(self.finish, it)
 
-    def __len__(self) -> int:
-        return self.total
+
+@dataclass
+class TrainStream:
+    """What a rank's training batches are made of (the same every epoch)."""
+
+    shards: ShardSet
+    split: str
+    augment: TrainAugment  #: per-image augmentation; with ``decode_device``, JPEGs are decoded there
+    micro_batch: int  #: images per micro-batch on this rank
+    micro_batches: int  #: micro-batches per rank in an epoch
+    seed: int = 0  #: seed of shard order, shuffle buffer and augmentation
+    shardshuffle: bool = True
+    shuffle_buffer: int = 0
+    workers: int = 0  #: loader worker processes (0 = this process)
+    pin_memory: bool = False  #: pinned batches (for a GPU)
 
 
-class _Checked:
-    """A loader whose worker errors surface as one line (see :func:`_checked`)."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-
-    def __iter__(self) -> Iterator:
-        return _checked(_start(self.loader))
-
-
-def train_loader(
-    shards: ShardSet, split: str, *, augment: TrainAugment, micro_batch: int, micro_batches: int,
-    skip: int, seed: int, epoch: int, shardshuffle: bool, shuffle_buffer: int, workers: int, pin_memory: bool,
-) -> _DropFirst:
-    """This rank's micro-batches ``skip .. micro_batches-1`` of ``epoch``: (uint8 x, labels, colour offsets).
-
-    Args:
-        shards: the shard folder.
-        split: training split.
-        augment: the per-image augmentation; with ``augment.decode_device`` plain JPEGs are decoded on that
-            device in this process (:mod:`pipeline.train.gpu_decode`).
-        micro_batch: images per micro-batch on this rank.
-        micro_batches: micro-batches per rank in the epoch.
-        skip: micro-batches of this epoch already trained on (resume).
-        seed, epoch: seed of shard order, shuffle buffer and augmentation.
-        shardshuffle, shuffle_buffer: shard and sample shuffling.
-        workers: loader worker processes (0 = this process).
-        pin_memory: pinned batches (for a GPU).
-    Returns:
-        An iterable of exactly ``micro_batches - skip`` batches.
-    """
-    nw = max(1, workers)
+def train_loader(stream: TrainStream, epoch: int, skip: int = 0) -> _Loader:
+    """This rank's micro-batches ``skip .. micro_batches-1`` of ``epoch`` (``skip``: already trained on, at a
+    resume): exactly ``micro_batches - skip`` batches of (uint8 x, labels, colour offsets)."""
+    s = stream
+    nw = max(1, s.workers)
     rounds = (skip // nw) * nw
     pipe = wds.DataPipeline(
-        functools.partial(_endless_shards, shards.items(split), seed=seed, epoch=epoch, shuffle=shardshuffle),
+        functools.partial(_endless_shards, s.shards.items(s.split), seed=s.seed, epoch=epoch, shuffle=s.shardshuffle),
         wds.split_by_node,
         wds.split_by_worker,
         tar_samples,
-        functools.partial(_seeded_shuffle, bufsize=shuffle_buffer, seed=seed, epoch=epoch),
-        functools.partial(_epoch_share, per_batch=micro_batch, batches=micro_batches, skip=skip),
-        wds.map(functools.partial(_augment, augment=augment, seed=seed, epoch=epoch)),
-        wds.batched(micro_batch, collation_fn=collate_raw if augment.decode_device else _collate_train, partial=False),
+        functools.partial(_seeded_shuffle, bufsize=s.shuffle_buffer, seed=s.seed, epoch=epoch),
+        functools.partial(_epoch_share, per_batch=s.micro_batch, batches=s.micro_batches, skip=skip),
+        wds.map(functools.partial(_augment, augment=s.augment, seed=s.seed, epoch=epoch)),
+        wds.batched(s.micro_batch, collation_fn=collate_raw if s.augment.decode_device else _collate_train,
+                    partial=False),
     )
-    dev = augment.decode_device
-    finish = functools.partial(finish_on_device, crop=augment.crop.size, device=dev) if dev else None
-    return _DropFirst(_loader(pipe, workers, pin_memory), skip - rounds, micro_batches - skip, finish)
+    dev = s.augment.decode_device
+    finish = functools.partial(finish_on_device, crop=s.augment.crop.size, device=dev) if dev else None
+    return _Loader(_loader(pipe, s.workers, s.pin_memory), skip - rounds, finish)
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -285,7 +248,7 @@ def _collate_val(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int, rank: int, world: int,
-               workers: int, pin_memory: bool) -> _Checked:
+               workers: int, pin_memory: bool) -> _Loader:
     """This rank's part of the validation split, each image read by exactly one rank and worker."""
     items = shards.items(split)
     if len(items) >= world:
@@ -298,4 +261,4 @@ def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int
         stages.append(sample_split)
     stages += [wds.map(functools.partial(_centre, view=view)),
                wds.batched(batch, collation_fn=_collate_val, partial=True)]
-    return _Checked(_loader(wds.DataPipeline(*stages), workers, pin_memory))
+    return _Loader(_loader(wds.DataPipeline(*stages), workers, pin_memory))

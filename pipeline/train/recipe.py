@@ -2,19 +2,9 @@
 
 "The batch size was set to 256, momentum to 0.9. The training was regularised by weight decay
 (5e-4) and dropout ... The learning rate was initially set to 1e-2, and then decreased by a
-factor of 10 when the validation set accuracy stopped improving. In total, the learning rate was
-decreased 3 times, and the learning was stopped after 370K iterations (74 epochs)."
-
-Initialisation: random (the paper's N(0, 1e-2), or Glorot), the first four conv layers and the
-three FC layers of a trained net A for deeper nets, or every weight of a checkpoint to fine-tune
-(S=384 from S=256 at lr 1e-3, multi-scale from S=384).
-
-FC-only fine-tuning (``init.trainable: fc``, paper 4.4: the ILSVRC submission's multi-scale D was
-made "by fine-tuning only the fully-connected layers rather than all layers"): :func:`freeze_conv`
-turns off the gradient of every conv-part parameter before the model is wrapped in DDP (so DDP
-neither registers nor all-reduces them), :func:`build_optimizer` leaves them out of SGD (so no
-momentum and no weight decay touch them), and :func:`train_mode` keeps the conv part in eval mode
-(BatchNorm's running statistics, where present, stay put too). The conv weights stay bit-identical.
+factor of 10 when the validation set accuracy stopped improving." Initialisation: random, from a
+trained net A, or a checkpoint to fine-tune; FC-only fine-tuning (4.4: ``init.trainable: fc``)
+freezes the conv part bit for bit (docs/training.md).
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def test_user_error_in_a_loader_worker_is_one_line(shards, tmp_path, capsys):
                                                    "crop": 32},
            "data": {"shards": str(data), "scale": {"s_min": 32, "s_max": 32}, "workers": 1, "val_split": None,
                     "shuffle_buffer": 0, "colour_shift": 0.0, "mean": [128, 128, 128]},
-           "optim": {"batch_size": 30}, "schedule": {"max_epochs": 1}, "speed": {"bf16": False, "threads": 1},
+           "optim": {"batch_size": 30}, "schedule": {"max_epochs": 1}, "runtime": {"bf16": False, "threads": 1},
            "checkpoint_every": 0, "progress": False}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     code, _, err = vgg(["train", "--config", tmp_path / "c.yaml"], capsys)

@@ -122,7 +122,7 @@ def _train(d: Path, tmp_path: Path) -> list[str]:
            "model": {"config": "A", "num_classes": 10, "width": 0.125, "fc_width": 32, "crop": 32, "dropout": 0.0},
            "data": {"shards": str(d), "scale": {"s_min": 32, "s_max": 32}, "workers": 0, "shuffle_buffer": 8},
            "optim": {"lr": 0.003, "batch_size": 10}, "schedule": {"max_epochs": 1}, "init": {"method": "glorot"},
-           "speed": {"bf16": False, "channels_last": False, "threads": 1}, "checkpoint_every": 0}
+           "runtime": {"bf16": False, "channels_last": False, "threads": 1}, "checkpoint_every": 0}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
     return ["train", "--config", str(tmp_path / "train.yaml")]
 

@@ -179,7 +179,7 @@ def test_unlabelled_shards_refused_by_train(pngs, tmp_path, capsys):
            "data": {"shards": str(out), "val_split": "train", "scale": {"s_min": 32, "s_max": 32}, "workers": 0,
                     "shuffle_buffer": 4},
            "optim": {"lr": 0.003, "batch_size": 4}, "schedule": {"max_epochs": 1}, "init": {"method": "glorot"},
-           "speed": {"bf16": False, "channels_last": False, "threads": 1}, "checkpoint_every": 0}
+           "runtime": {"bf16": False, "channels_last": False, "threads": 1}, "checkpoint_every": 0}
     import yaml
 
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))

@@ -21,7 +21,7 @@ from pipeline.images import decode_rgb
 from pipeline.preprocess import TrainScale
 from pipeline.train import TrainConfig
 from pipeline.train.gpu_decode import collate_raw, finish_on_device
-from pipeline.train.loader import open_shards, train_loader
+from pipeline.train.loader import TrainStream, open_shards, train_loader
 from pipeline.transforms import ColourShift, RawCrop, TrainAugment, plain_jpeg_size, sample_rng
 
 COLOUR = ColourShift(eigval=[300.0, 40.0, 9.0], eigvec=np.eye(3).tolist())
@@ -93,8 +93,8 @@ def test_loader_with_a_decode_device_gives_the_same_batches(tmp_path):
     base = dict(scale=TrainScale(s_min=32, s_max=40), crop=32, colour=COLOUR)
 
     def batches(aug, workers):
-        return list(train_loader(shards, "train", augment=aug, micro_batch=8, micro_batches=5, skip=1, seed=3,
-                                 epoch=1, shardshuffle=True, shuffle_buffer=20, workers=workers, pin_memory=False))
+        return list(train_loader(TrainStream(shards, "train", aug, 8, 5, seed=3, shuffle_buffer=20, workers=workers),
+                                 epoch=1, skip=1))
 
     for workers in (0, 2):  # the worker count decides which samples each batch holds: the same on both sides
         want = batches(TrainAugment(**base), workers)

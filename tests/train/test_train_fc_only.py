@@ -52,8 +52,8 @@ def _check_frozen(before: dict, after: dict) -> None:
 @pytest.mark.parametrize("bn", [False, True], ids=["plain", "bn"])
 def test_fc_only_freezes_conv_in_one_process(shards, tmp_path, bn):
     start, before = _start(tmp_path / "start.pt", batch_norm=bn)
-    res = run_train(config_from(TrainConfig, _cfg(shards, tmp_path / "run", start, **{"model.batch_norm": bn,
-                                                                                        "speed.channels_last": True})))
+    over = {"model.batch_norm": bn, "runtime.channels_last": True}
+    res = run_train(config_from(TrainConfig, _cfg(shards, tmp_path / "run", start, **over)))
     ck = torch.load(res["last"], weights_only=True)
     assert ck["position"]["step"] == K and ck["meta"]["init"]["trainable"] == "fc"
     _check_frozen(before, ck["state_dict"])

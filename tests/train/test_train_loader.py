@@ -10,7 +10,7 @@ from train_fixtures import chunks, fmnist_samples, write_shards
 
 from pipeline.errors import UserError
 from pipeline.preprocess import TrainScale
-from pipeline.train.loader import epoch_micro_batches, open_shards, train_loader, val_loader
+from pipeline.train.loader import TrainStream, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.transforms import CentreCropView, TrainAugment
 
 
@@ -31,9 +31,8 @@ AUG = TrainAugment(scale=TrainScale(s_min=32, s_max=40), crop=32)
 
 
 def _batches(shards, *, skip=0, workers=0, epoch=0, micro_batches=12, micro=8, buffer=50, shuffle=True):
-    return list(train_loader(shards, "train", augment=AUG, micro_batch=micro, micro_batches=micro_batches, skip=skip,
-                             seed=7, epoch=epoch, shardshuffle=shuffle, shuffle_buffer=buffer, workers=workers,
-                             pin_memory=False))
+    return list(train_loader(TrainStream(shards, "train", AUG, micro, micro_batches, seed=7, shardshuffle=shuffle,
+                                         shuffle_buffer=buffer, workers=workers), epoch, skip))
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

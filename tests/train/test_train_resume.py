@@ -47,7 +47,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert run.returncode == -signal.SIGKILL
     at_kill = _step(last)
     assert 0 < at_kill < 60  # 3 epochs of 20 steps: killed before the end
-    resumed = _start(killed_cfg, tmp_path / "killed.yaml", "--resume")
+    resumed = _start(killed_cfg, tmp_path / "killed.yaml", "--resume", "--json")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
     _, ref_err = ref.communicate(timeout=300)

@@ -115,7 +115,7 @@ def _group_gone(pgid: int, timeout: float = 20.0) -> bool:
 
 
 def _check_stop_and_resume(shards: Path, tmp_path: Path, workers: int, group: bool) -> None:
-    ref = _vgg_train(_config(shards, tmp_path / "ref", workers))
+    ref = _vgg_train(_config(shards, tmp_path / "ref", workers), "--json")
     cfg = _config(shards, tmp_path / "run", workers)
     run = _vgg_train(cfg)
     out, err, seconds = _stop_mid_epoch(run, tmp_path / "run", signal.SIGTERM, group)
@@ -128,7 +128,7 @@ def _check_stop_and_resume(shards: Path, tmp_path: Path, workers: int, group: bo
     assert pos["step"] == step >= 2 and step < STEPS and not pos["finished"]
     assert pos["epoch"] + 1 == epoch and pos["step_in_epoch"] == step - 20 * pos["epoch"]
     assert _group_gone(run.pid)
-    resumed = _vgg_train(cfg, "--resume")
+    resumed = _vgg_train(cfg, "--resume", "--json")
     rout, rerr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, rerr[-3000:]
     assert f"resuming after epoch {pos['epoch']}, step {step}" in rerr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from faults_stores_helpers import assert_one_line_error, make_checkpoint, photo_crops, run_main
+from features.faults_stores_helpers import assert_one_line_error, make_checkpoint, photo_crops, run_main
 
 from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, load_model
@@ -83,7 +83,7 @@ def _train_config(tmp_path: Path, shards: Path, epochs: int) -> Path:
            "data": {"shards": str(shards), "scale": {"s_min": 32, "s_max": 40}, "workers": 0, "shuffle_buffer": 8,
                     "mean": [120.0, 115.0, 105.0], "std": [60.0, 60.0, 60.0], "colour_shift": 0},
            "optim": {"lr": 0.001, "batch_size": 6}, "schedule": {"max_epochs": epochs}, "init": {"method": "glorot"},
-           "speed": {"bf16": False, "channels_last": False, "threads": 1}, "checkpoint_every": 0, "log_every": 1}
+           "runtime": {"bf16": False, "channels_last": False, "threads": 1}, "checkpoint_every": 0, "log_every": 1}
     path = tmp_path / f"train{epochs}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -91,7 +91,7 @@ def _train_config(tmp_path: Path, shards: Path, epochs: int) -> Path:
 
 def test_train_cleans_a_killed_runs_temp_file_and_refuses_a_damaged_last(tmp_path, photos, capfd):
     from pipeline.shards.config import ShardConfig
-    from pipeline.shards.writer import run_shard
+    from pipeline.shards.run import run_shard
 
     run_shard(ShardConfig(source=str(_tiny_shards(tmp_path, photos)), out=str(tmp_path / "shards"), workers=1,
                           progress=False))
