@@ -1,12 +1,5 @@
-"""The paper's findings, its numbers, and the rule that decides whether ours reproduce them.
-
-The rule is fixed before any number is seen (it is printed at the top of every report): a finding
-is reproduced when the paper's ordering holds in our test errors by more than two standard errors
-of the difference. Classification differences are paired (the same test images): the standard
-error is the standard deviation of the per-image difference of the two 0/1 errors over sqrt(n).
-Localisation errors are compared as independent binomial proportions; transfer results by the
-spread of the Caltech-style splits (VOC-style mAP has one test set and is compared by its sign).
-"""
+"""The paper's findings (its claims and numbers, Tables 3-11) and the rule, :data:`RULE`, fixed before any
+number is seen, that decides whether ours reproduce them."""
 
 from __future__ import annotations
 
@@ -16,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PAPER", "RULE", "REASONS", "Comparison", "paired", "unpaired", "decide"]
+__all__ = ["PAPER", "RULE", "CLAIMS", "Comparison", "paired", "unpaired", "decide"]
 
 RULE = (
     "A finding is **reproduced** when the paper's ordering holds in our test errors by more than two standard "
@@ -57,46 +50,6 @@ CLAIMS: dict[str, tuple[str, str]] = {
     "localisation": ("8", "per-class regression beats single-class (FC layers), and fine-tuning all layers beats "
                           "FC only (PCR)"),
     "transfer": ("11", "deep features beat shallow ones (ours: raw pixels) on Caltech- and VOC-style sets"),
-}
-
-
-#: the likely reason a finding did not reproduce in the committed full run (written after its numbers;
-#: shown beside the verdict, never deciding it)
-REASONS: dict[str, str] = {
-    "lrn": "not the learning-rate schedule this time: both nets had their rate divided after epoch 20 "
-           "(Table 3's last column). At this scale LRN does help A. Fashion-MNIST's grey garments on a black "
-           "background give the first layer a few very strong responses, at the garments' edges, which LRN damps "
-           "while it leaves weak responses almost unscaled; ImageNet's photos, on which the paper saw no gain, "
-           "lack that contrast. The gain is not seed noise: a second seed of A-LRN gave 9.93% (the spread "
-           "table), and two seeds of A gave 10.47% and 10.66% (the README's re-run paragraph).",
-    "depth": "the paper's ordering holds for both deep nets, by +0.52 points (D) and +0.40 points (E) over A, "
-             "but E's margin is 1.8 SE, short of the rule's 2 SE. Depth gains little at 32-pixel crops: after "
-             "the third block every unit already sees the whole crop (see conv1x1), so the extra layers of D and E "
-             "add capacity but no context. The paper's own E is no better than D at fixed S (27.3% vs 27.0%).",
-    "scale-jitter": "Fashion-MNIST has no scale variation to learn: every garment is centred and fills its 28-pixel "
-                    "frame. Jittering S up to 73 trains on 32-pixel windows that see as little as 44% of a garment, "
-                    "while the classes differ by whole silhouettes (shirt, T-shirt, pullover and coat differ in "
-                    "sleeves and collars). The jittered nets' errors rise with the test scale Q = 37, 55, 73: "
-                    "C 15.5, 19.5, 30.4%; D 16.1, 19.0, 37.7%; E 16.3, 19.9, 41.6% (Table 4 by test scale, "
-                    "below); even at Q = 37 they are worse than the fixed-S nets (C 9.9%, D 10.0%, E 10.1%). "
-                    "ImageNet's objects appear at many sizes, which is what jittering S teaches in the paper.",
-    "dense-vs-crop": "the paper's ordering holds for both nets, by +0.34 points (D, 2.03 SE) and +0.32 points (E, "
-                     "1.78 SE), so E misses the rule's 2 SE. The paper's own gain is 0.4 points (on 50,000 images): a "
-                     "gain of that size is at the edge of what 10,000 test images resolve. Multi-crop alone is worse "
-                     "than dense here (Table 5), where the paper found it slightly better, so combining the two has "
-                     "less to add.",
-    "fusion": "our D-jitter and E-jitter make nearly the same errors (the counts are in the findings table): both "
-              "start from the same A-fixed weights and see the same samples in the same order with the same "
-              "augmentation (one seed), so averaging their posteriors can only act on the few images where exactly "
-              "one of them is wrong. The fusion's gain, +0.11 points, is within its SE of 0.14.",
-    "localisation": "the ordering holds in both comparisons, and fine-tuning all layers beats FC only by far (+23.2 "
-                    "points, SE 3.2), but per-class regression beats single-class by 3.7 points with an SE of 3.2: "
-                    "the ILSVRC-style set's 465 test images cannot resolve a gap of the paper's size (2.1 points, "
-                    "measured on 50,000 images).",
-    "conv1x1": "the spatial context that D's 3x3 convolutions add over C's 1x1 ones has nothing left to cover at "
-               "32-pixel crops: the receptive field of a unit after the third block is 40 pixels in D and 32 in C, "
-               "so in both nets it already spans the whole crop, and blocks 4 and 5 work on 4x4 and 2x2 maps. At "
-               "the paper's 224-pixel crops the same units see 40 and 32 pixels of 224, and context matters.",
 }
 
 

@@ -1,23 +1,27 @@
-"""The reproduction's report: ``report.md``, ``results.json`` and ``figures/*.png`` from the finished steps.
+"""The reproduction's report: ``results.json``, ``report.md`` and ``figures/*.png`` from the finished steps.
 
-``results.json`` holds every number (errors in percent); ``report.md`` prints the same numbers
-in the paper's tables, the paper's beside ours, and states the decision rule before any number.
-The figures: validation top-1 error against epoch for every net, test error against depth at fixed
-and jittered S, test error against the test scale Q, and transfer (deep features vs raw pixels).
+``results.json`` holds every number (errors in percent); ``report.md`` is rendered from it alone
+(:func:`render_report`): the decision rule first, then the paper's tables with the paper's numbers
+beside ours. :func:`publish` copies a run into ``docs/`` and renders its report there, keeping the
+notes a person wrote between the ``notes`` markers (the reasons behind a verdict).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
-from pipeline.reproduce.findings import REASONS, RULE
+from pipeline.models import NETS
+from pipeline.reproduce.findings import RULE
 from pipeline.reproduce.plan import EXPERIMENTS, RUNS, S_FIXED, S_JITTER, Budget, run_by_id
-from pipeline.reproduce.tables import LAYERS, build_tables, metrics_rows
+from pipeline.reproduce.tables import build_tables, metrics_rows
 
-__all__ = ["write_report", "render_tables", "publish", "TABLE_COLUMNS"]
+__all__ = ["write_report", "render_report", "render_tables", "publish", "republish", "TABLE_COLUMNS"]
 
 #: (results.json table key, title, columns shown)
 TABLE_COLUMNS: list[tuple[str, str, list[str]]] = [
@@ -67,10 +71,8 @@ def _findings_md(findings: list[dict[str, Any]]) -> str:
     lines += [f"| {f['id']} | {f['table']} | {f['paper']} | {f['ours'] or '-'} | {mark[f['reproduced']]} |"
               for f in findings]
     notes = [f"- **{f['id']}**: {f['note']}" for f in findings if f["note"]]
-    why = [f"- **{f['id']}**: {REASONS[f['id']]}" for f in findings if f["reproduced"] is False and f["id"] in REASONS]
     return "\n".join(lines) + "\n\nDifferences (paper's ordering positive) and their standard errors:\n\n" + \
-        "\n".join(notes) + "\n" + ("\nLikely reasons where a finding is not reproduced (written after the numbers; "
-                                   "they change no verdict):\n\n" + "\n".join(why) + "\n" if why else "")
+        "\n".join(notes) + "\n"
 
 
 def _runs(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list], quick: bool) -> list[dict]:
@@ -122,7 +124,7 @@ def _figures(w: Path, records: dict[str, dict[str, Any]], tables: dict[str, list
         t3 = {x["id"]: x for x in tables["table3"]}
         fig, ax = plt.subplots(figsize=(6, 4))
         for kind, scale in (("fixed", S_FIXED), ("jitter", S_JITTER)):
-            pts = sorted((LAYERS[r.net], t3[r.id]["top1_error"], r.net, t3[r.id]["top1_se"]) for r in runs
+            pts = sorted((NETS[r.net].weight_layers, t3[r.id]["top1_error"], r.net, t3[r.id]["top1_se"]) for r in runs
                          if r.scale == scale)
             if pts:
                 ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[2 * p[3] for p in pts], marker="o",
@@ -159,76 +161,97 @@ def _compute_seconds(rec: dict[str, Any]) -> float:
     return float(rec.get("seconds", 0.0))
 
 
-def _setup(w: Path, budget: Budget, quick: bool, data: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
-    devices = sorted({r["device"] for r in records.values() if "device" in r})
-    total = sum(_compute_seconds(r) for r in records.values())
-    steps = [*(r.id for r in RUNS), *EXPERIMENTS]
-    pending = [s for s in steps if s not in records]
-    status = (f"**Status: {len(steps) - len(pending)} of {len(steps)} steps finished; pending: {', '.join(pending)}.** "
+def _setup(results: dict[str, Any]) -> str:
+    b, setup = results["budget"], results["setup"]
+    pending, steps = setup["pending"], setup["steps"]
+    status = (f"**Status: {steps - len(pending)} of {steps} steps finished; pending: {', '.join(pending)}.** "
               "Tables and findings below cover the finished steps only; the same command continues the run.\n\n"
               if pending else "")
     return status + (
-        f"Budget: {'quick (a smoke test of the graph; its numbers mean nothing)' if quick else 'full'}. "
-        f"Data: Fashion-MNIST from `data/` — {budget.train_per_class} training and {budget.val_per_class} "
+        f"Budget: {'quick (a smoke test of the graph; its numbers mean nothing)' if results['quick'] else 'full'}. "
+        f"Data: Fashion-MNIST from `data/` — {b['train_per_class']} training and {b['val_per_class']} "
         f"validation images per class from the official training file (the validation split drives only the "
-        f"plateau schedule), test: {budget.test_per_class or 'all 1000'} per class of the official test file, never "
+        f"plateau schedule), test: {b['test_per_class'] or 'all 1000'} per class of the official test file, never "
         f"seen in training. Nets: the paper's configurations at a quarter of the widths, FC 256, 32-pixel crops; "
         f"the paper's sizes divided by 7 (S = 256 -> {S_FIXED[0]}, S in [256, 512] -> [{S_JITTER[0]}, "
-        f"{S_JITTER[1]}]); epochs of {budget.epoch_images} images, at most {budget.max_epochs}, lr / 10 after "
-        f"{budget.patience} epoch(s) without val. improvement, stop after {budget.lr_drops} drops. Deeper nets start "
-        f"from A (paper 3.1). Multi-crop: {budget.multicrop_grid}x{budget.multicrop_grid} crops x 2 flips per scale. "
-        f"Shards: `<workdir>/{os.path.relpath(data['shards'], w)}`. Device: {'; '.join(devices) or '-'}. "
-        f"Compute time of the finished steps: {total / 60:.1f} min.\n")
+        f"{S_JITTER[1]}]); epochs of {b['epoch_images']} images, at most {b['max_epochs']}, lr / 10 after "
+        f"{b['patience']} epoch(s) without val. improvement, stop after {b['lr_drops']} drops. Deeper nets start "
+        f"from A (paper 3.1). Multi-crop: {b['multicrop_grid']}x{b['multicrop_grid']} crops x 2 flips per scale. "
+        f"Shards: `<workdir>/{setup['shards']}`. Device: {'; '.join(setup['devices']) or '-'}. "
+        f"Compute time of the finished steps: {results['seconds'] / 60:.1f} min.\n")
+
+
+NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"
+README_BEGIN, README_END = "<!-- reproduction:begin -->", "<!-- reproduction:end -->"
+#: the first lines of a published report: where it comes from
+SOURCE = ("Rendered from `{dest}/results.json` by `vgg reproduce --report-only --workdir WORKDIR --publish {dest}` "
+          "(WORKDIR: the run's), or from the results alone by `python -m pipeline.reproduce.report {dest}`; the "
+          "notes between the `notes` markers are written by hand after the numbers and kept.")
+
+
+def render_report(results: dict[str, Any], notes: str | None = None, source: str = "",
+                  figures: str = "figures") -> str:
+    """report.md from a results.json: ``notes`` (a published report's hand-written block, markers included)
+    after the findings, ``source`` under the title, figure links under ``figures``."""
+    figs = "\n".join(f"![{Path(f).stem}]({figures}/{Path(f).name})" for f in results["figures"])
+    return (f"# VGG reproduction at small scale ({'quick' if results['quick'] else 'full'} run)\n\n"
+            + (f"{source}\n\n" if source else "") + "## Setup\n\n" + _setup(results)
+            + "\n## Decision rule (fixed before the run)\n\n" + RULE + "\n\n## Findings\n\n"
+            + _findings_md(results["findings"]) + (f"\n{notes}\n" if notes else "")
+            + "\n## Tables (errors in %, ours beside the paper's)\n\n" + render_tables(results["tables"])
+            + "\n## Figures\n\n" + figs + "\n")
 
 
 def write_report(w: Path, book: Any, budget: Budget, *, quick: bool, data: dict[str, Any]) -> dict[str, Any]:
-    """Write report.md, results.json and the figures of every finished step in ``w``."""
+    """Write results.json, report.md and the figures of every finished step in ``w``."""
     records = {p.stem: book.get(p.stem) for p in sorted(book.folder.glob("*.json"))}
     tables, findings = build_tables(records)
     figures = _figures(w, records, tables)
-    results = {"units": "percent", "quick": quick, "budget": budget.model_dump(mode="json"),
+    steps = [*(r.id for r in RUNS), *EXPERIMENTS]
+    setup = {"devices": sorted({r["device"] for r in records.values() if "device" in r}),
+             "shards": os.path.relpath(data["shards"], w), "steps": len(steps),
+             "pending": [s for s in steps if s not in records]}
+    results = {"units": "percent", "quick": quick, "budget": budget.model_dump(mode="json"), "setup": setup,
                "runs": _runs(w, records, tables, quick), "findings": findings, "tables": tables,
                "figures": [os.path.relpath(f, w) for f in figures],
                "seconds": round(sum(_compute_seconds(r) for r in records.values()), 1)}
     atomic_write_json(w / "results.json", results)
-    figs = "\n".join(f"![{Path(f).stem}]({os.path.relpath(f, w)})" for f in figures)
-    text = (f"# VGG reproduction at small scale ({'quick' if quick else 'full'} run)\n\n## Setup\n\n"
-            + _setup(w, budget, quick, data, records) + "\n## Decision rule (fixed before the run)\n\n" + RULE + "\n\n"
-            + "## Findings\n\n" + _findings_md(findings) + "\n## Tables (errors in %, ours beside the paper's)\n\n"
-            + render_tables(tables) + "\n## Figures\n\n" + figs + "\n")
-    atomic_write_text(w / "report.md", text)
+    atomic_write_text(w / "report.md", render_report(results))
     return {"report": str(w / "report.md"), "results": str(w / "results.json"), "figures": figures}
 
 
 def publish(w: Path, dest: Path) -> list[str]:
-    """Copy report.md to ``dest``.md, and results.json, the figures and each run's config into ``dest``/."""
-    import json
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "figures").mkdir(exist_ok=True)
+    """Copy results.json, the figures and each run's config into ``dest``/, and render ``dest``.md from them."""
+    (dest / "figures").mkdir(parents=True, exist_ok=True)
+    (dest / "configs").mkdir(exist_ok=True)
     written = []
     for f in sorted((w / "figures").glob("*.png")):
         shutil.copyfile(f, dest / "figures" / f.name)
         written.append(str(dest / "figures" / f.name))
     results = json.loads((w / "results.json").read_text())
-    (dest / "configs").mkdir(exist_ok=True)
     for run in results["runs"]:  # each run's resolved training config travels with the results
         shutil.copyfile(w / run["config"], dest / "configs" / f"{run['id']}.yaml")
         run["config"] = f"configs/{run['id']}.yaml"
         written.append(str(dest / run["config"]))
     atomic_write_json(dest / "results.json", results)
-    text = (w / "report.md").read_text().replace("](figures/", f"]({dest.name}/figures/")
-    atomic_write_text(dest.with_suffix(".md"), text)
-    written = [str(dest.with_suffix(".md")), str(dest / "results.json"), *written]
+    return [*republish(dest), str(dest / "results.json"), *written]
+
+
+def republish(dest: Path) -> list[str]:
+    """Render ``dest``.md from ``dest``/results.json (its notes kept) and the README block beside it."""
+    md = dest.with_suffix(".md")
+    old = md.read_text() if md.is_file() else ""
+    notes = (NOTES_BEGIN + old.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0] + NOTES_END
+             if NOTES_BEGIN in old else f"{NOTES_BEGIN}\n{NOTES_END}")
+    text = render_report(json.loads((dest / "results.json").read_text()), notes,
+                         SOURCE.format(dest=f"docs/{dest.name}"), f"{dest.name}/figures")
+    atomic_write_text(md, text)
+    written = [str(md)]
     readme = dest.resolve().parent.parent / "README.md"  # docs/reproduction -> the repository's README
     if readme.is_file() and README_BEGIN in readme.read_text():
         atomic_write_text(readme, readme_block(readme.read_text(), text))
         written.append(str(readme))
     return written
-
-
-README_BEGIN, README_END = "<!-- reproduction:begin -->", "<!-- reproduction:end -->"
 
 
 def readme_block(readme: str, report: str) -> str:
@@ -238,3 +261,7 @@ def readme_block(readme: str, report: str) -> str:
     block = README_BEGIN + "\n" + "\n\n".join(x for x in (status, findings) if x) + "\n" + README_END
     head, rest = readme.split(README_BEGIN, 1)
     return head + block + rest.split(README_END, 1)[1]
+
+
+if __name__ == "__main__":  # python -m pipeline.reproduce.report docs/reproduction
+    print("\n".join(republish(Path(sys.argv[1]))))

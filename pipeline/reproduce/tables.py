@@ -23,10 +23,7 @@ from pipeline.reproduce.findings import PAPER, Comparison, decide, paired, unpai
 from pipeline.reproduce.plan import RUNS, NetRun, run_by_id, split_repeat
 from pipeline.train.checkpoints import val_rows
 
-__all__ = ["ClassificationErrors", "build_tables", "LAYERS"]
-
-#: weight layers of each configuration (paper Table 1; B-5x5: five conv layers and three FC)
-LAYERS = {"A": 11, "A-LRN": 11, "B": 13, "B-5x5": 8, "C": 16, "D": 16, "E": 19}
+__all__ = ["ClassificationErrors", "build_tables", "metrics_rows", "lr_drops"]
 
 
 def pct(x: float) -> float:

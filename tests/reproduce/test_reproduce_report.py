@@ -135,16 +135,20 @@ def test_report_tables_agree_with_results(tmp_path: Path) -> None:
 
 
 def test_publish_copies_the_report_and_fills_the_readme_block(tmp_path: Path) -> None:
-    from pipeline.reproduce.report import README_BEGIN, README_END, publish
+    from pipeline.reproduce.report import NOTES_BEGIN, NOTES_END, README_BEGIN, README_END, publish
 
     w = tmp_path / "w"
     write_report(w, _records(w), QUICK, quick=True, data={"shards": "shards"})
     repo = tmp_path / "repo"
     (repo / "docs").mkdir(parents=True)
     (repo / "README.md").write_text(f"# x\n\nbefore\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
+    notes = f"{NOTES_BEGIN}\n- **lrn**: a reason, written by hand\n{NOTES_END}"
+    (repo / "docs" / "reproduction.md").write_text(f"# old report\n\n{notes}\n\nold numbers\n")
     written = publish(w, repo / "docs" / "reproduction")
     doc = (repo / "docs" / "reproduction.md").read_text()
     assert "](reproduction/figures/" in doc and "](figures/" not in doc
+    assert doc.count(notes) == 1 and "old numbers" not in doc  # the notes kept, everything else rendered anew
+    assert doc.index("## Findings") < doc.index(notes) < doc.index("## Tables")
     assert all((repo / "docs" / "reproduction" / "figures" / Path(f).name).is_file()
                for f in json.loads((w / "results.json").read_text())["figures"])
     readme = (repo / "README.md").read_text()
@@ -152,3 +156,16 @@ def test_publish_copies_the_report_and_fills_the_readme_block(tmp_path: Path) ->
     assert "| depth | 3 |" in readme and str(repo / "README.md") in written
     runs = json.loads((repo / "docs" / "reproduction" / "results.json").read_text())["runs"]
     assert all((repo / "docs" / "reproduction" / r["config"]).read_text().startswith("model:") for r in runs)
+
+
+def test_the_committed_report_renders_from_its_results(tmp_path: Path) -> None:
+    """docs/reproduction.md is exactly what its results.json renders to (with its hand-written notes)."""
+    from pipeline.reproduce.report import republish
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    (tmp_path / "docs" / "reproduction").mkdir(parents=True)
+    for name in ("reproduction.md", "reproduction/results.json"):
+        (tmp_path / "docs" / name).write_text((docs / name).read_text())
+    assert republish(tmp_path / "docs" / "reproduction") == [str(tmp_path / "docs" / "reproduction.md")]
+    assert (tmp_path / "docs" / "reproduction.md").read_text() == (docs / "reproduction.md").read_text()
+    assert "**depth**: the paper's ordering holds" in (docs / "reproduction.md").read_text()
