@@ -197,6 +197,20 @@ class TransferResult(StageResult):
     std: float | None = Field(None, description="over the splits (None: one test set, VOC)")
     status: str = Field(description="written or exists")
 
+    def summary(self) -> str:
+        """The Table 11 row, the per-class values (up to 30 classes) and how the SVMs were chosen."""
+        from pipeline.transfer.registry import PROTOCOLS
+        from pipeline.transfer.report import per_class_table, table11
+
+        parts = [table11([self])]
+        if len(self["per_class"]) <= 30:
+            parts.append(per_class_table(self, PROTOCOLS[self.protocol].per_class))
+        c, desc = self["chosen_C"], self["descriptor"]
+        parts.append(f"chosen C: {c if not isinstance(c, dict) else 'per class'}; solver {self.get('solver')}; "
+                     f"{desc['dim']}-D descriptors ({desc['aggregate']}); "
+                     f"{'reused' if self.status == 'exists' else 'written'}: {self.out}")
+        return "\n".join(parts)
+
 
 # ---------------------------------------------------------------- localise
 class LocaliseTrainResult(StageResult):

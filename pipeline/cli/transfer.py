@@ -8,32 +8,21 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.options import JsonOption, stage_command
-from pipeline.transfer.stage import TransferConfig
+from pipeline.cli.options import stage_command
+from pipeline.results import TransferResult
+from pipeline.transfer.config import TransferConfig
 
 
 @stage_command(TransferConfig, arguments=["stores"], aliases={"test_stores": "--test", "splits_file": "--splits"})
-def transfer(cfg: TransferConfig, as_json: JsonOption = False) -> None:
+def transfer(cfg: TransferConfig) -> TransferResult:
     """Fit linear SVMs on stored descriptors with the VOC or Caltech protocol (paper Appendix B, Table 11).
 
     Writes transfer.json, table.md (Table 11 format), decisions/ (per-image decision values),
     splits.json (Caltech, generic) and config.yaml under --out.
     """
-    from pipeline.transfer.stage import run_transfer
+    from pipeline.transfer.run import run_transfer
 
-    result = run_transfer(cfg.model_copy(update={"progress": False}) if as_json else cfg)
-    if as_json:
-        typer.echo(result.model_dump_json(indent=2))
-        return
-    from pipeline.transfer.report import per_class_table, table11
-
-    typer.echo(table11([result]))
-    if len(result["per_class"]) <= 30:
-        typer.echo(per_class_table(result))
-    c = result["chosen_C"]
-    typer.echo(f"chosen C: {c if not isinstance(c, dict) else 'per class'}; solver {result.get('solver')}; "
-               f"{result['descriptor']['dim']}-D descriptors ({result['descriptor']['aggregate']}); "
-               f"{'reused' if result.get('status') == 'exists' else 'written'}: {result['out']}")
+    return run_transfer(cfg)
 
 
 def pixel_features(

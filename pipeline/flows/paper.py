@@ -35,7 +35,7 @@ from pipeline.results import EvaluateResult, ExtractResult, PaperResult, TrainRe
 from pipeline.runtime import RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
 from pipeline.train.config import TrainConfig
 from pipeline.transfer.report import table11
-from pipeline.transfer.stage import TransferConfig, run_transfer
+from pipeline.transfer import TransferConfig, run_transfer
 
 __all__ = ["PaperConfig", "paper_flow", "run_paper"]
 

@@ -37,7 +37,7 @@ def _stage_functions() -> dict[Callable[..., Any], tuple[str, str | None]]:
     from pipeline.localise import run_localise_evaluate, run_localise_train
     from pipeline.shards.stats import run_stats
     from pipeline.shards.writer import run_shard
-    from pipeline.transfer.stage import run_transfer
+    from pipeline.transfer.run import run_transfer
 
     return {run_shard: ("shard", None), run_stats: ("stats", None), train_on_this_machine: ("train", None),
             run_evaluate: ("evaluate", None), run_extract: ("extract", None), run_transfer: ("transfer", None),

@@ -43,7 +43,7 @@ from pipeline.shards.stats import run_stats
 from pipeline.shards.writer import run_shard
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.config import TrainConfig
-from pipeline.transfer.stage import TransferConfig, run_transfer
+from pipeline.transfer import TransferConfig, run_transfer
 
 __all__ = [
     "shard_flow", "stats_flow", "train_flow", "evaluate_flow", "extract_flow", "transfer_flow",

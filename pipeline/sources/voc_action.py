@@ -24,7 +24,6 @@ The reader is chosen with ``--format voc-action``; it is detected on its own onl
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.sources.base import Record, Source, register_source
+from pipeline.sources.voc import list_classes, list_splits, read_devkit_list, voc_year_dir
 
 __all__ = ["VOCActionSource", "VOC_ACTIONS", "parse_action_xml", "person_key", "split_person_key"]
 
@@ -93,17 +93,6 @@ def parse_action_xml(data: bytes) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _year_dir(root: Path) -> Path:
-    if (root / "ImageSets" / "Action").is_dir():
-        return root
-    base = root / "VOCdevkit" if (root / "VOCdevkit").is_dir() else root
-    years = sorted(p for p in base.glob("VOC20*") if (p / "ImageSets" / "Action").is_dir())
-    if len(years) != 1:
-        raise UserError(f"{root}: " + ("no VOC folder with ImageSets/Action (VOC2012/ImageSets/Action)" if not years
-                                       else f"several VOC years with actions ({', '.join(p.name for p in years)})"))
-    return years[0]
-
-
 @register_source("voc-action")
 class VOCActionSource(Source):
     """PASCAL VOC 2012 actions: one record per annotated person, with its box and 1/-1 action labels."""
@@ -114,21 +103,19 @@ class VOCActionSource(Source):
     @classmethod
     def detect(cls, root: Path) -> bool:
         try:
-            d = _year_dir(root)
+            d = voc_year_dir(root, "Action")
         except UserError:
             return False
         return not (d / "ImageSets" / "Main").is_dir()
 
-    def __init__(self, root, **options) -> None:
+    def __init__(self, root, year: str | int | None = None, **options) -> None:
         super().__init__(root, **options)
-        self.dir = _year_dir(self.root)
+        self.dir = voc_year_dir(self.root, "Action", None if year is None else str(year))
         self.sets = self.dir / "ImageSets" / "Action"
-        self._splits = sorted(p.stem for p in self.sets.glob("*.txt") if re.fullmatch(r"[a-z]+", p.stem))
+        self._splits = list_splits(self.sets)
         if not self._splits:
             raise UserError(f"{self.dir}: no ImageSets/Action/<split>.txt files")
-        suffixes = tuple(f"_{s}" for s in self._splits)
-        names = {p.stem.rsplit("_", 1)[0] for p in self.sets.glob("*_*.txt") if p.stem.endswith(suffixes)}
-        self._classes = sorted(names) if names else self._classes_from_xml()
+        self._classes = list_classes(self.sets, self._splits) or self._classes_from_xml()
 
     def _classes_from_xml(self) -> list[str]:
         for split in self._splits:
@@ -152,7 +139,7 @@ class VOCActionSource(Source):
         """Image ids of ``ImageSets/Action/<split>.txt``, in file order."""
         if split not in self._splits:
             raise UserError(f"{self.dir}: no action split {split!r} (has {', '.join(self._splits)})")
-        return [ln.split()[0] for ln in (self.sets / f"{split}.txt").read_text().splitlines() if ln.strip()]
+        return read_devkit_list(self.sets / f"{split}.txt")
 
     def _labels(self, split: str) -> dict[tuple[str, int], list[int]] | None:
         """(image, person) -> label per action from the per-action files; None when a file is missing."""

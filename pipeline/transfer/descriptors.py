@@ -1,21 +1,15 @@
-"""Image descriptors for the transfer protocols (paper Appendix B), read from feature stores.
+"""Image descriptors of the transfer protocols (paper Appendix B), read from feature stores.
 
-"Aggregation of features ... can be either stacked or pooled across scales" and "late fusion of
-features, computed using two networks, ... is performed by stacking their respective image
-descriptors"; "the resulting image descriptor is L2-normalised". :func:`load_descriptors` reads one
-store, or several stores of the same images (late fusion across stores), through
-:class:`pipeline.features.store.FeatureStore`, and L2-normalises where asked (default: once, on the
-final stacked descriptor, as the paper). Stores of different images (different ids), or with
-different labels or classes, are refused.
-
-:func:`write_pixel_store` writes the raw-pixel baseline as a feature store of the same schema (one
-"net", one "scale": the image resized to ``size`` x ``size``, RGB values flattened), so the same
-protocols run on it unchanged.
+:func:`load_descriptors` aggregates each store over scales ("stacked or pooled across scales"),
+stacks the stores of the same images ("late fusion ... by stacking their respective image
+descriptors") and L2-normalises the result; :func:`write_pixel_store` writes the raw-pixel baseline
+as a store of the same schema. Rules and refusals: docs/transfer.md.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +19,7 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.features.store import FeatureStore, l2_normalise
 
-__all__ = ["Descriptors", "load_descriptors", "store_summary", "write_pixel_store", "L2_FUSION"]
+__all__ = ["Descriptors", "load_descriptors", "join_test_rows", "store_summary", "write_pixel_store", "L2_FUSION"]
 
 #: requested L2 place -> (what each store applies, whether the fused descriptor is normalised again)
 L2_FUSION: dict[str, tuple[str, bool]] = {
@@ -62,84 +56,82 @@ def store_summary(st: FeatureStore) -> dict[str, Any]:
             "data": {k: (prov.get("data") or {}).get(k) for k in ("path", "kind", "split", "fingerprint")}}
 
 
-def _check_same(first: FeatureStore, other: FeatureStore, ids: np.ndarray, labels: np.ndarray) -> None:
+def _check_first(st: FeatureStore, require_labels: bool) -> None:
+    if st.n == 0:
+        raise UserError(f"{st.path}: no described images")
+    if require_labels and not _has_labels(st.labels, st.label_kind):
+        raise UserError(f"{st.path}: the store has no labels (every image is unlabelled); "
+                        "the transfer protocols need labelled images")
+
+
+def _check_same(first: FeatureStore, other: FeatureStore) -> None:
     if other.label_kind != first.label_kind or list(other.classes) != list(first.classes):
         raise UserError(f"cannot stack {other.path} with {first.path}: different classes or label kinds")
-    oids = other.ids
+    ids, oids = first.ids, other.ids
     if len(oids) != len(ids) or not np.array_equal(oids, ids):
-        extra = sorted(set(oids) - set(ids))[:1]
-        missing = sorted(set(ids) - set(oids))[:1]
-        what = (
-            f"{len(oids)} vs {len(ids)} images"
-            if len(oids) != len(ids)
-            else "the same number of images in another order"
-            if set(oids) == set(ids)
-            else "other images"
-        )
+        extra, missing = sorted(set(oids) - set(ids))[:1], sorted(set(ids) - set(oids))[:1]
+        what = (f"{len(oids)} vs {len(ids)} images" if len(oids) != len(ids) else
+                "the same number of images in another order" if set(oids) == set(ids) else "other images")
         hint = (f"; e.g. {extra[0]!r} only in {other.path.name}" if extra else "") + \
                (f"; e.g. {missing[0]!r} only in {first.path.name}" if missing else "")
         raise UserError(
             f"cannot stack feature stores of different images: {other.path} has {what} than {first.path}{hint}"
         )
-    if not np.array_equal(other.labels, labels):
+    if not np.array_equal(other.labels, first.labels):
         raise UserError(f"cannot stack {other.path} with {first.path}: the same ids carry different labels")
 
 
 def load_descriptors(paths: list[str | os.PathLike[str]], aggregate: str = "avg", scales: list[int] | None = None,
                      l2: str = "aggregate", regions: bool = False, require_labels: bool = True) -> Descriptors:
-    """Read and fuse the descriptors of one or more stores of the same images.
+    """Read and fuse (stack) the descriptors of one or more stores of the same images (float32 ``X``).
 
-    Args:
-        paths: feature stores (several: their descriptors are stacked, late fusion).
-        aggregate: ``"avg"`` or ``"stack"`` over the stored scales.
-        scales: the scales to use (default: all of each store's).
-        l2: where to L2-normalise: ``"aggregate"`` (paper: the final descriptor), ``"both"``,
-            ``"net"``, ``"scale"`` or ``"none"`` (see :class:`FeatureStore`).
-        regions: stack the region (box) descriptors with the whole-image ones (Table 12).
-        require_labels: refuse a store whose images are all unlabelled.
-    Returns:
-        :class:`Descriptors` (float32 ``X``).
-    Raises:
-        UserError: a store without labels, or stores of different images / labels / classes, a damaged
-            store (a dataset missing, a checksum failing) or non-finite descriptors (the rows are named).
+    ``aggregate`` over the stored ``scales`` (default: all): ``avg`` or ``stack``; ``l2``: where to
+    L2-normalise (:data:`L2_FUSION`; ``aggregate``: the final descriptor, the paper's choice);
+    ``regions``: the box descriptors stacked with the whole image's (Table 12). Refuses (UserError)
+    a store without labels (with ``require_labels``), stores of different images, labels or classes,
+    a damaged store and non-finite descriptors (naming the rows).
     """
     if not paths:
         raise UserError("no feature store given")
     if l2 not in L2_FUSION:
         raise UserError(f"l2 must be one of {', '.join(L2_FUSION)}, got {l2!r}")
     per_store, final = L2_FUSION[l2]
-    blocks, summaries = [], []
-    first: FeatureStore | None = None
-    ids = labels = None
-    failed: list[dict[str, str]] = []
-    opened: list[FeatureStore] = []
-    try:
+    blocks, stores = [], []
+    with ExitStack() as opened:
         for p in paths:
-            st = FeatureStore(p)
-            opened.append(st)
-            if first is None:
-                first, ids, labels = st, st.ids, st.labels
-                failed = st.failed
-                if st.n == 0:
-                    raise UserError(f"{st.path}: no described images")
-                if require_labels and not _has_labels(labels, st.label_kind):
-                    raise UserError(f"{st.path}: the store has no labels (every image is unlabelled); "
-                                    "the transfer protocols need labelled images")
+            st = opened.enter_context(FeatureStore(p))
+            if stores:
+                _check_same(stores[0], st)
             else:
-                _check_same(first, st, ids, labels)
+                _check_first(st, require_labels)
+            stores.append(st)
             blocks.append(st.features(aggregate=aggregate, scales=scales, l2=per_store, regions=regions))
-            summaries.append(store_summary(st))
-        assert first is not None and ids is not None and labels is not None
+        first = stores[0]
         X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
         if final:
             X = l2_normalise(X)
-        _check_finite(X, ids, paths)
-        return Descriptors(ids=np.asarray(ids).astype(str), labels=np.asarray(labels), classes=list(first.classes),
-                           label_kind=first.label_kind, X=np.ascontiguousarray(X, dtype=np.float32),
-                           stores=summaries, failed=failed)
-    finally:
-        for st in opened:
-            st.close()
+        _check_finite(X, first.ids, paths)
+        return Descriptors(ids=np.asarray(first.ids).astype(str), labels=np.asarray(first.labels),
+                           classes=list(first.classes), label_kind=first.label_kind,
+                           X=np.ascontiguousarray(X, dtype=np.float32), stores=[store_summary(s) for s in stores],
+                           failed=first.failed)
+
+
+def join_test_rows(a: Descriptors, b: Descriptors) -> tuple[Descriptors, int]:
+    """Training-store rows followed by test-store rows; the test rows start at the returned offset."""
+    if a.classes != b.classes or a.label_kind != b.label_kind:
+        raise UserError("the test stores have other classes or label kinds than the training stores")
+    if a.X.shape[1] != b.X.shape[1]:
+        raise UserError(f"the test stores give {b.X.shape[1]}-D descriptors, the training stores {a.X.shape[1]}-D "
+                        "(same nets, scales and aggregation needed)")
+    shared = set(a.ids) & set(b.ids)
+    if shared:
+        raise UserError(
+            f"the test stores share {len(shared)} image(s) with the training stores, e.g. {sorted(shared)[0]!r}"
+        )
+    return Descriptors(ids=np.concatenate([a.ids, b.ids]), labels=np.concatenate([a.labels, b.labels]),
+                       classes=a.classes, label_kind=a.label_kind, X=np.vstack([a.X, b.X]), stores=a.stores,
+                       failed=a.failed + b.failed), len(a.ids)
 
 
 def _check_finite(X: np.ndarray, ids: np.ndarray, paths: list[str | os.PathLike[str]]) -> None:
@@ -161,22 +153,12 @@ def _has_labels(labels: np.ndarray, label_kind: str) -> bool:
 
 def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int = 32,
                       split: str | None = None, format: str = "auto") -> Path:
-    """Write the raw-pixel baseline of a dataset as a feature store (same ids and labels as ``vgg extract``).
+    """Write the raw-pixel baseline of ``data`` (a shard folder or source dataset; its ``split`` and
+    ``format`` as ``vgg extract``'s) as the feature store ``out``, with the same ids and labels.
 
-    Each image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size`` RGB and its
-    pixel values (0..255) flattened into a ``3 size^2``-dimensional descriptor, stored as net0 at
-    the single "scale" ``size``. Decode failures are recorded as in any store. A finished store of
-    the same identity (data fingerprint, kind, split, size) that passes the full check is reused
-    (:mod:`pipeline.reuse`); anything else at ``out`` is replaced.
-
-    Args:
-        data: a shard folder or source dataset (any layout :func:`pipeline.data.open_data` reads).
-        out: the store to write (replaced atomically).
-        size: side of the resized image.
-        split: the split (default: as ``vgg extract``).
-        format: the source layout (``auto`` detects).
-    Returns:
-        ``out``.
+    Each image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size`` RGB and its 0..255
+    values flattened, stored as net0 at the single "scale" ``size``; decode failures are recorded as in
+    any store. A finished store of the same identity is reused, anything else replaced. Returns ``out``.
     """
     import pipeline
     from pipeline.features.inputs import ExtractInput

@@ -1,21 +1,9 @@
 """Transfer metrics (paper Appendix B, Table 11): PASCAL VOC average precision and mean class recall.
 
-VOC AP follows the devkit's ``VOCevalcls.m`` exactly (docs/formats.md section 2):
-
-1. every test image has a score; an image with no score gets ``-inf`` (pass ``nan`` for "no score");
-2. images are ranked by descending score with a *stable* sort (MATLAB's ``sort``), so ties keep
-   the order in which the images were given;
-3. label 1 is a true positive, label -1 a false positive, label 0 ("difficult" objects only) is
-   neither: such an image keeps its rank but adds nothing;
-4. recall = cumTP / #positives, precision = cumTP / (cumTP + cumFP);
-5. ``voc07``: 11-point interpolated AP over the thresholds of MATLAB's ``0:0.1:1``;
-   ``voc10`` (VOC2010 and later, VOC2012): area under the monotone precision envelope (``VOCap.m``).
-
-A class without any positive test image has no AP: :func:`voc_ap` returns ``nan`` and the
-protocol records the class as skipped (the devkit would divide by zero there).
-
-Mean class recall (Caltech-101/256) is the mean over the classes present in the ground truth of
-the per-class recall, i.e. scikit-learn's ``balanced_accuracy_score``.
+VOC AP is the devkit's (``VOCevalcls.m``; the items of docs/formats.md section 2.4): stable ranking,
+label-0 images neither true nor false, ``voc07`` 11-point AP at MATLAB's thresholds, ``voc10`` (VOC2010+)
+the area under the precision envelope; a class without positives has no AP (``nan``). Mean class
+recall (Caltech) is scikit-learn's ``balanced_accuracy_score``.
 """
 
 from __future__ import annotations
@@ -35,13 +23,8 @@ VOC_METRICS: dict[str, str] = {
 
 
 def matlab_thresholds(step: float = 0.1) -> np.ndarray:
-    """The values of MATLAB's ``0:step:1``, bit for bit.
-
-    MATLAB's colon operator fills the first half as ``k*step`` and the second half as
-    ``1 - k*step`` (the middle element, for an even count, is the midpoint), so e.g. its 0.7 is
-    ``1 - 0.3`` = 0.7 exactly, where ``np.arange(0, 1.1, 0.1)`` gives 0.7000000000000001. This
-    matters when a recall equals a threshold exactly (docs/formats.md, VOC item 5).
-    """
+    """The values of MATLAB's ``0:step:1``, bit for bit: ``k*step`` for the first half, ``1 - k*step``
+    for the second (so its 0.7 is 0.7, not numpy's 0.7000000000000001; docs/formats.md, VOC item 5)."""
     n = int(round(1.0 / step))
     out = np.empty(n + 1)
     k = np.arange(n // 2 + 1)
@@ -53,15 +36,8 @@ def matlab_thresholds(step: float = 0.1) -> np.ndarray:
 
 
 def voc_rec_prec(scores: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Recall and precision down the ranked list, as ``VOCevalcls.m`` computes them.
-
-    Args:
-        scores: (N,) classifier scores; ``nan`` means "no score submitted" and ranks as ``-inf``.
-        gt: (N,) labels 1 / -1 / 0.
-    Returns:
-        (rec, prec), each (N,). Precision is ``nan`` where nothing counted yet (only label-0
-        images above); the AP rules ignore those entries as MATLAB's ``max`` does.
-    """
+    """(recall, precision) down the ranking of (N,) ``scores`` (``nan``: no score, ranks as ``-inf``)
+    against (N,) 1/-1/0 labels, as ``VOCevalcls.m``; precision is ``nan`` where nothing counted yet."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     gt = np.asarray(gt).ravel()
     if scores.shape != gt.shape:
@@ -97,15 +73,8 @@ def _ap_area(rec: np.ndarray, prec: np.ndarray) -> float:
 
 
 def voc_ap(scores: np.ndarray, gt: np.ndarray, metric: VocMetric = "voc07") -> float:
-    """Average precision of one class, exactly as the VOC devkit.
-
-    Args:
-        scores: (N,) scores of the test images (``nan`` = no score, ranks last as ``-inf``).
-        gt: (N,) 1 (object present), -1 (absent), 0 (difficult objects only: ignored).
-        metric: ``"voc07"`` (11-point) or ``"voc10"`` (area, VOC2010+).
-    Returns:
-        AP in [0, 1], or ``nan`` when the class has no positive image.
-    """
+    """AP of one class as the VOC devkit (``voc07``: 11-point, ``voc10``: area) from (N,) scores (``nan``:
+    no score) and (N,) 1/-1/0 labels; ``nan`` when the class has no positive image."""
     if metric not in VOC_METRICS:
         raise ValueError(f"unknown VOC metric {metric!r} (voc07 or voc10)")
     rec, prec = voc_rec_prec(scores, gt)
@@ -115,12 +84,8 @@ def voc_ap(scores: np.ndarray, gt: np.ndarray, metric: VocMetric = "voc07") -> f
 
 
 def voc_map(scores: np.ndarray, gt: np.ndarray, metric: VocMetric = "voc07") -> tuple[float, np.ndarray]:
-    """Per-class AP of an (N, C) score matrix against (N, C) 1/-1/0 labels, and their mean.
-
-    Returns:
-        (mAP over the classes that have positives, per-class AP with ``nan`` for the others).
-        mAP is ``nan`` when no class has a positive.
-    """
+    """(mAP over the classes with positives, per-class AP with ``nan`` for the others) of an (N, C)
+    score matrix against (N, C) 1/-1/0 labels; mAP is ``nan`` when no class has a positive."""
     scores = np.asarray(scores)
     gt = np.asarray(gt)
     if scores.shape != gt.shape or scores.ndim != 2:
@@ -144,10 +109,7 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | No
 
 
 def mean_class_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean over the classes present in ``y_true`` of (correct in class / images of the class).
-
-    Equals ``sklearn.metrics.balanced_accuracy_score(y_true, y_pred)``.
-    """
+    """Mean over the classes in ``y_true`` of their recall (``sklearn``'s ``balanced_accuracy_score``)."""
     rec = per_class_recall(y_true, y_pred)
     rec = rec[~np.isnan(rec)]
     if rec.size == 0:

@@ -1,26 +1,10 @@
 """Batched one-vs-rest linear SVMs in torch (paper Appendix B: "combined with a linear SVM classifier").
 
-Every class's SVM is LinearSVC's problem (squared hinge, L2, the bias as an extra feature of value
-``s = intercept_scaling``, regularised as liblinear does)::
-
-    min_w  1/2 ||w||^2 + C * sum_i max(0, 1 - y_i w.[x_i, s])^2
-
-and all P classes are solved at once by a truncated Newton method (the primal Newton-CG of
-liblinear's TRON for L2-loss SVMs, Lin, Weng & Keerthi 2008; Keerthi & DeCoste 2005): with the
-margin violators ``A`` of each class, the Newton direction solves
-``(I + 2C F_A^T F_A) d = -g`` by Jacobi-preconditioned conjugate gradients, and an exact line search
-(the objective is piecewise quadratic along ``d``) sets the step. The classes share every matrix
-product: one CG iteration is two GEMMs ``F @ V`` and ``F^T @ U`` with V, U of one column per class
-still iterating, so the work runs at matrix-multiply speed on CPU or GPU, in float32 or float64.
-
-``F`` is the bias-augmented descriptor matrix, or, when the images are much fewer than the
-dimensions, an exact n-dimensional stand-in: with the Gram matrix ``K = [X, s][X, s]^T = U L U^T``
-(its null space left out), the rows of ``F = U L^{1/2}`` have the same inner products as the
-descriptors, so the problem and its minimiser (``w = [X, s]^T U L^{-1/2} u``) are the same while
-every product is n x n instead of n x D. The columns of this F are orthogonal, so the Jacobi
-preconditioner is nearly exact while most images violate the margin (20x fewer CG iterations
-than a Cholesky factor gave on the benchmark's slice). A grid of C values is solved in ascending
-order, each warm-started from the previous one.
+Every class's problem is LinearSVC's (squared hinge, L2, the bias a regularised feature of value
+``intercept_scaling``); all classes are solved at once by truncated Newton (liblinear's TRON for
+L2-loss SVMs) with Jacobi-preconditioned CG and an exact line search, in the primal or, with fewer
+images than dimensions, an exact n-dimensional Gram basis; a C grid is solved ascending, each C
+warm-started from the last. The derivation: docs/transfer.md.
 """
 
 from __future__ import annotations
@@ -202,36 +186,29 @@ def ovr_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scaling: f
     if small:  # products of a few MFLOP: a second thread only waits (8x slower on a busy machine)
         torch.set_num_threads(1)
     try:
-        return _path(X, Y, Cs, s, device, dtype, tol, max_newton, max_cg, reduce, stats)
+        Xt = torch.as_tensor(np.asarray(X), device=device).to(dtype)
+        Yt = torch.as_tensor(np.asarray(Y), device=device).to(dtype)
+        Mt = Yt != 0
+        F, back = _features(Xt, s, reduce)
+        if back is not None:
+            Xa64 = torch.cat([Xt.double(), torch.full((n, 1), s, dtype=torch.float64, device=device)], 1)
+        F2 = F * F  # the Jacobi preconditioner's diagonal is F2^T (active rows)
+        W = torch.zeros((F.shape[1], Yt.shape[1]), dtype=dtype, device=device)
+        coef = np.zeros((len(Cs), Yt.shape[1], Dim))
+        icpt = np.zeros((len(Cs), Yt.shape[1]))
+        if stats is not None:
+            stats.form = "gram" if reduce else "primal"
+        for j in np.argsort(Cs):
+            W, steps, cg, ratio = _solve_c(F, F2, Yt, Mt, W, float(Cs[j]), tol, max_newton, max_cg)
+            if ratio > tol:
+                warnings.warn(f"C={float(Cs[j]):g}: stopped after {steps} Newton steps at |gradient| / "
+                              f"|gradient at 0| = {ratio:.2g} > tol {tol:g}", ConvergenceWarning, stacklevel=2)
+            if stats is not None:
+                stats.newton_steps.append(steps)
+                stats.cg_iterations.append(cg)
+                stats.grad_ratio.append(ratio)
+            w64 = (W.double() if back is None else Xa64.T @ (back @ W.double())).cpu().numpy()
+            coef[j], icpt[j] = w64[:Dim].T, w64[Dim] * s
+        return coef, icpt
     finally:
         torch.set_num_threads(threads)
-
-
-def _path(X, Y, Cs, s: float, device, dtype, tol: float, max_newton: int, max_cg: int, reduce: bool,
-          stats: OvrStats | None) -> tuple[np.ndarray, np.ndarray]:
-    """The body of :func:`ovr_path` (arguments resolved)."""
-    n, Dim = X.shape
-    Xt = torch.as_tensor(np.asarray(X), device=device).to(dtype)
-    Yt = torch.as_tensor(np.asarray(Y), device=device).to(dtype)
-    Mt = Yt != 0
-    F, back = _features(Xt, s, reduce)
-    if back is not None:
-        Xa64 = torch.cat([Xt.double(), torch.full((n, 1), s, dtype=torch.float64, device=device)], 1)
-    F2 = F * F  # the Jacobi preconditioner's diagonal is F2^T (active rows)
-    W = torch.zeros((F.shape[1], Yt.shape[1]), dtype=dtype, device=device)
-    coef = np.zeros((len(Cs), Yt.shape[1], Dim))
-    icpt = np.zeros((len(Cs), Yt.shape[1]))
-    if stats is not None:
-        stats.form = "gram" if reduce else "primal"
-    for j in np.argsort(Cs):
-        W, steps, cg, ratio = _solve_c(F, F2, Yt, Mt, W, float(Cs[j]), tol, max_newton, max_cg)
-        if ratio > tol:
-            warnings.warn(f"C={float(Cs[j]):g}: stopped after {steps} Newton steps at |gradient| / |gradient at 0| = "
-                          f"{ratio:.2g} > tol {tol:g}", ConvergenceWarning, stacklevel=3)
-        if stats is not None:
-            stats.newton_steps.append(steps)
-            stats.cg_iterations.append(cg)
-            stats.grad_ratio.append(ratio)
-        w64 = (W.double() if back is None else Xa64.T @ (back @ W.double())).cpu().numpy()
-        coef[j], icpt[j] = w64[:Dim].T, w64[Dim] * s
-    return coef, icpt

@@ -1,15 +1,9 @@
-"""The two evaluation protocols of paper Appendix B on descriptor matrices.
+"""C chosen on validation images, SVMs refit, test images scored (paper Appendix B), on descriptor matrices.
 
-* :func:`recall_protocol` (Caltech-101/256, generic single-label sets): for each split, one-vs-rest
-  linear SVMs are trained for every C of the grid on the training images minus the validation
-  ones, C is chosen by the mean class recall on the validation images (ties: the smallest C), the
-  SVMs are refit on all training images with that C and the test images are classified by the
-  largest decision value; the result is the mean class recall per split.
-* :func:`voc_protocol` (VOC 2007/2012 classification): one linear SVM per class; for every C the
-  SVMs are trained on ``fit`` rows and scored on ``val`` rows by AP, C is chosen by the mean AP
-  (or per class), the SVMs are refit on the ``train`` rows and score the ``test`` rows. Images
-  labelled 0 for a class ("difficult" only) are left out of that class's training; test images
-  without a descriptor get no score (``-inf``, the devkit's rule).
+:func:`recall_protocol` (Caltech, generic): per split, C by the validation mean class recall (ties:
+the smallest C), refit on all training images, test images classified by the largest decision.
+:func:`voc_protocol` (VOC): one SVM per class, C by the validation mAP (or per class), refit,
+test images scored (label-0 images left out of a class's training; no descriptor: no score).
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from pipeline.transfer.metrics import mean_class_recall, per_class_recall, voc_m
 from pipeline.transfer.splits import Split
 from pipeline.transfer.svm import choose_solver, liblinear_path, svm_path
 
-__all__ = ["fit_grid", "one_vs_rest", "RecallSplitResult", "recall_protocol", "VocResult", "voc_protocol"]
+__all__ = ["fit_grid", "one_vs_rest", "RecallSplitResult", "recall_protocol", "VocSplit", "VocResult", "voc_protocol"]
 
 
 def one_vs_rest(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -32,12 +26,9 @@ def one_vs_rest(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def fit_grid(X: np.ndarray, Y: np.ndarray, Cs: list[float], solver: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
-    """Linear SVMs for every problem (column of ``Y``, +1/-1, 0 = left out) and every C.
-
-    Returns:
-        (coef (len(Cs), P, D), intercept (len(Cs), P), the solver used).
-    """
-    used = choose_solver(solver, X.shape[0], X.shape[1], Y.shape[1])
+    """Linear SVMs for every problem (column of ``Y``, +1/-1, 0 = left out) and every C:
+    (coef (len(Cs), P, D), intercept (len(Cs), P), the solver used)."""
+    used = choose_solver(solver)
     fn = liblinear_path if used == "liblinear" else svm_path
     coef, icpt = fn(X, Y, list(Cs))
     return coef, icpt, used
@@ -71,15 +62,8 @@ class RecallSplitResult:
 
 def recall_protocol(X: np.ndarray, labels: np.ndarray, n_classes: int, splits: list[Split], Cs: list[float],
                     solver: str = "auto", progress=None) -> list[RecallSplitResult]:
-    """Caltech-style evaluation: choose C on each split's validation images, refit, test.
-
-    Args:
-        X: (N, D) descriptors; labels: (N,) class indices; splits: row indices per split.
-        Cs: the C grid (ascending); solver: ``auto``, ``newton`` or ``liblinear``.
-        progress: optional callable(done_steps) after each split.
-    Returns:
-        One :class:`RecallSplitResult` per split.
-    """
+    """Caltech-style evaluation of (N, D) descriptors with (N,) class indices: per split, C chosen on the
+    validation images, SVMs refit, test images classified; ``progress(done_splits)`` after each split."""
     Cs = sorted(float(c) for c in Cs)
     out = []
     for k, s in enumerate(splits):
@@ -105,8 +89,20 @@ def recall_protocol(X: np.ndarray, labels: np.ndarray, n_classes: int, splits: l
 
 
 @dataclass
+class VocSplit:
+    """Rows of the VOC protocol: SVMs fit on ``fit`` choose C on ``val``, are refit on ``train`` and score
+    ``test`` (-1: an image without a descriptor, no score) against ``test_gt`` (len(test), C)."""
+
+    fit: np.ndarray
+    val: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    test_gt: np.ndarray
+
+
+@dataclass
 class VocResult:
-    """The VOC protocol's outcome."""
+    """The VOC protocol's outcome (AP per class: ``nan`` for a class without positive test images)."""
 
     mean: float
     per_class: np.ndarray
@@ -118,22 +114,13 @@ class VocResult:
     solver: str
 
 
-def voc_protocol(X: np.ndarray, gt: np.ndarray, fit: np.ndarray, val: np.ndarray, train: np.ndarray,
-                 test: np.ndarray, test_gt: np.ndarray, Cs: list[float], metric: str = "voc07",
+def voc_protocol(X: np.ndarray, gt: np.ndarray, rows: VocSplit, Cs: list[float], metric: str = "voc07", *,
                  solver: str = "auto", c_per_class: bool = False) -> VocResult:
-    """VOC classification: choose C on ``val`` (SVMs trained on ``fit``), refit on ``train``, AP on ``test``.
-
-    Args:
-        X: (N, D) descriptors; gt: (N, C) 1/-1/0 labels of the rows.
-        fit, val, train: row indices.
-        test: row indices of the test images, -1 for a test image without a descriptor (no score).
-        test_gt: (len(test), C) labels of the test images (rows of ``gt`` or the devkit's files).
-        Cs: the C grid; metric: ``voc07`` or ``voc10``; c_per_class: choose C per class.
-    Returns:
-        :class:`VocResult` (AP per class: ``nan`` for a class without positive test images).
-    """
+    """VOC classification of (N, D) descriptors with (N, C) 1/-1/0 labels ``gt``: C chosen on ``rows.val``
+    (by mAP, or per class), SVMs refit on ``rows.train``, AP (``metric``: voc07 or voc10) on ``rows.test``."""
     Cs = sorted(float(c) for c in Cs)
     n_classes = gt.shape[1]
+    fit, val, train, test = rows.fit, rows.val, rows.train, rows.test
     coef, icpt, used = fit_grid(X[fit], gt[fit], Cs, solver)
     val_aps = np.array([voc_map(_decide(X[val], coef[j], icpt[j]), gt[val], metric)[1] for j in range(len(Cs))])
     with np.errstate(invalid="ignore"):
@@ -148,6 +135,6 @@ def voc_protocol(X: np.ndarray, gt: np.ndarray, fit: np.ndarray, val: np.ndarray
         cols = [c for c in range(n_classes) if chosen[c] == C]
         coef, icpt, used = fit_grid(X[train], gt[train][:, cols], [C], solver)
         scores[np.ix_(have, cols)] = _decide(X[test[have]], coef[0], icpt[0])
-    mean, aps = voc_map(scores, test_gt, metric)
+    mean, aps = voc_map(scores, rows.test_gt, metric)
     return VocResult(mean=mean, per_class=aps, C=chosen, val_scores=val_means, val_per_class=val_aps,
-                     decisions=scores, gt=np.asarray(test_gt), solver=used)
+                     decisions=scores, gt=np.asarray(rows.test_gt), solver=used)

@@ -1,14 +1,9 @@
-"""Results tables in the format of the paper's Table 11 (Appendix B), and per-image decision files.
+"""Results in the layout of the paper's Table 11 (Appendix B), and the per-image decision files.
 
-Table 11 has one row per method and one column per dataset: mean AP for VOC, mean class recall
-``mean ± std`` over the splits for Caltech, in percent with one decimal. :func:`table11` builds
-that table from any number of ``transfer.json`` results (e.g. deep features vs raw pixels, or
-nets D, E and D & E), :func:`per_class_table` the per-class breakdown of one result.
-
-Names are never paths: a class name becomes part of a devkit file name only through
-:func:`file_part` (plain names unchanged, anything else percent-encoded, so ``../x`` cannot leave
-the output folder), and ids go into the devkit's "<id> <score>" lines percent-encoded where they
-hold whitespace, control characters or ``%``.
+Table 11: one row per method, one column per dataset (mean AP for VOC, mean class recall
+``mean ± std`` over the splits for Caltech), in percent with one decimal. Names are never paths:
+class names enter devkit file names only through :func:`pipeline.sources.voc.file_part`, ids enter
+devkit lines through :func:`devkit_id`.
 """
 
 from __future__ import annotations
@@ -19,24 +14,14 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
 from pipeline.io import atomic_write_text
+from pipeline.sources.voc import file_part
 
-__all__ = ["COLUMN", "method_name", "format_value", "table11", "per_class_table", "write_csv", "write_voc_results",
-           "file_part", "devkit_id"]
-
-#: protocol -> column heading of Table 11
-COLUMN = {
-    "voc07": "VOC-2007 (mean AP)",
-    "voc12": "VOC-2012 (mean AP)",
-    "caltech101": "Caltech-101 (mean class recall)",
-    "caltech256": "Caltech-256 (mean class recall)",
-    "generic": "{dataset} (mean class recall)",
-    "voc12-action": "VOC-2012 action (mean AP)",
-}
+__all__ = ["method_name", "format_value", "class_values", "table11", "per_class_table", "write_csv",
+           "write_voc_results", "devkit_id"]
 
 
 def method_name(stores: list[dict[str, Any]]) -> str:
@@ -67,8 +52,13 @@ def format_value(result: dict[str, Any]) -> str:
     return f"{m:.1f} ± {100.0 * result['std']:.1f}"
 
 
+def class_values(classes: list[str], values: np.ndarray) -> dict[str, float | None]:
+    """class -> value, None where the value is nan (a class without positive or test images)."""
+    return {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, values, strict=False)}
+
+
 def _column(result: dict[str, Any]) -> str:
-    col = COLUMN[result["protocol"]]
+    col = result["column"]
     if "{dataset}" in col:
         data = (result.get("stores") or [{}])[0].get("data", {}) or {}
         col = col.format(dataset=Path(str(data.get("path") or "generic")).name)
@@ -90,9 +80,8 @@ def table11(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def per_class_table(result: dict[str, Any]) -> str:
-    """Markdown table of the per-class values (AP or recall, percent) of one result."""
-    what = "AP" if result["protocol"] in ("voc07", "voc12", "voc12-action") else "recall"
+def per_class_table(result: dict[str, Any], what: str) -> str:
+    """Markdown table of the per-class values (``what``: AP or recall, in percent) of one result."""
     lines = [f"| class | {what} (%) |", "|---|---|"]
     for name, v in result["per_class"].items():
         lines.append(f"| {name} | " + ("-" if v is None else f"{100.0 * v:.1f}") + " |")
@@ -109,15 +98,7 @@ def write_csv(path: str | os.PathLike[str], header: list[str], rows: list[list[A
     atomic_write_text(path, buf.getvalue())
 
 
-_PLAIN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 _ID_UNSAFE = re.compile(r"[\s%\x00-\x1f\x7f]")
-
-
-def file_part(name: str) -> str:
-    """``name`` as a piece of a file name: unchanged when plain (letters, digits, ``_+-.``, not
-    starting with a dot), else percent-encoded UTF-8 (``../x`` -> ``..%2Fx``): never a separator,
-    and two names never share a file."""
-    return name if _PLAIN.fullmatch(name) else quote(name, safe="")
 
 
 def devkit_id(key: str) -> str:

@@ -1,22 +1,10 @@
 """Linear SVMs on fixed deep descriptors (paper Appendix B: "combined with a linear SVM classifier").
 
-The problem is scikit-learn's ``LinearSVC`` default, one vs rest, for each class::
-
-    min_w  1/2 ||w||^2 + C * sum_i max(0, 1 - y_i w.x_i)^2        (squared hinge, L2)
-
-with the bias as an extra feature of value ``intercept_scaling`` (regularised, as liblinear does).
-Two solvers give the same minimiser:
-
-* ``"newton"`` (and ``"auto"``, at every size): :func:`pipeline.transfer.ovr.ovr_path`, a batched
-  truncated-Newton (Newton-CG) solver in torch that solves every class at once with matrix
-  products, warm-started along the C grid, on CPU or CUDA, in float32 or float64;
-* ``"liblinear"``: ``sklearn.svm.LinearSVC`` itself (dual coordinate descent, one class at a
-  time), the reference.
-
-:class:`LinearSVM` keeps the scikit-learn estimator contract (arguments stored in ``__init__``,
-learned state ending in ``_``, ``fit`` returns ``self``), so pipelines and grid searches work on it.
-Multi-label targets (an N x C matrix of 1/-1/0, VOC) train one SVM per class on the images labelled
-1 or -1 for that class; label 0 ("difficult only") images are left out of that class's training.
+The problem is ``LinearSVC``'s default, one vs rest: squared hinge, L2, the bias an extra feature
+of value ``intercept_scaling``. Two solvers give the same minimiser: ``newton`` (and ``auto``), the
+batched Newton-CG of :mod:`.ovr` (every class at once, CPU or CUDA, float32 or float64), and
+``liblinear`` (``LinearSVC`` itself, the reference). :class:`LinearSVM` is a scikit-learn estimator;
+multi-label targets (1/-1/0, VOC) leave the label-0 images out of that class's SVM.
 """
 
 from __future__ import annotations
@@ -36,18 +24,10 @@ SOLVERS = ("auto", "newton", "liblinear")
 
 def svm_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scaling: float = 1.0,
              device: str = "cpu", precision: str = "auto", tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Newton-CG solutions for every problem (column of ``Y``) and every C, all classes at once.
+    """Newton-CG solutions for every problem (column of ``Y``: +1/-1, 0 leaves the row out) and every C.
 
-    Args:
-        X: (n, D) training descriptors.
-        Y: (n, P) targets in {+1, -1}; 0 leaves the row out of that problem.
-        Cs: the C values (solved ascending, each warm-started from the previous one).
-        intercept_scaling: value of the constant feature carrying the bias.
-        device: ``cpu`` or ``cuda``.
-        precision: ``float32``, ``float64`` or ``auto`` (float32 for float32 descriptors, else float64).
-        tol: relative gradient norm at which a class stops (default: see :func:`~pipeline.transfer.ovr.ovr_path`).
-    Returns:
-        (coef (len(Cs), P, D), intercept (len(Cs), P)); decision values are ``X @ coef.T + intercept``.
+    ``precision``: ``float32``, ``float64`` or ``auto`` (float32 for float32 descriptors); the rest as
+    :func:`~pipeline.transfer.ovr.ovr_path`. Returns (coef (len(Cs), P, D), intercept (len(Cs), P)).
     """
     import torch
 
@@ -99,8 +79,8 @@ def liblinear_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scal
     return coef, icpt
 
 
-def choose_solver(solver: str, n_rows: int = 0, n_dims: int = 0, n_problems: int = 0) -> str:
-    """Resolve ``"auto"``: the batched Newton-CG solver at every size (the sizes are kept for callers)."""
+def choose_solver(solver: str) -> str:
+    """Resolve ``"auto"``: the batched Newton-CG solver at every size."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r} (auto, newton, liblinear)")
     return "liblinear" if solver == "liblinear" else "newton"
@@ -143,7 +123,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X must be (n, d) with one row per label, got {X.shape} for {len(y)} labels")
         self.classes_, Y, self.multilabel_ = _targets(y)
         self.n_features_in_ = X.shape[1]
-        self.solver_ = choose_solver(self.solver, X.shape[0], X.shape[1], Y.shape[1])
+        self.solver_ = choose_solver(self.solver)
         if self.solver_ == "liblinear":
             coef, icpt = liblinear_path(X, Y, [self.C], intercept_scaling=self.intercept_scaling,
                                         tol=1e-4 if self.tol is None else self.tol, max_iter=self.max_iter)

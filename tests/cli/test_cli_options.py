@@ -19,7 +19,7 @@ from pipeline.features.extract import ExtractConfig
 from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
 from pipeline.shards.config import ShardConfig, StatsConfig
 from pipeline.train.config import TrainConfig
-from pipeline.transfer.stage import TransferConfig
+from pipeline.transfer import TransferConfig
 
 STAGES = {("shard",): ShardConfig, ("stats",): StatsConfig, ("train",): TrainConfig, ("evaluate",): EvaluateConfig,
           ("extract",): ExtractConfig, ("transfer",): TransferConfig, ("localise", "train"): LocaliseTrainConfig,

@@ -13,7 +13,7 @@ from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.models import build_model, init_weights, save_checkpoint
 from pipeline.sources import open_source
-from pipeline.transfer.stage import TransferConfig, run_transfer
+from pipeline.transfer import TransferConfig, run_transfer
 
 NORM = {"mean": [40.0, 40.0, 40.0], "std": [60.0, 60.0, 60.0]}
 

@@ -15,9 +15,9 @@ from transfer_helpers import digits_scales, digits_store, mosaic_pixels, write_s
 from pipeline.errors import UserError
 from pipeline.features.store import l2_normalise
 from pipeline.io import sha256_file
+from pipeline.transfer import TransferConfig, run_transfer
 from pipeline.transfer.descriptors import load_descriptors, write_pixel_store
 from pipeline.transfer.metrics import voc_map
-from pipeline.transfer.stage import TransferConfig, run_transfer
 
 GRID = [0.1, 1.0, 10.0]
 

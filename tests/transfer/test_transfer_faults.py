@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faults_stores_helpers import assert_one_line_error, digits_store, make_checkpoint, photo_crops, run_main
+from features.faults_stores_helpers import assert_one_line_error, digits_store, make_checkpoint, photo_crops, run_main
 
 from pipeline.errors import UserError
 from pipeline.transfer.descriptors import load_descriptors
@@ -97,8 +97,8 @@ def test_path_like_class_names_never_leave_out(tmp_path, photos, capfd):
 def test_names_become_file_names_only_escaped(tmp_path):
     """Escaping keeps plain names, never yields a separator, and never maps two names to one file;
     reading the devkit's per-class files refuses names that are not plain."""
-    from pipeline.transfer.report import devkit_id, file_part
-    from pipeline.transfer.splits import read_voc_class_labels
+    from pipeline.sources.voc import VOCSource, file_part
+    from pipeline.transfer.report import devkit_id
 
     names = ["aeroplane", "tv-monitor", "../../x", "..", ".hidden", "a/b", "a%2Fb", "tv monitor", "\n", "é", "a\\b"]
     parts = [file_part(n) for n in names]
@@ -110,4 +110,4 @@ def test_names_become_file_names_only_escaped(tmp_path):
     (main / "test.txt").write_text("000001\n")
     (main.parents[1] / "x_test.txt").write_text("000001 1\n")  # what "../../x" would reach from Main
     with pytest.raises(UserError, match="'../../x' cannot name a devkit file"):
-        read_voc_class_labels(main, ["cat", "../../x"], "test")
+        VOCSource(main).class_labels("test", ["cat", "../../x"])

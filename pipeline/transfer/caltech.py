@@ -1,0 +1,69 @@
+"""Caltech-101 / Caltech-256 (paper Appendix B, Table 11): mean class recall over random splits.
+
+The splits (:mod:`.splits`: drawn from the protocol's counts per class, or reloaded), C chosen on
+each split's validation images and the SVMs refit (:func:`pipeline.transfer.protocols.recall_protocol`),
+per-image decisions written; the ``generic`` protocol is the same procedure with any counts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.runtime import Progress
+from pipeline.transfer.protocols import recall_protocol
+from pipeline.transfer.report import class_values, write_csv
+from pipeline.transfer.splits import load_splits, make_splits, save_splits
+
+if TYPE_CHECKING:
+    from pipeline.transfer.run import TransferContext
+
+__all__ = ["evaluate_caltech"]
+
+
+def evaluate_caltech(ctx: TransferContext) -> dict[str, Any]:
+    """The recall protocol on the context's descriptors; returns the body of ``transfer.json``."""
+    cfg, d, test_start = ctx.cfg, ctx.d, ctx.test_start
+    if d.label_kind != "single" or d.labels.ndim != 1:
+        raise UserError(
+            f"the {cfg.protocol} protocol needs single-label stores; use voc07 or voc12 for multi-label ones"
+        )
+    n_train = cfg.train_per_class or ctx.protocol.train_per_class
+    n_test = cfg.test_per_class or ctx.protocol.test_per_class
+    if cfg.splits_file:
+        splits, meta = load_splits(cfg.splits_file, list(d.ids))
+    else:
+        pool = d.labels if test_start is None else d.labels[:test_start]
+        test_labels = None if test_start is None else d.labels[test_start:]
+        splits = make_splits(pool, d.classes, n_train, n_test, cfg.n_splits, cfg.seed, cfg.val_fraction, test_labels)
+        meta = {"protocol": cfg.protocol, "train_per_class": n_train, "test_per_class": n_test, "seed": cfg.seed,
+                "val_fraction": cfg.val_fraction}
+    save_splits(ctx.out / "splits.json", splits, list(d.ids), meta)
+    with Progress(len(splits), f"transfer {cfg.protocol}", enabled=cfg.progress, unit="splits") as bar:
+        res = recall_protocol(d.X, d.labels, len(d.classes), splits, cfg.c_grid, cfg.solver,
+                              progress=lambda k: bar.advance(k - bar.done))
+    for r in res:
+        header = ["id", "label", "predicted"] + [f"score_{c}" for c in d.classes]
+        write_csv(ctx.out / "decisions" / f"split{r.index}.csv", header,
+                  [[d.ids[row], int(d.labels[row]), int(p), *map(float, s)]
+                   for row, p, s in zip(r.test_rows, r.predicted, r.decisions, strict=False)])
+    values = np.array([r.value for r in res])
+    pcs = np.array([r.per_class for r in res])
+    with np.errstate(invalid="ignore"):
+        mean_pc = [None if np.isnan(pcs[:, c]).all() else float(np.nanmean(pcs[:, c])) for c in range(len(d.classes))]
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "per_class": dict(zip(d.classes, mean_pc, strict=False)),
+        "chosen_C": [r.C for r in res],
+        "splits": [{"index": r.index, "value": r.value, "C": r.C,
+                    "val": dict(zip(map(str, sorted(cfg.c_grid)), r.val_scores, strict=False)),
+                    "per_class": class_values(d.classes, r.per_class),
+                    "counts": {"train": len(s.train), "val": len(s.val), "test": len(s.test)}}
+                   for r, s in zip(res, splits, strict=False)],
+        "split_params": meta,
+        "solver": res[0].solver,
+        "outputs": {"decisions": "decisions/split<k>.csv", "splits": "splits.json"},
+    }

@@ -1,0 +1,147 @@
+"""PASCAL VOC-2007 / VOC-2012 image classification (paper Appendix B, Table 11): mAP on the devkit's test set.
+
+Which images train, choose C and are scored: the devkit's classification lists (read by
+:class:`pipeline.sources.voc.VOCSource`, from ``voc_sets`` or the store's recorded data path), the
+test stores, or a seeded hold-out; the SVMs and the AP: :func:`pipeline.transfer.protocols.voc_protocol`.
+Rules and outputs: docs/transfer.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.sources.voc import VOCSource
+from pipeline.transfer.protocols import VocResult, VocSplit, voc_protocol
+from pipeline.transfer.report import class_values, write_csv, write_voc_results
+
+if TYPE_CHECKING:
+    from pipeline.transfer.run import TransferContext
+
+__all__ = ["evaluate_voc", "score_one_test_set"]
+
+
+def _lists(ctx: TransferContext) -> VOCSource | None:
+    """The devkit's lists: ``voc_sets``, else those of the data the store was extracted from (if there)."""
+    if ctx.cfg.voc_sets:
+        return VOCSource(ctx.cfg.voc_sets)
+    data_path = (ctx.d.stores[0].get("data") or {}).get("path")
+    if data_path and Path(data_path).exists():
+        try:
+            return VOCSource(data_path)
+        except UserError:
+            return None
+    return None
+
+
+def _sets(src: VOCSource | None) -> dict[str, list[str]]:
+    """Image ids of each of train, val, trainval (train + val when not listed) and test the devkit lists."""
+    sets = {s: src.image_ids(s) for s in ("train", "val", "trainval", "test") if s in src.splits()} if src else {}
+    if "trainval" not in sets and "train" in sets and "val" in sets:
+        sets["trainval"] = sets["train"] + sets["val"]
+    return sets
+
+
+def _rows(ids: list[str], index: dict[str, int]) -> np.ndarray:
+    return np.array([index[i] for i in ids if i in index], dtype=np.int64)
+
+
+def _test_images(ctx: TransferContext, sets: dict[str, list[str]], src: VOCSource | None,
+                 index: dict[str, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The scored images in the devkit's order: (ids, their store rows or -1, ground truth).
+
+    Images listed by the devkit but missing from the stores keep their labels from the devkit's class
+    files, so they count as misses, as in VOCevalcls.
+    """
+    d, ev, test_start = ctx.d, ctx.cfg.voc_test_split, ctx.test_start
+    if ev in sets:  # the devkit's order (ties, and images without a score, keep it)
+        test_ids = list(sets[ev])
+        if test_start is not None:
+            listed = set(test_ids)
+            test_ids += [i for i in d.ids[test_start:] if i not in listed]
+    elif test_start is not None:
+        test_ids = list(d.ids[test_start:])
+    else:
+        raise UserError(f"the VOC protocol needs the {ev} images: give their store (test_stores / --test) or the "
+                        "devkit's lists (voc_sets / --voc-sets)")
+    test_rows = np.array([index.get(i, -1) for i in test_ids], dtype=np.int64)
+    test_gt = np.zeros((len(test_ids), len(d.classes)), dtype=np.int8)
+    test_gt[test_rows >= 0] = d.labels[test_rows[test_rows >= 0]]
+    lost = [i for i, r in zip(test_ids, test_rows, strict=True) if r < 0]
+    if lost:
+        files = src.class_labels(ev, d.classes) if src else None
+        if files is None:
+            raise UserError(f"no per-class label files <class>_{ev}.txt for the {len(lost)} test image(s) without a "
+                            f"descriptor (in {src.sets if src else 'no devkit lists'})")
+        if any(i not in files for i in lost):
+            raise UserError(f"test image {next(i for i in lost if i not in files)!r} has neither a descriptor nor "
+                            f"labels in {src.sets}")
+        test_gt[test_rows < 0] = [files[i] for i in lost]
+    return test_ids, test_rows, test_gt
+
+
+def score_one_test_set(ctx: TransferContext, gt: np.ndarray, rows: VocSplit, classes: list[str],
+                       what: str = "images") -> tuple[VocResult, dict[str, Any]]:
+    """The SVMs of a protocol with one test set (VOC, VOC action) and the part of ``transfer.json`` they make."""
+    cfg = ctx.cfg
+    if len(rows.train) == 0 or len(rows.fit) == 0 or (len(rows.val) == 0 and len(cfg.c_grid) > 1):
+        raise UserError(f"not enough training {what} (fit {len(rows.fit)}, val {len(rows.val)}, train "
+                        f"{len(rows.train)}) for the {cfg.protocol} protocol")
+    r = voc_protocol(ctx.d.X, gt, rows, cfg.c_grid, ctx.protocol.ap, solver=cfg.solver, c_per_class=cfg.c_per_class)
+    per_class = class_values(classes, r.per_class)
+    many = cfg.c_per_class
+    counts = {"fit": len(rows.fit), "val": len(rows.val), "train": len(rows.train), "test": len(rows.test)}
+    return r, {
+        "mean": r.mean, "std": None, "per_class": per_class,
+        "chosen_C": dict(zip(classes, r.C, strict=False)) if many else r.C[0],
+        "splits": [{"index": 0, "value": r.mean, "C": None if many else r.C[0],
+                    "val": dict(zip(map(str, sorted(cfg.c_grid)), r.val_scores, strict=False)), "counts": counts}],
+        "skipped_classes": [c for c, v in per_class.items() if v is None],
+    }
+
+
+def evaluate_voc(ctx: TransferContext) -> dict[str, Any]:
+    """VOC classification on the context's descriptors; returns the body of ``transfer.json``."""
+    cfg, d = ctx.cfg, ctx.d
+    if d.label_kind != "multi":
+        raise UserError("the VOC protocols need multi-label stores (an N x C matrix of 1/-1/0); "
+                        "use caltech101, caltech256 or generic for single-label stores")
+    src = _lists(ctx)
+    sets = _sets(src)
+    index = {k: i for i, k in enumerate(d.ids)}
+    ev = cfg.voc_test_split
+    test_ids, test_rows, test_gt = _test_images(ctx, sets, src, index)
+    if not (test_gt > 0).any():
+        raise UserError(f"no class has a positive image among the {len(test_ids)} {ev} images; "
+                        "VOC2012 test labels are not public: score val instead (voc_test_split=val)")
+    skipped: dict[str, int] = {"test_without_descriptor": int((test_rows < 0).sum())}
+    train_name = "trainval" if ev == "test" else "train"
+    pool = set(range(ctx.test_start if ctx.test_start is not None else len(d.ids))) - set(test_rows.tolist())
+    if train_name in sets:
+        skipped["train_without_descriptor"] = sum(i not in index for i in sets[train_name])
+        train = np.array([r for r in _rows(sets[train_name], index) if r in pool], dtype=np.int64)
+    else:
+        train = np.array(sorted(pool), dtype=np.int64)
+    if ev == "test" and "train" in sets and "val" in sets:
+        fit, val = (np.intersect1d(_rows(sets[s], index), train) for s in ("train", "val"))
+        c_from = "val"
+    else:
+        perm = train[np.random.default_rng(cfg.seed).permutation(len(train))]
+        n_val = int(round(len(train) * cfg.val_fraction))
+        val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        c_from = f"seeded {cfg.val_fraction:.0%} hold-out of {train_name}"
+    r, body = score_one_test_set(ctx, d.labels, VocSplit(fit, val, train, test_rows, test_gt), d.classes)
+    dec_dir = ctx.out / "decisions"
+    write_csv(dec_dir / "test.csv", ["id"] + [f"label_{c}" for c in d.classes] + [f"score_{c}" for c in d.classes],
+              [[i, *map(int, g), *map(float, s)] for i, g, s in zip(test_ids, test_gt, r.decisions, strict=False)])
+    devkit = write_voc_results(dec_dir, test_ids, d.classes, r.decisions)
+    renamed = any(f"comp1_cls_test_{c}.txt" != v for c, v in devkit.items())
+    return {
+        **body, "c_chosen_on": c_from, "voc_sets": str(src.sets) if src else None, "solver": r.solver,
+        "skipped": skipped,
+        "outputs": {"decisions": "decisions/test.csv", "devkit": "decisions/comp1_cls_test_<class>.txt",
+                    **({"devkit_files": devkit} if renamed else {})},
+    }
