@@ -1,15 +1,10 @@
 """Training crops for the localisation net, with the boxes moved along (paper 3.1 and A.1).
 
-"Training of localisation ConvNets is similar to that of the classification ConvNets": the image
-is isotropically rescaled to the (fixed) training scale S, a random crop-sized window is taken and
-randomly flipped horizontally. The ground-truth boxes go through the same rescale, crop and flip;
-the regression target is then the box in the crop's frame, ``(cx, cy, w, h)`` normalised by the
-crop (values beyond [0, 1] when the object extends past the crop: the box is not clipped).
-
-A net predicts one box per class (PCR) or one box (SCR), while an image may hold several objects:
-the target of a class is its box with the largest area visible in the crop (ties: the one nearest
-the crop's centre, then the first); SCR's single target is chosen the same way over all classes.
-Boxes mostly outside the crop are no targets (``min_visible``, as OverFeat).
+The image is rescaled to the fixed scale S, cropped at random and flipped; the boxes go through
+the same steps, and the regression target is a box in the crop's frame, ``(cx, cy, w, h)`` normalised
+by the crop (not clipped). A class's target is its box with the largest area inside the crop (ties:
+nearest the centre, then the first; SCR: the same over all classes); boxes mostly outside the crop
+are no targets (``min_visible``, as OverFeat).
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.localise.boxes import GroundTruth, corners_to_cxcywh, crop_corners, flip_corners, scale_corners
+from pipeline.localise.boxes import GroundTruth, areas, corners_to_cxcywh, crop_corners, flip_corners, scale_corners
 from pipeline.preprocess import isotropic_resize, pil_to_tensor
 
 __all__ = ["BoxCrop", "box_crop", "centre_crop", "choose_target", "targets", "visible_fraction"]
@@ -35,18 +30,14 @@ class BoxCrop:
     labels: np.ndarray
 
 
-def _rescaled(img: Image.Image, gt: GroundTruth, s: int) -> tuple[Image.Image, np.ndarray]:
-    w, h = img.size
-    r = isotropic_resize(img, s)
-    return r, scale_corners(gt.boxes, r.size[0] / w, r.size[1] / h)
-
-
 def box_crop(img: Image.Image, gt: GroundTruth, s: int, crop: int, rng: np.random.Generator,
              flip: bool = True) -> BoxCrop:
     """Rescale to smallest side ``s``, take a random ``crop`` x ``crop`` window, flip with p = 0.5."""
     if s < crop:
         raise ValueError(f"training scale {s} is below the crop size {crop}")
-    r, boxes = _rescaled(img, gt, s)
+    w, h = img.size
+    r = isotropic_resize(img, s)
+    boxes = scale_corners(gt.boxes, r.size[0] / w, r.size[1] / h)
     left = int(rng.integers(0, r.size[0] - crop + 1))
     top = int(rng.integers(0, r.size[1] - crop + 1))
     x = pil_to_tensor(r)[:, top:top + crop, left:left + crop]
@@ -57,9 +48,8 @@ def box_crop(img: Image.Image, gt: GroundTruth, s: int, crop: int, rng: np.rando
     return BoxCrop(x.contiguous(), boxes, gt.labels.copy())
 
 
-def centre_crop(
-    img: Image.Image, gt: GroundTruth | None, q: int, crop: int
-) -> tuple[BoxCrop, tuple[float, float], tuple[int, int]]:
+def centre_crop(img: Image.Image, gt: GroundTruth | None, q: int,
+                crop: int) -> tuple[BoxCrop, tuple[float, float], tuple[int, int]]:
     """The central crop at test scale ``q`` (the first testing protocol of A.1).
 
     Returns:
@@ -80,40 +70,29 @@ def centre_crop(
     return BoxCrop(x.contiguous(), boxes, labels), (sx, sy), (left, top)
 
 
+def _visible_area(boxes: np.ndarray, crop: int) -> np.ndarray:
+    """Area of each box (K x 4 corners, crop frame) that lies inside the ``crop`` window."""
+    inside = np.clip(boxes + np.array([0, 0, 1, 1]), 0, crop)
+    return np.clip(inside[:, 2] - inside[:, 0], 0, None) * np.clip(inside[:, 3] - inside[:, 1], 0, None)
+
+
 def visible_fraction(boxes: np.ndarray, crop: int) -> np.ndarray:
     """Fraction of each box's area (K x 4 corners, crop frame) that lies inside the ``crop`` window."""
-    x1 = np.clip(boxes[:, 0], 0, crop)
-    y1 = np.clip(boxes[:, 1], 0, crop)
-    x2 = np.clip(boxes[:, 2] + 1, 0, crop)
-    y2 = np.clip(boxes[:, 3] + 1, 0, crop)
-    visible = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-    return visible / np.maximum(area, 1e-9)
+    return _visible_area(boxes, crop) / np.maximum(areas(boxes), 1e-9)
 
 
 def choose_target(boxes: np.ndarray, crop: int) -> int:
     """Index of the box with the largest area inside the ``crop`` window (ties: nearest the centre)."""
-    x1 = np.clip(boxes[:, 0], 0, crop)
-    y1 = np.clip(boxes[:, 1], 0, crop)
-    x2 = np.clip(boxes[:, 2] + 1, 0, crop)
-    y2 = np.clip(boxes[:, 3] + 1, 0, crop)
-    visible = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     centre = (boxes[:, :2] + boxes[:, 2:] + 1) / 2 - crop / 2
     dist = np.hypot(centre[:, 0], centre[:, 1])
-    order = np.lexsort((np.arange(len(boxes)), dist, -visible))
-    return int(order[0])
+    return int(np.lexsort((np.arange(len(boxes)), dist, -_visible_area(boxes, crop)))[0])
 
 
 def targets(bc: BoxCrop, crop: int, slots: int, min_visible: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Regression targets of one crop: (slots x 4 boxes normalised by the crop, slots mask).
 
-    Args:
-        bc: the crop and its boxes.
-        crop: the crop size.
-        slots: 1 for SCR (one target over all classes) or the class count for PCR (one target per
-            class with a box in the crop).
-        min_visible: a box is a target only if at least this fraction of its area lies inside the
-            crop (OverFeat does not train on boxes overlapping the field of view by less than 50%).
+    ``slots``: 1 for SCR (one target over all classes) or the class count for PCR (a target per class with
+    a box in the crop); a box is a target only if at least ``min_visible`` of its area lies inside the crop.
     """
     t = np.zeros((slots, 4), dtype=np.float32)
     m = np.zeros(slots, dtype=np.float32)

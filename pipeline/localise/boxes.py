@@ -1,20 +1,8 @@
-"""Bounding boxes for localisation (paper Appendix A.1; ILSVRC rules of docs/formats.md section 4).
+"""Bounding boxes for localisation (paper Appendix A.1): corners, the paper's (cx, cy, w, h), IoU, ground truth.
 
-Two representations are used:
-
-- **corners** ``(x1, y1, x2, y2)``: *inclusive* pixel indices in the frame of an image (the first
-  pixel is 0), as in the XML annotations and the ILSVRC devkit. A box covers the pixels
-  ``x1..x2``, so its width is ``x2 - x1 + 1``; in continuous coordinates it is ``[x1, x2 + 1)``.
-- **cxcywh** ``(cx, cy, w, h)``: the paper's "centre coordinates, width, and height", normalised
-  by a frame of ``W x H`` pixels (the training crop, or the window of a dense location):
-  ``cx = (x1 + x2 + 1) / 2W``, ``w = (x2 - x1 + 1) / W``. Values outside [0, 1] are allowed: an
-  object may extend beyond the crop the net sees.
-
-IoU follows the devkit's ``compute_overlap.m``: inclusive widths, and ``-1`` (not 0) for boxes
-that do not intersect. :func:`ground_truth` turns annotation dicts into clean arrays: a box
-partly outside the image is clipped to it; a box entirely outside, with ``min > max`` (not
-swapped: which corner is wrong cannot be known), with a non-finite coordinate or of an unknown
-class is skipped with its reason.
+Corners ``(x1, y1, x2, y2)`` are *inclusive* pixel indices (width ``x2 - x1 + 1``), as in the XML
+annotations and the ILSVRC devkit; ``(cx, cy, w, h)`` is normalised by a ``W x H`` frame (the crop,
+or a dense location's window) and may leave [0, 1]. The rules: docs/formats.md sections 4.1, 4.2, 4.6.
 """
 
 from __future__ import annotations
@@ -27,15 +15,23 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "iou", "iou_matrix", "corners_to_cxcywh", "cxcywh_to_corners", "clip_corners",
+    "overlaps", "areas", "iou", "iou_matrix", "corners_to_cxcywh", "cxcywh_to_corners", "clip_corners",
     "GroundTruth", "ground_truth", "whole_image_box", "centre_quarter_box",
     "scale_corners", "crop_corners", "flip_corners",
 ]
 
 
-def _as2d(b: np.ndarray | Sequence[float]) -> np.ndarray:
-    a = np.asarray(b, dtype=np.float64)
-    return a.reshape(-1, 4)
+def overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive width and height of the intersection of every box in ``a`` (N x 4) with every box in ``b``
+    (M x 4): two N x M arrays, <= 0 where the boxes do not intersect."""
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
+    return iw, ih
+
+
+def areas(c: np.ndarray) -> np.ndarray:
+    """Areas of corner boxes (K x 4) with inclusive widths."""
+    return (c[:, 2] - c[:, 0] + 1) * (c[:, 3] - c[:, 1] + 1)
 
 
 def iou_matrix(a: np.ndarray | Sequence, b: np.ndarray | Sequence) -> np.ndarray:
@@ -43,19 +39,11 @@ def iou_matrix(a: np.ndarray | Sequence, b: np.ndarray | Sequence) -> np.ndarray
 
     Inclusive pixel widths (``x2 - x1 + 1``); a pair without intersection gets -1 (devkit).
     """
-    a, b = _as2d(a), _as2d(b)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    iw, ih = ix2 - ix1 + 1, iy2 - iy1 + 1
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    iw, ih = overlaps(a, b)
     inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    hit = (iw > 0) & (ih > 0)
     out = np.full(inter.shape, -1.0)
-    np.divide(inter, union, out=out, where=hit)
+    np.divide(inter, areas(a)[:, None] + areas(b)[None, :] - inter, out=out, where=(iw > 0) & (ih > 0))
     return out
 
 
@@ -125,21 +113,13 @@ def centre_quarter_box(width: int, height: int) -> np.ndarray:
 
 @dataclass
 class GroundTruth:
-    """The usable ground-truth boxes of one image (frame of the decoded image).
+    """The usable ground-truth boxes of one image (frame of the decoded image)."""
 
-    Attributes:
-        boxes: K x 4 inclusive corners, clipped to the image.
-        labels: K class indices.
-        difficult: K flags (VOC ``<difficult>``; ILSVRC boxes have none).
-        clipped: how many boxes were clipped to the image.
-        skipped: one reason per box left out.
-    """
-
-    boxes: np.ndarray
-    labels: np.ndarray
-    difficult: np.ndarray | None = None
-    clipped: int = 0
-    skipped: list[str] = field(default_factory=list)
+    boxes: np.ndarray  #: K x 4 inclusive corners, clipped to the image
+    labels: np.ndarray  #: K class indices
+    difficult: np.ndarray | None = None  #: K flags (VOC ``<difficult>``; ILSVRC boxes have none)
+    clipped: int = 0  #: boxes clipped to the image
+    skipped: list[str] = field(default_factory=list)  #: one reason per box left out
 
     def __post_init__(self) -> None:
         if self.difficult is None:
@@ -173,26 +153,13 @@ def _box_label(box: dict[str, Any], classes: Sequence[str], label: int | None) -
     return label  # ILSVRC XML <name> is sometimes a human label: the image's class then (docs/formats.md 1)
 
 
-def ground_truth(
-    boxes: Sequence[dict[str, Any]] | None,
-    width: int,
-    height: int,
-    classes: Sequence[str],
-    label: int | None = None,
-) -> GroundTruth:
-    """Validate annotation boxes against an image of ``width x height`` pixels.
+def ground_truth(boxes: Sequence[dict[str, Any]] | None, width: int, height: int, classes: Sequence[str],
+                 label: int | None = None) -> GroundTruth:
+    """The usable boxes of an image of ``width x height`` pixels, clipped to it, and a reason for each box left out.
 
-    Args:
-        boxes: dicts with ``xmin, ymin, xmax, ymax`` (inclusive pixels of this image) and ``name``
-            (class name or wnid) and/or ``label`` (class index).
-        width, height: the image's size.
-        classes: class names; a box's class is its ``label``, else its ``name``'s index, else the
-            image's single ``label``.
-        label: the image's class index, when it has exactly one.
-    Returns:
-        The clipped, usable boxes (with their ``difficult`` flags) and a reason for each box left
-        out: ``min > max``, entirely outside the image, a missing or non-finite coordinate, or an
-        unknown class.
+    ``boxes``: dicts with ``xmin, ymin, xmax, ymax`` (inclusive pixels) and ``name`` (class name or wnid)
+    and/or ``label`` (class index); a box's class is its ``label``, else its ``name``'s index in ``classes``,
+    else the image's single ``label``.
     """
     kept: list[list[float]] = []
     labels: list[int] = []

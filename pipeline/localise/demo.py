@@ -1,14 +1,9 @@
 """Tables 8 and 9 of the end-to-end demo, on the ILSVRC-style set (paper Appendix A.2).
 
-:func:`demo_localisation` trains the three localisation nets of Table 8 from one classification
-checkpoint (FC layers only with single-class regression, FC layers only with per-class
-regression, all layers with per-class regression; preset ``localise-train-small``), measures
-them with the central-crop, ground-truth-class protocol (Table 8), and applies the chosen
-setting (PCR, all layers) with the fully-fledged protocol (Table 9): densely at one scale and at
-two scales, the PCR FC-only net at one scale, and the fusion of the two single-scale nets (the
-union of their boxes); each net's central crop for the same top-5 classes beside them. The
-devkit-format blacklist that ships with the set is applied (localisation error only). Every
-stage reuses what a previous run finished.
+Table 8's three nets (SCR FC-only, PCR FC-only, PCR all layers) are trained from one classification
+checkpoint and rated with the central-crop protocol; Table 9 applies PCR all-layers densely at one
+and at two scales, PCR FC-only at one, and the fusion of the two single-scale nets, with each net's
+central crop beside them. The set's devkit blacklist is applied; finished stages are reused.
 """
 
 from __future__ import annotations

@@ -1,31 +1,13 @@
-"""OverFeat's greedy merging of bounding-box predictions (paper Appendix A.1; docs/formats.md section 4).
+"""OverFeat's greedy merging of bounding-box predictions (paper Appendix A.1; docs/formats.md section 4.8).
 
 "The greedy merging procedure of Sermanet et al. (2014) first merges spatially close predictions
-(by averaging their coordinates), and then rates them based on the class scores." Given the boxes
-predicted for one class (every location, every scale, every localisation net: their union) and
-the classification net's score of that class for each box:
-
-1. find the pair ``b1 != b2`` with the smallest ``match_score``;
-2. if that score is above the threshold ``t``, stop;
-3. otherwise replace the pair by their merge: the average of their coordinates; its score is the
-   *sum* of theirs (the accumulated class outputs of the windows merged into it);
-
-and the prediction is the merged box with the highest accumulated score.
-
-OverFeat states ``match_score`` as "the sum of the distance between centres of the two bounding
-boxes and the intersection area of the boxes" and gives no ``t``; as stated, a larger overlap
-makes a pair *less* likely to merge. The score is therefore a parameter (:class:`MergeConfig`):
-
-- ``iou`` (default): ``1 - IoU`` (inclusive widths; -1 for disjoint boxes, so 2); default
-  ``t = 0.5``: boxes merge while the closest pair overlaps with IoU >= 0.5, the same overlap the
-  ILSVRC criterion accepts as "the same object".
-- ``overfeat``: centre distance + intersection area, as stated, in units of the image (distances
-  divided by the image's width/height, areas by its area); default ``t = 0.1``.
-- ``overfeat-signed``: centre distance - intersection area (the reading in which overlap helps),
-  same units; default ``t = 0.0``: boxes merge while their overlap outweighs their offset.
-
-``weighted`` (default False, as stated) averages a merged box by the number of predictions each
-side already holds instead of giving both sides equal weight.
+(by averaging their coordinates), and then rates them based on the class scores." The closest
+pair (smallest ``match_score``) is merged while its score is at most the threshold ``t``: the
+merge averages the coordinates and *sums* the scores; the prediction is the merged box with the
+highest accumulated score. OverFeat gives no ``t`` and its stated score makes overlap hinder a
+merge, so the score is a setting (:class:`MergeConfig`): ``iou`` (``1 - IoU``, default ``t = 0.5``),
+``overfeat`` (centre distance + intersection area, as stated, in image units; ``t = 0.1``) or
+``overfeat-signed`` (distance - area; ``t = 0.0``).
 """
 
 from __future__ import annotations
@@ -36,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.config import StageConfig
-from pipeline.localise.boxes import iou_matrix
+from pipeline.localise.boxes import iou_matrix, overlaps
 
 __all__ = ["MatchScore", "MergeConfig", "DEFAULT_THRESHOLDS", "match_scores", "greedy_merge", "best_box"]
 
@@ -51,11 +33,8 @@ class MergeConfig(StageConfig):
 
     match: MatchScore = Field("iou", description="pair score: iou (1 - IoU), overfeat (centre distance + "
                                                  "intersection area, as stated), overfeat-signed (distance - area)")
-    threshold: float | None = Field(
-        None,
-        description="stop when the best pair scores above this; "
-        "default per match score: iou 0.5, overfeat 0.1, overfeat-signed 0.0",
-    )
+    threshold: float | None = Field(None, description="stop when the best pair scores above this; default per "
+                                                      "match score: iou 0.5, overfeat 0.1, overfeat-signed 0.0")
     weighted: bool = Field(False, description="average merged boxes by how many predictions each holds "
                                               "(False: the plain average of the pair, as stated)")
 
@@ -66,11 +45,8 @@ class MergeConfig(StageConfig):
 
 
 def match_scores(a: np.ndarray, b: np.ndarray, match: MatchScore, size: tuple[int, int]) -> np.ndarray:
-    """Match score of every box in ``a`` (N x 4 corners) with every box in ``b`` (M x 4): N x M.
-
-    Args:
-        size: the image's (width, height): the unit of the OverFeat scores.
-    """
+    """Match score of every box in ``a`` (N x 4 corners) with every box in ``b`` (M x 4): N x M; ``size``, the
+    image's (width, height), is the unit of the OverFeat scores."""
     a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
     if match == "iou":
         return 1.0 - iou_matrix(a, b)
@@ -78,8 +54,7 @@ def match_scores(a: np.ndarray, b: np.ndarray, match: MatchScore, size: tuple[in
     ca = np.stack([(a[:, 0] + a[:, 2] + 1) / (2 * w), (a[:, 1] + a[:, 3] + 1) / (2 * h)], axis=1)
     cb = np.stack([(b[:, 0] + b[:, 2] + 1) / (2 * w), (b[:, 1] + b[:, 3] + 1) / (2 * h)], axis=1)
     dist = np.sqrt(((ca[:, None, :] - cb[None, :, :]) ** 2).sum(-1))
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
+    iw, ih = overlaps(a, b)
     inter = np.clip(iw, 0, None) * np.clip(ih, 0, None) / (w * h)
     if match == "overfeat":
         return dist + inter
@@ -88,19 +63,13 @@ def match_scores(a: np.ndarray, b: np.ndarray, match: MatchScore, size: tuple[in
     raise ValueError(f"unknown match score {match!r}")
 
 
-def greedy_merge(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    cfg: MergeConfig | None = None,
-    size: tuple[int, int] = (1, 1),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def greedy_merge(boxes: np.ndarray, scores: np.ndarray, cfg: MergeConfig | None = None,
+                 size: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge boxes greedily, closest pair first, until the best pair scores above the threshold.
 
     Args:
-        boxes: N x 4 corner boxes (one class; union over locations, scales and nets).
-        scores: N class scores, one per box.
-        cfg: match score, threshold and averaging (defaults: ``1 - IoU``, 0.5, plain average).
-        size: the image's (width, height), the unit of the OverFeat match scores.
+        boxes, scores: N x 4 corner boxes of one class (all locations, scales and nets) and their class scores.
+        cfg: match score, threshold and averaging; size: the image's (width, height).
     Returns:
         (M x 4 merged boxes, M accumulated scores, M counts of predictions merged into each), in
         the order of the first box of each group.

@@ -1,12 +1,8 @@
-"""The ILSVRC localisation error (paper Appendix A.2; docs/formats.md section 4; devkit ``eval_clsloc.m``).
+"""The ILSVRC localisation error (paper Appendix A.2; devkit ``eval_clsloc.m``; docs/formats.md sections 4.3-4.5).
 
-An image gets up to k (label, box) guesses. For each ground-truth class of the image, the image is
-correct on that class if some guess has that label **and** its box overlaps some ground-truth box
-of that class with IoU >= 0.5 (the devkit's error is ``ov < 0.50``; inclusive pixel widths, -1
-for disjoint boxes). The image's error is the mean over its ground-truth classes (ILSVRC images
-have one class, so 0 or 1; several classes, as in VOC-style mosaics, give the devkit's ``e ./ n``),
-and the localisation error is the mean over the evaluated images. The classification error is the
-same rule without the box term.
+An image is correct on a ground-truth class if one of its first k (label, box) guesses has that
+label and a box with IoU >= 0.5 with a ground-truth box of the class; its error is the fraction of
+its classes missed. The classification error is the same rule without the box term.
 """
 
 from __future__ import annotations
@@ -30,12 +26,8 @@ def localised(box: np.ndarray, gt_boxes: np.ndarray, threshold: float = IOU_THRE
     return bool((iou_matrix(box, gt_boxes)[0] >= threshold).any())
 
 
-def image_localisation_error(
-    guesses: Sequence[tuple[int, np.ndarray]],
-    gt: GroundTruth,
-    k: int = 5,
-    threshold: float = IOU_THRESHOLD,
-) -> float:
+def image_localisation_error(guesses: Sequence[tuple[int, np.ndarray]], gt: GroundTruth, k: int = 5,
+                             threshold: float = IOU_THRESHOLD) -> float:
     """Localisation error of one image (0..1) for its first ``k`` (label, box) guesses."""
     classes = gt.classes
     if not classes:

@@ -1,19 +1,12 @@
 """The localisation ConvNet (paper Appendix A.1).
 
-"We use a very deep ConvNet, where the last fully connected layer predicts the bounding box
-location instead of the class scores." A localisation net is a classification net of any
-configuration of Table 1 (D by default) *re-headed*: every layer is copied from a classification
-checkpoint except the last Linear, which is replaced by a fresh one with
-
-- 4 outputs: single-class regression (SCR), one box shared by all classes, or
-- 4 x C outputs: per-class regression (PCR), output ``4c .. 4c+3`` is class ``c``'s box.
-
-It stays a :class:`pipeline.models.VGG` (``num_classes`` = number of outputs), so
-``save_checkpoint``/``load_model`` and the fully-convolutional :meth:`VGG.forward_dense` work
-unchanged: applied densely to a whole image the net gives a *box map*, one box per location. A box
-is ``(cx, cy, w, h)`` normalised by the crop-sized window the location sees; windows sit every 32
-pixels (the five 2x2 poolings) in the rescaled image. The checkpoint's ``meta["localise"]`` records
-the head type, the classes and how the net was fine-tuned.
+"The last fully connected layer predicts the bounding box location instead of the class scores": a
+classification net of any Table 1 configuration with its last Linear replaced by a fresh one of 4
+outputs (single-class regression, SCR) or 4 x C (per-class regression, PCR: outputs ``4c..4c+3`` are
+class c's box). It stays a :class:`pipeline.models.VGG`, so checkpoints and the fully-convolutional
+:meth:`VGG.forward_dense` work unchanged: densely, the net gives a box map, one ``(cx, cy, w, h)`` per
+location, normalised by the crop-sized window the location sees (windows every 32 pixels of the
+rescaled image). A checkpoint's ``meta["localise"]`` records the head, classes and fine-tuned layers.
 """
 
 from __future__ import annotations
@@ -49,17 +42,9 @@ def head_outputs(head: Head, num_classes: int) -> int:
 
 def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2, seed: int | None = None,
                      dropout: float | None = None) -> VGG:
-    """A localisation net initialised from a classification net of the same configuration.
-
-    Args:
-        classifier: the trained classification net (any config, width, crop).
-        head: ``scr`` (4 outputs) or ``pcr`` (4 x classes outputs).
-        init_std: std of the fresh box layer's weights (biases 0), as the paper's initialisation.
-        seed: seed of that initialisation.
-        dropout: dropout after FC1 and FC2 (default: the classification net's).
-    Returns:
-        A new VGG whose layers but the last are copies of ``classifier``'s.
-    """
+    """A new VGG whose layers but the last are copies of ``classifier``'s (any config, width, crop); the box
+    layer's weights are drawn with std ``init_std`` from ``seed`` (biases 0); ``dropout`` after FC1 and FC2
+    (default: the classification net's)."""
     classifier = getattr(classifier, "module", classifier)
     update: dict[str, Any] = {"num_classes": head_outputs(head, classifier.cfg.num_classes)}
     if dropout is not None:
@@ -79,13 +64,8 @@ def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2
 
 
 def box_outputs(out: torch.Tensor, head: Head, num_classes: int) -> torch.Tensor:
-    """Reshape the net's outputs into boxes.
-
-    Args:
-        out: N x K (FC form) or N x K x h x w (dense form), K = :func:`head_outputs`.
-    Returns:
-        N x C' x 4, or N x h x w x C' x 4 for maps; C' = 1 (SCR) or ``num_classes`` (PCR).
-    """
+    """The net's outputs as boxes: N x K (FC form) -> N x C' x 4, N x K x h x w (dense) -> N x h x w x C' x 4;
+    K = :func:`head_outputs`, C' = 1 (SCR) or ``num_classes`` (PCR)."""
     k = head_outputs(head, num_classes)
     if out.shape[1] != k:
         raise UserError(f"a {head.upper()} net for {num_classes} classes has {k} outputs, got {out.shape[1]}")
@@ -114,12 +94,8 @@ class LocaliserInfo:
 
 
 def load_localiser(path: str | os.PathLike[str]) -> tuple[VGG, LocaliserInfo]:
-    """Load a localisation checkpoint written by ``run_localise_train``.
-
-    Raises:
-        UserError: a classification checkpoint (no ``meta["localise"]``), or outputs that do not
-            match the recorded head and classes.
-    """
+    """Load a localisation checkpoint written by ``run_localise_train`` (a classification checkpoint, or outputs
+    that do not match the recorded head and classes: UserError)."""
     model, ck = load_model(path)
     meta = ck.get("meta") or {}
     loc = meta.get("localise")
@@ -139,11 +115,7 @@ def load_localiser(path: str | os.PathLike[str]) -> tuple[VGG, LocaliserInfo]:
 def load_classifier(path: str, classes: list[str],
                     names: list[str] | None = None) -> tuple[VGG, dict[str, Any], np.ndarray | None]:
     """A classification checkpoint: its net, the checkpoint and how its outputs map to the data's ``classes``
-    (:func:`~pipeline.localise.selection.class_order`; ``names``: the classes' names).
-
-    Raises:
-        UserError: a localisation checkpoint, or other classes than the data's.
-    """
+    (:func:`~pipeline.localise.selection.class_order`; a localisation checkpoint or other classes: UserError)."""
     model, ck = load_model(path)
     meta = ck.get("meta") or {}
     if meta.get("localise"):

@@ -1,16 +1,13 @@
-"""The two localisation testing protocols of paper Appendix A.1, for one image or one batch.
+"""The two localisation testing protocols of paper Appendix A.1, on a batch of images (docs/formats.md 4.8).
 
-1. **Central crop, ground-truth class** (Table 8): the net sees the central crop of the image
-   rescaled to smallest side Q; the box predicted for the ground-truth class (PCR: that class's
-   output; SCR: the shared one) is mapped back to the image.
-2. **Dense** (Table 9): every localisation net is applied fully-convolutionally to the whole image
-   at each of its scales Q, giving a box per location (per class for PCR). The classification net
-   is applied densely at the same scales: its soft-max at each location rates the box of that
-   location, and its dense classification posteriors (the classification protocol of Section 3.2,
-   ``pipeline.evaluate.protocols.dense_evaluate``, averaged over the scales) give the top-5 classes.
-   For each of those classes the boxes of all locations, scales and nets (their union) are merged
-   greedily (:mod:`pipeline.localise.merge`) and the merged box with the highest accumulated score
-   is the guess for that class.
+1. **Central crop, ground-truth class** (Table 8): the net sees the central crop of the image at
+   scale Q; the box of the ground-truth class (PCR: that class's output; SCR: the shared one) is
+   mapped back to the image.
+2. **Dense** (Table 9): every localisation net is applied fully-convolutionally at each of its
+   scales, giving a box per location; the classification net, applied densely at the same scales,
+   rates each location's box with its soft-max there, and its dense posteriors (Section 3.2) give
+   the top-5 classes. Per class, the boxes of all locations, scales and nets are merged greedily
+   (:mod:`pipeline.localise.merge`); the merged box of highest accumulated score is the guess.
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ from pipeline.models.vgg import stride_origin
 from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_to_tensor
 from pipeline.runtime import RuntimeConfig, autocast, resolve_bf16, resolve_device
 
-__all__ = ["Runner", "LocNet", "crop_predictions", "centre_boxes", "crop_protocol_errors", "dense_boxes",
+__all__ = ["Runner", "LocNet", "crop_box_in_image", "centre_boxes", "crop_protocol_errors", "dense_boxes",
            "Rater", "DenseSettings", "class_maps", "DenseResult", "dense_localise"]
 
 
@@ -88,20 +85,16 @@ class LocNet:
     def crop(self) -> int:
         return self.model.cfg.crop
 
+    def boxes(self, out: torch.Tensor) -> np.ndarray:
+        """The net's outputs as boxes ``(cx, cy, w, h)`` (:func:`~pipeline.localise.net.box_outputs`), float64."""
+        return box_outputs(out.float().cpu(), self.info.head, len(self.info.classes)).numpy().astype(np.float64)
+
     def slot(self, c: int) -> int:
         """Output slot of the data's class ``c``: its slot (PCR; ``order`` when the net lists classes in
         another order) or the shared 0 (SCR)."""
         if self.info.head == "scr":
             return 0
         return int(self.order[c]) if self.order is not None else c
-
-
-@torch.no_grad()
-def crop_predictions(net: LocNet, crops: torch.Tensor, runner: Runner) -> np.ndarray:
-    """Boxes of a batch of normalised central crops: N x C' x 4 ``(cx, cy, w, h)`` in the crop's frame."""
-    with runner.autocast():
-        out = net.model(runner.input(crops))
-    return box_outputs(out.float().cpu(), net.info.head, len(net.info.classes)).numpy().astype(np.float64)
 
 
 def crop_box_in_image(pred: np.ndarray, crop: int, scale: tuple[float, float], offset: tuple[int, int],
@@ -111,6 +104,7 @@ def crop_box_in_image(pred: np.ndarray, crop: int, scale: tuple[float, float], o
     return clip_corners(scale_corners(c, 1.0 / scale[0], 1.0 / scale[1]), size[0], size[1])
 
 
+@torch.no_grad()
 def centre_boxes(net: LocNet, batch: list[tuple[Any, GroundTruth]], runner: Runner,
                  classes: list[list[int]]) -> list[list[tuple[int, np.ndarray]]]:
     """Central-crop boxes of a batch (the first protocol): per image, (class, box in the image) for its ``classes``."""
@@ -119,7 +113,8 @@ def centre_boxes(net: LocNet, batch: list[tuple[Any, GroundTruth]], runner: Runn
         bc, scale, off = centre_crop(sample.image, None, net.scales[0], net.crop)
         crops.append(bc.image)
         geo.append((scale, off, sample.image.size))
-    preds = crop_predictions(net, normalize(torch.stack(crops), net.norm), runner)
+    with runner.autocast():
+        preds = net.boxes(net.model(runner.input(normalize(torch.stack(crops), net.norm))))  # N x C' x 4, crop frame
     return [[(c, crop_box_in_image(pred[net.slot(c)], net.crop, scale, off, size)) for c in cs]
             for pred, (scale, off, size), cs in zip(preds, geo, classes, strict=False)]
 
@@ -149,17 +144,13 @@ def _rescale(imgs: Sequence[Image.Image], q: int, norm: Normalization) -> tuple[
 
 @torch.no_grad()
 def dense_boxes(net: LocNet, imgs: Sequence[Image.Image], q: int, runner: Runner) -> np.ndarray:
-    """One net applied densely at scale ``q`` to same-size images.
-
-    Returns:
-        N x h x w x C' x 4 corner boxes in the original images' pixels, clipped to the image.
-    """
+    """One net applied densely at scale ``q`` to same-size images: N x h x w x C' x 4 corner boxes in the original
+    images' pixels, clipped to the image."""
     if q < net.crop:
         raise UserError(f"test scale Q={q} is below the localisation net's crop size {net.crop}")
     x, scale = _rescale(imgs, q, net.norm)
     with runner.autocast():
-        out = net.model.forward_dense(runner.input(x))
-    bm = box_outputs(out.float().cpu(), net.info.head, len(net.info.classes)).numpy().astype(np.float64)
+        bm = net.boxes(net.model.forward_dense(runner.input(x)))
     origin = stride_origin(x.shape[-2], x.shape[-1])  # the dense form centres its windows on the image
     corners = box_map_to_corners(bm, net.crop, scale, origin=origin)  # the leading N broadcasts
     return clip_corners(corners, imgs[0].size[0], imgs[0].size[1])
@@ -189,11 +180,8 @@ class DenseSettings:
 @torch.no_grad()
 def class_maps(rater: Rater, imgs: Sequence[Image.Image], q: int, runner: Runner,
                flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The classification net at scale ``q`` on same-size images (its own class order).
-
-    Returns:
-        (N x C posteriors of the dense classification protocol, N x C x h x w soft-max maps).
-    """
+    """The classification net at scale ``q`` on same-size images, in its own class order: (N x C posteriors of the
+    dense classification protocol, N x C x h x w soft-max maps)."""
     classifier = rater.model
     if q < classifier.cfg.crop:
         raise UserError(f"test scale Q={q} is below the classification net's crop size {classifier.cfg.crop}")
@@ -258,28 +246,22 @@ def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Im
     for n in range(len(imgs)):
         p = np.mean([posts[q][n] for q in cls_scales], axis=0)
         classes = [int(c) for c in (top[n] if top is not None else np.argsort(-p, kind="stable"))][:k]
-        # every net's boxes of each top-k class, at every location and scale, with the class's score there
-        per_net: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
+        # every net's boxes at every location and scale, with the classifier's soft-max there
+        located = {}
         for i, net in enumerate(nets):
-            acc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in classes}
             for q in net.scales:
                 corners = boxes_at[(i, q)][n]
-                cmap = _resize_map(maps[q][n:n + 1], corners.shape[:2])[0]
-                for c in classes:
-                    acc[c][0].append(corners[:, :, net.slot(c), :].reshape(-1, 4))
-                    acc[c][1].append(cmap[c].reshape(-1))
-            per_net.append({c: (np.concatenate(b), np.concatenate(s)) for c, (b, s) in acc.items()})
+                located[i, q] = corners, _resize_map(maps[q][n:n + 1], corners.shape[:2])[0]
         guesses: dict[str, list[tuple[int, np.ndarray, float]]] = {}
         n_boxes: dict[str, int] = {}
         for name, members in groups.items():
-            out, total = [], 0
+            guesses[name], n_boxes[name] = [], 0
             for c in classes:
-                boxes = np.concatenate([per_net[i][c][0] for i in members])
-                scores = np.concatenate([per_net[i][c][1] for i in members])
+                parts = [(located[i, q], nets[i].slot(c)) for i in members for q in nets[i].scales]
+                boxes = np.concatenate([corners[:, :, slot, :].reshape(-1, 4) for (corners, _), slot in parts])
+                scores = np.concatenate([cmap[c].reshape(-1) for (_, cmap), _ in parts])
                 box, score = best_box(boxes, scores, merge, size)
-                out.append((c, box, score))
-                total += len(boxes)
-            guesses[name] = out
-            n_boxes[name] = total
+                guesses[name].append((c, box, score))
+                n_boxes[name] += len(boxes)
         results.append(DenseResult(p, classes, guesses, n_boxes))
     return results

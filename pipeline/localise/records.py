@@ -1,13 +1,10 @@
 """The per-image records of the localisation evaluation (paper Appendix A.2, Tables 8 and 9).
 
-Each usable image of the split gets one record (``predictions.jsonl``): its ground-truth classes,
-the boxes guessed and each method's error. ``crop`` (Table 8) rates each net's central-crop box
-for the ground-truth classes; ``dense`` (Table 9) rates each net applied densely, the fusion of
-nets (union of their boxes before merging) and each net's central crop, for the top-k classes.
-Both also rate two boxes that need no net, with the same classes: the whole image and its centre
-quarter (half the width and height), so a result can be read against them. The files of an
-evaluation: ``config.yaml``, ``loc_table.md``, ``predictions.jsonl``, then ``loc_eval.json`` (the
-summary with its identity, written last).
+One record per usable image (``predictions.jsonl``): its ground-truth classes, the boxes guessed and
+each method's error: every net (crop protocol: central crop, GT classes; dense: dense application,
+the fusion and each net's central crop, top-k classes) and two boxes that need no net, for the same
+classes (the whole image, its centre quarter). The evaluation's files: ``config.yaml``,
+``loc_table.md``, ``predictions.jsonl``, then ``loc_eval.json`` (the summary and identity, last).
 """
 
 from __future__ import annotations
@@ -41,6 +38,7 @@ from pipeline.localise.selection import (
     class_names,
     class_order,
     image_index,
+    in_batches,
     iter_ground_truth,
     load_top_classes,
 )
@@ -85,10 +83,7 @@ def _load_nets(cfg: LocaliseEvalConfig, classes: list[str], runner: Runner) -> t
         model, info = load_localiser(path)
         order = class_order(f"localisation net {path}", info.classes, len(info.classes), classes)
         s = info.train_scale
-        if cfg.net_scales is not None:
-            scales = list(cfg.net_scales[i])
-        else:
-            scales = list(cfg.scales) if cfg.scales else ([s] if s else [])
+        scales = list(cfg.net_scales[i] if cfg.net_scales is not None else cfg.scales or ([s] if s else []))
         if not scales:
             raise UserError(f"{path}: records no training scale; give --scales")
         low = [q for q in scales if q < model.cfg.crop]
@@ -128,39 +123,22 @@ def baseline_errors(guess_classes: list[int], gt: GroundTruth, size: tuple[int, 
                     thr: float) -> dict[str, float]:
     """Localisation error of one image when every guessed class gets the whole image or its centre quarter."""
     boxes = {"whole image": whole_image_box(*size), "centre quarter": centre_quarter_box(*size)}
-    return {
-        name: image_localisation_error([(c, box) for c in guess_classes], gt, k, thr) for name, box in boxes.items()
-    }
+    return {name: image_localisation_error([(c, b) for c in guess_classes], gt, k, thr) for name, b in boxes.items()}
 
 
 def crop_records(ev: Evaluation) -> list[dict[str, Any]]:
     """Per-image records of the central-crop protocol (GT classes)."""
-    thr = ev.cfg.iou_threshold
-    records: list[dict[str, Any]] = []
-    batch: list[tuple[Any, GroundTruth]] = []
-    positions: list[int] = []
-
-    def flush() -> None:
-        errs, boxes = crop_protocol_errors(ev.nets, batch, ev.runner, thr)
-        for j, (sample, gt) in enumerate(batch):
-            rec: dict[str, Any] = {"key": sample.key, "index": image_index(sample.key, positions[j]),
-                                   "gt_classes": gt.classes, "error": {}, "boxes": {}}
-            for i in range(len(ev.nets)):
-                rec["error"][f"net{i}"] = errs[i][j]
-                rec["boxes"][f"net{i}"] = boxes[i][j]
+    thr, records = ev.cfg.iou_threshold, []
+    numbered = ((sample, gt, ev.counts["images"]) for sample, gt in ev.images())
+    for batch in in_batches(numbered, ev.cfg.batch_size):
+        errs, boxes = crop_protocol_errors(ev.nets, [(s, gt) for s, gt, _ in batch], ev.runner, thr)
+        for j, (sample, gt, pos) in enumerate(batch):
+            rec = {"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes,
+                   "error": {f"net{i}": e[j] for i, e in enumerate(errs)},
+                   "boxes": {f"net{i}": b[j] for i, b in enumerate(boxes)}}
             rec["error"].update(baseline_errors(gt.classes, gt, sample.image.size, len(gt.classes), thr))
             records.append(rec)
         ev.bar.advance(len(batch))
-        batch.clear()
-        positions.clear()
-
-    for sample, gt in ev.images():
-        batch.append((sample, gt))
-        positions.append(ev.counts["images"])
-        if len(batch) >= ev.cfg.batch_size:
-            flush()
-    if batch:
-        flush()
     return records
 
 
@@ -178,19 +156,18 @@ def _dense_group(ev: Evaluation, group: list[tuple[int, Any, GroundTruth]]) -> l
              for i in firsts}
     out = []
     for j, ((pos, sample, gt), res) in enumerate(zip(group, results, strict=False)):
-        rec = {"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes, "top": res.top,
-               "error": {}, "error_top1": {}, "guesses": {}}
         named = {name: [(c, b) for c, b, _ in g] for name, g in res.guesses.items()}
         named.update({f"net{i} crop": boxes[j] for i, boxes in crops.items()})
-        for name, g in named.items():
-            rec["error"][name] = image_localisation_error(g, gt, k, thr)
-            rec["error_top1"][name] = image_localisation_error(g, gt, 1, thr)
-        for name, guesses in res.guesses.items():
-            rec["guesses"][name] = [[c, [round(v, 2) for v in b.tolist()], round(sc, 4)] for c, b, sc in guesses]
-        rec["error"].update(baseline_errors(res.top, gt, sample.image.size, k, thr))
-        rec["error_top1"].update(baseline_errors(res.top, gt, sample.image.size, 1, thr))
-        rec["classification_error"] = image_classification_error(res.top, gt.classes, k)
-        out.append(rec)
+        size = sample.image.size
+        out.append({"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes,
+                    "top": res.top,
+                    "error": {name: image_localisation_error(g, gt, k, thr) for name, g in named.items()}
+                    | baseline_errors(res.top, gt, size, k, thr),
+                    "error_top1": {name: image_localisation_error(g, gt, 1, thr) for name, g in named.items()}
+                    | baseline_errors(res.top, gt, size, 1, thr),
+                    "guesses": {name: [[c, [round(v, 2) for v in b.tolist()], round(sc, 4)] for c, b, sc in g]
+                                for name, g in res.guesses.items()},
+                    "classification_error": image_classification_error(res.top, gt.classes, k)})
     return out
 
 
@@ -226,6 +203,7 @@ def mean_errors(records: list[dict[str, Any]], key: str) -> dict[str, float]:
         raise UserError("every evaluated image is blacklisted: no localisation error to report")
     return {name: float(np.mean([r[key][name] for r in kept])) for name in kept[0][key]}
 
+
 def evaluation_identity(cfg: LocaliseEvalConfig, view: Any) -> dict[str, Any] | None:
     """What the summary depends on: the config, the inputs' sha256, the data's fingerprint (None: an input is
     missing, and the stage then fails on it with its own message)."""
@@ -238,7 +216,7 @@ def evaluation_identity(cfg: LocaliseEvalConfig, view: Any) -> dict[str, Any] | 
 
 
 def write_evaluation(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict[str, Any],
-           ident: dict[str, Any] | None) -> None:
+                     ident: dict[str, Any] | None) -> None:
     """config.yaml, loc_table.md, predictions.jsonl, then loc_eval.json (written last: the run is finished)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,39 +1,36 @@
-"""Which images count and which classes are guessed (paper Appendix A.2; docs/formats.md section 4).
+"""Which images count and which classes are guessed (paper Appendix A.2; docs/formats.md section 4.4).
 
-- **Usable images.** Images that cannot be decoded or have no usable box are skipped with their
-  reason and left out of the denominator (as the devkit's blacklist); data without any box
-  annotation is an error.
-- **Classes.** A net's (or a saved result's) classes are matched to the data's by id, else by name.
-- **The validation blacklist.** ILSVRC's devkit lists validation images whose annotations are
-  ambiguous (``ILSVRC2014_clsloc_validation_blacklist.txt``: one 1-based validation image index
-  per line); they are left out of the localisation error only (the devkit subtracts them from its
-  denominator), never out of the classification error. An image's index is the number of its
-  ILSVRC file name (``ILSVRC2012_val_00000042`` is 42), else its 1-based position in the split.
-- **Top-k classes from a saved classification result.** The paper's fully-fledged protocol takes
-  the top-5 classes from "our best-performing classification system (Sect. 4.5)". Here they come
-  from ``posteriors.npz`` files of ``vgg evaluate`` (several files: their nets side by side, then
-  fused as in Table 6), images matched by key; the dense evaluation of one classifier stays the
-  fallback when no file is given.
+- Images that cannot be decoded or have no usable box are skipped with their reason and left out of
+  the denominator; data without any box annotation is an error.
+- A net's (or a saved result's) classes are matched to the data's by id, else by name.
+- The devkit's validation blacklist (one 1-based image index per line: an ILSVRC file's number, else
+  the position in the split) leaves images out of the localisation error only.
+- The paper takes the top-5 classes from "our best-performing classification system (Sect. 4.5)":
+  here from ``posteriors.npz`` files of ``vgg evaluate`` (several: their nets fused, as in Table 6),
+  matched by image key; without them, from the dense evaluation of one classifier.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.localise.boxes import ground_truth
 
-__all__ = ["iter_ground_truth", "skip_summary", "class_names", "class_order", "read_blacklist", "image_index",
-           "TopClasses", "load_top_classes", "MAX_LISTED"]
+__all__ = ["iter_ground_truth", "in_batches", "skip_summary", "class_names", "class_order", "read_blacklist",
+           "image_index", "TopClasses", "load_top_classes", "MAX_LISTED"]
 
 #: skips (and blacklisted images) listed by key in a summary; the rest are only counted
 MAX_LISTED = 1000
 
+T = TypeVar("T")
 _VAL_NUMBER = re.compile(r"^ILSVRC\d{4}_val_(\d+)$")
 
 
@@ -71,6 +68,18 @@ def iter_ground_truth(view: Any, limit: int | None, skips: list[dict[str, str]],
     if with_boxes == 0:
         raise UserError(f"the data ({view.kind}, split {view.split}) has no box annotations: localisation needs "
                         "boxes (VOC or ILSVRC XML annotations, or shards made from them)")
+
+
+def in_batches(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Lists of ``n`` items, in order (the last may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _skip_kind(reason: str) -> str:
@@ -119,11 +128,8 @@ def class_order(what: str, theirs: list[str] | None, count: int, classes: list[s
 
 
 def read_blacklist(path: str | Path) -> set[int]:
-    """The 1-based image indices of a devkit blacklist file (blank lines and ``#`` comments ignored).
-
-    Raises:
-        UserError: a missing file or a line that is not a positive integer.
-    """
+    """The 1-based image indices of a devkit blacklist file (blank lines and ``#`` comments ignored; a missing
+    file or a line that is not a positive integer: UserError)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"blacklist not found: {p}")
@@ -144,35 +150,27 @@ def image_index(key: str, position: int) -> int:
     return int(m.group(1)) if m else position
 
 
+@dataclass
 class TopClasses:
     """Per-image posteriors from saved classification results, in the data's class order."""
 
-    def __init__(self, by_key: dict[str, np.ndarray], source: dict) -> None:
-        self.by_key = by_key
-        self.source = source
+    by_key: dict[str, np.ndarray]
+    source: dict[str, Any]
 
-    def posteriors(self, key: str) -> np.ndarray:
-        """The posteriors of one image (by key)."""
+    def top(self, key: str, k: int) -> list[int]:
+        """The k classes of highest posterior (ties: lower index first, as the dense protocol)."""
         p = self.by_key.get(key)
         if p is None:
             raise UserError(f"image {key!r} is not in the posteriors ({self.source['files']}); evaluate the same "
                             "data and split with `vgg evaluate --method both`")
-        return p
-
-    def top(self, key: str, k: int) -> list[int]:
-        """The k classes of highest posterior (ties: lower index first, as the dense protocol)."""
-        return [int(c) for c in np.argsort(-self.posteriors(key), kind="stable")[:k]]
+        return [int(c) for c in np.argsort(-p, kind="stable")[:k]]
 
 
 def load_top_classes(files: list[str], method: str, nets: list[int] | None, classes: list[str],
                      names: list[str] | None = None) -> TopClasses:
-    """Read and fuse saved posteriors, mapped to the data's classes.
+    """Saved posteriors (``posteriors.npz`` of ``vgg evaluate``, or their folders) of ``method`` (dense, multicrop
+    or both), the stored ``nets`` fused (default all), mapped to the data's ``classes`` (``names``: their names).
 
-    Args:
-        files: ``posteriors.npz`` files (or their folders) of ``vgg evaluate``.
-        method: dense, multicrop or both (their combination), as stored.
-        nets: indices of the stored nets to fuse (default all).
-        classes: the data's classes; ``names``: their names (see ``class_order``).
     Raises:
         UserError: unreadable files, files of other images or classes, a method or net not stored.
     """

@@ -1,11 +1,8 @@
 """Rows and Markdown tables of the localisation evaluation (paper Appendix A.2, Tables 8 and 9).
 
-Table 8 (central crop, ground-truth class): one row per net, "fine-tuned layers | regression type
-| error". Table 9 (dense application, greedy merging, top-k classes): one row per net at its test
-scales, the fusion of the nets (union of their boxes before merging) and, for comparison with
-Table 8's protocol, each net's central-crop box for the same top-k classes. Both end with the two
-boxes that need no net (whole image, centre quarter), rated with the same classes, and a line
-saying how many images were evaluated and how many blacklisted ones were left out.
+Table 8: one row per net (fine-tuned layers, regression type, GT-class error). Table 9: one row per
+net at its test scales, the fusion, and each net's central crop for the same top-k classes. Both end
+with the baselines (:mod:`pipeline.localise.records`) and a line counting the images.
 """
 
 from __future__ import annotations

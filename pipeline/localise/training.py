@@ -1,12 +1,10 @@
-"""Training the localisation ConvNet (paper Appendix A.1, "Training"; docs/formats.md section 4.6).
+"""Training the localisation ConvNet (paper Appendix A.1, "Training").
 
-"We replace the logistic regression objective with a Euclidean loss, which penalises the deviation
-of the predicted bounding box parameters from the ground-truth": Caffe's ``1/(2N) sum ||b - b*||^2``
-over the targets of the batch (PCR: only the classes present in the crop have targets). Random
-crops and flips at the fixed scale S move the boxes along (:mod:`pipeline.localise.augment`), drawn
-per image from ``sample_rng(seed, epoch, key)``; the epoch loop, checkpoints and resume are the
-training engine's (:mod:`pipeline.train.engine`), to which :class:`BoxRegression` supplies the
-batches, the SGD step and the epoch's validation (the central-crop GT-class error of Table 8).
+"We replace the logistic regression objective with a Euclidean loss": Caffe's ``1/(2N) sum ||b - b*||^2``
+over the boxes that have a target (PCR: the classes present in the crop). Random crops and flips at
+the fixed scale S move the boxes along (:mod:`pipeline.localise.augment`), drawn per image from
+``sample_rng(seed, epoch, key)``. The training engine (:mod:`pipeline.train.engine`) runs the epochs,
+checkpoints and resume; :class:`BoxRegression` gives it the batches, the SGD step and the validation.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from pipeline.localise.augment import box_crop, targets
 from pipeline.localise.config import LocaliseTrainConfig
 from pipeline.localise.net import LocaliserInfo, head_outputs
 from pipeline.localise.protocols import LocNet, Runner, crop_protocol_errors
-from pipeline.localise.selection import iter_ground_truth, skip_summary
+from pipeline.localise.selection import in_batches, iter_ground_truth, skip_summary
 from pipeline.models import VGG
 from pipeline.preprocess import Normalization, normalize
 from pipeline.train.engine import Engine, EpochEnd, Position
@@ -200,15 +198,8 @@ class BoxRegression:
         info = LocaliserInfo(cfg.head, list(run.view.classes), cfg.fine_tune, run.s, {})
         net = LocNet(self.model, info, run.norm, [run.s])
         self.model.eval()
-        errs: list[float] = []
-        batch: list = []
-        for item in iter_ground_truth(view, cfg.val_limit, [], {}):
-            batch.append(item)
-            if len(batch) == 64:
-                errs += crop_protocol_errors([net], batch, run.runner, 0.5)[0][0]
-                batch = []
-        if batch:
-            errs += crop_protocol_errors([net], batch, run.runner, 0.5)[0][0]
+        errs = [e for batch in in_batches(iter_ground_truth(view, cfg.val_limit, [], {}), 64)
+                for e in crop_protocol_errors([net], batch, run.runner, 0.5)[0][0]]
         return float(np.mean(errs)) if errs else None
 
     def end_epoch(self, pos: Position) -> EpochEnd:
