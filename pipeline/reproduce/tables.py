@@ -1,11 +1,5 @@
-"""The reproduction's tables and findings, computed from the finished steps' records and saved posteriors.
-
-Tables 3-6 are recomputed from the per-image posteriors the evaluate stage saved (one dense
-evaluation per net at its three test scales, one multi-crop evaluation of D and E), so a single
-set of forward passes gives the single-scale, multi-scale, combined and fused errors, and the
-paired standard errors of every difference. Errors are percentages (two decimals) here and in
-``results.json``.
-"""
+"""The reproduction's Tables 3-6, 8, 9, 11 and findings, from the finished steps' records: Tables 3-6 and every
+paired SE come from the per-image posteriors the evaluate stage saved. Errors in percent, two decimals."""
 
 from __future__ import annotations
 

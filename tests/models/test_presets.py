@@ -7,13 +7,31 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PRESET_DIR, load_config
+from pipeline.config import PRESET_DIR, load_config, read_preset
 from pipeline.errors import UserError
 from pipeline.localise import LocaliseEvalConfig, LocaliseTrainConfig
 from pipeline.train import TrainConfig
 
-FROZEN = json.loads((Path(__file__).parent / "presets_resolved.json").read_text())
+FROZEN_FILE = Path(__file__).parent / "presets_resolved.json"
+FROZEN = json.loads(FROZEN_FILE.read_text())
 CLASSES = {c.__name__: c for c in (TrainConfig, LocaliseTrainConfig, LocaliseEvalConfig)}
+#: the required fields a stage's presets leave to the command line, filled in for the frozen copy
+REQUIRED = {"LocaliseTrainConfig": {"data": "D", "classifier": "C.pt", "out": "O"},
+            "LocaliseEvalConfig": {"checkpoints": ["K.pt"], "data": "D"}}
+
+
+def freeze() -> None:
+    """Rewrite presets_resolved.json from the presets as they are (only when a change to a preset is meant):
+    ``.venv/bin/python tests/models/test_presets.py``."""
+    out = {}
+    for p in sorted(PRESET_DIR.glob("*.yaml")):
+        cls = LocaliseTrainConfig if p.stem.startswith("localise-train") else \
+            LocaliseEvalConfig if p.stem.startswith("localise-eval") else TrainConfig
+        data = read_preset(p)
+        req = {k: v for k, v in REQUIRED.get(cls.__name__, {}).items() if k not in data}
+        out[p.stem] = {"class": cls.__name__, "required": req,
+                       "config": load_config(cls, p.stem, values=req).model_dump(mode="json")}
+    FROZEN_FILE.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 
 def test_every_preset_is_frozen():
@@ -48,3 +66,7 @@ def test_missing_base_and_cycles_are_one_line_errors(tmp_path):
     (tmp_path / "d.yaml").write_text("base: d.yaml\n")
     with pytest.raises(UserError, match="cycle"):
         load_config(TrainConfig, tmp_path / "d.yaml")
+
+
+if __name__ == "__main__":
+    freeze()
