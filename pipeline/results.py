@@ -183,6 +183,17 @@ class ExtractResult(StageResult):
     failed: int = 0
     images_per_s: float | None = None
 
+    def summary(self) -> str:
+        if self.status == "exists":
+            return (f"{self.path} already holds these features (same checkpoints, data, scales); nothing to do. "
+                    f"Read it with FeatureStore({self.path!r}) or `vgg inspect {self.path}`.")
+        if self.status == "merged" and self.images is None:
+            return f"merged {self['parts']} parts into {self.path}"
+        rate = f", {self.images_per_s:.1f} images/s" if self.images_per_s else ""
+        what = {"written": "wrote", "resumed": "resumed and finished", "part": "wrote part"}.get(self.status, "wrote")
+        return (f"{what} {self.path}: {self.images} images, scales {self.scales}, D={self.dims}, "
+                f"{self.described} described in this run, {self.failed} failed{rate}")
+
 
 # ---------------------------------------------------------------- transfer
 class TransferResult(StageResult):

@@ -4,6 +4,7 @@
 scales, late fusion of nets, L2 normalisation); :func:`summarise_store` describes it.
 """
 
+from pipeline.features.config import ExtractConfig
 from pipeline.features.descriptor import (
     PAPER_SCALES,
     SCALE_PRESETS,
@@ -11,15 +12,16 @@ from pipeline.features.descriptor import (
     Net,
     box_crops,
     describe,
+    descriptor_scales,
     image_descriptor,
     prepare_images,
-    resolve_scales,
 )
-from pipeline.features.extract import ExtractConfig, run_extract
-from pipeline.features.store import FORMAT, FeatureStore, l2_normalise, merge_parts, summarise_store
+from pipeline.features.merge import merge_parts
+from pipeline.features.run import run_extract
+from pipeline.features.store import FORMAT, FeatureStore, l2_normalise, summarise_store
 
 __all__ = [
     "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "Net", "box_crops", "describe", "image_descriptor",
-    "prepare_images", "resolve_scales", "ExtractConfig", "run_extract", "FORMAT", "FeatureStore",
+    "prepare_images", "descriptor_scales", "ExtractConfig", "run_extract", "FORMAT", "FeatureStore",
     "l2_normalise", "merge_parts", "summarise_store",
 ]

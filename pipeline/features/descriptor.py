@@ -1,23 +1,15 @@
 """The image descriptor of paper Appendix B: multi-scale, flip-averaged penultimate activations.
 
 "An image is first rescaled so that its smallest side equals Q, and then the network is densely
-applied over the image plane (which is possible when all weight layers are treated as
-convolutional). We then perform global average pooling on the resulting feature map, which
-produces a 4096-D image descriptor. The descriptor is then averaged with the descriptor of a
-horizontally flipped image." That is, per image and scale Q:
+applied over the image plane [...]. We then perform global average pooling on the resulting feature
+map, which produces a 4096-D image descriptor. The descriptor is then averaged with the descriptor
+of a horizontally flipped image." Per image and scale Q:
 
     d_Q = 1/2 * (GAP(FC7(resize_Q(x))) + GAP(FC7(flip(resize_Q(x)))))
 
-where FC7 is the penultimate map after its ReLU (:meth:`VGG.forward_features` with
-``dense=True``). These raw per-scale descriptors are what the feature store keeps; aggregation over
-scales (average or stack), late fusion of nets (stacking) and L2 normalisation happen when reading
-(:mod:`pipeline.features.store`), so another aggregation never needs the net again.
-
-Region descriptors (paper Table 12, VOC action): the same descriptor computed on box crops; several
-boxes of one image are averaged; an image without boxes uses its whole-image descriptor.
-
-Images of the same resized size are batched together (with their flips) up to ``max_pixels`` input
-pixels per forward pass; batching never changes an image's descriptor beyond float rounding.
+with FC7 the penultimate map after its ReLU (``VGG.forward_features(dense=True)``). Region
+descriptors (Table 12): the same on box crops, averaged over an image's boxes. Aggregation over
+scales, fusion of nets and L2 normalisation happen when the store is read (docs/features.md).
 """
 
 from __future__ import annotations
@@ -37,8 +29,8 @@ from pipeline.preprocess import Normalization, isotropic_resize, normalize, pil_
 from pipeline.runtime import autocast
 
 __all__ = [
-    "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "resolve_scales", "Net", "ScaleGroup",
-    "prepare_images", "describe", "image_descriptor", "box_crops",
+    "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "descriptor_scales", "Net", "ScaleGroup",
+    "prepare_images", "describe", "region_descriptors", "image_descriptor", "box_crops",
 ]
 
 #: Appendix B: Q in {256, 384, 512} (Caltech, and the default).
@@ -50,7 +42,7 @@ SCALE_PRESETS: dict[str, tuple[int, ...]] = {"paper": PAPER_SCALES, "voc": VOC_S
 RELATIVE_BASE = 256
 
 
-def resolve_scales(scales: str | Sequence[int], crop: int, relative: bool = False) -> list[int]:
+def descriptor_scales(scales: str | Sequence[int], crop: int, relative: bool = False) -> list[int]:
     """The test scales Q: a preset name or a list, optionally relative to the crop size.
 
     Args:
@@ -189,6 +181,18 @@ def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: b
                 k = len(g.index)
                 pooled = (pooled[:k] + pooled[k:]) / 2
             out[g.index, si] = pooled.cpu().numpy()
+    return out
+
+
+def region_descriptors(whole: np.ndarray, crops: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Per image, the mean descriptor of its box ``crops`` (``owners``: crop -> image); no boxes: ``whole``."""
+    out = whole.copy()
+    if len(owners):
+        sums = np.zeros_like(whole)
+        np.add.at(sums, owners, crops)
+        counts = np.bincount(owners, minlength=len(whole))
+        has = counts > 0
+        out[has] = sums[has] / counts[has][:, None, None]
     return out
 
 

@@ -1,10 +1,8 @@
-"""The images to describe (paper Appendix B): any dataset :func:`pipeline.data.open_data` reads.
+"""The images to describe (paper Appendix B): one split of any dataset :func:`pipeline.data.open_data` reads.
 
-Extraction needs the ids and labels of every image before it writes the store (they are written
-once, with the store, so the resumable part of the file only ever changes raw data), and then the
-decoded images of the rows still to do. :class:`ExtractInput` lists any data view (``entries()``)
-without decoding anything, and decodes only the rows asked for (``decode()``), in source order. An image that
-cannot be decoded comes back with its reason, to be recorded in the store.
+:class:`ExtractInput` lists the ids and labels of every image without decoding (they are written
+with the store, once), then decodes only the rows asked for, in source order. An image that cannot
+be decoded comes back with its reason, to be recorded in the store.
 """
 
 from __future__ import annotations
@@ -12,6 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 from pipeline.data import DataView, Entry, Item, open_data
 from pipeline.errors import UserError
@@ -44,6 +44,19 @@ class ExtractInput:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def labels(self) -> np.ndarray:
+        """Per entry, the class index (int64, -1 unknown); multi-label: an N x C int8 matrix of 1/-1/0."""
+        if self.label_kind != "multi":
+            return np.asarray([-1 if e.label is None else int(e.label) for e in self.entries], dtype=np.int64)
+        c = len(self.classes)
+        lab = np.zeros((len(self.entries), c), dtype=np.int8)
+        for i, e in enumerate(self.entries):
+            if e.labels is not None:
+                if len(e.labels) != c:
+                    raise UserError(f"{e.key}: {len(e.labels)} labels for {c} classes")
+                lab[i] = e.labels
+        return lab
 
     def items(self, rows: Iterable[int]) -> Iterator[Item]:
         """Decoded images of ``rows`` (increasing), in that order; refuses data that changed since listing."""

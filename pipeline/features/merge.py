@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,39 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.features.store import FORMAT, StoreLayout, _write_failed, create_store
-from pipeline.features.verify import read_error, seal, structure_problems, writing
+from pipeline.features.store import FORMAT, StoreLayout, _write_failed, create_store, failed_log_path, part_path
+from pipeline.features.verify import close_quietly, descriptor_names, read_error, seal, structure_problems, writing
 from pipeline.io import atomic_path
 
-__all__ = ["merge_parts"]
+__all__ = ["merge_parts", "finished_parts", "merge_and_remove"]
+
+
+def finished_parts(out: Path) -> list[Path]:
+    """The part files of store ``out`` (``--part i/n`` runs), all of them, in order.
+
+    Raises:
+        UserError: no parts, parts of runs with different counts, or a part missing.
+    """
+    pattern = re.compile(re.escape(out.name) + r"\.part-(\d+)-of-(\d+)$")
+    counts = {int(m.group(2)) for p in out.parent.glob(f"{out.name}.part-*") if (m := pattern.match(p.name))}
+    if not counts:
+        raise UserError(f"no parts of {out} to merge (expected {out.name}.part-000-of-NNN ...)")
+    if len(counts) > 1:
+        raise UserError(f"parts of {out} from runs with different part counts {sorted(counts)}; remove the stale ones")
+    count = counts.pop()
+    want = [part_path(out, i, count) for i in range(count)]
+    missing = [p.name for p in want if not p.exists()]
+    if missing:
+        raise UserError(f"cannot merge {out}: missing part(s) {', '.join(missing)}")
+    return want
+
+
+def merge_and_remove(out: Path, parts: list[Path]) -> None:
+    """:func:`merge_parts`, then remove the parts (and the failure log of an earlier unfinished run)."""
+    merge_parts(out, parts)
+    for p in parts:
+        p.unlink()
+    failed_log_path(out).unlink(missing_ok=True)
 
 
 def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
@@ -69,7 +98,7 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
             l2=str(first["l2"]))
         with atomic_path(out) as tmp:
             create_store(tmp, layout, label=out)
-            _merge_into(tmp, out, list(zip(parts, files, strict=False)), layout)
+            _merge_into(tmp, out, list(zip(parts, files, strict=False)))
     finally:
         for f in files:
             f.close()
@@ -86,16 +115,14 @@ def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, o
             dst[offset + s: offset + s + len(rows)] = rows
 
 
-def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]], layout: StoreLayout) -> None:
+def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]]) -> None:
     """Copy the parts' rows into the new store at ``tmp``, then confirm and seal it (errors name ``out``)."""
     dst = h5py.File(tmp, "r+", rdcc_nbytes=0)
     try:
         failed: list[tuple[int, str, str]] = []
-        groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
-        names = [f"{g}/net{i}/{q}" for g in groups for i in range(len(layout.dims)) for q in layout.scales]
         for p, f in parts:
             off = int(f.attrs["row_start"])
-            for name in [*names, "done"]:
+            for name in [*descriptor_names(dst.attrs), "done"]:
                 _copy_rows(p, f[name], out, dst[name], off)
             fg = f["failed"]
             failed += [(int(r) + off, i, s) for r, i, s in
@@ -104,8 +131,4 @@ def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]], layout
             _write_failed(dst, failed)
         seal(dst, out)
     finally:
-        if dst.id.valid:
-            try:
-                dst.close()
-            except (OSError, RuntimeError, ValueError):
-                pass
+        close_quietly(dst)

@@ -1,36 +1,11 @@
 """The feature store ``features.h5`` (paper Appendix B): raw multi-scale descriptors in HDF5.
 
-The store keeps the raw per-scale descriptors of every image, so another aggregation (average or
-stack over scales, late fusion of two nets, region stacking, where to L2-normalise) never needs
-the net again. Schema (``format = "vgg-features/1"``; plain h5py reads it; docs/features.md)::
-
-    attrs   format, provenance (JSON: resolved config, checkpoint sha256 per net, dataset
-            fingerprint, scales, flip, pipeline version), identity (JSON: what must match for a
-            store to be reused), complete (bool), label_kind ("single" | "multi"), scales,
-            nets, dims, dtype, regions, aggregate and l2 (the read defaults), row_start,
-            rows_total, part_index, part_count (a part of a distributed run)
-    ids                       (N,) UTF-8 strings, source order
-    labels                    (N,) int64 class index (-1 unknown), or (N, C) int8 of 1/-1/0 (multi)
-    classes                   (C,) UTF-8 strings
-    done                      (N,) bool: the row's descriptors are written
-    failed/rows, ids, reasons (K,) images that could not be decoded (never done); written when complete
-    descriptors/net{i}/{Q}    (N, D) float32 or float16: GAP of the FC7 map at scale Q, flip-averaged
-    regions/net{i}/{Q}        (N, D) the same for the box crops (only with --boxes)
-
-Crash safety: the store is created whole (ids, labels and every descriptor chunk written up front,
-so a disk too small fails at creation), so extraction only rewrites existing chunks. Each batch
-writes descriptors, flushes, then sets its ``done`` rows and flushes again: a row is ``done`` only
-once its data is in the file, and a killed run resumes from the mask. The writer keeps no chunk
-cache, so a failed write raises where it happens (h5py would otherwise lose it when a dataset is
-freed). Descriptor chunks carry the ``fletcher32`` checksum; the store is marked ``complete`` only
-after it has been fsynced and read back whole (:mod:`pipeline.features.verify`). A failed write
-leaves it incomplete and fails with the OS error in one line. Decode failures go to a small JSON-lines log next
-to the store (``<store>.failed.jsonl``) until the store is finished, then into ``failed/``.
-
-Reading: :class:`FeatureStore` refuses an incomplete store unless ``allow_incomplete=True``, and
-returns only rows that are done (failed images are never done), so ``ids``, ``labels`` and
-``features()`` always agree on the rows. It refuses a store whose structure is damaged (a dataset
-missing or misshapen), a chunk whose checksum fails and non-finite descriptors, naming the rows.
+The store keeps every image's raw per-scale descriptors, so another aggregation (average or stack
+over scales, late fusion of two nets, regions, where to L2-normalise) never needs the net again.
+Schema ``vgg-features/1`` and its crash safety: docs/features.md. In short: the store is created
+whole (every checksummed chunk allocated), each batch writes its descriptors before its ``done``
+rows, and ``complete`` is set only after a read-back (:mod:`pipeline.features.verify`).
+:class:`FeatureStore` returns only done rows and refuses damaged or unfinished stores.
 """
 
 from __future__ import annotations
@@ -38,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +21,22 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.features.verify import descriptor_names, nonfinite_message, read_error, seal, structure_problems, writing
+from pipeline.features.verify import (
+    close_quietly,
+    descriptor_names,
+    nonfinite_message,
+    read_error,
+    seal,
+    structure_problems,
+    verify_file,
+    writing,
+)
 from pipeline.reuse import Output, Recorded
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
-    "read_state", "merge_parts", "part_path", "failed_log_path", "summarise_store", "l2_normalise",
-    "recorded", "IDENTITY_LABELS",
+    "StoreOutput", "part_path", "failed_log_path", "summarise_store", "l2_normalise", "recorded",
+    "set_read_defaults", "IDENTITY_LABELS",
 ]
 
 FORMAT = "vgg-features/1"
@@ -101,26 +85,19 @@ class StoreLayout:
     row_start: int = 0
     rows_total: int | None = None
     part: tuple[int, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     #: rows per descriptor chunk when > 1: the writer's batch, so each chunk is written whole, once,
     #: without being read first (its checksum computed once); 1: chunks of about 1 MiB
     batch_rows: int = 1
 
 
 def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...],
-           fill: Any = None, checksum: bool = False) -> h5py.Dataset:
-    """A chunked dataset whose chunks are all allocated now (later writes touch raw data only).
-
-    With ``checksum`` every chunk carries a fletcher32 checksum, and the chunks are written (zeros)
-    now, so the whole store occupies the disk from its creation."""
+           checksum: bool = False) -> h5py.Dataset:
+    """A chunked dataset whose chunks are all written (zeros) now: the store occupies the disk from its creation,
+    and later writes touch raw data only; with ``checksum`` every chunk carries a fletcher32 checksum."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    if checksum:
-        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fletcher32=True,
-                                    fillvalue=0)
-    if fill is None:
-        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fill_time="never")
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fillvalue=fill)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fillvalue=0,
+                                fletcher32=checksum)
 
 
 def _chunk_rows(n: int, row_bytes: int, batch: int = 1) -> int:
@@ -167,15 +144,13 @@ def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
         a["row_start"] = int(layout.row_start)
         a["rows_total"] = int(layout.rows_total if layout.rows_total is not None else n)
         a["part_index"], a["part_count"] = layout.part if layout.part else (0, 1)
-        for k, v in layout.extra.items():
-            a[k] = v
         f.create_dataset("ids", data=np.asarray(layout.ids, dtype=object), dtype=_STR)
         labels = np.asarray(layout.labels)
         f.create_dataset("labels", data=labels.astype(np.int8 if layout.label_kind == "multi" else np.int64))
         f.create_dataset(
             "classes", data=np.asarray(layout.classes, dtype=object), dtype=_STR, shape=(len(layout.classes),)
         )
-        _early(f, "done", (n,), np.bool_, (_chunk_rows(n, 1 << 4),), fill=False)
+        _early(f, "done", (n,), np.bool_, (_chunk_rows(n, 1 << 4),))
         groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
         for g in groups:
             for i, d in enumerate(layout.dims):
@@ -206,19 +181,6 @@ def recorded(path: str | os.PathLike[str]) -> Recorded | None:
         return Recorded(None, False, f"exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]})")
 
 
-def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
-    """(identity, complete) of an existing store.
-
-    Raises:
-        UserError: the file is not a readable feature store (e.g. damaged while being finished).
-    """
-    rec = recorded(path)
-    if rec is None or rec.identity is None:
-        why = rec.problem if rec is not None else "does not exist"
-        raise UserError(f"{path}: {why}; use --overwrite to rebuild it")
-    return rec.identity, rec.finished
-
-
 #: names of a store identity's fields in messages (:func:`pipeline.reuse.differences`)
 IDENTITY_LABELS = {"checkpoints": "another checkpoint, sha256", "data": "another dataset, fingerprint",
                    "kind": "data kind"}
@@ -244,8 +206,6 @@ class StoreOutput(Output):
         return recorded(self.path)
 
     def problems(self, finished: bool) -> list[str]:
-        from pipeline.features.verify import verify_file
-
         return verify_file(self.path, data=finished) if finished or self.look else []
 
     def clean(self) -> None:
@@ -311,9 +271,7 @@ class StoreWriter:
         self.nets = int(a["nets"])
         self.regions = bool(a["regions"])
         self.dtype = np.dtype(str(a["dtype"]))
-        self._ds = {name: self.f[name] for name in
-                    [f"{g}/net{i}/{q}" for g in ("descriptors", "regions") if g == "descriptors" or self.regions
-                     for i in range(self.nets) for q in self.scales]}
+        self._ds = {name: self.f[name] for name in descriptor_names(a)}
         self.log = failed_log_path(self.path)
         self.failed = _read_failed_log(self.log, repair=True)
 
@@ -389,11 +347,7 @@ class StoreWriter:
 
     def close(self) -> None:
         """Close the file; a close that fails after an earlier failure is not reported again."""
-        if self.f.id.valid:
-            try:
-                self.f.close()
-            except (OSError, RuntimeError, ValueError):
-                pass
+        close_quietly(self.f)
 
 
 def _net_name(net: int | str) -> str:
@@ -469,9 +423,6 @@ class FeatureStore:
         self.rows_total = len(self._done)
         #: (index, count) when this file is one part of a distributed extraction, else None
         self.part: tuple[int, int] | None = (index, count) if count > 1 else None
-
-    def _descriptor_names(self) -> list[str]:
-        return descriptor_names(self._f.attrs)
 
     # -- rows
     @property
@@ -598,11 +549,16 @@ def _l2_place(l2: bool | str) -> str:
     return str(l2)
 
 
-def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
-    """Combine complete part stores into one store (see :func:`pipeline.features.merge.merge_parts`)."""
-    from pipeline.features.merge import merge_parts as merge
-
-    return merge(out, parts)
+def set_read_defaults(path: str | os.PathLike[str], aggregate: str, l2: str) -> None:
+    """A reused store takes the requested read defaults (aggregate, l2); its data is unchanged."""
+    with h5py.File(path, "r", locking=False) as f:
+        same = f.attrs["aggregate"] == aggregate and f.attrs["l2"] == l2
+    if not same:
+        try:
+            with h5py.File(path, "r+") as f:
+                f.attrs["aggregate"], f.attrs["l2"] = aggregate, l2
+        except OSError:  # read-only or in use: the data is what was asked for; keep the old defaults
+            pass
 
 
 def summarise_store(path: str | os.PathLike[str]) -> str:
@@ -631,11 +587,7 @@ def summarise_store(path: str | os.PathLike[str]) -> str:
         d_stack = d_avg * len(st.scales)
         lines.append(f"  read default: aggregate={st.default_aggregate} (avg: {d_avg}-D, stack: {d_stack}-D), "
                      f"l2={st.default_l2}")
-        checked = all(st._f[name].fletcher32 for name in st._descriptor_names())
-        lines.append(
-            "  integrity: structure whole; descriptor chunks "
-            + ("fletcher32-checksummed" if checked else "without checksums")
-            + " (`vgg extract` with the same inputs reads every chunk before reusing it)"
-        )
+        lines.append("  integrity: structure whole; descriptor chunks fletcher32-checksummed "
+                     "(`vgg extract` with the same inputs reads every chunk before reusing it)")
         lines.append(f"  pipeline {prov.get('pipeline_version', '?')}, {st.path.stat().st_size / 2**20:.1f} MiB")
         return "\n".join(lines)

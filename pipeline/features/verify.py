@@ -1,20 +1,10 @@
 """Integrity of feature stores (paper Appendix B's stored descriptors): structure, checksums, finite values.
 
-A store is trusted only as far as it has been checked:
-
-- **Structure** (:func:`structure_problems`, cheap, on every open): every dataset the attributes
-  promise is present with its shape and dtype (ids, labels, classes, done, one descriptor dataset
-  per net and scale, the region datasets with ``regions``, ``failed/`` once complete), and in a
-  complete store every row is either done or recorded as failed.
-- **Data** (:func:`data_problems`, a full read): descriptor chunks carry HDF5's ``fletcher32``
-  checksum, so a flipped bit is a read error, not a silent wrong number; rows marked done hold
-  finite values; in stores written before checksums, a done row that is zero in every dataset
-  counts as never written (what a swallowed write error left behind).
-- **Confirmed writes** (:func:`seal`): the writer opens the file without a chunk cache, so a failed
-  write (a full disk) raises in the call that made it instead of when h5py frees the dataset; the
-  store is fsynced, its page cache dropped and read back whole before ``complete`` is set.
-
-Errors are :class:`pipeline.errors.UserError` with one line naming the file and what is wrong.
+:func:`structure_problems` (cheap, on every open) checks that every dataset the attributes promise
+is present with its shape, dtype and fletcher32 checksum, and that a complete store accounts for
+every row; :func:`data_problems` reads every descriptor (checksums, finite done rows); :func:`seal`
+confirms a store's writes (fsync, read-back from the disk) before marking it complete. Errors are
+one-line :class:`pipeline.errors.UserError` naming the file (docs/features.md, "Integrity").
 """
 
 from __future__ import annotations
@@ -30,18 +20,16 @@ import numpy as np
 from pipeline.errors import UserError
 
 __all__ = [
-    "CHECKSUM", "io_failure", "write_error", "writing", "read_error", "structure_problems", "data_problems",
-    "nonfinite_message", "seal", "verify_file", "descriptor_names", "BLOCK_ROWS",
+    "writing", "read_error", "structure_problems", "data_problems", "nonfinite_message", "seal", "verify_file",
+    "descriptor_names", "close_quietly", "BLOCK_ROWS",
 ]
 
-#: the HDF5 filter that checksums every descriptor chunk
-CHECKSUM = "fletcher32"
 #: rows read at a time when a whole dataset is verified
 BLOCK_ROWS = 4096
 _ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
 
 
-def io_failure(e: BaseException) -> str | None:
+def _io_failure(e: BaseException) -> str | None:
     """``"No space left on device (errno 28)"`` when ``e`` is an OS-level failure (from h5py or Python), else None."""
     m = _ERRNO.search(str(e))
     if m:
@@ -56,10 +44,10 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:160]
 
 
-def write_error(path: str | os.PathLike[str], e: BaseException, during: str, created: bool = True) -> UserError:
+def _write_error(path: str | os.PathLike[str], e: BaseException, during: str, created: bool = True) -> UserError:
     """The one-line error of a failed write: the OS error, and that the store stays incomplete
     (``created``) or was not written at all."""
-    why = io_failure(e) or _first_line(e)
+    why = _io_failure(e) or _first_line(e)
     left = ("the store is left incomplete: free space (or fix the disk) and rerun the same command to resume"
             if created else "no store was written: free space (or fix the disk) and rerun")
     return UserError(f"cannot write feature store {path} ({during}): {why}; {left}")
@@ -67,19 +55,19 @@ def write_error(path: str | os.PathLike[str], e: BaseException, during: str, cre
 
 def _unreadable(name: str, e: BaseException) -> str:
     why = ("checksum mismatch (the data changed after it was written)" if "filter returned failure" in str(e)
-           else io_failure(e) or _first_line(e))
+           else _io_failure(e) or _first_line(e))
     return f"{name} cannot be read: {why}"
 
 
 @contextmanager
 def writing(path: str | os.PathLike[str], during: str, created: bool = True) -> Iterator[None]:
     """Turn an OS-level failure inside the block (h5py reports them as OSError, RuntimeError or
-    ValueError carrying the errno) into :func:`write_error`; anything else (a bug) passes unchanged."""
+    ValueError carrying the errno) into :func:`_write_error`; anything else (a bug) passes unchanged."""
     try:
         yield
     except (OSError, RuntimeError, ValueError) as e:
-        if isinstance(e, OSError) or io_failure(e) is not None:
-            raise write_error(path, e, during, created) from None
+        if isinstance(e, OSError) or _io_failure(e) is not None:
+            raise _write_error(path, e, during, created) from None
         raise
 
 
@@ -130,6 +118,8 @@ def structure_problems(f: h5py.File) -> list[str]:
             p = _expect(f, name, (n, d))
             if p is None and f[name].dtype != want:
                 p = f"dataset {name} has dtype {f[name].dtype}, expected {want}"
+            elif p is None and not f[name].fletcher32:
+                p = f"dataset {name} has no fletcher32 checksum"
             out.append(p)
     if bool(a["complete"]):
         for name in ("failed/rows", "failed/ids", "failed/reasons"):
@@ -170,7 +160,7 @@ def _ids(f: h5py.File) -> list[str] | None:
 
 
 def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
-    """Read every descriptor dataset whole: checksum failures, non-finite done rows, unwritten done rows.
+    """Read every descriptor dataset whole: checksum failures, non-finite done rows.
 
     Args:
         f: the open store (structure already checked).
@@ -182,33 +172,17 @@ def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
         except (OSError, ValueError, TypeError):  # not a POSIX file (another driver): read what is there
             pass
     done = f["done"][:].astype(bool)
-    n = len(done)
-    problems: list[str] = []
-    written = np.zeros(n, dtype=bool)
-    unchecked = False
     for name in descriptor_names(f.attrs):
         ds = f[name]
-        unchecked |= not ds.fletcher32
-        for s in range(0, n, BLOCK_ROWS):
+        for s in range(0, len(done), BLOCK_ROWS):
             try:
                 block = ds[s:s + BLOCK_ROWS]
             except (OSError, RuntimeError) as e:
-                problems.append(_unreadable(name, e))
-                break
-            sel = done[s:s + len(block)]
-            finite = np.isfinite(block).all(axis=1)
-            bad = np.flatnonzero(sel & ~finite)
+                return [_unreadable(name, e)]
+            bad = np.flatnonzero(done[s:s + len(block)] & ~np.isfinite(block).all(axis=1))
             if len(bad):
-                problems.append(_nonfinite(name, bad + s, _ids(f)))
-                break
-            written[s:s + len(block)] |= (block != 0).any(axis=1)
-    if unchecked and not problems:
-        blank = np.flatnonzero(done & ~written)
-        if len(blank):
-            problems.append(
-                f"{len(blank)} row(s) marked done hold no data (e.g. row {int(blank[0])}): a write was lost"
-            )
-    return problems
+                return [_nonfinite(name, bad + s, _ids(f))]
+    return []
 
 
 def seal(f: h5py.File, path: str | os.PathLike[str]) -> None:
@@ -241,3 +215,12 @@ def verify_file(path: str | os.PathLike[str], data: bool = True) -> list[str]:
             return structure_problems(f) or (data_problems(f) if data else [])
     except OSError as e:
         return [f"not a readable HDF5 file ({_first_line(e)})"]
+
+
+def close_quietly(f: h5py.File) -> None:
+    """Close ``f``; a close that fails after an earlier failure (already reported) is not reported again."""
+    if f.id.valid:
+        try:
+            f.close()
+        except (OSError, RuntimeError, ValueError):
+            pass

@@ -32,7 +32,7 @@ Routing = Literal["auto", "in-process", "deployments"]
 def _stage_functions() -> dict[Callable[..., Any], tuple[str, str | None]]:
     """Stage function -> (deployment, the stage flow's parameter that takes its config; None: ``config``)."""
     from pipeline.evaluate import run_evaluate
-    from pipeline.features.extract import run_extract
+    from pipeline.features import run_extract
     from pipeline.flows.stages import train_on_this_machine
     from pipeline.localise import run_localise_evaluate, run_localise_train
     from pipeline.shards.stats import run_stats

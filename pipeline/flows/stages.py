@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate import EvaluateConfig, run_evaluate
-from pipeline.features.extract import ExtractConfig, run_extract
+from pipeline.features import ExtractConfig, run_extract
 from pipeline.flows.common import publish_markdown, publish_table, run_task, stage_task, watch_epochs
 from pipeline.io import read_json
 from pipeline.localise import LocaliseEvalConfig, LocaliseTrainConfig, run_localise_evaluate, run_localise_train

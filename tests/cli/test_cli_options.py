@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.cli.options import JsonOption, config_fields, stage_command
 from pipeline.config import StageConfig, load_config
 from pipeline.evaluate import EvaluateConfig
-from pipeline.features.extract import ExtractConfig
+from pipeline.features import ExtractConfig
 from pipeline.localise.config import LocaliseEvalConfig, LocaliseTrainConfig
 from pipeline.shards.config import ShardConfig, StatsConfig
 from pipeline.train.config import TrainConfig

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from faults_cli import vgg
-from faults_stores_helpers import tmpfs
+from features.faults_stores_helpers import tmpfs
 
 
 def assert_one_line(code: int, err: str, needle: str) -> None:

@@ -17,8 +17,8 @@ from pipeline.features import (
     Net,
     box_crops,
     describe,
+    descriptor_scales,
     prepare_images,
-    resolve_scales,
     run_extract,
 )
 from pipeline.models import load_model
@@ -124,14 +124,14 @@ def test_bf16_channels_last_close_to_fp32(ckpt, photos):
 
 
 def test_scales_presets_relative_and_below_crop():
-    assert resolve_scales("paper", 224) == [256, 384, 512]
-    assert resolve_scales("voc", 224) == [256, 384, 512, 640, 768]
-    assert resolve_scales("paper", 32, relative=True) == [32, 48, 64]
-    assert resolve_scales([32, 48, 64], 32) == [32, 48, 64]
+    assert descriptor_scales("paper", 224) == [256, 384, 512]
+    assert descriptor_scales("voc", 224) == [256, 384, 512, 640, 768]
+    assert descriptor_scales("paper", 32, relative=True) == [32, 48, 64]
+    assert descriptor_scales([32, 48, 64], 32) == [32, 48, 64]
     with pytest.raises(UserError, match="below the crop size 64"):
-        resolve_scales([48, 64], 64)
+        descriptor_scales([48, 64], 64)
     with pytest.raises(UserError, match="unknown scale preset"):
-        resolve_scales("huge", 224)
+        descriptor_scales("huge", 224)
 
 
 def test_scale_below_crop_is_a_clear_error(tmp_path, ckpt, fmnist):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from features.features_helpers import assert_same_store, store_arrays  # noqa: F401 - shared with the fault tests
 from PIL import Image
 
 from pipeline.models import build_model, init_weights, save_checkpoint

@@ -14,19 +14,18 @@ import pytest
 from faults_stores_helpers import (
     SCALES,
     assert_one_line_error,
-    assert_same_store,
     fill_disk,
     flip_bit_in_chunk,
     image_folder,
     make_checkpoint,
     run_main,
     run_subprocess,
-    store_arrays,
     tmpfs,
 )
+from features_helpers import assert_same_store, store_arrays
 
 from pipeline.errors import UserError
-from pipeline.features.store import FeatureStore, StoreWriter, read_state
+from pipeline.features.store import FeatureStore, StoreWriter, recorded
 from pipeline.features.verify import verify_file
 
 
@@ -43,7 +42,7 @@ def images(tmp_path_factory, photos) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, net, images) -> Path:
     """The store of ``images`` extracted on an ordinary disk."""
-    from pipeline.features.extract import ExtractConfig, run_extract
+    from pipeline.features import ExtractConfig, run_extract
 
     out = tmp_path_factory.mktemp("ref") / "features.h5"
     run_extract(ExtractConfig(checkpoints=[str(net)], data=str(images), out=str(out), scales=[32, 48], batch_size=4))
@@ -92,7 +91,7 @@ def test_full_disk_fails_cleanly_and_rerun_with_space_is_complete(net, images, r
         code, text = run_main(_extract_args(net, images, out), capfd)
         assert code == 0, text
         assert_same_store(reference, out)
-        assert read_state(out)[1] is True
+        assert recorded(out).finished is True
 
 
 def test_full_disk_while_finishing_leaves_store_incomplete(reference, tmp_path):
@@ -117,7 +116,7 @@ def test_full_disk_while_finishing_leaves_store_incomplete(reference, tmp_path):
             w.finalize()
         assert "\n" not in str(e.value) and "incomplete" in str(e.value)
         w.close()
-        assert read_state(store)[1] is False
+        assert recorded(store).finished is False
         with pytest.raises(UserError, match="incomplete feature store"):
             FeatureStore(store)
         filler.unlink()
@@ -143,8 +142,9 @@ def test_store_with_a_deleted_dataset_is_damaged_not_complete(net, images, refer
     assert_same_store(reference, out)
 
 
-def test_rows_marked_done_but_never_written_are_not_reused(net, images, reference, tmp_path, capfd):
-    """What a swallowed write left behind (a store without checksums whose done rows are zeros) is damaged."""
+def test_store_without_checksums_is_damaged_not_reused(net, images, reference, tmp_path, capfd):
+    """Descriptors without fletcher32 checksums (where a lost write, done rows of zeros, would go unseen) are
+    refused as damaged: every store this pipeline writes checksums every chunk."""
     out = tmp_path / "features.h5"
     arrays = store_arrays(reference)
     with h5py.File(reference, "r") as src, h5py.File(out, "w") as f:
@@ -156,9 +156,9 @@ def test_rows_marked_done_but_never_written_are_not_reused(net, images, referenc
                 data[2:5] = 0  # lost writes
             f.create_dataset(name, data=data.astype(object) if data.dtype.kind in "OU" else data,
                              dtype=h5py.string_dtype() if data.dtype.kind in "OU" else None)
-    assert "3 row(s) marked done hold no data" in verify_file(out)[0]
+    assert "descriptors/net0/32 has no fletcher32 checksum" in verify_file(out)[0]
     code, text = run_main(_extract_args(net, images, out), capfd)
-    assert_one_line_error(code, text, "marked complete but damaged", "marked done hold no data")
+    assert_one_line_error(code, text, "marked complete but damaged", "has no fletcher32 checksum")
 
 
 def test_flipped_bit_is_caught_by_the_checksum(net, images, reference, tmp_path, capfd):
