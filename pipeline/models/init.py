@@ -43,8 +43,8 @@ def init_weights(model: nn.Module, method: InitName = "paper", std: float = 1e-2
     return model
 
 
-def init_from_net_a(model: VGG, net_a: VGG, layers: tuple[str, ...] | None = None) -> list[str]:
-    """Copy the named layers (default: the model's :attr:`NetSpec.from_a`) of a trained net A into ``model``.
+def init_from_net_a(model: VGG, net_a: VGG) -> list[str]:
+    """Copy the layers the model's :attr:`NetSpec.from_a` names from a trained net A into ``model``.
 
     Returns:
         The names of the copied layers.
@@ -59,7 +59,7 @@ def init_from_net_a(model: VGG, net_a: VGG, layers: tuple[str, ...] | None = Non
         raise UserError("start-from-A: batch_norm differs between net A and the target net")
     src, dst = net_a.named_weight_layers(), model.named_weight_layers()
     copied = []
-    for name in NETS[model.cfg.config].from_a if layers is None else layers:
+    for name in NETS[model.cfg.config].from_a:
         a, b = src[name], dst[name]
         if a.weight.shape != b.weight.shape:
             raise UserError(
