@@ -1,15 +1,10 @@
 """Object localisation (paper Appendix A): box-regression ConvNets, dense boxes, greedy merging.
 
-- :mod:`~pipeline.localise.config` / :mod:`~pipeline.localise.run`: the stages' configs and their runs.
-- :mod:`~pipeline.localise.boxes`: box conversions, IoU with inclusive widths, ground-truth checks.
-- :mod:`~pipeline.localise.net`: the localisation net (SCR / PCR head on a classification net).
-- :mod:`~pipeline.localise.augment` / :mod:`~pipeline.localise.training`: training crops, the Euclidean loss.
-- :mod:`~pipeline.localise.merge`: OverFeat's greedy merging.
-- :mod:`~pipeline.localise.protocols`: the central-crop and dense testing protocols.
-- :mod:`~pipeline.localise.metric`: the ILSVRC localisation error.
-- :mod:`~pipeline.localise.selection`: usable images, class matching, the blacklist, saved top-k classes.
-- :mod:`~pipeline.localise.records` / :mod:`~pipeline.localise.tables`: per-image records, Tables 8 and 9.
-- :mod:`~pipeline.localise.demo`: the demo's Tables 8-9 on the ILSVRC-style set.
+The stages: :mod:`~pipeline.localise.config`, :mod:`~pipeline.localise.run`. The paper's parts: ``boxes``
+(corners, IoU, ground truth), ``net`` (SCR / PCR heads), ``augment`` and ``training`` (crops, the Euclidean
+loss), ``merge`` (OverFeat's greedy merging), ``protocols`` (central crop, dense), ``metric`` (the ILSVRC
+error), ``selection`` (usable images, classes, blacklist, saved top-k), ``records`` and ``tables`` (per-image
+records, Tables 8-9), ``demo`` (the demo's Tables 8-9 on the ILSVRC-style set).
 """
 
 from pipeline.localise.boxes import (

@@ -12,17 +12,19 @@ from pipeline.runtime import RuntimeStageConfig
 
 __all__ = ["LocaliseTrainConfig", "LocaliseEvalConfig"]
 
+_DATA = "data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)"
+_FORMAT = "source layout when data is not a shard folder (auto detects)"
+
 
 class LocaliseTrainConfig(RuntimeStageConfig):
     """Configuration of ``run_localise_train`` (paper A.1 training; Table 8's settings)."""
 
-    data: str = Field(..., description="training data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)")
+    data: str = Field(..., description=f"training {_DATA}")
     split: str = Field("train", description="training split")
-    val_split: str | None = Field(None, description="validation split for the per-epoch GT-class crop error "
-                                                    "(None: no validation; best = last)")
-    format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
-    classifier: str = Field(..., description="classification checkpoint to start from (same config; its last "
-                                             "layer is replaced)")
+    val_split: str | None = Field(None, description="split for the per-epoch GT-class crop error (None: none; "
+                                                    "best = last)")
+    format: str = Field("auto", description=_FORMAT)
+    classifier: str = Field(..., description="classification checkpoint to start from (its last layer is replaced)")
     head: Head = Field("pcr", description="scr: one box for all classes (4 outputs); pcr: one box per class (4 x C)")
     fine_tune: Literal["all", "fc"] = Field("all", description="all layers, or only the 1st and 2nd FC layers "
                                                                "(the last layer is always trained from scratch)")
@@ -30,9 +32,7 @@ class LocaliseTrainConfig(RuntimeStageConfig):
     epochs: int = Field(10, ge=1, description="passes over the training split")
     batch_size: int = Field(256, ge=1, description="mini-batch size (paper: 256)")
     lr: float = Field(1e-3, gt=0, description="initial learning rate (paper A.1: 1e-3)")
-    lr_steps: list[int] = Field(
-        default_factory=list, description="epochs after which the learning rate is divided by 10"
-    )
+    lr_steps: list[int] = Field(default_factory=list, description="epochs after which the learning rate drops tenfold")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (paper: 0.9)")
     weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (paper: 5e-4)")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout after FC1 and FC2 while fine-tuning "
@@ -44,8 +44,7 @@ class LocaliseTrainConfig(RuntimeStageConfig):
     shuffle_buffer: int = Field(2048, ge=1, description="images held for shuffling the stream (whole split if larger)")
     limit: int | None = Field(None, ge=1, description="use only the first N training images")
     cache_mb: int = Field(512, ge=0, description="keep the decoded training images in memory after the first epoch "
-                                                 "when they fit in this many MB (0: never): the same images in the "
-                                                 "same order, read once")
+                                                 "when they fit in this many MB (0: never): the same images, read once")
     val_limit: int | None = Field(None, ge=1, description="validate on only the first N images")
     seed: int = Field(0, description="seed of the box layer, shuffling, crops, flips and dropout")
     out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
@@ -59,38 +58,35 @@ class LocaliseEvalConfig(RuntimeStageConfig):
                                                                   "are united before merging, dense protocol)")
     classifier: str | None = Field(None, description="classification checkpoint rating the boxes and giving the "
                                                      "top-5 classes (required by the dense protocol)")
-    data: str = Field(..., description="data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)")
+    data: str = Field(..., description=_DATA)
     split: str | None = Field("val", description="split to evaluate (None: the only / val / test split)")
-    format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
+    format: str = Field("auto", description=_FORMAT)
     protocol: Literal["crop", "dense"] = Field("dense", description="crop: central crop with the ground-truth class "
                                                                     "(Table 8); dense: whole image, merged boxes, "
                                                                     "top-5 classes (Table 9)")
-    scales: list[int] | None = Field(None, description="test scales Q of every localisation net (default: each "
-                                                       "net's training scale S, as Table 9's S/Q rows); the crop "
-                                                       "protocol uses the first")
+    scales: list[int] | None = Field(None, description="test scales Q of every net (default: each net's training "
+                                                       "scale S, as Table 9's S/Q rows); the crop protocol uses the "
+                                                       "first")
     net_scales: list[list[int]] | None = Field(None, description="test scales of each net, in checkpoint order "
                                                                 "(overrides scales; Table 9's fusion row: 256/256 "
                                                                 "and 384/352,384)")
     fusion_nets: list[int] | None = Field(None, description="dense protocol: indices (checkpoint order) of the nets "
-                                          "whose boxes are united for the fusion row (default all; Table 9 fuses two "
-                                          "of its rows)")
+                                                            "whose boxes are united for the fusion row (default all)")
     class_scales: list[int] | None = Field(None, description="scales of the classification protocol giving the "
                                                              "top-5 classes (default: the localisation scales)")
     flip: bool = Field(True, description="the classification protocol averages in the flipped image (paper: on)")
     posteriors: list[str] = Field(default_factory=list, description="saved classification results giving the top-k "
-                                  "classes (posteriors.npz of `vgg evaluate`, or its folder; several: their nets "
-                                  "fused), as the paper takes them from its best classification system; none: the "
-                                  "classifier's dense evaluation")
+                                  "classes (posteriors.npz of `vgg evaluate`, or its folder; several: fused), as the "
+                                  "paper's best classification system; none: the classifier's dense evaluation")
     posteriors_method: Literal["dense", "multicrop", "both"] = Field(
         "both", description="which saved posteriors give the classes: dense, multicrop or both (their combination)")
     posteriors_nets: list[int] | None = Field(None, description="indices of the saved nets to fuse (default all)")
-    blacklist: str | None = Field(None, description="devkit blacklist (ILSVRC2014_clsloc_validation_blacklist.txt "
-                                  "format: one 1-based validation image index per line): those images are left out "
-                                  "of the localisation error only")
+    blacklist: str | None = Field(None, description="devkit blacklist (ILSVRC2014_clsloc_validation_blacklist.txt: "
+                                                    "one 1-based validation image index per line): those images are "
+                                                    "left out of the localisation error only")
     centre_crop_rows: bool = Field(True, description="dense protocol: also rate each net's central-crop box for the "
-                                   "same top-k classes (Table 9 against Table 8's protocol)")
-    top_k: int = Field(5, ge=1, description="(label, box) guesses per image (ILSVRC: 5); the error at 1 is "
-                                            "reported too")
+                                                     "same top-k classes (Table 9 against Table 8's protocol)")
+    top_k: int = Field(5, ge=1, description="(label, box) guesses per image (ILSVRC: 5; the error at 1 is shown too)")
     iou_threshold: float = Field(0.5, gt=0, le=1, description="a box is correct at IoU >= this (ILSVRC: 0.5)")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="OverFeat greedy merging (dense protocol)")
     batch_size: int = Field(32, ge=1, description="images per forward pass (central crops; dense: images of one size)")

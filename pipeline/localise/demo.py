@@ -25,25 +25,16 @@ TRAIN_PRESET, EVAL_PRESET = "localise-train-small", "localise-eval-small"
 DENSE_SCALES = (32, 64)
 
 
-def _plain(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    return fn
-
-
 def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int | None = None, bf16: bool = False,
-                      task: Callable[[Callable[..., Any], str], Callable[..., Any]] = _plain) -> dict[str, Any]:
-    """Train Table 8's nets and evaluate them (Tables 8 and 9).
+                      task: Callable[[Callable[..., Any], str], Callable[..., Any]] | None = None) -> dict[str, Any]:
+    """Train Table 8's nets from ``classifier`` on the ILSVRC-style set ``data`` and evaluate them (Tables 8, 9).
 
-    Args:
-        data: the ILSVRC-style set (``prepare_ilsvrc_loc``).
-        classifier: the classification checkpoint the nets start from and the dense protocol rates boxes with.
-        out: folder of the runs (``<head>-<layers>/``) and evaluations (``crop/``, ``dense/``).
-        epochs: training epochs (default: the preset's).
-        bf16: bf16 autocast and channels-last.
-        task: wraps each stage function (a workflow task: ``task(fn, name)(cfg)``).
-    Returns:
-        ``{"crop", "dense"}``: the evaluation summaries; ``"train"``: the training summaries by net;
-        ``"training_seconds"``: seconds each net trained.
+    Runs go to ``out/<head>-<layers>/``, evaluations to ``out/crop/`` and ``out/dense/``; ``epochs``: the
+    preset's by default; ``bf16``: bf16 autocast and channels-last; ``task(fn, name)`` wraps each stage (a
+    workflow task). Returns the evaluations (``crop``, ``dense``), the training results by net (``train``)
+    and the seconds each net trained (``training_seconds``).
     """
+    task = task or (lambda fn, name: fn)
     from pipeline.shipped.ilsvrc_loc import BLACKLIST
 
     out = Path(out)

@@ -26,7 +26,7 @@ from pipeline.models import VGG, build_model, load_model
 from pipeline.models.vgg import STRIDE  # pixels between neighbouring dense locations
 
 __all__ = ["Head", "STRIDE", "head_outputs", "localisation_net", "box_outputs", "LocaliserInfo",
-           "load_localiser", "load_classifier", "window_offsets", "box_map_to_corners"]
+           "load_localiser", "load_classifier", "box_map_to_corners"]
 
 Head = Literal["scr", "pcr"]
 
@@ -79,7 +79,7 @@ def box_outputs(out: torch.Tensor, head: Head, num_classes: int) -> torch.Tensor
 
 @dataclass
 class LocaliserInfo:
-    """What a localisation checkpoint says about itself."""
+    """What a localisation checkpoint says about itself: head, classes, fine-tuned layers, S and its whole meta."""
 
     head: Head
     classes: list[str]
@@ -123,27 +123,19 @@ def load_classifier(path: str, classes: list[str],
     return model, ck, class_order(f"classifier {path}", meta.get("classes"), model.cfg.num_classes, classes, names)
 
 
-def window_offsets(h: int, w: int, stride: int = STRIDE) -> np.ndarray:
-    """Top-left pixel (x, y) of the window each location of an h x w dense map sees: h x w x 2."""
-    ys, xs = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")
-    return np.stack([xs, ys], axis=-1).astype(np.float64)
-
-
 def box_map_to_corners(box_map: np.ndarray, crop: int, scale: tuple[float, float], stride: int = STRIDE,
                        origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Dense box predictions -> corner boxes in the original image's pixels.
+    """Dense box predictions -> inclusive corners in the original image's pixels (not clipped).
 
     Args:
         box_map: [N x] h x w x C' x 4 boxes ``(cx, cy, w, h)``, each normalised by its crop-sized window.
-        crop: the net's crop size (the window).
         scale: (sx, sy) = rescaled size / original size of the image the net was applied to.
         origin: (x, y) of the rescaled image's pixel where the map's first window starts
             (:func:`pipeline.models.vgg.stride_origin`: the dense forms centre their windows).
-    Returns:
-        [N x] h x w x C' x 4 inclusive corners in the original image (not clipped).
     """
     h, w = box_map.shape[-4], box_map.shape[-3]
     corners = cxcywh_to_corners(box_map, crop, crop)
-    off = window_offsets(h, w, stride)[:, :, None, :] + np.asarray(origin, dtype=np.float64)
+    ys, xs = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")  # each window's top left
+    off = np.stack([xs, ys], axis=-1).astype(np.float64)[:, :, None, :] + np.asarray(origin, dtype=np.float64)
     corners = corners + np.concatenate([off, off], axis=-1)
     return scale_corners(corners, 1.0 / scale[0], 1.0 / scale[1])

@@ -44,17 +44,14 @@ class Runner:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = False
     bf16: bool = False
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
 
     @classmethod
     def of(cls, rt: RuntimeConfig) -> Runner:
-        """Where and how the nets run, from a stage's ``runtime`` section."""
+        """Where and how the nets run, from a stage's ``runtime`` section (which also sets torch's threads)."""
+        if rt.threads is not None:
+            torch.set_num_threads(rt.threads)
         device = resolve_device(rt.device)
-        return cls(device, rt.channels_last, resolve_bf16(rt.bf16, device), rt.threads)
+        return cls(device, rt.channels_last, resolve_bf16(rt.bf16, device))
 
     def prepare(self, model: VGG) -> VGG:
         """Move a model to the device (and memory format), in eval mode."""
@@ -206,11 +203,8 @@ def _resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 @dataclass
 class DenseResult:
-    """Dense protocol for one image: classification posteriors and guesses per net and fused.
-
-    ``guesses[name]`` is the list of (class, corner box, accumulated score) for the top-k classes,
-    where ``name`` is ``net0``, ``net1``, ... or ``fusion`` (the union of all nets' boxes).
-    """
+    """Dense protocol for one image: posteriors, top-k classes, and per ``net0``, ``net1``, ... and ``fusion`` (the
+    union of the nets' boxes) a (class, corner box, accumulated score) per top-k class, and the boxes merged."""
 
     posteriors: np.ndarray
     top: list[int]

@@ -1,6 +1,6 @@
 """The localisation stages (paper Appendix A): training (A.1) and the two testing protocols (A.1-A.2, Tables 8-9).
 
-Outputs, identities and reuse: docs/formats.md section 4.6.
+Outputs, resume and reuse: docs/formats.md section 4.9.
 """
 
 from __future__ import annotations

@@ -46,25 +46,20 @@ def iter_ground_truth(view: Any, limit: int | None, skips: list[dict[str, str]],
             break
         seen += 1
         counts["images"] = seen
-        if sample.boxes is not None:
-            with_boxes += 1
-        if sample.image is None:
-            skips.append({"key": sample.key, "reason": f"not decodable: {sample.error}"})
-            continue
-        if sample.boxes is None:
-            skips.append({"key": sample.key, "reason": "no box annotations"})
-            continue
-        w, h = sample.image.size
-        gt = ground_truth(sample.boxes, w, h, view.classes, sample.label)
-        counts["boxes_clipped"] = counts.get("boxes_clipped", 0) + gt.clipped
-        counts["boxes_skipped"] = counts.get("boxes_skipped", 0) + len(gt.skipped)
-        for reason in gt.skipped:
-            skips.append({"key": sample.key, "reason": reason})
-        if not gt.classes:
+        with_boxes += sample.boxes is not None
+        reason = f"not decodable: {sample.error}" if sample.image is None else None
+        if reason is None and sample.boxes is None:
+            reason = "no box annotations"
+        if reason is None:
+            gt = ground_truth(sample.boxes, *sample.image.size, view.classes, sample.label)
+            counts["boxes_clipped"] = counts.get("boxes_clipped", 0) + gt.clipped
+            counts["boxes_skipped"] = counts.get("boxes_skipped", 0) + len(gt.skipped)
+            skips.extend({"key": sample.key, "reason": r} for r in gt.skipped)
+            if gt.classes:
+                yield sample, gt
+                continue
             reason = "only difficult boxes" if len(gt.labels) else "no usable box"
-            skips.append({"key": sample.key, "reason": reason})
-            continue
-        yield sample, gt
+        skips.append({"key": sample.key, "reason": reason})
     if with_boxes == 0:
         raise UserError(f"the data ({view.kind}, split {view.split}) has no box annotations: localisation needs "
                         "boxes (VOC or ILSVRC XML annotations, or shards made from them)")
@@ -106,11 +101,8 @@ def class_order(what: str, theirs: list[str] | None, count: int, classes: list[s
                 names: list[str] | None = None) -> np.ndarray | None:
     """How a net's outputs map to the data's classes: None (same order) or ``order[c]`` = the net's index of class c.
 
-    A net's classes match the data's by their ids, or else by their names (``names``, from
-    :func:`class_names`: a Fashion-MNIST classifier on the ILSVRC-style set, whose wnids are named).
-
-    Raises:
-        UserError: another class count, or (when the net records names) other class names.
+    Classes match by id, else by name (``names``, from :func:`class_names`: a Fashion-MNIST classifier on the
+    ILSVRC-style set, whose wnids are named); another class count or other classes: UserError.
     """
     if count != len(classes):
         raise UserError(f"{what} has {count} classes but the data has {len(classes)}; "

@@ -135,19 +135,11 @@ class BoxRegression:
     def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
         """The epoch's batches; each image's crop and flip drawn from its own generator."""
         cfg = self.cfg
-        xs, ts, ms = [], [], []
-        for sample, gt in self._shuffled(np.random.default_rng([cfg.seed, epoch])):
-            bc = box_crop(sample.image, gt, self.run.s, self.crop, sample_rng(cfg.seed, epoch, sample.key),
-                          flip=cfg.flip)
-            t, m = targets(bc, self.crop, self.slots, cfg.min_visible)
-            xs.append(bc.image)
-            ts.append(t)
-            ms.append(m)
-            if len(xs) == cfg.batch_size:
-                yield torch.stack(xs), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
-                xs, ts, ms = [], [], []
-        if xs:
-            yield torch.stack(xs), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
+        for chunk in in_batches(self._shuffled(np.random.default_rng([cfg.seed, epoch])), cfg.batch_size):
+            crops = [box_crop(sample.image, gt, self.run.s, self.crop, sample_rng(cfg.seed, epoch, sample.key),
+                              flip=cfg.flip) for sample, gt in chunk]
+            t, m = zip(*(targets(bc, self.crop, self.slots, cfg.min_visible) for bc in crops), strict=True)
+            yield torch.stack([bc.image for bc in crops]), torch.from_numpy(np.stack(t)), torch.from_numpy(np.stack(m))
 
     def _frozen_features(self, xb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The frozen conv features of a batch (FC-only fine-tuning at S = crop, where every epoch's crop of an image
