@@ -63,32 +63,24 @@ def run_identity(recorded: dict[str, Any], recorded_data: str | None, config: di
             {"config": {k: fb.get(k) for k in keys}, "data": data})
 
 
-def val_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The validation rows of a ``metrics.jsonl`` (none when it is absent; a line still being written is left out)."""
-    p = Path(path)
-    if not p.is_file():
-        return []
+def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The rows of a ``metrics.jsonl`` with their lines (none when it is absent; a line cut by kill -9 is left out)."""
     rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         try:
-            r = json.loads(line)
+            rows.append((line, json.loads(line)))
         except ValueError:
             continue
-        if r.get("kind") == "val" and "top1" in r:
-            rows.append(r)
     return rows
+
+
+def val_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The validation rows of a ``metrics.jsonl``."""
+    return [r for _, r in _rows(Path(path)) if r.get("kind") == "val" and "top1" in r]
 
 
 def truncate_metrics(path: Path, step: int, epoch: int) -> None:
     """Keep only the metrics rows up to ``step`` and ``epoch`` (rows logged after the resumed checkpoint go)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by kill -9
-            continue
-        if row.get("step", 0) <= step and row.get("epoch", 0) <= epoch:
-            keep.append(line)
-    atomic_write_text(path, "".join(x + "\n" for x in keep))
+    if path.is_file():
+        atomic_write_text(path, "".join(line + "\n" for line, r in _rows(path)
+                                        if r.get("step", 0) <= step and r.get("epoch", 0) <= epoch))

@@ -3,30 +3,31 @@
 :class:`ClassificationTask` is what the training engine (:mod:`pipeline.train.engine`) drives: the
 batches of an epoch, one SGD step over the global batch of 256 (split into micro-batches on each
 rank, the gradients averaged by DDP, paper 3.3), and at each epoch end the validation top-1 that
-the plateau schedule watches. :class:`TrainSetup` holds the checked inputs it starts from.
+the plateau schedule watches (each validation image is read by one rank, counts summed over ranks, so a
+distributed run reports the same errors as one process). :class:`TrainSetup` holds the checked inputs it starts from.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from pipeline.models import VGG
-from pipeline.preprocess import Normalization
+from pipeline.preprocess import Normalization, normalize
 from pipeline.runtime import DistEnv, autocast
 from pipeline.train.config import TrainConfig
+from pipeline.train.distributed import all_reduce_sum
 from pipeline.train.engine import Engine, EpochEnd, Position, wrap_model
 from pipeline.train.loader import ShardSet, TrainStream, train_loader, val_loader
 from pipeline.train.recipe import PlateauSchedule, build_optimizer, freeze_conv, set_lr, train_mode
-from pipeline.train.validate import validate
 from pipeline.transforms import CentreCropView, colour_shift_and_normalize
 
-__all__ = ["TrainSetup", "ClassificationTask"]
+__all__ = ["TrainSetup", "ClassificationTask", "topk_correct"]
 
 
 @dataclass
@@ -73,10 +74,8 @@ class ClassificationTask:
         if ck is not None:
             self.opt.load_state_dict(ck["optimizer"])
             self.schedule.load_state_dict(ck["schedule"])
-            pos = ck["position"]
-            self.last_val = pos.get("last_val")
-            setup.engine.resume_at(Position(pos["epoch"], pos["step_in_epoch"], pos["step"], pos.get("wall_s", 0.0),
-                                            pos.get("finished", False), pos.get("stop", "")))
+            self.last_val = ck["position"]["last_val"]
+            setup.engine.resume_at(Position(**{k: v for k, v in ck["position"].items() if k != "last_val"}))
             torch.set_rng_state(ck["rng"]["torch"])
             set_lr(self.opt, self.schedule.lr)
 
@@ -93,9 +92,7 @@ class ClassificationTask:
                 "init": setup.init_info, "epoch": pos.epoch, "step": pos.step, "val": self.last_val}
 
     def state(self, pos: Position) -> dict[str, Any]:
-        position = {"epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch, "step": pos.step,
-                    "wall_s": self.setup.engine.wall(), "finished": pos.finished, "last_val": self.last_val,
-                    "stop": pos.stop}
+        position = {**asdict(pos), "wall_s": self.setup.engine.wall(), "last_val": self.last_val}
         return {"schedule": self.schedule.state_dict(), "position": position, "rng": {"torch": torch.get_rng_state()}}
 
     def start_epoch(self, epoch: int) -> None:
@@ -138,8 +135,7 @@ class ClassificationTask:
             loader = val_loader(setup.shards, cfg.data.val_split, view=setup.view, batch=setup.stream.micro_batch,
                                 rank=setup.env.rank, world=setup.env.world, workers=cfg.data.workers,
                                 pin_memory=setup.stream.pin_memory)
-            self.last_val = val = validate(self.model, loader, setup.env, setup.norm, bf16=setup.bf16,
-                                           channels_last=cfg.runtime.channels_last)
+            self.last_val = val = self.validate(loader)
             event = self.schedule.update(val["top1"], pos.epoch + 1)
             set_lr(self.opt, self.schedule.lr)
             row.update(val, event=event, lr_next=self.schedule.lr)
@@ -148,3 +144,31 @@ class ClassificationTask:
         row["wall_s"] = engine.wall()
         stop = f"val top-1 stopped improving after {self.schedule.drops} lr drops" if self.schedule.stopped else ""
         return EpochEnd(row, improved=event == "improved", stop=stop)
+
+    @torch.no_grad()
+    def validate(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """Top-1/top-5 accuracy and error of the net on centre crops, over all ranks' parts (each image counted
+        once): the "validation set accuracy" the schedule watches."""
+        env, model, was_training = self.setup.env, self.model, self.model.training
+        model.eval()
+        c1 = c5 = n = 0
+        for x, y in loader:
+            x = normalize(x.to(env.device, non_blocking=True), self.setup.norm)
+            if self.setup.cfg.runtime.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(env.device, self.setup.bf16):
+                scores = model(x).float()
+            a, b = topk_correct(scores, y.to(env.device))
+            c1, c5, n = c1 + a, c5 + b, n + len(y)
+        c1, c5, n = all_reduce_sum([c1, c5, n], env)
+        model.train(was_training)
+        n = int(n)
+        top1, top5 = (c1 / n, c5 / n) if n else (0.0, 0.0)
+        return {"top1": top1, "top5": top5, "top1_err": 1 - top1, "top5_err": 1 - top5, "images": n}
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """Images whose label is among the top-k scores, for each k (k capped at the class count)."""
+    kmax = min(max(ks), scores.shape[1])
+    hit = scores.topk(kmax, dim=1).indices == labels[:, None]
+    return [int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]

@@ -1,9 +1,8 @@
 """The training stage's one config (paper 3.1 recipe, 3.3 multi-device), with the paper's defaults.
 
-``TrainConfig`` nests the model (:class:`pipeline.models.ModelConfig`), the data and augmentation,
-the optimiser, the learning-rate schedule, the initialisation and the runtime section (device, bf16, ...). Defaults are
-the paper's: batch 256, momentum 0.9, weight decay 5e-4, dropout 0.5, lr 1e-2 divided by 10 when
-the validation accuracy stops improving (three times, then stop), S=256, crop 224.
+Sections: the model, data and augmentation, optimiser, schedule, initialisation, runtime. Defaults are the
+paper's: batch 256, momentum 0.9, weight decay 5e-4, dropout 0.5, lr 1e-2 divided by 10 when the validation
+accuracy stops improving (three times, then stop), S=256, crop 224.
 """
 
 from __future__ import annotations
@@ -20,65 +19,50 @@ from pipeline.runtime import Bf16, RuntimeConfig, RuntimeStageConfig
 __all__ = ["TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig", "TrainRuntimeConfig"]
 
 
-class _Section(ConfigSection):
-    pass
-
-
-class DataConfig(_Section):
+class DataConfig(ConfigSection):
     """Shards, training scale and augmentation (paper 3.1), and the input pipeline."""
 
     shards: str = Field(..., description="shard folder written by `vgg shard` (holds manifest.json)")
     train_split: str = Field("train", description="split to train on")
     val_split: str | None = Field("val", description="split validated each epoch (centre crop); null = none")
-    scale: TrainScale = Field(
-        default_factory=TrainScale, description="training scale S: s_min = s_max fixed, s_min < s_max jittered"
-    )
-    test_scale: int | None = Field(
-        None, ge=1, description="Q of the validation centre crop (default: S, or (S_min+S_max)/2)"
-    )
+    scale: TrainScale = Field(default_factory=TrainScale,
+                              description="training scale S: s_min = s_max fixed, s_min < s_max jittered")
+    test_scale: int | None = Field(None, ge=1, description="Q of the validation centre crop (default: S, or "
+                                                           "(S_min+S_max)/2)")
     flip: bool = Field(True, description="random horizontal flip")
-    colour_shift: float = Field(
-        0.1, ge=0, description="std of AlexNet's PCA colour-shift alphas (0 = off); needs `vgg stats`"
-    )
+    colour_shift: float = Field(0.1, ge=0, description="std of AlexNet's PCA colour-shift alphas (0 = off); needs "
+                                                       "`vgg stats`")
     mean: Literal["stats"] | tuple[float, float, float] = Field(
         "stats", description="mean RGB (0-255) subtracted from each pixel: 'stats' = the training set's (manifest)")
     std: Literal["stats"] | tuple[float, float, float] = Field(
-        (1.0, 1.0, 1.0),
-        description="per-channel divisor after mean subtraction: 1 = paper; 'stats' = the training set's RGB std",
-    )
+        (1.0, 1.0, 1.0), description="per-channel divisor after mean subtraction: 1 = paper; 'stats' = the training "
+                                     "set's RGB std")
     shardshuffle: bool = Field(True, description="shuffle the shard order each epoch (same order on every rank)")
-    shuffle_buffer: int = Field(
-        5000, ge=0, description="samples in each reader's shuffle buffer (0 = keep shard order)"
-    )
-    epoch_images: int | None = Field(
-        None, ge=1, description="images per epoch (all ranks together); default: the split's count"
-    )
+    shuffle_buffer: int = Field(5000, ge=0, description="samples in each reader's shuffle buffer (0 = keep shard "
+                                                         "order)")
+    epoch_images: int | None = Field(None, ge=1, description="images per epoch (all ranks together); default: the "
+                                                             "split's count")
     workers: int = Field(2, ge=0, description="loader worker processes per rank (0 = decode in the training process)")
-    draft: bool = Field(
-        True, description="JPEG draft decoding (DCT-domain downscale when S is well below the stored size)"
-    )
+    draft: bool = Field(True, description="JPEG draft decoding (DCT-domain downscale when S is well below the "
+                                          "stored size)")
     decode: Literal["cpu", "gpu", "auto"] = Field(
         "cpu", description="where training JPEGs are decoded: cpu (loader workers), gpu (nvJPEG on the training "
-        "device, other images in the workers), auto (gpu when training on CUDA)"
-    )
+        "device, other images in the workers), auto (gpu when training on CUDA)")
 
 
-class OptimConfig(_Section):
+class OptimConfig(ConfigSection):
     """Mini-batch SGD with momentum (paper 3.1)."""
 
     lr: float = Field(1e-2, gt=0, description="initial learning rate (paper 1e-2; 1e-3 when fine-tuning from S=256)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(5e-4, ge=0, description="L2 penalty multiplier")
     batch_size: int = Field(256, ge=1, description="global batch (all ranks and accumulation steps together)")
-    micro_batch: int | None = Field(
-        None,
-        ge=1,
-        description="images per forward pass on one device (gradient accumulation "
-        "when below the rank's share); default: the whole share",
-    )
+    micro_batch: int | None = Field(None, ge=1, description="images per forward pass on one device (gradient "
+                                                            "accumulation when below the rank's share); default: the "
+                                                            "whole share")
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(ConfigSection):
     """Learning rate divided when validation top-1 stops improving, a few times, then stop (paper 3.1)."""
 
     max_epochs: int = Field(74, ge=1, description="maximum epochs (paper: 370K iterations = 74 epochs)")
@@ -89,19 +73,17 @@ class ScheduleConfig(_Section):
     max_steps: int | None = Field(None, ge=1, description="stop after this many SGD steps in total (tests, benchmarks)")
 
 
-class InitConfig(_Section):
+class InitConfig(ConfigSection):
     """Initialisation (paper 3.1): random, from a trained net A, or all weights from a checkpoint."""
 
-    method: Literal["paper", "glorot"] = Field(
-        "paper", description="random init of layers not copied: N(0, std^2) or Glorot"
-    )
+    method: Literal["paper", "glorot"] = Field("paper", description="random init of layers not copied: N(0, std^2) "
+                                                                    "or Glorot")
     std: float = Field(1e-2, gt=0, description="std of the paper's normal init")
     seed: int = Field(0, description="seed of the random init")
     net_a: str | None = Field(None, description="checkpoint of a trained net A: copy its first four convs and "
                                                    "three FCs (into B-5x5: the three FCs)")
-    checkpoint: str | None = Field(
-        None, description="fine-tune: start from all weights of this checkpoint (same architecture)"
-    )
+    checkpoint: str | None = Field(None, description="fine-tune: start from all weights of this checkpoint (same "
+                                                     "architecture)")
     trainable: Literal["all", "fc"] = Field("all", description="layers trained: all, or fc = only the three FC layers "
                                                               "(conv frozen: no gradient, not in the optimiser; 4.4)")
 
@@ -128,9 +110,8 @@ class TrainConfig(RuntimeStageConfig):
     """Everything a training run needs; saved in ``config.yaml`` and in every checkpoint."""
 
     out: str = Field(..., description="output folder: checkpoints/{last,best}.pt, metrics.jsonl, config.yaml")
-    model: ModelConfig = Field(
-        default_factory=ModelConfig, description="the net (Table 1 config, width, FC width, crop, dropout)"
-    )
+    model: ModelConfig = Field(default_factory=ModelConfig,
+                               description="the net (Table 1 config, width, FC width, crop, dropout)")
     data: DataConfig = Field(..., description="shards, scale and augmentation")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="SGD settings")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="lr schedule and stopping")
@@ -138,16 +119,11 @@ class TrainConfig(RuntimeStageConfig):
     runtime: TrainRuntimeConfig = Field(default_factory=TrainRuntimeConfig,
                                         description="device, bf16, channels_last, threads, compile, pin_memory")
     seed: int = Field(0, description="seed of data order, augmentation and dropout")
-    checkpoint_every: int = Field(
-        500, ge=0, description="also write checkpoints/last.pt every N SGD steps (0 = epoch ends only)"
-    )
+    checkpoint_every: int = Field(500, ge=0, description="also write checkpoints/last.pt every N SGD steps (0 = "
+                                                         "epoch ends only)")
     log_every: int = Field(20, ge=1, description="SGD steps between metrics.jsonl training rows")
     resume: bool = Field(False, description="continue the run in `out` from checkpoints/last.pt")
     progress: bool | None = Field(None, description="progress bar (default: when stderr is a terminal)")
-
-    def scale(self) -> TrainScale:
-        """The training scale S."""
-        return self.data.scale
 
     def test_scale(self) -> int:
         """Q of the validation centre crop."""

@@ -34,12 +34,9 @@ def broadcast_error(message: str | None, env: DistEnv) -> str | None:
 
 
 class StopVote:
-    """The ranks' agreement, after every SGD step, on whether to stop: the largest signal number any rank received.
-
-    One all-reduce (max) of a single int on the CPU: on the gloo group itself, or on a gloo group made for it
-    beside NCCL, so the vote never waits for the GPU (the host keeps queueing work ahead of it). Create it on
-    every rank at the same point (making the gloo group is collective).
-    """
+    """The ranks' agreement, after every SGD step, on whether to stop: the largest signal number any rank received,
+    by one all-reduce on a gloo group, so the vote never waits for the GPU. Create it on every rank at the same point
+    (making the gloo group is collective)."""
 
     def __init__(self, env: DistEnv) -> None:
         self.world = env.world

@@ -122,13 +122,10 @@ class Engine:
     # -- resume ---------------------------------------------------------------------------------
     def resume_checkpoint(self, resume: bool | None, config: dict[str, Any], free: set[str], required: set[str],
                           fingerprint: str, data: str) -> dict[str, Any] | None:
-        """``last.pt`` to continue from, checked, or None for a fresh run; stale temporary files go.
-
-        Args:
-            resume: True: continue if there is a run; None: continue a run found; False: refuse one.
-            config: this run's resolved config; ``free``: its dotted keys that may differ from the run's.
-            required: the keys a ``last.pt`` of this stage has; fingerprint, data: the data and its name.
-        """
+        """``last.pt`` to continue from, checked, or None for a fresh run; stale temporary files go. ``resume``: True
+        continues a run if there is one, None a run found, False refuses one; ``free``: the dotted keys of ``config``
+        that may differ from the run's; ``required``: the keys of a ``last.pt`` of this stage; ``fingerprint``,
+        ``data``: the data's fingerprint and name."""
         last, stage = self.paths.last, self.plan.stage
         ck = None
         if self.paths.last.exists() and resume is not False:
@@ -137,8 +134,7 @@ class Engine:
             if not required <= set(ck) or "config" not in meta:
                 raise UserError(f"{last}: not a `{stage}` checkpoint (no optimiser state or position); "
                                 "move it away or choose another out folder")
-            old, new = run_identity(meta["config"], meta.get("dataset_fingerprint"), config,
-                                    fingerprint, free)
+            old, new = run_identity(meta["config"], meta.get("dataset_fingerprint"), config, fingerprint, free)
             reuse.check_reusable(_RunFolder(last, old, data), new)
         elif resume:
             self.log(f"--resume: no checkpoint in {self.paths.out} yet, starting from the beginning")
@@ -265,11 +261,10 @@ class Engine:
                 bar.note(f"loss {mean:.3f} lr {task.lr:.0e} {ips:.0f} img/s")
                 t_log, n_log, img_log, loss_log = time.perf_counter(), 0, 0, torch.zeros((), device=dev)
             bar.advance(images)
-            saved = False
-            if (plan.checkpoint_every and pos.step % plan.checkpoint_every == 0
-                    and pos.step_in_epoch != plan.steps_per_epoch):
+            saved = bool(plan.checkpoint_every and pos.step % plan.checkpoint_every == 0
+                         and pos.step_in_epoch != plan.steps_per_epoch)  # the epoch's end saves its own
+            if saved:
                 self.save_last(task)
-                saved = True
             self._stop_if_asked(task, saved)
             if plan.max_steps and pos.step >= plan.max_steps:
                 return True

@@ -23,11 +23,8 @@ def collate_raw(items: list[tuple]) -> tuple[list[torch.Tensor | RawCrop], torch
 
 
 def finish_on_device(batch: tuple, *, crop: int, device: str) -> tuple[torch.Tensor, ...]:
-    """(crops or raw JPEGs, labels, offsets) -> (uint8 N x 3 x crop x crop on ``device``, labels, offsets).
-
-    The raw JPEGs are decoded in one ``decode_jpeg`` call on ``device`` (nvJPEG on CUDA; the CPU
-    decoder on ``cpu``, which is what the default test suite checks) and cropped there.
-    """
+    """(crops or raw JPEGs, labels, offsets) -> (uint8 N x 3 x crop x crop on ``device``, labels, offsets): the raw
+    JPEGs decoded in one ``decode_jpeg`` call on ``device`` (nvJPEG on CUDA; the CPU decoder in tests), then cropped."""
     xs, ys, offs = batch
     out = torch.empty((len(xs), 3, crop, crop), dtype=torch.uint8, device=device)
     raw = [i for i, x in enumerate(xs) if isinstance(x, RawCrop)]

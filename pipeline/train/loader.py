@@ -56,10 +56,6 @@ class ShardSet:
         """Images in ``split``."""
         return int(self.manifest["splits"][split]["count"])
 
-    def paths(self, split: str) -> list[str]:
-        """Shard files of ``split`` (each checked to exist)."""
-        return shard_paths(self.root, split)
-
     def items(self, split: str) -> list[dict[str, Any]]:
         """Reader items of ``split``'s shards: ``{"url", "count", "bytes"}`` from the manifest."""
         return shard_items(self.root, split, self.manifest)
@@ -70,8 +66,7 @@ def open_shards(root: str, splits: list[str]) -> ShardSet:
     m = read_manifest(root)
     s = ShardSet(root=str(root), manifest=m)
     for split in splits:
-        paths = s.paths(split)  # raises for an unknown split or a missing shard file
-        if not paths or s.count(split) == 0:
+        if not shard_paths(root, split) or s.count(split) == 0:  # shard_paths: an unknown split or a missing file
             raise UserError(f"{root}: split {split!r} has no images")
     return s
 
@@ -136,9 +131,10 @@ def _label(sample: dict) -> int:
                         "single-label shards") from None
 
 
-def _collate_train(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ys, offs = zip(*items, strict=False)
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64), torch.from_numpy(np.stack(offs))
+def _collate(items: list[tuple]) -> tuple[torch.Tensor, ...]:
+    """(images, labels[, colour offsets]) as one batch."""
+    xs, ys, *offs = zip(*items, strict=True)
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64), *(torch.from_numpy(np.stack(o)) for o in offs)
 
 
 def _loader(pipe: wds.DataPipeline, workers: int, pin: bool) -> DataLoader:
@@ -148,38 +144,26 @@ def _loader(pipe: wds.DataPipeline, workers: int, pin: bool) -> DataLoader:
                       worker_init_fn=functools.partial(signals.worker_init, os.getpid()) if workers else None)
 
 
-def _start(loader: DataLoader) -> Iterator:
-    """``iter(loader)``: its worker processes start with SIGINT/SIGTERM held back until they ignore them."""
-    with signals.blocked():
-        return iter(loader)
-
-
-def _worker_message(e: UserError) -> str:
-    """The original one-line message of a UserError that torch re-raised from a loader worker."""
-    text = str(e)
-    if "\nOriginal Traceback" not in text:
-        return text
-    last = text.rstrip().splitlines()[-1]
-    return last.split(": ", 1)[1] if ": " in last else last
-
-
 def _checked(it: Iterator) -> Iterator:
-    """Batches of a loader iterator; a worker's UserError comes back with its own one-line message."""
+    """Batches of a loader iterator; a UserError torch re-raised from a worker comes back with its own one line."""
     try:
         yield from it
     except UserError as e:
-        raise type(e)(_worker_message(e)) from None
+        text = str(e)
+        last = text.rstrip().splitlines()[-1] if "\nOriginal Traceback" in text else None
+        raise type(e)(text if last is None else last.split(": ", 1)[-1]) from None
 
 
 class _Loader:
-    """Iterate a loader (worker errors as one line, :func:`_checked`) after dropping its first ``n`` batches (the
-    sub-round part of a resume skip); ``finish`` maps each kept batch in this process (``data.decode=gpu``)."""
+    """Iterate a loader (worker errors as one line) after dropping its first ``n`` batches (the sub-round part of
+    a resume skip); ``finish`` maps each kept batch in this process (``data.decode=gpu``)."""
 
     def __init__(self, loader: DataLoader, n: int = 0, finish: Callable[[tuple], tuple] | None = None) -> None:
         self.loader, self.n, self.finish = loader, n, finish
 
     def __iter__(self) -> Iterator:
-        it = _checked(_start(self.loader))
+        with signals.blocked():  # the workers start with SIGINT/SIGTERM held back until they ignore them
+            it = _checked(iter(self.loader))
         for _ in range(self.n):
             next(it)
         return it if self.finish is None else map(self.finish, it)
@@ -215,7 +199,7 @@ def train_loader(stream: TrainStream, epoch: int, skip: int = 0) -> _Loader:
         functools.partial(_seeded_shuffle, bufsize=s.shuffle_buffer, seed=s.seed, epoch=epoch),
         functools.partial(_epoch_share, per_batch=s.micro_batch, batches=s.micro_batches, skip=skip),
         wds.map(functools.partial(_augment, augment=s.augment, seed=s.seed, epoch=epoch)),
-        wds.batched(s.micro_batch, collation_fn=collate_raw if s.augment.decode_device else _collate_train,
+        wds.batched(s.micro_batch, collation_fn=collate_raw if s.augment.decode_device else _collate,
                     partial=False),
     )
     dev = s.augment.decode_device
@@ -224,10 +208,6 @@ def train_loader(stream: TrainStream, epoch: int, skip: int = 0) -> _Loader:
 
 
 # -- validation -----------------------------------------------------------------------------------
-
-def _listed(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    yield from items
-
 
 def _every_nth(src: Iterator[dict], *, rank: int, world: int) -> Iterator[dict]:
     for i, s in enumerate(src):
@@ -242,11 +222,6 @@ def _centre(sample: dict, *, view: CentreCropView) -> tuple[torch.Tensor, int]:
         raise UserError(f"validation sample {sample['__key__']}: {e}") from None
 
 
-def _collate_val(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*items, strict=False)
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
-
-
 def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int, rank: int, world: int,
                workers: int, pin_memory: bool) -> _Loader:
     """This rank's part of the validation split, each image read by exactly one rank and worker."""
@@ -256,9 +231,9 @@ def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int
     else:  # fewer shards than ranks: every rank reads all, keeps samples i % world == rank
         mine, sample_split = items, functools.partial(_every_nth, rank=rank, world=world)
     workers = min(workers, len(mine)) if sample_split is None else 0
-    stages: list[Any] = [functools.partial(_listed, mine), wds.split_by_worker, tar_samples]
+    stages: list[Any] = [functools.partial(iter, mine), wds.split_by_worker, tar_samples]
     if sample_split is not None:
         stages.append(sample_split)
     stages += [wds.map(functools.partial(_centre, view=view)),
-               wds.batched(batch, collation_fn=_collate_val, partial=True)]
+               wds.batched(batch, collation_fn=_collate, partial=True)]
     return _Loader(_loader(wds.DataPipeline(*stages), workers, pin_memory))

@@ -38,8 +38,7 @@ class PlateauSchedule:
 
     @classmethod
     def from_config(cls, lr: float, cfg: ScheduleConfig) -> PlateauSchedule:
-        return cls(lr=lr, lr_drops=cfg.lr_drops, drop_factor=cfg.drop_factor, patience=cfg.patience,
-                   min_delta=cfg.min_delta)
+        return cls(lr=lr, **cfg.model_dump(include={"lr_drops", "drop_factor", "patience", "min_delta"}))
 
     def update(self, top1: float, epoch: int) -> str:
         """Record one epoch's validation top-1; returns "improved", "wait", "drop" or "stop"."""
@@ -66,11 +65,8 @@ class PlateauSchedule:
 
 
 def batch_split(global_batch: int, world: int, micro_batch: int | None) -> tuple[int, int, int]:
-    """(images per rank per step, micro-batch, accumulation steps), with clear errors.
-
-    The global batch must divide among ranks, and each rank's share into equal micro-batches, so
-    every step averages the gradient of exactly ``global_batch`` images (paper 3.3).
-    """
+    """(images per rank per step, micro-batch, accumulation steps): the global batch divides among ranks, and each
+    share into equal micro-batches, so every step averages the gradient of exactly ``global_batch`` images (3.3)."""
     if global_batch % world:
         raise UserError(f"the global batch {global_batch} does not divide among {world} ranks")
     share = global_batch // world
@@ -89,10 +85,8 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, lr: float) -> torc
 
 
 def freeze_conv(model: VGG, trainable: str) -> list[str]:
-    """Freeze the conv part (``model.features``) when ``trainable == "fc"``; returns the frozen parameter names.
-
-    Call before wrapping the model in DDP: DDP registers only parameters that require a gradient.
-    """
+    """Freeze the conv part (``model.features``) when ``trainable == "fc"``, before wrapping the model in DDP (it
+    registers only parameters that require a gradient); returns the frozen parameter names."""
     if trainable == "all":
         return []
     if trainable != "fc":

@@ -31,15 +31,8 @@ __all__ = ["run_train"]
 
 
 def run_train(cfg: TrainConfig) -> TrainResult:
-    """Train a VGG net as ``cfg`` says (single process, or one rank of a torchrun job).
-
-    Returns:
-        The run's paths (``out``, ``last``, ``best``, ``metrics``, ``config``) and numbers (``best_top1``,
-        ``best_epoch``, ``final`` val metrics, ``epochs``, ``steps``, ``stop``, ``wall_s``, ``images_per_s``);
-        rank 0 also writes it to ``out/train.json``.
-    Raises:
-        UserError: bad input, before any training step.
-    """
+    """Train a VGG net as ``cfg`` says (single process, or one rank of a torchrun job): the run's paths and
+    numbers, which rank 0 also writes to ``out/train.json``. Bad input is a UserError before any training step."""
     env = start_distributed(cfg.runtime.device)
     try:
         with torch_threads(_threads(cfg, env)):
@@ -63,11 +56,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 
 def _threads(cfg: TrainConfig, env: DistEnv) -> int | None:
     """CPU threads: as configured, else on CPU the cores left to this rank after its loader workers."""
-    if cfg.runtime.threads:
+    if cfg.runtime.threads or env.device.type != "cpu":
         return cfg.runtime.threads
-    if env.device.type == "cpu":
-        return compute_threads(cfg.data.workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return None
+    return compute_threads(cfg.data.workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def _setup(cfg: TrainConfig, env: DistEnv) -> TrainSetup:
@@ -109,20 +100,14 @@ def _setup(cfg: TrainConfig, env: DistEnv) -> TrainSetup:
 
 def _normalization(cfg: TrainConfig, stats: dict[str, Any] | None) -> Normalization:
     """The input normalisation: the configured mean / std, or the shards' statistics."""
-    d = cfg.data
-    if d.mean == "stats":
-        if not stats or "mean" not in stats:
-            raise UserError(f"{d.shards} has no statistics for the mean RGB: run `vgg stats {d.shards}` "
-                            "(or set data.mean=[r,g,b])")
-        mean = tuple(float(v) for v in stats["mean"])
-    else:
-        mean = d.mean
-    if d.std == "stats":
-        if not stats or "cov" not in stats:
-            raise UserError(f"{d.shards} has no statistics for data.std=stats: run `vgg stats {d.shards}`")
-        std = tuple(max(1e-3, float(stats["cov"][i][i]) ** 0.5) for i in range(3))
-    else:
-        std = d.std
+    d, stats = cfg.data, stats or {}
+    if d.mean == "stats" and "mean" not in stats:
+        raise UserError(f"{d.shards} has no statistics for the mean RGB: run `vgg stats {d.shards}` "
+                        "(or set data.mean=[r,g,b])")
+    if d.std == "stats" and "cov" not in stats:
+        raise UserError(f"{d.shards} has no statistics for data.std=stats: run `vgg stats {d.shards}`")
+    mean = tuple(float(v) for v in stats["mean"]) if d.mean == "stats" else d.mean
+    std = tuple(max(1e-3, float(stats["cov"][i][i]) ** 0.5) for i in range(3)) if d.std == "stats" else d.std
     return Normalization(mean=mean, std=std)
 
 

@@ -8,9 +8,9 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.models import ModelConfig, build_model, init_weights, save_checkpoint
+from pipeline.train.classification import topk_correct
 from pipeline.train.config import InitConfig, ScheduleConfig
 from pipeline.train.recipe import PlateauSchedule, batch_split, initialise
-from pipeline.train.validate import topk_correct
 
 
 def test_plateau_schedule_divides_three_times_then_stops():

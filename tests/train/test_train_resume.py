@@ -116,5 +116,5 @@ def test_a_field_added_after_the_checkpoint_is_not_a_config_difference():
         check(old, {**new, "optim": {"lr": 0.02}})
     with pytest.raises(UserError, match=r"config\.data\.decode 'cpu' vs None"):  # a recorded setting now absent
         check(new, old)
-    with pytest.raises(UserError, match=r"data 'fp' vs 'other'"):
+    with pytest.raises(UserError, match=r"dataset fingerprint 'fp' vs 'other'"):
         check(old, new, data="other")
