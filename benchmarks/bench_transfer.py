@@ -1,6 +1,6 @@
 """Benchmark of the transfer stage (paper Appendix B): the whole Caltech protocol against GridSearchCV.
 
-Ours: :func:`pipeline.transfer.protocols.recall_protocol` with the batched Newton-CG solver, i.e.
+Ours: :func:`pipeline.transfer.caltech.recall_protocol` with the batched Newton-CG solver, i.e.
 3 splits x (SVMs for every C of the grid on 80% of the training images, C chosen on the other 20%,
 refit on all training images, test). Baseline: the same splits done the plain scikit-learn way,
 ``GridSearchCV(LinearSVC(), {"C": grid}, cv=PredefinedSplit(the same 80/20), scoring="balanced_accuracy")``
@@ -94,7 +94,7 @@ def gridsearch_protocol(X: np.ndarray, y: np.ndarray, splits, grid: list[float])
 def recall_at(X: np.ndarray, y: np.ndarray, n_classes: int, s, C: float) -> float:
     """Our test recall of one split with C given (the protocol's refit on all training images)."""
     from pipeline.transfer.metrics import mean_class_recall
-    from pipeline.transfer.protocols import fit_grid, one_vs_rest
+    from pipeline.transfer.svm import fit_grid, one_vs_rest
 
     coef, icpt, _ = fit_grid(X[s.train], one_vs_rest(y[s.train], n_classes), [C], "newton")
     return mean_class_recall(y[s.test], np.argmax(X[s.test] @ coef[0].T + icpt[0], axis=1))
@@ -103,7 +103,7 @@ def recall_at(X: np.ndarray, y: np.ndarray, n_classes: int, s, C: float) -> floa
 def bench(quick: bool = True, device: str = "cpu", store: str | None = None) -> list[dict[str, Any]]:
     """Rows ``stage, ours, baseline, unit, ratio, goal, meets, note`` for ``vgg bench`` (CPU only; ``device``
     unused)."""
-    from pipeline.transfer.protocols import recall_protocol
+    from pipeline.transfer.caltech import recall_protocol
     from pipeline.transfer.splits import make_splits
 
     store = store or os.environ.get("VGG_BENCH_TRANSFER_STORE")

@@ -5,7 +5,7 @@ scales stacked), non-negative (ReLU-like), L2-normalised, 257 classes x 60 train
 (15,420), and class structure weak enough that C matters (a sparse non-negative prototype per
 class under a shared background and noise; the validation recall falls from small C to large C).
 
-Both sides run :func:`pipeline.transfer.protocols.recall_protocol` on the same slice (the first
+Both sides run :func:`pipeline.transfer.caltech.recall_protocol` on the same slice (the first
 ``k`` classes, 60 training and 20 test images each): the same splits, the same C grid, the same
 validation rule (C by mean class recall on the held-out 20%, ties to the smaller C), the same
 refit. Ours is ``solver="newton"`` (float32, as the stores hold); the baseline ``solver="liblinear"``
@@ -63,7 +63,7 @@ def _primal_iterations(X, y, k, split, grid, C, device) -> tuple[int, Any]:
     import torch
 
     from pipeline.transfer.ovr import OvrStats, ovr_path
-    from pipeline.transfer.protocols import one_vs_rest
+    from pipeline.transfer.svm import one_vs_rest
 
     st, refit = OvrStats(), OvrStats()
     ovr_path(X[split.fit], one_vs_rest(y[split.fit], k), grid, device=device, dtype=torch.float32, reduce=False,
@@ -114,23 +114,23 @@ def bench(quick: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
 
 
 def _bench(quick: bool, device: str, threads: int, busy: bool) -> list[dict[str, Any]]:
-    from pipeline.transfer.protocols import recall_protocol
+    from pipeline.transfer.caltech import recall_protocol
     from pipeline.transfer.splits import make_splits
     from pipeline.transfer.svm import svm_path
 
     k, n_splits, grid = (16, 1, QUICK_GRID) if quick else (32, 3, GRID)
     X, y = paper_descriptors(k, TRAIN + 20)
     splits = make_splits(y, [str(c) for c in range(k)], TRAIN, 20, n_splits=n_splits, seed=0, val_fraction=0.2)
-    import pipeline.transfer.protocols as protocols
+    import pipeline.transfer.svm as svm
 
     if device != "cpu":  # the protocol's solver on the device (the stage itself runs on the CPU)
-        protocols.svm_path = lambda Xs, Ys, Cs: svm_path(Xs, Ys, Cs, device=device)
+        svm.svm_path = lambda Xs, Ys, Cs: svm_path(Xs, Ys, Cs, device=device)
     try:
         t0 = time.perf_counter()
         ours = recall_protocol(X, y, k, splits, grid, solver="newton")
         t_ours = time.perf_counter() - t0
     finally:
-        protocols.svm_path = svm_path
+        svm.svm_path = svm_path
     t0 = time.perf_counter()
     base = recall_protocol(X, y, k, splits, grid, solver="liblinear")
     t_base = time.perf_counter() - t0

@@ -1,11 +1,7 @@
 """Transfer evaluation (paper Appendix B, Tables 11 and 12): linear SVMs on stored deep descriptors.
 
-``run_transfer(TransferConfig)`` (:mod:`.run`) runs a protocol of the registry (:mod:`.registry`:
-VOC-2007/2012 mAP, Caltech-101/256 mean class recall, VOC-2012 action) on one or more feature stores.
-The paper's pieces: :mod:`.descriptors` (reading / fusing stores, the raw-pixel baseline),
-:mod:`.voc`, :mod:`.caltech`, :mod:`.action` (the protocols), :mod:`.protocols` (C chosen on
-validation images, refit), :mod:`.svm` and :mod:`.ovr` (the linear SVMs), :mod:`.metrics` (VOC AP,
-mean class recall), :mod:`.splits` (Caltech's random splits), :mod:`.report` (Table 11).
+``run_transfer(TransferConfig)`` runs a protocol of :data:`PROTOCOLS` on feature stores; the modules
+and what each holds: docs/transfer.md.
 """
 
 from pipeline.transfer.config import DEFAULT_C_GRID, TransferConfig

@@ -1,11 +1,8 @@
 """VOC-2012 action classification (paper Appendix B, Table 12): one linear SVM per action, AP over persons.
 
-"computing the features on the whole image and on the provided bounding box, and stacking them":
-the rows are persons (a ``voc-action`` store extracted with ``--boxes``), each described by its
-image's and its box's descriptors stacked; the evaluation is the devkit's ``VOCevalaction`` (AP,
-VOC2010+ area rule, per action; ``other`` not scored). Which persons train and which are scored:
-the test stores, or the action lists read by :class:`pipeline.sources.voc_action.VOCActionSource`.
-Rules and outputs: docs/transfer.md.
+Rows are persons (a ``voc-action`` store extracted with ``--boxes``: image and box descriptors
+stacked); persons from the test stores or the lists of :class:`~pipeline.sources.voc_action.VOCActionSource`
+(docs/transfer.md).
 """
 
 from __future__ import annotations
@@ -19,9 +16,8 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.io import atomic_write_text
 from pipeline.sources.voc_action import VOCActionSource, split_person_key
-from pipeline.transfer.protocols import VocSplit
 from pipeline.transfer.report import write_csv
-from pipeline.transfer.voc import score_one_test_set
+from pipeline.transfer.voc import VocSplit, score_one_test_set
 
 if TYPE_CHECKING:
     from pipeline.transfer.run import TransferContext

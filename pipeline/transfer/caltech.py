@@ -1,26 +1,70 @@
 """Caltech-101 / Caltech-256 (paper Appendix B, Table 11): mean class recall over random splits.
 
-The splits (:mod:`.splits`: drawn from the protocol's counts per class, or reloaded), C chosen on
-each split's validation images and the SVMs refit (:func:`pipeline.transfer.protocols.recall_protocol`),
-per-image decisions written; the ``generic`` protocol is the same procedure with any counts.
+Splits from :mod:`.splits` (or reloaded), C chosen and the SVMs refit by :func:`recall_protocol`;
+``generic`` is the same procedure with any counts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.runtime import Progress
-from pipeline.transfer.protocols import recall_protocol
+from pipeline.transfer.metrics import mean_class_recall, per_class_recall
 from pipeline.transfer.report import class_values, write_csv
-from pipeline.transfer.splits import load_splits, make_splits, save_splits
+from pipeline.transfer.splits import Split, load_splits, make_splits, save_splits
+from pipeline.transfer.svm import best_index, fit_grid, linear_decisions, one_vs_rest
 
 if TYPE_CHECKING:
     from pipeline.transfer.run import TransferContext
 
-__all__ = ["evaluate_caltech"]
+__all__ = ["RecallSplitResult", "recall_protocol", "evaluate_caltech"]
+
+
+@dataclass
+class RecallSplitResult:
+    """One split of a recall protocol."""
+
+    index: int
+    C: float
+    val_scores: list[float]
+    value: float
+    per_class: np.ndarray
+    test_rows: np.ndarray
+    decisions: np.ndarray
+    predicted: np.ndarray
+    solver: str
+
+
+def recall_protocol(X: np.ndarray, labels: np.ndarray, n_classes: int, splits: list[Split], Cs: list[float],
+                    solver: str = "auto", progress=None) -> list[RecallSplitResult]:
+    """Caltech-style evaluation of (N, D) descriptors with (N,) class indices: per split, C chosen on the
+    validation images, SVMs refit, test images classified; ``progress(done_splits)`` after each split."""
+    Cs = sorted(float(c) for c in Cs)
+    out = []
+    for k, s in enumerate(splits):
+        if len(s.val):
+            coef, icpt, used = fit_grid(X[s.fit], one_vs_rest(labels[s.fit], n_classes), Cs, solver)
+            val_scores = [mean_class_recall(labels[s.val], linear_decisions(X[s.val], coef[j], icpt[j]).argmax(1))
+                          for j in range(len(Cs))]
+            C = Cs[best_index(val_scores)]
+        elif len(Cs) == 1:
+            val_scores, C = [], Cs[0]
+        else:
+            raise UserError(f"split {k} has no validation images to choose C among {len(Cs)} values; "
+                            "give a validation fraction or a single C")
+        coef, icpt, used = fit_grid(X[s.train], one_vs_rest(labels[s.train], n_classes), [C], solver)
+        dec = linear_decisions(X[s.test], coef[0], icpt[0])
+        pred = np.argmax(dec, axis=1)
+        out.append(RecallSplitResult(index=k, C=C, val_scores=val_scores, value=mean_class_recall(labels[s.test], pred),
+                                     per_class=per_class_recall(labels[s.test], pred, n_classes), test_rows=s.test,
+                                     decisions=dec, predicted=pred, solver=used))
+        if progress is not None:
+            progress(k + 1)
+    return out
 
 
 def evaluate_caltech(ctx: TransferContext) -> dict[str, Any]:

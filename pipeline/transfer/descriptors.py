@@ -176,16 +176,10 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
                      split=inp.split)
     if check_reusable(StoreOutput(out, what="a raw-pixel store"), ident, overwrite=True) == "reuse":
         return out
-    if inp.label_kind == "multi":
-        labels = np.array(
-            [e.labels if e.labels is not None else [0] * len(inp.classes) for e in inp.entries], dtype=np.int8
-        )
-    else:
-        labels = np.array([-1 if e.label is None else int(e.label) for e in inp.entries], dtype=np.int64)
     provenance = {"descriptor": "raw pixels", "size": size, "identity": ident,
                   "data": {**inp.describe(), "path": str(Path(data).resolve())}, "scales": [size], "flip": False,
                   "checkpoints": [], "pipeline_version": pipeline.__version__}
-    layout = StoreLayout(ids=[e.key for e in inp.entries], labels=labels, label_kind=inp.label_kind,
+    layout = StoreLayout(ids=[e.key for e in inp.entries], labels=inp.labels(), label_kind=inp.label_kind,
                          classes=inp.classes, dims=[3 * size * size], scales=[size], provenance=provenance,
                          identity=ident)
     with atomic_path(out) as tmp:

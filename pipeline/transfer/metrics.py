@@ -16,10 +16,7 @@ __all__ = ["VOC_METRICS", "voc_ap", "voc_rec_prec", "voc_map", "mean_class_recal
            "matlab_thresholds"]
 
 VocMetric = Literal["voc07", "voc10"]
-VOC_METRICS: dict[str, str] = {
-    "voc07": "VOC2007 11-point AP",
-    "voc10": "VOC2010+ AP (area under the precision envelope)",
-}
+VOC_METRICS = ("voc07", "voc10")  # 11-point AP; area under the precision envelope (VOC2010+)
 
 
 def matlab_thresholds(step: float = 0.1) -> np.ndarray:

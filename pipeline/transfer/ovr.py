@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["SMALL", "OvrStats", "objective", "ovr_path"]
+__all__ = ["SMALL", "OvrStats", "ovr_path"]
 
 #: problems with fewer rows (or dimensions) than this run on one CPU thread
 SMALL = 1500
@@ -43,12 +43,6 @@ def _features(X: torch.Tensor, s: float, reduce: bool) -> tuple[torch.Tensor, to
     keep = lam > lam.max() * (1e-12 if X.dtype == torch.float64 else 1e-7)  # the null space (repeated images) goes
     lam, U = lam[keep], U[:, keep]
     return (U * lam.sqrt()).to(X.dtype), U / lam.sqrt()
-
-
-def objective(W: torch.Tensor, O: torch.Tensor, Y: torch.Tensor, M: torch.Tensor, C: float) -> torch.Tensor:
-    """(P,) objective per class from the weights W (m, P) and the outputs O = F W (n, P)."""
-    xi = torch.clamp(1.0 - Y * O, min=0.0) * M.to(O.dtype)
-    return 0.5 * (W * W).sum(0) + C * (xi * xi).sum(0)
 
 
 def _line_search(W, D, O, Z, Y, M, C: float, iters: int = 60) -> torch.Tensor:
@@ -158,22 +152,13 @@ def ovr_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scaling: f
              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, tol: float | None = None,
              max_newton: int = 100, max_cg: int = 1000, reduce: bool | None = None,
              stats: OvrStats | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched one-vs-rest squared-hinge SVMs for every C (ascending, warm-started).
+    """Batched one-vs-rest squared-hinge SVMs of (n, D) ``X`` for every C of ``Cs`` (solved ascending, warm-started).
 
-    Args:
-        X: (n, D) descriptors.
-        Y: (n, P) targets in {+1, -1}; 0 leaves the row out of that class's problem.
-        Cs: the C values (any order; solved ascending).
-        intercept_scaling: value of the constant feature carrying the (regularised) bias.
-        device, dtype: where and in which precision to compute (float32 or float64).
-        tol: stop a class when |gradient| <= tol |gradient at w = 0| (default 1e-8 in float64, 1e-4 in float32).
-        max_newton, max_cg: iteration caps (Newton steps per C, CG iterations per step).
-        reduce: solve in the n-dimensional Gram basis (default: when n < D / 2).
-        stats: filled with what the solver did, if given.
-    Small problems (fewer than :data:`SMALL` rows or dimensions) run with one CPU thread.
-
-    Returns:
-        (coef (len(Cs), P, D), intercept (len(Cs), P)) as float64; decisions are ``X @ coef.T + intercept``.
+    ``Y``: (n, P) targets +1/-1 (0 leaves the row out of that class's problem); ``dtype``: float32 or
+    float64; ``tol``: stop a class at |gradient| <= tol |gradient at 0| (default 1e-8, float32 1e-4);
+    ``reduce``: the Gram basis (default: n < D / 2); ``stats`` is filled in if given. Problems under
+    :data:`SMALL` rows or dimensions run on one CPU thread. Returns float64 (coef (len(Cs), P, D),
+    intercept (len(Cs), P)); decisions are ``X @ coef.T + intercept``.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")

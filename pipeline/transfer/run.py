@@ -60,13 +60,8 @@ def _descriptors(cfg: TransferConfig, aggregate: str, regions: bool) -> tuple[De
 
 
 def run_transfer(cfg: TransferConfig) -> TransferResult:
-    """Run a transfer protocol on feature stores and write its results (docs/transfer.md).
-
-    Returns:
-        The ``transfer.json`` content (``mean``/``std`` as fractions; the table shows percent).
-    Raises:
-        UserError: stores without labels, of different images, class counts too small, ...
-    """
+    """Run a transfer protocol on feature stores, write its files; the ``transfer.json`` content (``mean``,
+    ``std`` as fractions). UserError for stores without labels, of different images, too few images, ..."""
     t0 = time.perf_counter()
     protocol = PROTOCOLS[cfg.protocol]
     out = Path(cfg.out) if cfg.out else Path(cfg.stores[0]).resolve().parent / f"transfer-{cfg.protocol}"

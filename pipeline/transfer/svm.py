@@ -17,7 +17,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["LinearSVM", "svm_path", "choose_solver", "liblinear_path", "SOLVERS"]
+__all__ = ["LinearSVM", "svm_path", "choose_solver", "liblinear_path", "SOLVERS", "one_vs_rest", "fit_grid",
+           "linear_decisions", "best_index"]
 
 SOLVERS = ("auto", "newton", "liblinear")
 
@@ -86,22 +87,39 @@ def choose_solver(solver: str) -> str:
     return "liblinear" if solver == "liblinear" else "newton"
 
 
-class LinearSVM(ClassifierMixin, BaseEstimator):
-    """One-vs-rest linear SVMs (squared hinge, L2), the problem of ``LinearSVC``.
+def one_vs_rest(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, C) +1/-1 targets of single class labels."""
+    return np.where(np.asarray(labels)[:, None] == np.arange(n_classes)[None, :], 1, -1).astype(np.int8)
 
-    Args:
-        C: cost of margin violations.
-        solver: ``"newton"`` or ``"auto"`` (batched Newton-CG, :func:`svm_path`) or ``"liblinear"`` (``LinearSVC``).
-        intercept_scaling: value of the constant feature that carries the (regularised) bias.
-        tol: Newton: relative gradient norm at which to stop (None: 1e-8 in float64, 1e-4 in float32);
-            liblinear: ``LinearSVC``'s tol (None: 1e-4).
-        max_iter: passed to ``LinearSVC`` by the liblinear solver.
-        device, precision: Newton only: ``cpu``/``cuda``; ``float64``/``float32``/``auto`` (as the input).
-    Attributes:
-        classes_: class labels (single-label) or class indices (multi-label).
-        coef_: (P, D) weights; intercept_: (P,) biases; P = 1 for two classes.
-        multilabel_: whether ``y`` was an N x C matrix of 1/-1/0.
-        solver_: the solver used.
+
+def fit_grid(X: np.ndarray, Y: np.ndarray, Cs: list[float], solver: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
+    """Linear SVMs for every problem (column of ``Y``, +1/-1, 0 = left out) and every C:
+    (coef (len(Cs), P, D), intercept (len(Cs), P), the solver used)."""
+    used = choose_solver(solver)
+    fn = liblinear_path if used == "liblinear" else svm_path
+    coef, icpt = fn(X, Y, list(Cs))
+    return coef, icpt, used
+
+
+def linear_decisions(X: np.ndarray, coef: np.ndarray, icpt: np.ndarray) -> np.ndarray:
+    """(n, P) decision values ``X @ coef.T + icpt`` in float64."""
+    return np.asarray(X, dtype=np.float64) @ coef.T + icpt
+
+
+def best_index(scores: list[float], tie: float = 1e-9) -> int:
+    """Index of the best score; on ties (within ``tie``: the same recall summed in another order
+    differs in the last bits) the first, i.e. the smallest C of the ascending grid; nan never wins."""
+    arr = np.array([-np.inf if np.isnan(s) else s for s in scores])
+    return int(np.flatnonzero(arr >= arr.max() - tie)[0])
+
+
+class LinearSVM(ClassifierMixin, BaseEstimator):
+    """One-vs-rest linear SVMs (squared hinge, L2), the problem of ``LinearSVC``, as a scikit-learn estimator.
+
+    ``solver``: ``newton``/``auto`` (:func:`svm_path`; ``device``, ``precision`` and ``tol`` as there) or
+    ``liblinear`` (``LinearSVC`` with ``tol``, default 1e-4, and ``max_iter``). Fitted: ``classes_``
+    (labels, or class indices for 1/-1/0 targets), ``coef_`` (P, D), ``intercept_`` (P,) (P = 1 for two
+    classes), ``multilabel_``, ``solver_``.
     """
 
     def __init__(self, C: float = 1.0, solver: str = "newton", intercept_scaling: float = 1.0,
@@ -136,7 +154,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """(n, P) decision values; (n,) for two classes, as ``LinearSVC``."""
         check_is_fitted(self, "coef_")
-        d = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        d = linear_decisions(X, self.coef_, self.intercept_)
         return d.ravel() if (d.shape[1] == 1 and not self.multilabel_) else d
 
     def predict(self, X: np.ndarray) -> np.ndarray:

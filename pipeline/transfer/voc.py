@@ -1,13 +1,12 @@
 """PASCAL VOC-2007 / VOC-2012 image classification (paper Appendix B, Table 11): mAP on the devkit's test set.
 
-Which images train, choose C and are scored: the devkit's classification lists (read by
-:class:`pipeline.sources.voc.VOCSource`, from ``voc_sets`` or the store's recorded data path), the
-test stores, or a seeded hold-out; the SVMs and the AP: :func:`pipeline.transfer.protocols.voc_protocol`.
-Rules and outputs: docs/transfer.md.
+Images from the devkit's lists (:class:`~pipeline.sources.voc.VOCSource`), the test stores or a
+seeded hold-out (docs/transfer.md); the SVMs and AP: :func:`voc_protocol`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +14,64 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.sources.voc import VOCSource
-from pipeline.transfer.protocols import VocResult, VocSplit, voc_protocol
+from pipeline.transfer.metrics import voc_map
 from pipeline.transfer.report import class_values, write_csv, write_voc_results
+from pipeline.transfer.svm import best_index, fit_grid, linear_decisions
 
 if TYPE_CHECKING:
     from pipeline.transfer.run import TransferContext
 
-__all__ = ["evaluate_voc", "score_one_test_set"]
+__all__ = ["VocSplit", "VocResult", "voc_protocol", "evaluate_voc", "score_one_test_set"]
+
+
+@dataclass
+class VocSplit:
+    """Rows of the VOC protocol: SVMs fit on ``fit`` choose C on ``val``, are refit on ``train`` and score
+    ``test`` (-1: an image without a descriptor, no score) against ``test_gt`` (len(test), C)."""
+
+    fit: np.ndarray
+    val: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    test_gt: np.ndarray
+
+
+@dataclass
+class VocResult:
+    """The VOC protocol's outcome (AP per class: ``nan`` for a class without positive test images)."""
+
+    mean: float
+    per_class: np.ndarray
+    C: list[float]
+    val_scores: list[float]
+    decisions: np.ndarray
+    solver: str
+
+
+def voc_protocol(X: np.ndarray, gt: np.ndarray, rows: VocSplit, Cs: list[float], metric: str = "voc07", *,
+                 solver: str = "auto", c_per_class: bool = False) -> VocResult:
+    """VOC classification of (N, D) descriptors with (N, C) 1/-1/0 labels ``gt``: C chosen on ``rows.val``
+    (by mAP, or per class), SVMs refit on ``rows.train``, AP (``metric``: voc07 or voc10) on ``rows.test``."""
+    Cs = sorted(float(c) for c in Cs)
+    n_classes = gt.shape[1]
+    fit, val, train, test = rows.fit, rows.val, rows.train, rows.test
+    coef, icpt, used = fit_grid(X[fit], gt[fit], Cs, solver)
+    val_aps = np.array([voc_map(linear_decisions(X[val], coef[j], icpt[j]), gt[val], metric)[1]
+                        for j in range(len(Cs))])
+    with np.errstate(invalid="ignore"):
+        val_means = [float(np.nanmean(r)) if not np.isnan(r).all() else float("nan") for r in val_aps]
+    if c_per_class:
+        chosen = [Cs[best_index(list(val_aps[:, c]))] for c in range(n_classes)]
+    else:
+        chosen = [Cs[best_index(val_means)]] * n_classes
+    scores = np.full((len(test), n_classes), np.nan)
+    have = test >= 0
+    for C in sorted(set(chosen)):
+        cols = [c for c in range(n_classes) if chosen[c] == C]
+        coef, icpt, used = fit_grid(X[train], gt[train][:, cols], [C], solver)
+        scores[np.ix_(have, cols)] = linear_decisions(X[test[have]], coef[0], icpt[0])
+    mean, aps = voc_map(scores, rows.test_gt, metric)
+    return VocResult(mean=mean, per_class=aps, C=chosen, val_scores=val_means, decisions=scores, solver=used)
 
 
 def _lists(ctx: TransferContext) -> VOCSource | None:
