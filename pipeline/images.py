@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
-    "ImageError", "decode_rgb", "open_image", "decode_opened", "load_rgb", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND",
+    "ImageError", "decode_rgb", "open_image", "decode_opened", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND",
 ]
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default bomb limit (2x MAX_IMAGE_PIXELS warning)
@@ -119,12 +117,3 @@ def decode_rgb(
         ImageError: with a one-line reason.
     """
     return decode_opened(open_image(data, max_pixels=max_pixels), draft_size)
-
-
-def load_rgb(path: str | os.PathLike[str], **kwargs) -> Image.Image:
-    """Read a file and decode it with :func:`decode_rgb`; unreadable files raise ImageError."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ImageError(f"unreadable: {e.strerror or e}") from None
-    return decode_rgb(data, **kwargs)

@@ -23,7 +23,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_path",
     "sha256_file",
-    "sha256_bytes",
     "fingerprint",
     "read_json",
     "InvalidJSONError",
@@ -116,11 +115,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InvalidJSONError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except UnicodeDecodeError as e:
         raise InvalidJSONError(f"{path}: not UTF-8 text (byte {e.start})") from None
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "StageResult", "ShardResult", "StatsResult", "TrainResult", "EvaluateOutputs", "EvaluateResult",
-    "ExtractResult", "TransferResult", "LocaliseTrainResult", "LocaliseEvalOutputs", "LocaliseEvalResult",
-    "ModelsResult", "PaperResult", "TRAIN_RESULT",
+    "StageResult", "ShardResult", "StatsResult", "SplitCheck", "VerifyResult", "TrainResult", "EvaluateOutputs",
+    "EvaluateResult", "ExtractResult", "TransferResult", "LocaliseTrainResult", "LocaliseEvalOutputs",
+    "LocaliseEvalResult", "ModelsResult", "PaperResult", "TRAIN_RESULT",
 ]
 
 #: the file a training run's result is written to (read by the train flow, which runs torchrun)
@@ -61,6 +61,7 @@ class ShardResult(StageResult):
     found: int = 0
     empty_classes: dict[str, list[str]] = Field(default_factory=dict)
     detected: str = ""
+    part: str | None = Field(None, description="'i/n' for a part written with --part")
 
     @property
     def manifest_path(self) -> Path:
@@ -73,10 +74,11 @@ class ShardResult(StageResult):
         """One-paragraph human summary."""
         from pipeline.shards.manifest import SKIPPED
 
+        head = f"part {self.part}: {self.out}" if self.part else str(self.out)
         if self.nothing_to_do:
-            return (f"{self.out}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); "
+            return (f"{head}: shards are complete and up to date (fingerprint {self.manifest['fingerprint']}); "
                     "nothing to do")
-        lines = [f"{self.out}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
+        lines = [f"{head}: {self.written} samples written, {self.skipped} skipped, {self.found} found"
                  f" ({'resumed' if self.resumed else 'fresh run'}; source {self.detected})"]
         for name, sp in self.manifest["splits"].items():
             lines.append(f"  {name}: {sp['count']} samples in {len(sp['shards'])} shards")
@@ -96,6 +98,50 @@ class StatsResult(StageResult):
     images: int
     pixels: int
     split: str
+
+    def summary(self) -> str:
+        """Mean RGB and the eigen-decomposition of the RGB covariance, for people."""
+        def fmt(values: list[float], digits: int) -> str:
+            return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
+
+        lines = [f"{self.shards}: RGB statistics of split {self.split} over {self.images} images "
+                 f"({self.pixels} pixels{', sampled' if self.get('sampled') else ''}), stored in {self.manifest}",
+                 f"  mean RGB: {fmt(self.mean, 3)}", f"  eigval: {fmt(self.get('eigval') or [], 3)}",
+                 "  eigvec (columns):"]
+        rows = zip("RGB", self.get("eigvec") or [], strict=False)
+        return "\n".join(lines + [f"    {c} {fmt(row, 4)}" for c, row in rows])
+
+
+class SplitCheck(BaseModel):
+    """What ``run_verify`` checked in one split."""
+
+    shards: int = 0
+    samples: int = 0
+    bytes: int = 0
+    bad_shards: list[str] = Field(default_factory=list)
+
+
+class VerifyResult(StageResult):
+    """What ``run_verify`` checked: per split counts and every problem found (one line each)."""
+
+    shards: str
+    hashed: bool
+    splits: dict[str, SplitCheck]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """A table of the splits checked, then whether they match the manifest."""
+        rows = [f"| {n} | {sp.shards} | {sp.samples} | {sp.bytes / 1e6:.1f} | {len(sp.bad_shards)} |"
+                for n, sp in self.splits.items()]
+        what = "sizes, counts, sha256, images" if self.hashed else "sizes and counts"
+        return "\n".join(["| split | shards | samples | MB | damaged |", "|---|---:|---:|---:|---:|", *rows,
+                          f"{self.shards}: {'ok' if self.ok else f'{len(self.problems)} damaged shards'}, "
+                          f"{sum(sp.samples for sp in self.splits.values())} samples in "
+                          f"{sum(sp.shards for sp in self.splits.values())} shards ({what} match the manifest)"])
 
 
 # ---------------------------------------------------------------- train

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.options import stage_command
+from pipeline.errors import UserError
+from pipeline.results import ShardResult, StatsResult
 from pipeline.shards.config import ShardConfig, StatsConfig
 from pipeline.signals import stop_on_signals
 
@@ -18,7 +20,7 @@ def shard(
     cfg: ShardConfig,
     devkit: Annotated[str | None, typer.Option(help="ILSVRC: devkit folder or ILSVRC2012_devkit_t12.tar.gz "
                                                        "(val labels); = --set source_options.devkit=...")] = None,
-) -> None:
+) -> ShardResult:
     """Write an image collection as WebDataset shards ({split}-000000.tar) with manifest.json.
 
     Resumes after a kill, does nothing when the shards are up to date, refuses a folder of another
@@ -29,16 +31,15 @@ def shard(
     if devkit:
         cfg = cfg.model_copy(update={"source_options": {**cfg.source_options, "devkit": devkit}})
     with stop_on_signals():  # SIGTERM / SIGINT: stop at once; complete shards stay, manifest.json is not written
-        run_shard(cfg)  # logs its summary (stderr)
+        return run_shard(cfg)
 
 
 @stage_command(StatsConfig, arguments=["shards"])
-def stats(cfg: StatsConfig) -> None:
+def stats(cfg: StatsConfig) -> StatsResult:
     """Mean RGB, RGB covariance and its eigen-decomposition (0-255 scale), stored in manifest.json."""
     from pipeline.shards import run_stats
 
-    s = run_stats(cfg)
-    typer.echo(json.dumps({k: s[k] for k in ("mean", "eigval", "eigvec", "images", "pixels")}, indent=1))
+    return run_stats(cfg)
 
 
 def inspect(
@@ -47,9 +48,25 @@ def inspect(
     split: Annotated[str | None, typer.Option(help="split whose samples to show")] = None,
 ) -> None:
     """Summarise a shard folder (manifest + a few samples), a feature store or a checkpoint."""
-    from pipeline.shards.inspect import describe_path
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"not found: {p}")
+    if p.is_dir():
+        from pipeline.shards.inspect import describe_shards
 
-    typer.echo(describe_path(Path(path), samples=samples, split=split))
+        typer.echo(describe_shards(p, samples, split))
+    elif p.suffix in (".h5", ".hdf5"):
+        from pipeline.features.store import summarise_store
+
+        typer.echo(summarise_store(p))
+    elif p.suffix in (".pt", ".pth"):
+        from pipeline.models import load_checkpoint
+
+        ck = load_checkpoint(p)
+        typer.echo(json.dumps({"model": ck.get("model"), "meta": ck.get("meta", {}),
+                               "keys": sorted(k for k in ck if k != "state_dict")}, indent=2, default=str))
+    else:
+        raise UserError(f"{p}: not a shard folder, .h5 feature store or .pt checkpoint")
 
 
 def register(app: typer.Typer) -> None:

@@ -35,8 +35,7 @@ def _stage_functions() -> dict[Callable[..., Any], tuple[str, str | None]]:
     from pipeline.features import run_extract
     from pipeline.flows.stages import train_on_this_machine
     from pipeline.localise import run_localise_evaluate, run_localise_train
-    from pipeline.shards.stats import run_stats
-    from pipeline.shards.writer import run_shard
+    from pipeline.shards.run import run_shard, run_stats
     from pipeline.transfer.run import run_transfer
 
     return {run_shard: ("shard", None), run_stats: ("stats", None), train_on_this_machine: ("train", None),

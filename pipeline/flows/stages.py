@@ -39,8 +39,7 @@ from pipeline.results import (
     TransferResult,
 )
 from pipeline.shards.config import ShardConfig, StatsConfig
-from pipeline.shards.stats import run_stats
-from pipeline.shards.writer import run_shard
+from pipeline.shards.run import run_shard, run_stats
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.config import TrainConfig
 from pipeline.transfer import TransferConfig, run_transfer

@@ -1,10 +1,8 @@
-"""Configuration of the shard and stats stages (paper 3.1 "Training image size": S_max = 512).
+"""Configuration of the shard, stats and verify stages (paper 3.1 "Training image size": S_max = 512).
 
-:class:`ShardConfig` is the one config of ``run_shard`` (CLI ``vgg shard``, Prefect flows, YAML
-presets); :class:`StatsConfig` that of ``run_stats`` (``vgg stats``); :class:`VerifyConfig` that of
-``run_verify`` (``vgg verify``). Fields that do not change
-the written samples (workers, progress, overwrite, paths, ``part``/``merge``) are left out of the
-fingerprint, so shards written in parts and merged carry the identity of a one-process run.
+Fields that do not change the written samples (workers, progress, overwrite, paths, ``part``/``merge``)
+are left out of the fingerprint, so shards written in parts and merged carry the identity of a
+one-process run.
 """
 
 from __future__ import annotations
@@ -24,11 +22,8 @@ NON_CONTENT_FIELDS = frozenset({"source", "out", "workers", "progress", "overwri
 
 
 def parse_part(spec: str) -> tuple[int, int]:
-    """A part spec ``"i/n"`` as ``(i, n)`` with ``0 <= i < n`` (:mod:`pipeline.shards.parts`).
-
-    Raises:
-        UserError: another form.
-    """
+    """A part spec ``"i/n"`` as ``(i, n)`` with ``0 <= i < n`` (:mod:`pipeline.shards.parts`); another form is a
+    UserError."""
     try:
         i, n = (int(x) for x in str(spec).split("/"))
     except ValueError:
@@ -43,58 +38,35 @@ class ShardConfig(StageConfig):
 
     source: str = Field(description="dataset folder (ImageFolder, ILSVRC, VOC, Caltech) or a CSV/JSONL manifest file")
     out: str = Field(description="output folder for the shards, manifest.json and skipped.jsonl")
-    format: str = Field(
-        "auto",
-        description="source layout: auto (detect) or a reader name (imagefolder, ilsvrc, voc, caltech101, caltech256, "
-        "manifest)",
-    )
-    splits: list[str] | None = Field(
-        None,
-        description="source splits to write (default: all); 'src:dest' writes source split src under the name dest, "
-        "e.g. all:train",
-    )
-    max_side: int | None = Field(
-        512,
-        ge=8,
-        description="smaller image side is resized to at most this (paper's S_max = 512); never upscaled; null keeps "
-        "the size",
-    )
+    format: str = Field("auto", description="source layout: auto (detect) or a reader name (imagefolder, ilsvrc, "
+                                            "voc, caltech101, caltech256, manifest)")
+    splits: list[str] | None = Field(None, description="source splits to write (default: all); 'src:dest' writes "
+                                                       "source split src under the name dest, e.g. all:train")
+    max_side: int | None = Field(512, ge=8, description="smaller image side is resized to at most this (paper's "
+                                                        "S_max = 512); never upscaled; null keeps the size")
     quality: int = Field(90, ge=1, le=100, description="JPEG quality of re-encoded images")
-    keep_original: bool = Field(
-        True, description="store the original bytes when they already are an RGB JPEG within max_side"
-    )
-    draft: bool = Field(
-        True,
-        description="JPEG draft mode: let libjpeg downscale in the DCT domain when the target is at most half the "
-        "source size",
-    )
-    max_pixels: int = Field(
-        DEFAULT_MAX_PIXELS, ge=1, description="images with more pixels are skipped (decompression bombs)"
-    )
+    keep_original: bool = Field(True, description="store the original bytes when they already are an RGB JPEG "
+                                                  "within max_side")
+    draft: bool = Field(True, description="JPEG draft mode: let libjpeg downscale in the DCT domain when the target "
+                                          "is at most half the source size")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="images with more pixels are skipped "
+                                                                  "(decompression bombs)")
     shard_count: int = Field(1000, ge=1, description="at most this many samples per shard")
-    shard_bytes: int = Field(
-        1 << 30,
-        ge=1 << 16,
-        description="at most about this many bytes per shard (a single larger sample gets a shard of its own)",
-    )
-    shuffle: bool = Field(
-        True, description="seeded shuffle of the sample order across shards, so every shard holds a mix of classes"
-    )
+    shard_bytes: int = Field(1 << 30, ge=1 << 16, description="at most about this many bytes per shard (a single "
+                                                              "larger sample gets a shard of its own)")
+    shuffle: bool = Field(True, description="seeded shuffle of the sample order across shards, so every shard "
+                                            "holds a mix of classes")
     seed: int = Field(0, description="seed of the shuffle")
     workers: int = Field(0, ge=0, description="worker processes (0: all cores; 1: in this process)")
     progress: bool = Field(True, description="progress bar on a terminal, plain log lines otherwise; false: silent")
     overwrite: bool = Field(False, description="replace shards written from another source or config")
-    source_options: dict[str, Any] = Field(
-        default_factory=dict, description="extra options for the reader (e.g. devkit path for ILSVRC val)"
-    )
-    part: str | None = Field(
-        None,
-        description="'i/n': write only part i of n (a contiguous block of every split's shuffled order) into "
-        "OUT/.parts/i-of-n, for fan-out over machines; then run once with --merge",
-    )
-    merge: bool = Field(
-        False, description="combine the finished parts in OUT/.parts into the shard folder (manifest.json last)"
-    )
+    source_options: dict[str, Any] = Field(default_factory=dict, description="extra options for the reader (e.g. "
+                                                                              "devkit path for ILSVRC val)")
+    part: str | None = Field(None, description="'i/n': write only part i of n (a contiguous block of every split's "
+                                               "shuffled order) into OUT/.parts/i-of-n, for fan-out over machines; "
+                                               "then run once with --merge")
+    merge: bool = Field(False, description="combine the finished parts in OUT/.parts into the shard folder "
+                                           "(manifest.json last)")
 
     @field_validator("part")
     @classmethod

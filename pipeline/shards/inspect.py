@@ -1,13 +1,12 @@
-"""``vgg inspect``: a readable summary of a shard folder, a feature store or a checkpoint."""
+"""``vgg inspect`` of a shard folder: a readable summary of its manifest and first samples (paper 3.1's input)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
-from pipeline.errors import UserError
-
-__all__ = ["describe_shards", "describe_path"]
+__all__ = ["describe_shards"]
 
 
 def describe_shards(path: Path, samples: int = 3, split: str | None = None) -> str:
@@ -40,34 +39,9 @@ def describe_shards(path: Path, samples: int = 3, split: str | None = None) -> s
     show = split or ("train" if "train" in m["splits"] else next(iter(m["splits"]), None))
     if samples > 0 and show is not None:
         lines.append(f"first {samples} samples of {show}:")
-        for i, s in enumerate(iter_samples(path, show)):
-            if i >= samples:
-                break
+        for s in itertools.islice(iter_samples(path, show), samples):
             meta = dict(s["json"])
             boxes = meta.pop("boxes", None)
-            extra = f", {len(boxes)} boxes" if boxes else ""
-            lines.append(
-                f"  {s['__key__']}: cls {s['cls']}, {len(s['jpg'])} bytes jpg{extra}, "
-                f"{json.dumps(meta, sort_keys=True)}"
-            )
+            lines.append(f"  {s['__key__']}: cls {s['cls']}, {len(s['jpg'])} bytes jpg"
+                         f"{f', {len(boxes)} boxes' if boxes else ''}, {json.dumps(meta, sort_keys=True)}")
     return "\n".join(lines)
-
-
-def describe_path(path: Path, samples: int = 3, split: str | None = None) -> str:
-    """Dispatch on what ``path`` is: shard folder, ``.h5`` feature store, ``.pt`` checkpoint."""
-    if not path.exists():
-        raise UserError(f"not found: {path}")
-    if path.is_dir():
-        return describe_shards(path, samples, split)
-    if path.suffix in (".h5", ".hdf5"):
-        from pipeline.features.store import summarise_store
-
-        return summarise_store(path)
-    if path.suffix in (".pt", ".pth"):
-        from pipeline.models import load_checkpoint
-
-        ck = load_checkpoint(path)
-        meta = ck.get("meta", {})
-        return json.dumps({"model": ck.get("model"), "meta": meta,
-                           "keys": sorted(k for k in ck if k != "state_dict")}, indent=2, default=str)
-    raise UserError(f"{path}: not a shard folder, .h5 feature store or .pt checkpoint")

@@ -7,6 +7,7 @@ and (after ``vgg stats``) the dataset statistics. It is written last and atomica
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,15 +42,8 @@ def record_item(rec: Record, root: Path) -> list[Any]:
         except ValueError:
             rel = str(rec.path)
     span = getattr(rec, "span", None)
-    data = (len(rec.data), hash_bytes(rec.data)) if rec.data is not None else None
+    data = (len(rec.data), hashlib.sha256(rec.data).hexdigest()[:16]) if rec.data is not None else None
     return [rec.key, rec.label, rec.labels, rec.boxes, rel, _stat(rec.path), span, data]
-
-
-def hash_bytes(data: bytes) -> str:
-    """Short sha256 of in-memory bytes."""
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def source_fingerprint(kind: str, classes: list[str], splits: dict[str, Iterable[Record]], root: Path) -> str:

@@ -1,11 +1,9 @@
-"""An ordered, bounded map over worker processes (the shard and stats stages' fan-out).
+"""An ordered, bounded map over worker processes (paper 3.1's data-parallel pre-processing, on one machine).
 
-Chunks are submitted to a ``multiprocessing`` pool a few at a time and their results yielded in
-submission order, so memory stays bounded on millions of images and the output (hence the shards)
-does not depend on the number of workers. Workers are forked where the platform allows it (no
-``if __name__ == "__main__"`` guard needed in callers' scripts, fast start); create the pool before
-starting threads such as a progress bar. Workers ignore SIGINT and SIGTERM from anyone but this
-process (:func:`pipeline.signals.worker_init`): Ctrl-C stops the stage in this process alone.
+Results come in submission order with a few chunks in flight, so memory stays bounded and the shards
+do not depend on the number of workers. Workers are forked where the platform allows it (create the
+pool before starting threads such as a progress bar) and leave SIGINT / SIGTERM to this process
+(:func:`pipeline.signals.worker_init`).
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from pipeline import signals
-from pipeline.runtime import cpu_count
+from pipeline.runtime import Progress, cpu_count
 
-__all__ = ["WorkerPool", "cpu_count", "resolve_workers"]
+__all__ = ["WorkerPool", "cpu_count", "resolve_workers", "map_shards"]
 
 T = TypeVar("T")
 
@@ -30,10 +28,8 @@ def resolve_workers(workers: int) -> int:
 
 
 class WorkerPool:
-    """``with WorkerPool(n) as pool: for r in pool.ordered_map(fn, chunks, *args): ...``.
-
-    ``n == 1`` runs everything in this process.
-    """
+    """``with WorkerPool(n) as pool: for r in pool.ordered_map(fn, chunks, *args): ...`` (``n == 1``: in this
+    process)."""
 
     def __init__(self, workers: int, in_flight: int = 4) -> None:
         self.workers, self.in_flight = workers, in_flight
@@ -76,3 +72,12 @@ class WorkerPool:
             if not pending:
                 return
             yield pending.popleft().get()
+
+
+def map_shards(fn: Callable[[Any], T], tasks: list[Any], workers: int, progress: bool, label: str) -> Iterator[T]:
+    """``fn(task)`` of one task per shard, in order, over at most ``workers`` processes, with a progress bar."""
+    with WorkerPool(min(resolve_workers(workers), max(1, len(tasks))), in_flight=2) as pool, \
+            Progress(len(tasks), label, progress, unit="shards") as bar:
+        for r in pool.ordered_map(fn, tasks):
+            yield r
+            bar.advance(1)

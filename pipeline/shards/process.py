@@ -1,11 +1,8 @@
-"""One image into one shard sample: decode, orient, convert, resize, encode (paper 3.1).
+"""One image into one shard sample (paper 3.1: the smaller side isotropically rescaled to at most S_max = 512).
 
-Decoding is by content (``pipeline.images``), with EXIF orientation and every mode converted to
-8-bit RGB. The smaller side is brought to at most ``max_side`` (the paper's S_max = 512) by an
-isotropic resize, never upscaling; boxes are rescaled with the image. JPEG draft mode lets
-libjpeg downscale in the DCT domain when the target is at most half the source size. The
-original bytes are kept when they already are an RGB JPEG within the limit and need no rotation.
-Runs in the worker processes: everything here is a plain top-level function of picklable data.
+Decoded by content with EXIF orientation into 8-bit RGB, resized (never upscaled; boxes with it, JPEG
+draft mode where the target is at most half the size), encoded; the original bytes are kept when they
+already are an RGB JPEG within the limit. Plain functions of picklable data: they run in the workers.
 """
 
 from __future__ import annotations
@@ -19,23 +16,14 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.images import DEFAULT_MAX_PIXELS, ImageError, decode_rgb
+from pipeline.images import ImageError, decode_rgb
+from pipeline.shards.config import ShardConfig
 from pipeline.sources.base import Record
 
-__all__ = ["Options", "Prepared", "Skipped", "prepare", "prepare_many", "target_size", "scale_boxes", "skip_category"]
+__all__ = ["Prepared", "Skipped", "prepare_sample", "prepare_many", "target_size", "scale_boxes",
+           "skip_category"]
 
 _ORIENTATION = 0x0112
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the workers need of the config."""
-
-    max_side: int | None = 512
-    quality: int = 90
-    keep_original: bool = True
-    draft: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -77,16 +65,9 @@ def target_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
 
 def scale_boxes(boxes: list[dict[str, Any]] | None, sx: float, sy: float) -> list[dict[str, Any]] | None:
     """Boxes with their coordinates multiplied by (sx, sy) (source pixels -> stored pixels)."""
-    if boxes is None:
-        return None
-    out = []
-    for b in boxes:
-        nb = dict(b)
-        for k, s in (("xmin", sx), ("xmax", sx), ("ymin", sy), ("ymax", sy)):
-            if k in nb and nb[k] is not None:
-                nb[k] = round(float(nb[k]) * s, 2)
-        out.append(nb)
-    return out
+    scale = {"xmin": sx, "xmax": sx, "ymin": sy, "ymax": sy}
+    return None if boxes is None else [{k: v if k not in scale or v is None else round(float(v) * scale[k], 2)
+                                        for k, v in b.items()} for b in boxes]
 
 
 def skip_category(reason: str) -> str:
@@ -109,8 +90,9 @@ def _header(data: bytes) -> tuple[str | None, str, tuple[int, int], int]:
         return None, "", (0, 0), 1
 
 
-def prepare(rec: Record, opts: Options) -> Prepared | Skipped:
-    """Decode, convert, resize and encode one record; a :class:`Skipped` with the reason on failure."""
+def prepare_sample(rec: Record, opts: ShardConfig) -> Prepared | Skipped:
+    """Decode, convert, resize and encode one record as ``opts`` say; a :class:`Skipped` with the reason on
+    failure."""
     src = rec.extras.get("source_path") or (str(rec.path) if rec.path is not None else None)
     if rec.extras.get("skip"):  # the reader found the file but cannot use it (e.g. no label)
         return Skipped(rec.key, src, str(rec.extras["skip"]))
@@ -152,12 +134,12 @@ def prepare(rec: Record, opts: Options) -> Prepared | Skipped:
     return Prepared(rec.key, jpg, rec.label, meta)
 
 
-def prepare_many(recs: list[Record], opts: Options) -> list[Prepared | Skipped]:
-    """:func:`prepare` over a chunk (one task of a worker process)."""
+def prepare_many(recs: list[Record], opts: ShardConfig) -> list[Prepared | Skipped]:
+    """:func:`prepare_sample` over a chunk (one task of a worker process)."""
     out: list[Prepared | Skipped] = []
     for r in recs:
         try:
-            out.append(prepare(r, opts))
+            out.append(prepare_sample(r, opts))
         except Exception as e:  # noqa: BLE001 - nothing about one image may crash the run
             out.append(Skipped(r.key, str(r.path) if r.path else None, f"failed: {type(e).__name__}: {e}"))
     return out

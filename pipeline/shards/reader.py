@@ -1,9 +1,7 @@
-"""Reading a shard folder: its manifest (validated), the shards of a split, and their samples.
+"""Reading a shard folder (the input of paper 3.1-3.2): its manifest (validated), a split's shards, their samples.
 
-Every reader goes through :func:`pipeline.shards.tarstream.read_shard` with the count and size
-the manifest records for each shard, so a damaged or replaced shard is refused with one line.
-The training stage builds its webdataset pipeline from :func:`shard_items`; evaluation and
-extraction go through :func:`pipeline.data.open_data`, which uses :func:`iter_samples`.
+Every shard is read by :func:`pipeline.shards.tarstream.read_shard` with the count and size its
+manifest entry records, so a damaged or replaced shard is refused with one line.
 """
 
 from __future__ import annotations
@@ -18,9 +16,10 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.io import read_json
 from pipeline.shards.manifest import FORMAT, MANIFEST
-from pipeline.shards.tarstream import ShardError, read_shard, shard_item
+from pipeline.shards.tarstream import ShardError, read_shard
 
-__all__ = ["read_manifest", "shard_paths", "shard_items", "iter_samples", "is_shard_dir", "check_shard_name"]
+__all__ = ["read_manifest", "split_shards", "shard_paths", "shard_items", "iter_samples", "decode_fields",
+           "is_shard_dir", "check_shard_name"]
 
 #: A shard file name: one plain file in the shard folder (no separators, no "..", not hidden).
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar")
@@ -61,17 +60,17 @@ def _check(m: Any, p: Path) -> None:
                             f"the split says {sp['count']} (damaged manifest)")
 
 
-def read_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a finished shard folder, its structure and shard names checked.
+def read_manifest(shard_dir: str | os.PathLike[str], name: str = MANIFEST) -> dict[str, Any]:
+    """The manifest of a finished shard folder (or a part's record ``name``), its structure and shard names checked.
 
     Raises:
         UserError: no manifest (not a shard folder, or the shard run has not finished), a file
             that is not JSON, a manifest of another format, or a damaged one (bad shard names,
             counts that do not add up).
     """
-    p = Path(shard_dir) / MANIFEST
+    p = Path(shard_dir) / name
     if not p.is_file():
-        raise UserError(f"{shard_dir}: no {MANIFEST} (not a shard folder, or `vgg shard` has not finished)")
+        raise UserError(f"{shard_dir}: no {name} (not a shard folder, or `vgg shard` has not finished)")
     try:
         m = read_json(p)
     except (ValueError, UnicodeDecodeError) as e:
@@ -80,7 +79,8 @@ def read_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return m
 
 
-def _split(m: dict[str, Any], shard_dir: str | os.PathLike[str], split: str) -> list[dict[str, Any]]:
+def split_shards(m: dict[str, Any], shard_dir: str | os.PathLike[str], split: str) -> list[dict[str, Any]]:
+    """The manifest entries of the shards of ``split`` (an unknown split is a UserError)."""
     if split not in m["splits"]:
         raise UserError(f"{shard_dir}: no split {split!r} (has {', '.join(m['splits']) or 'none'})")
     return m["splits"][split]["shards"]
@@ -95,7 +95,8 @@ def shard_items(shard_dir: str | os.PathLike[str], split: str,
     """
     m = manifest if manifest is not None else read_manifest(shard_dir)
     base = Path(shard_dir).resolve()
-    items = [shard_item(str(base / s["name"]), s["count"], s["bytes"]) for s in _split(m, shard_dir, split)]
+    items = [{"url": str(base / s["name"]), "count": s["count"], "bytes": s["bytes"]}
+             for s in split_shards(m, shard_dir, split)]
     for it in items:
         if not os.path.isfile(it["url"]):
             raise ShardError(f"{it['url']}: shard listed in the manifest is missing")

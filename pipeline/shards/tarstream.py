@@ -1,22 +1,8 @@
 """The one reader of shard tars, with integrity checks (the training and test input of paper 3.1-3.2).
 
-Every stage that reads shards (training, validation, evaluation, extraction, stats, inspect,
-verify) goes through :func:`read_shard`: it reads the 512-byte ustar headers directly (about ten
-times faster than Python's ``tarfile``, which ``webdataset`` uses) and yields webdataset's sample
-dicts (``__key__``, ``__url__``, one bytes value per extension). Unlike ``tarfile``, which takes a
-damaged header for the end of the archive and so under-reads silently, it refuses a shard with
-one line (:class:`ShardError`, a :class:`~pipeline.errors.UserError`) naming the file when:
-
-- the file size differs from the manifest's, or a header announces more bytes than the file has
-  left (a corrupt size field never allocates more than the file holds);
-- a header's checksum, magic or number fields are wrong (a corrupted header mid-shard);
-- the file ends inside a member or without the end-of-archive blocks, or holds data after them;
-- the files of a sample are not adjacent, or a key repeats (the file and key are named);
-- the samples read from a fully read shard differ in number from the manifest's count.
-
-It reads ustar, pax (``x`` extended headers for long or non-ASCII names and large sizes) and GNU
-(``L`` long names) archives; links, folders and other non-regular members are skipped, as
-webdataset does. ``vgg verify`` (:mod:`pipeline.shards.verify`) uses the same reader.
+:func:`read_shard` reads the ustar headers directly (about ten times faster than ``tarfile``) and
+refuses a damaged shard, or one that differs from its manifest entry, with one line naming the file
+(:class:`ShardError`); docs/shards.md lists the checks.
 """
 
 from __future__ import annotations
@@ -28,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-__all__ = ["ShardError", "read_shard", "tar_samples", "shard_item"]
+__all__ = ["ShardError", "read_shard", "tar_samples"]
 
 _BLOCK = 512
 _ZERO = bytes(_BLOCK)
@@ -37,11 +23,6 @@ _REGULAR = (b"0", b"\0", b"7")
 
 class ShardError(UserError):
     """A shard file is damaged or does not match its manifest entry (one line, names the file)."""
-
-
-def shard_item(url: str, count: int | None = None, nbytes: int | None = None) -> dict[str, Any]:
-    """The webdataset shard-list item of one shard: ``{"url", "count", "bytes"}`` (manifest values)."""
-    return {"url": url, "count": count, "bytes": nbytes}
 
 
 def _num(field: bytes) -> int:
@@ -191,18 +172,9 @@ def _group(url: str, members: Iterable[tuple[str, bytes | None]]) -> Iterator[di
 
 def read_shard(url: str, count: int | None = None, nbytes: int | None = None, *,
                data: bool = True) -> Iterator[dict[str, Any]]:
-    """The samples of one shard tar, checked (see the module docstring).
-
-    Args:
-        url: path of the shard file.
-        count: samples the manifest records for it (checked once the shard is read to its end).
-        nbytes: file size the manifest records (checked when the file is opened).
-        data: read the member contents (False: values are None; a header-only walk).
-    Yields:
-        ``{"__key__", "__url__", ext: bytes, ...}`` per sample, in file order.
-    Raises:
-        ShardError: a damaged shard or one that differs from its manifest entry (one line).
-    """
+    """The samples ``{"__key__", "__url__", ext: bytes, ...}`` of the shard file ``url`` in file order, checked
+    against the manifest's ``count`` (once read to its end) and size ``nbytes`` (when opened); ``data=False``:
+    a header-only walk (values None). A damaged shard, or one that differs from its entry, is a ShardError."""
     n = 0
     try:
         for sample in _group(url, _members(url, nbytes, data)):
@@ -215,6 +187,7 @@ def read_shard(url: str, count: int | None = None, nbytes: int | None = None, *,
 
 
 def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """webdataset stage: shard items (:func:`shard_item`, or ``{"url"}``) -> checked samples."""
+    """webdataset stage: shard items ``{"url", "count", "bytes"}`` (:func:`pipeline.shards.reader.shard_items`, or
+    ``{"url"}``) -> checked samples."""
     for item in src:
         yield from read_shard(item["url"], item.get("count"), item.get("bytes"))

@@ -24,13 +24,16 @@ def test_shard_stats_inspect(fm_tree, tmp_path, capsys):
     out = tmp_path / "s"
     code, o, e = _vgg(["shard", str(fm_tree), str(out), "--shard-count", "100", "--workers", "1"], capsys)
     assert code == 0 and "250 samples written, 0 skipped, 250 found" in e and "imagefolder (detected)" in e
+    assert "250 samples written" in o  # the result's summary; --json prints the result
     code, o, e = _vgg(["shard", str(fm_tree), str(out), "--shard-count", "100"], capsys)
     assert code == 0 and "nothing to do" in e
     code, o, e = _vgg(["shard", str(fm_tree), str(out), "--max-side", "20"], capsys)
     last = e.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and "--overwrite" in last and "Traceback" not in e
-    code, o, e = _vgg(["stats", str(out), "--images", "50", "--workers", "1"], capsys)
-    assert code == 0 and json.loads(o)["images"] == 50
+    code, o, e = _vgg(["stats", str(out), "--images", "50", "--workers", "1", "--json"], capsys)
+    assert code == 0 and json.loads(o)["images"] == 50 and len(json.loads(o)["eigvec"]) == 3
+    code, o, e = _vgg(["stats", str(out), "--images", "50", "--workers", "1"], capsys)  # reused, printed for people
+    assert code == 0 and "over 50 images" in o and "mean RGB: [" in o and o.count("\n    ") == 3
     code, o, e = _vgg(["inspect", str(out), "--samples", "2"], capsys)
     assert code == 0 and "split train: 200 samples, 2 shards" in o and "stats (train, 50 images)" in o
     assert o.count("cls ") == 2

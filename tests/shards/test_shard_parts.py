@@ -17,8 +17,8 @@ from sources.layouts import build_bad_tree
 
 from pipeline.cli import main
 from pipeline.shards import ShardConfig, read_manifest, run_shard, shard_paths
-from pipeline.shards.parts import MERGE_STATE, PART_RECORD, PARTS_DIR, _plan_merge, part_block, part_dir
-from pipeline.shards.writer import _open_job
+from pipeline.shards.parts import MERGE_STATE, PART_RECORD, PARTS_DIR, part_block, part_dir, plan_merge
+from pipeline.shards.writer import open_shard_job
 
 VGG = str(Path(sys.executable).with_name("vgg"))
 
@@ -152,7 +152,7 @@ def test_killed_part_and_killed_merge_rerun_to_the_same_folder(small_tree, tmp_p
     assert not run_shard(_cfg(small_tree, out, shard_count=1, part="0/2")).nothing_to_do
     # A merge killed after moving some shards: its plan is on disk, a third of the moves done.
     cfg = _cfg(small_tree, out, shard_count=1, merge=True)
-    plan = _plan_merge(out, _open_job(cfg), 2)
+    plan = plan_merge(open_shard_job(cfg), 2)
     (out / PARTS_DIR / MERGE_STATE).write_text(json.dumps(plan))
     for src, name, _ in plan["moves"][: len(plan["moves"]) // 3]:
         os.replace(out / PARTS_DIR / src, out / name)

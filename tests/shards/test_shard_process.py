@@ -9,8 +9,14 @@ import pytest
 from PIL import Image
 from sources.layouts import jpeg_bytes, photo
 
-from pipeline.shards.process import Options, Prepared, Skipped, prepare, scale_boxes, skip_category, target_size
+from pipeline.shards.config import ShardConfig
+from pipeline.shards.process import Prepared, Skipped, prepare_sample, scale_boxes, skip_category, target_size
 from pipeline.sources.base import Record
+
+
+def _opts(**kw) -> ShardConfig:
+    """What the workers read of the config."""
+    return ShardConfig(source="-", out="-", **kw)
 
 
 @pytest.mark.parametrize("size,max_side,want", [((1200, 900), 512, (683, 512)), ((900, 1200), 512, (512, 683)),
@@ -33,8 +39,8 @@ def test_draft_mode_gives_the_same_image_up_to_jpeg_noise(tmp_path):
     rec = Record(
         key="k", label=0, data=jpeg_bytes(src, quality=95), boxes=[{"xmin": 100, "ymin": 100, "xmax": 900, "ymax": 700}]
     )
-    a = prepare(rec, Options(max_side=256, draft=True))
-    b = prepare(rec, Options(max_side=256, draft=False))
+    a = prepare_sample(rec, _opts(max_side=256, draft=True))
+    b = prepare_sample(rec, _opts(max_side=256, draft=False))
     assert isinstance(a, Prepared) and isinstance(b, Prepared)
     ia, ib = (np.asarray(Image.open(io.BytesIO(x.jpg)), dtype=np.float64) for x in (a, b))
     assert ia.shape == ib.shape == (256, 341, 3)
@@ -46,17 +52,17 @@ def test_draft_mode_gives_the_same_image_up_to_jpeg_noise(tmp_path):
 
 def test_original_bytes_kept_only_for_rgb_jpeg_within_limit():
     small = jpeg_bytes(photo(1, (300, 200)))
-    assert prepare(Record(key="a", data=small), Options(max_side=256)).jpg == small
-    assert prepare(Record(key="a", data=small), Options(max_side=256, keep_original=False)).jpg != small
-    assert prepare(Record(key="a", data=small), Options(max_side=150)).jpg != small
+    assert prepare_sample(Record(key="a", data=small), _opts(max_side=256)).jpg == small
+    assert prepare_sample(Record(key="a", data=small), _opts(max_side=256, keep_original=False)).jpg != small
+    assert prepare_sample(Record(key="a", data=small), _opts(max_side=150)).jpg != small
     grey = jpeg_bytes(photo(1, (300, 200)).convert("L"))
-    out = prepare(Record(key="g", data=grey), Options(max_side=256))
+    out = prepare_sample(Record(key="g", data=grey), _opts(max_side=256))
     assert out.jpg != grey and Image.open(io.BytesIO(out.jpg)).mode == "RGB"
     truncated = small[: len(small) // 2]
-    s = prepare(Record(key="t", data=truncated), Options(max_side=256))
+    s = prepare_sample(Record(key="t", data=truncated), _opts(max_side=256))
     assert isinstance(s, Skipped) and s.reason.startswith("cannot decode")  # validated, not copied blindly
 
 
 def test_reader_skips_pass_through():
-    s = prepare(Record(key="v", extras={"skip": "no validation label", "source_path": "x.JPEG"}), Options())
+    s = prepare_sample(Record(key="v", extras={"skip": "no validation label", "source_path": "x.JPEG"}), _opts())
     assert isinstance(s, Skipped) and s.reason == "no validation label" and s.path == "x.JPEG"

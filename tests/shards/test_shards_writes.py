@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-from faults_cli import refused, vgg
+from faults.faults_cli import refused, vgg
 from PIL import Image
 
 import pipeline

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faults_cli import refused, vgg
+from faults.faults_cli import refused, vgg
 
 from pipeline.cli import main
 from pipeline.io import sha256_file
