@@ -1,8 +1,7 @@
 """The extraction loop (paper Appendix B): batches decoded ahead, described by every net, written to the store.
 
-A reader thread decodes, crops and rescales the batches still to do, in source order and
-``prefetch`` batches ahead of the forward passes; each batch is described by every net (and its
-box crops, for region descriptors) and written to the store, which is finished at the end.
+A reader thread decodes, crops and rescales the batches still to do, in source order, ``prefetch``
+batches ahead of the forward passes; the store is finished once every row is done or failed.
 """
 
 from __future__ import annotations

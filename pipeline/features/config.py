@@ -15,14 +15,10 @@ __all__ = ["ExtractConfig"]
 class ExtractConfig(RuntimeStageConfig):
     """Configuration of ``vgg extract`` (paper Appendix B)."""
 
-    checkpoints: list[str] = Field(
-        default_factory=list,
-        max_length=2,
-        description="one checkpoint, or two whose descriptors are stacked (late fusion: net0, net1)",
-    )
-    data: str | None = Field(
-        None, description="shard folder or source dataset (ImageFolder, VOC, Caltech, ILSVRC, manifest)"
-    )
+    checkpoints: list[str] = Field(default_factory=list, max_length=2, description=(
+        "one checkpoint, or two whose descriptors are stacked (late fusion: net0, net1)"))
+    data: str | None = Field(None, description="shard folder or source dataset (ImageFolder, VOC, Caltech, "
+                                               "ILSVRC, manifest)")
     split: str | None = Field(None, description="split to describe (default: the only split, else val, else test)")
     format: str = Field("auto", description="source layout (auto detects); ignored for shard folders")
     out: str = Field("features.h5", description="feature store to write (HDF5)")

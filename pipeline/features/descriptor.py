@@ -43,16 +43,11 @@ RELATIVE_BASE = 256
 
 
 def descriptor_scales(scales: str | Sequence[int], crop: int, relative: bool = False) -> list[int]:
-    """The test scales Q: a preset name or a list, optionally relative to the crop size.
+    """The test scales Q, in the order given (duplicates removed): a preset (``paper``, ``voc``) or smallest sides.
 
-    Args:
-        scales: ``"paper"`` (256, 384, 512), ``"voc"`` (256 ... 768) or explicit smallest sides.
-        crop: the largest crop size of the nets used; every scale must be at least this.
-        relative: multiply the scales by ``crop / 256`` (a crop-32 net: paper -> 32, 48, 64).
-    Returns:
-        The scales in the order given (duplicates removed).
-    Raises:
-        UserError: unknown preset, empty list, or a scale below the crop size.
+    ``relative`` multiplies them by ``crop / 256`` (a crop-32 net: paper -> 32, 48, 64), ``crop`` being
+    the largest crop of the nets used. Raises UserError for an unknown preset, no scales, or a scale
+    below the crop size.
     """
     if isinstance(scales, str):
         if scales not in SCALE_PRESETS:
@@ -122,15 +117,10 @@ def box_crops(image: Image.Image, boxes: Sequence[dict[str, Any]]) -> list[Image
 
 def prepare_images(images: Sequence[Image.Image], scales: Sequence[int], flip: bool = True,
                    max_pixels: int = 1 << 22) -> dict[int, list[ScaleGroup]]:
-    """Rescale every image to each Q (smallest side) and group equal sizes into uint8 batches.
+    """``{Q: [ScaleGroup, ...]}``: every RGB image rescaled to each Q (smallest side), equal sizes grouped.
 
-    Args:
-        images: RGB images.
-        scales: the test scales Q.
-        flip: whether the forward pass will also see the flipped images (doubles the pixels).
-        max_pixels: input pixels per forward pass (images and flips) that a group may hold.
-    Returns:
-        ``{Q: [ScaleGroup, ...]}`` in first-occurrence order of sizes (deterministic).
+    A group holds at most ``max_pixels`` input pixels per forward pass (twice the images' with
+    ``flip``); groups come in first-occurrence order of sizes (deterministic).
     """
     out: dict[int, list[ScaleGroup]] = {}
     for q in scales:
@@ -152,16 +142,10 @@ def prepare_images(images: Sequence[Image.Image], scales: Sequence[int], flip: b
 def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: bool = True,
              device: torch.device | str = "cpu", precision: str = "fp32",
              channels_last: bool = False) -> np.ndarray:
-    """Raw per-scale descriptors of ``n`` prepared images: float32 array n x S x D.
+    """Raw per-scale descriptors (float32, n x S x D) of the ``n`` images :func:`prepare_images` prepared.
 
-    Args:
-        net: the net (already on ``device``) and its normalisation.
-        prepared: output of :func:`prepare_images` (scales in order).
-        n: number of images that were prepared.
-        flip: average with the horizontally flipped image's descriptor.
-        device: where the forward passes run.
-        precision: ``fp32``, or ``bf16`` autocast (faster on AMX CPUs and GPUs, ~1e-2 relative error).
-        channels_last: NHWC memory format (faster with bf16 on CPUs).
+    ``net`` is already on ``device``; ``flip`` averages with the flipped image's descriptor;
+    ``precision`` is ``fp32`` or ``bf16`` autocast (~1e-2 relative error); ``channels_last`` is NHWC.
     """
     device = torch.device(device)
     scales = list(prepared)

@@ -20,12 +20,9 @@ __all__ = ["Entry", "Item", "ExtractInput"]
 
 
 class ExtractInput:
-    """One split of a dataset: ``classes``, ``kind``, ``split``, ``fingerprint``, ``label_kind``, ``entries``.
+    """One split (default as :func:`open_data`) of a shard folder or source dataset (``format``: its layout).
 
-    Args:
-        path: a shard folder or a source dataset.
-        split: the split (default as :func:`open_data`: the only split, else val, else test).
-        format: the source layout (``auto`` detects).
+    Attributes: ``classes``, ``kind``, ``split``, ``fingerprint``, ``label_kind``, ``entries``.
     """
 
     def __init__(self, path: str | os.PathLike[str], split: str | None = None, format: str = "auto") -> None:
@@ -41,9 +38,6 @@ class ExtractInput:
     @property
     def fingerprint(self) -> str:
         return str(self.view.fingerprint)
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
     def labels(self) -> np.ndarray:
         """Per entry, the class index (int64, -1 unknown); multi-label: an N x C int8 matrix of 1/-1/0."""

@@ -37,15 +37,9 @@ __all__ = ["run_extract"]
 def run_extract(cfg: ExtractConfig, on_progress: OnProgress | None = None) -> ExtractResult:
     """Describe a dataset with one or two nets into a feature store (paper Appendix B).
 
-    Args:
-        cfg: the stage configuration.
-        on_progress: optional hook ``(images handled, images in this process's share)`` after each batch.
-    Returns:
-        ``status`` (``written``, ``resumed``, ``exists``, ``part`` or ``merged``), ``path``, counts,
-        ``scales``, ``dims`` and, when images were described, ``images_per_s``.
-    Raises:
-        UserError: unreadable checkpoint or data, a scale below the crop size, no boxes for
-            ``boxes=True``, or an existing store built from other inputs (without ``overwrite``).
+    ``on_progress(images handled, images in this process's share)`` is called after each batch.
+    Raises UserError for unreadable checkpoints or data, a scale below the crop size, no boxes for
+    ``boxes=True``, or an existing store built from other inputs (without ``overwrite``).
     """
     out = Path(cfg.out)
     if cfg.merge:

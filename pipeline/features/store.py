@@ -21,22 +21,13 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.features.verify import (
-    close_quietly,
-    descriptor_names,
-    nonfinite_message,
-    read_error,
-    seal,
-    structure_problems,
-    verify_file,
-    writing,
-)
+from pipeline.features import verify
 from pipeline.reuse import Output, Recorded
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
     "StoreOutput", "part_path", "failed_log_path", "summarise_store", "l2_normalise", "recorded",
-    "set_read_defaults", "IDENTITY_LABELS",
+    "set_read_defaults",
 ]
 
 FORMAT = "vgg-features/1"
@@ -85,9 +76,7 @@ class StoreLayout:
     row_start: int = 0
     rows_total: int | None = None
     part: tuple[int, int] | None = None
-    #: rows per descriptor chunk when > 1: the writer's batch, so each chunk is written whole, once,
-    #: without being read first (its checksum computed once); 1: chunks of about 1 MiB
-    batch_rows: int = 1
+    batch_rows: int = 1  # rows per chunk if > 1 (the writer's batch: each chunk written whole, once); 1: ~1 MiB
 
 
 def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...],
@@ -101,58 +90,39 @@ def _early(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chu
 
 
 def _chunk_rows(n: int, row_bytes: int, batch: int = 1) -> int:
-    """Rows per chunk: one writer batch when known (each chunk written whole, once), else ~1 MiB."""
-    rows = batch if batch > 1 else CHUNK_BYTES // max(1, row_bytes)
-    return max(1, min(n, rows))
+    return max(1, min(n, batch if batch > 1 else CHUNK_BYTES // max(1, row_bytes)))
 
 
-def create_store(
-    path: str | os.PathLike[str], layout: StoreLayout, label: str | os.PathLike[str] | None = None
-) -> None:
-    """Write a new, empty store (every row pending) at ``path``; callers make it atomic.
+def _strings(g: h5py.Group, name: str, values: Sequence[str]) -> None:
+    g.create_dataset(name, data=np.asarray(values, dtype=object), dtype=_STR, shape=(len(values),))
 
-    Args:
-        path: the file to write (usually a temporary name).
-        layout: what the store holds.
-        label: the name errors give the store (default ``path``).
+
+def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str | os.PathLike[str] | None = None
+                 ) -> None:
+    """Write a new, empty store (every row pending) at ``path`` (errors name ``label``); callers make it atomic.
+
     Raises:
         UserError: no rows, or the disk refused a write (e.g. full), with the OS error.
     """
-    n = len(layout.ids)
+    n, dtype = len(layout.ids), np.dtype(layout.dtype)
     if n == 0:
         raise UserError("no images to describe")
-    with writing(label or path, "creating it", created=False):
-        _create(path, layout, n)
-
-
-def _create(path: str | os.PathLike[str], layout: StoreLayout, n: int) -> None:
-    dtype = np.dtype(layout.dtype)
-    with h5py.File(path, "w") as f:
-        a = f.attrs
-        a["format"] = FORMAT
-        a["provenance"] = json.dumps(layout.provenance, sort_keys=True, default=str)
-        a["identity"] = json.dumps(layout.identity, sort_keys=True)
-        a["complete"] = False
-        a["label_kind"] = layout.label_kind
-        a["scales"] = np.asarray(layout.scales, dtype=np.int64)
-        a["nets"] = len(layout.dims)
-        a["dims"] = np.asarray(layout.dims, dtype=np.int64)
-        a["dtype"] = dtype.name
-        a["regions"] = bool(layout.regions)
-        a["aggregate"] = layout.aggregate
-        a["l2"] = layout.l2
-        a["row_start"] = int(layout.row_start)
-        a["rows_total"] = int(layout.rows_total if layout.rows_total is not None else n)
-        a["part_index"], a["part_count"] = layout.part if layout.part else (0, 1)
-        f.create_dataset("ids", data=np.asarray(layout.ids, dtype=object), dtype=_STR)
-        labels = np.asarray(layout.labels)
-        f.create_dataset("labels", data=labels.astype(np.int8 if layout.label_kind == "multi" else np.int64))
-        f.create_dataset(
-            "classes", data=np.asarray(layout.classes, dtype=object), dtype=_STR, shape=(len(layout.classes),)
-        )
+    with verify.writing(label or path, "creating it", created=False), h5py.File(path, "w") as f:
+        f.attrs.update({
+            "format": FORMAT, "provenance": json.dumps(layout.provenance, sort_keys=True, default=str),
+            "identity": json.dumps(layout.identity, sort_keys=True), "complete": False,
+            "label_kind": layout.label_kind, "scales": np.asarray(layout.scales, dtype=np.int64),
+            "nets": len(layout.dims), "dims": np.asarray(layout.dims, dtype=np.int64), "dtype": dtype.name,
+            "regions": bool(layout.regions), "aggregate": layout.aggregate, "l2": layout.l2,
+            "row_start": int(layout.row_start), "rows_total": int(layout.rows_total or n),
+            "part_index": (layout.part or (0, 1))[0], "part_count": (layout.part or (0, 1))[1],
+        })
+        _strings(f, "ids", layout.ids)
+        f.create_dataset("labels", data=np.asarray(layout.labels).astype(np.int8 if layout.label_kind == "multi"
+                                                                          else np.int64))
+        _strings(f, "classes", layout.classes)
         _early(f, "done", (n,), np.bool_, (_chunk_rows(n, 1 << 4),))
-        groups = ("descriptors", "regions") if layout.regions else ("descriptors",)
-        for g in groups:
+        for g in ("descriptors", "regions") if layout.regions else ("descriptors",):
             for i, d in enumerate(layout.dims):
                 grp = f.require_group(f"{g}/net{i}")
                 grp.attrs["dim"] = int(d)
@@ -181,22 +151,13 @@ def recorded(path: str | os.PathLike[str]) -> Recorded | None:
         return Recorded(None, False, f"exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]})")
 
 
-#: names of a store identity's fields in messages (:func:`pipeline.reuse.differences`)
-IDENTITY_LABELS = {"checkpoints": "another checkpoint, sha256", "data": "another dataset, fingerprint",
-                   "kind": "data kind"}
-
-
 class StoreOutput(Output):
-    """A feature store as a stage output (:func:`pipeline.reuse.check_reusable`).
-
-    The structural check reads a finished store whole (checksums, finite rows) and checks an
-    unfinished one for structure (every dataset present with its shape) before it is resumed; with
-    ``look_into_unfinished=False`` (the whole store while parts are written) an unfinished store is not
-    looked into and not cleaned: the merged parts replace it.
-    """
+    """A feature store as a stage output (:func:`pipeline.reuse.check_reusable`): a finished one is read whole,
+    an unfinished one checked for structure; with ``look_into_unfinished=False`` (the whole store while parts
+    are written) an unfinished one is neither looked into nor cleaned: the merged parts replace it."""
 
     what = "a feature store built from other inputs"
-    labels = IDENTITY_LABELS
+    labels = {"checkpoints": "another checkpoint, sha256", "data": "another dataset, fingerprint", "kind": "data kind"}
 
     def __init__(self, path: str | os.PathLike[str], what: str = what, look_into_unfinished: bool = True) -> None:
         super().__init__(path)
@@ -206,7 +167,7 @@ class StoreOutput(Output):
         return recorded(self.path)
 
     def problems(self, finished: bool) -> list[str]:
-        return verify_file(self.path, data=finished) if finished or self.look else []
+        return verify.verify_file(self.path, data=finished) if finished or self.look else []
 
     def clean(self) -> None:
         if self.look:
@@ -239,10 +200,8 @@ def _write_failed(f: h5py.File, failed: Sequence[tuple[int, str, str]]) -> None:
         if name in g:
             del g[name]
     g.create_dataset("rows", data=np.asarray([r for r, _, _ in failed], dtype=np.int64))
-    g.create_dataset("ids", data=np.asarray([i for _, i, _ in failed], dtype=object), dtype=_STR, shape=(len(failed),))
-    g.create_dataset(
-        "reasons", data=np.asarray([s for _, _, s in failed], dtype=object), dtype=_STR, shape=(len(failed),)
-    )
+    _strings(g, "ids", [i for _, i, _ in failed])
+    _strings(g, "reasons", [s for _, _, s in failed])
 
 
 class StoreWriter:
@@ -261,25 +220,23 @@ class StoreWriter:
         except OSError as e:
             raise UserError(f"cannot open {self.label} for writing ({str(e).splitlines()[0][:120]}); "
                             "is another extraction writing it?") from None
-        problems = structure_problems(self.f)
+        problems = verify.structure_problems(self.f)
         if problems:
             self.close()
             raise UserError(f"{self.label}: damaged feature store ({problems[0]}); rebuild it with --overwrite")
         a = self.f.attrs
-        self.n = int(self.f["done"].shape[0])
         self.scales = [int(q) for q in a["scales"]]
         self.nets = int(a["nets"])
         self.regions = bool(a["regions"])
         self.dtype = np.dtype(str(a["dtype"]))
-        self._ds = {name: self.f[name] for name in descriptor_names(a)}
+        self._ds = {name: self.f[name] for name in verify.descriptor_names(a)}
         self.log = failed_log_path(self.path)
         self.failed = _read_failed_log(self.log, repair=True)
 
     def processed(self) -> np.ndarray:
         """Rows already handled: done, or recorded as failed."""
         mask = self.f["done"][:].astype(bool)
-        for r in self.failed:
-            mask[r] = True
+        mask[list(self.failed)] = True
         return mask
 
     def _put(self, group: str, start: int, descs: Sequence[np.ndarray], ok: np.ndarray) -> None:
@@ -289,7 +246,7 @@ class StoreWriter:
                 block = d[:, si].astype(self.dtype, copy=False)
                 bad = np.flatnonzero(np.asarray(ok, dtype=bool) & ~np.isfinite(block).all(axis=1))
                 if len(bad):
-                    raise UserError(nonfinite_message(self.label, name, bad + start, None,
+                    raise UserError(verify.nonfinite_message(self.label, name, bad + start, None,
                                                       hint="the net gave NaN/Inf; these rows were not stored"))
                 self._ds[name][start:start + len(d)] = block
 
@@ -297,24 +254,21 @@ class StoreWriter:
                     failures: Sequence[tuple[int, str, str]] = (), regions: Sequence[np.ndarray] | None = None) -> None:
         """Write rows ``start ..`` (local) of every net and scale, then mark the decoded ones done.
 
-        Args:
-            start: first row (local to this file) of the batch.
-            descs: per net, an array b x S x D (rows of failed images are ignored).
-            ok: b booleans, the rows whose images were described.
-            failures: (local row, id, reason) of the images that could not be decoded.
-            regions: per net, b x S x D region descriptors (stores made with ``regions``).
+        ``descs`` (and ``regions``, stores made with regions) hold per net a b x S x D array; ``ok``
+        says which rows were described; ``failures`` are (local row, id, reason) of undecodable images.
+
         Raises:
             UserError: non-finite descriptors, or a write failed (the batch stays pending).
         """
         if self.regions and regions is None:
             raise ValueError("this store keeps region descriptors; pass regions=")
-        with writing(self.label, f"rows {start}..{start + len(ok) - 1}"):
+        with verify.writing(self.label, f"rows {start}..{start + len(ok) - 1}"):
             self._put("descriptors", start, descs, ok)
             if self.regions:
                 self._put("regions", start, regions, ok)
             self.f.flush()  # data first ...
         if failures:
-            with writing(self.label, f"logging decode failures to {self.log.name}"), \
+            with verify.writing(self.label, f"logging decode failures to {self.log.name}"), \
                     open(self.log, "a", encoding="utf-8") as fh:
                 fh.write("".join(json.dumps({"row": int(r), "id": key, "reason": reason}) + "\n"
                                  for r, key, reason in failures))
@@ -322,7 +276,7 @@ class StoreWriter:
                 os.fsync(fh.fileno())
             for r, key, reason in failures:
                 self.failed[int(r)] = (key, reason)
-        with writing(self.label, "marking rows done"):
+        with verify.writing(self.label, "marking rows done"):
             self.f["done"][start:start + len(ok)] = np.asarray(ok, dtype=bool)
             self.f.flush()  # ... then the mask that says it is there
 
@@ -333,27 +287,16 @@ class StoreWriter:
             UserError: a write or the read-back failed; the store stays incomplete.
         """
         done = self.f["done"][:].astype(bool)
-        if not (done | self._failed_mask()).all():
-            raise RuntimeError(f"{self.path}: {int((~done).sum())} rows still pending")
-        with writing(self.label, "recording decode failures"):
+        if not self.processed().all():
+            raise RuntimeError(f"{self.path}: {int((~self.processed()).sum())} rows still pending")
+        with verify.writing(self.label, "recording decode failures"):
             _write_failed(self.f, [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]])
-        seal(self.f, self.label)
+        verify.seal(self.f, self.label)
         self.log.unlink(missing_ok=True)
-
-    def _failed_mask(self) -> np.ndarray:
-        m = np.zeros(self.n, dtype=bool)
-        m[list(self.failed)] = True
-        return m
 
     def close(self) -> None:
         """Close the file; a close that fails after an earlier failure is not reported again."""
-        close_quietly(self.f)
-
-
-def _net_name(net: int | str) -> str:
-    if isinstance(net, (int, np.integer)):
-        return f"net{int(net)}"
-    return net if str(net).startswith("net") else f"net{net}"
+        verify.close_quietly(self.f)
 
 
 class FeatureStore:
@@ -363,16 +306,7 @@ class FeatureStore:
     ``features()`` agree row for row. An incomplete store (an extraction still running or killed)
     is refused unless ``allow_incomplete=True``.
 
-    L2 normalisation (``l2=``), the paper's default being "aggregate": "the resulting image
-    descriptor is L2-normalised", i.e. once, on the final descriptor, after averaging or stacking
-    the scales, stacking whole-image and region descriptors, and stacking the nets. Other places:
-    ``"net"`` (each net's descriptor before fusion), ``"scale"`` (each per-scale descriptor before
-    aggregation only), ``"both"`` (per scale and on the final descriptor), ``"none"``. ``True`` means
-    ``"aggregate"``, ``False`` means ``"none"``.
-
-    Args:
-        path: the ``features.h5`` file.
-        allow_incomplete: read the rows done so far of an unfinished store.
+    ``allow_incomplete`` reads the rows done so far of an unfinished store (or a part).
     """
 
     def __init__(self, path: str | os.PathLike[str], allow_incomplete: bool = False) -> None:
@@ -383,32 +317,14 @@ class FeatureStore:
             self._f = h5py.File(self.path, "r", locking=False)
         except OSError as e:
             raise UserError(f"{self.path}: not a readable HDF5 file ({str(e).splitlines()[0][:120]})") from None
+        refusal = self._refusal(allow_incomplete)
+        if refusal:
+            self.close()
+            raise UserError(f"{self.path}: {refusal}")
         a = self._f.attrs
-        if a.get("format") != FORMAT:
-            self.close()
-            raise UserError(f"{self.path}: not a feature store (format {a.get('format')!r}, expected {FORMAT!r})")
-        problems = structure_problems(self._f)
-        if problems:
-            self.close()
-            raise UserError(f"{self.path}: damaged feature store: {problems[0]}"
-                            + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
-                            + "; rebuild it with `vgg extract --overwrite`")
         self.complete = bool(a["complete"])
-        if not self.complete and not allow_incomplete:
-            self.close()
-            raise UserError(f"{self.path}: incomplete feature store (extraction unfinished or killed); rerun "
-                            "`vgg extract` with the same inputs to resume it, or read with allow_incomplete=True")
-        index, count = int(a.get("part_index", 0)), int(a.get("part_count", 1))
-        if count > 1 and not allow_incomplete:
-            self.close()
-            raise UserError(f"{self.path}: part {index} of {count} of a store; combine the "
-                            "parts with `vgg extract --out STORE --merge` (or read with allow_incomplete=True)")
-        try:
-            self.provenance: dict[str, Any] = json.loads(a["provenance"])
-            self.identity: dict[str, Any] = json.loads(a["identity"])
-        except ValueError:
-            self.close()
-            raise UserError(f"{self.path}: damaged feature store (provenance or identity is not JSON)") from None
+        self.provenance: dict[str, Any] = json.loads(a["provenance"])
+        self.identity: dict[str, Any] = json.loads(a["identity"])
         self.label_kind: str = str(a["label_kind"])
         self.scales: list[int] = [int(q) for q in a["scales"]]
         self.nets: list[str] = [f"net{i}" for i in range(int(a["nets"]))]
@@ -421,8 +337,30 @@ class FeatureStore:
         self._done = self._f["done"][:].astype(bool)
         self.rows: np.ndarray = np.flatnonzero(self._done)
         self.rows_total = len(self._done)
+        index, count = int(a.get("part_index", 0)), int(a.get("part_count", 1))
         #: (index, count) when this file is one part of a distributed extraction, else None
         self.part: tuple[int, int] | None = (index, count) if count > 1 else None
+
+    def _refusal(self, allow_incomplete: bool) -> str | None:
+        a = self._f.attrs
+        if a.get("format") != FORMAT:
+            return f"not a feature store (format {a.get('format')!r}, expected {FORMAT!r})"
+        problems = verify.structure_problems(self._f)
+        if problems:
+            return (f"damaged feature store: {problems[0]}"
+                    + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
+                    + "; rebuild it with `vgg extract --overwrite`")
+        if not bool(a["complete"]) and not allow_incomplete:
+            return ("incomplete feature store (extraction unfinished or killed); rerun `vgg extract` with the "
+                    "same inputs to resume it, or read with allow_incomplete=True")
+        if int(a.get("part_count", 1)) > 1 and not allow_incomplete:
+            return (f"part {int(a.get('part_index', 0))} of {int(a['part_count'])} of a store; combine the parts "
+                    "with `vgg extract --out STORE --merge` (or read with allow_incomplete=True)")
+        try:
+            json.loads(a["provenance"]), json.loads(a["identity"])
+        except ValueError:
+            return "damaged feature store (provenance or identity is not JSON)"
+        return None
 
     # -- rows
     @property
@@ -465,7 +403,7 @@ class FeatureStore:
     def _nets(self, nets: Sequence[int | str] | None) -> list[str]:
         if nets is None:
             return list(self.nets)
-        names = [_net_name(x) for x in nets]
+        names = [str(x) if str(x).startswith("net") else f"net{x}" for x in nets]
         bad = [x for x in names if x not in self.nets]
         if bad:
             raise UserError(f"{self.path}: no net(s) {bad} (has {self.nets})")
@@ -485,10 +423,11 @@ class FeatureStore:
         try:
             x = self._take(self._f[ds_name]).astype(np.float32)
         except (OSError, RuntimeError) as e:
-            raise read_error(self.path, ds_name, e) from None
+            raise verify.read_error(self.path, ds_name, e) from None
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
         if len(bad):
-            raise UserError(nonfinite_message(self.path, ds_name, self.rows[bad], self._f["ids"].asstr()[:]))
+            ids = self._f["ids"].asstr()[:]
+            raise UserError(verify.nonfinite_message(self.path, ds_name, self.rows[bad], ids))
         return x
 
     def features(self, aggregate: str | None = None, scales: Sequence[int] | None = None,
@@ -501,7 +440,7 @@ class FeatureStore:
                 the store's (set by ``vgg extract --aggregate``).
             scales: scales to use (default all, in store order).
             nets: nets to use (indices or ``"net0"``...); several are stacked (late fusion).
-            l2: where to L2-normalise (see the class docstring); default: the store's ("aggregate").
+            l2: where to L2-normalise (one of L2_PLACES, True = aggregate, False = none); default: the store's.
             regions: stack each net's whole-image descriptor with its region descriptor (Table 12).
         """
         aggregate = aggregate or self.default_aggregate

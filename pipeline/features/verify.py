@@ -45,8 +45,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _write_error(path: str | os.PathLike[str], e: BaseException, during: str, created: bool = True) -> UserError:
-    """The one-line error of a failed write: the OS error, and that the store stays incomplete
-    (``created``) or was not written at all."""
+    """The one-line error of a failed write: the OS error; the store stays incomplete (or, not ``created``, absent)."""
     why = _io_failure(e) or _first_line(e)
     left = ("the store is left incomplete: free space (or fix the disk) and rerun the same command to resume"
             if created else "no store was written: free space (or fix the disk) and rerun")
@@ -152,19 +151,10 @@ def nonfinite_message(path: str | os.PathLike[str], name: str, rows: np.ndarray,
     return f"{path}: {_nonfinite(name, rows, ids)}; {hint}"
 
 
-def _ids(f: h5py.File) -> list[str] | None:
-    try:
-        return list(f["ids"].asstr()[:])
-    except (KeyError, OSError, ValueError):
-        return None
-
-
 def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
-    """Read every descriptor dataset whole: checksum failures, non-finite done rows.
+    """Read every descriptor of an open store whose structure is whole: checksum failures, non-finite done rows.
 
-    Args:
-        f: the open store (structure already checked).
-        drop_cache: ask the kernel to drop the file's cached pages first, so the read comes from the disk.
+    ``drop_cache`` asks the kernel to drop the file's cached pages first, so the read comes from the disk.
     """
     if drop_cache and hasattr(os, "posix_fadvise"):
         try:
@@ -181,19 +171,13 @@ def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
                 return [_unreadable(name, e)]
             bad = np.flatnonzero(done[s:s + len(block)] & ~np.isfinite(block).all(axis=1))
             if len(bad):
-                return [_nonfinite(name, bad + s, _ids(f))]
+                return [_nonfinite(name, bad + s, list(f["ids"].asstr()[:]))]
     return []
 
 
 def seal(f: h5py.File, path: str | os.PathLike[str]) -> None:
-    """Confirm every write of an open, writable store, then mark it complete and close it.
-
-    Flushes and fsyncs, checks the structure, reads every descriptor back from the disk
-    (checksums, finite values), sets ``complete``, flushes and fsyncs again, and closes.
-
-    Raises:
-        UserError: a write or the read-back failed; the store is left incomplete.
-    """
+    """Confirm every write of an open, writable store (fsync, structure, read-back from the disk), then set
+    ``complete``, fsync again and close it; a failed write or read-back leaves it incomplete (UserError)."""
     with writing(path, "flushing"):
         f.flush()
         os.fsync(f.id.get_vfd_handle())
