@@ -33,11 +33,9 @@ Head = Literal["scr", "pcr"]
 
 def head_outputs(head: Head, num_classes: int) -> int:
     """Outputs of the box-regression layer: 4 (SCR) or 4 x classes (PCR)."""
-    if head == "scr":
-        return 4
-    if head == "pcr":
-        return 4 * num_classes
-    raise UserError(f"unknown regression type {head!r} (scr, pcr)")
+    if head not in ("scr", "pcr"):
+        raise UserError(f"unknown regression type {head!r} (scr, pcr)")
+    return 4 if head == "scr" else 4 * num_classes
 
 
 def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2, seed: int | None = None,

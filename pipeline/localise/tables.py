@@ -75,21 +75,21 @@ def images_line(images: dict[str, int]) -> str:
     return line + "."
 
 
+def _markdown(title: str, header: list[str], cells: list[list[str]], foot: str) -> str:
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells] + ["", foot]) + "\n"
+
+
 def crop_table(rows: list[dict], split: str, images: dict[str, int]) -> str:
     """Table 8 in Markdown."""
-    lines = ["Localisation error, central crop and ground-truth class (Table 8 format)", "",
-             f"| Fine-tuned layers | regression type | GT class localisation error (%), {split} |",
-             "|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['fine_tuned']} | {r['regression']} | {_pct(r['error'])} |")
-    return "\n".join(lines + ["", images_line(images)]) + "\n"
+    return _markdown("Localisation error, central crop and ground-truth class (Table 8 format)",
+                     ["Fine-tuned layers", "regression type", f"GT class localisation error (%), {split}"],
+                     [[r["fine_tuned"], r["regression"], _pct(r["error"])] for r in rows], images_line(images))
 
 
 def dense_table(rows: list[dict], split: str, k: int, images: dict[str, int], classes_from: str) -> str:
     """Table 9 in Markdown."""
-    lines = ["Localisation error, dense application and greedy merging (Table 9 format)", "",
-             f"| train (S) | test (Q) | top-{k} localisation error (%), {split} | top-1 (%) |",
-             "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['train']} | {r['test']} | {_pct(r['error'])} | {_pct(r['error_top1'])} |")
-    return "\n".join(lines + ["", f"Top-{k} classes from {classes_from}. " + images_line(images)]) + "\n"
+    return _markdown("Localisation error, dense application and greedy merging (Table 9 format)",
+                     ["train (S)", "test (Q)", f"top-{k} localisation error (%), {split}", "top-1 (%)"],
+                     [[r["train"], r["test"], _pct(r["error"]), _pct(r["error_top1"])] for r in rows],
+                     f"Top-{k} classes from {classes_from}. " + images_line(images))
