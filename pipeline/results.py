@@ -354,3 +354,7 @@ class PaperResult(StageResult):
     top1_error: float | None = None
     caltech_recall: float | None = None
     voc07_map: float | None = None
+
+    def summary(self) -> str:
+        """The paper-style tables of the run and where they are."""
+        return f"{Path(self.tables).read_text()}\ndemo finished in {self.seconds:.0f} s; tables in {self.tables}"

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.options import SetOption
+from pipeline.cli.options import JsonOption, SetOption
 
 HomeOption = Annotated[Path | None, typer.Option(help="PREFECT_HOME (default: ./.prefect)")]
 
@@ -108,6 +108,7 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="run folder (outputs are reused by a re-run)")] = Path("runs/demo"),
     sets: SetOption = None,
     home: HomeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run the whole paper pipeline on the shipped data as the Prefect flow `vgg-paper`.
 
@@ -126,8 +127,7 @@ def demo(
 
     cfg = load_config(PaperConfig, None, sets, workdir=str(workdir))
     res = paper_flow(cfg)
-    typer.echo(Path(res.tables).read_text())
-    typer.echo(f"demo finished in {res.seconds:.0f} s; tables in {res.tables}")
+    typer.echo(res.model_dump_json(indent=2) if as_json else res.summary())
 
 
 def register(app: typer.Typer) -> None:

@@ -85,20 +85,24 @@ def _s(run: NetRun) -> str:
     return str(run.scale[0]) if not run.jittered else f"[{run.scale[0]};{run.scale[1]}]"
 
 
-def _crop_and_fusion(ce: ClassificationErrors) -> dict[str, Any]:
-    t5, per = [], {}
+#: the evaluation methods of Tables 5 and 6: (posteriors' name, row name)
+METHOD_ROWS = (("dense", "dense"), ("multicrop", "multi-crop"), ("both", "both"))
+
+
+def _crop_and_fusion(ce: ClassificationErrors, fused: bool) -> tuple[list, list, dict[tuple[str, str], Any]]:
+    """Tables 5 and 6 (Table 6 once the fusion step is done) and the per-image errors behind their rows."""
+    t5, t6, per = [], [], {}
     for rid in ce.crop:
-        for method, name in (("dense", "dense"), ("multicrop", "multi-crop"), ("both", "both")):
+        for method, name in METHOD_ROWS:
             per[(rid, method)] = ce.errors(ce.posteriors(rid, method))
             t5.append(_row(f"{rid} {name}", per[(rid, method)], PAPER["table5"].get(f"{rid} {name}"), net=rid,
                            method=name))
-    t6 = []
-    if len(ce.crop) == 2:
+    if fused and len(ce.crop) == 2:
         a, b = list(ce.crop)
-        for method, name in (("dense", "dense"), ("multicrop", "multi-crop"), ("both", "both")):
+        for method, name in METHOD_ROWS:
             per[("fusion", method)] = ce.errors(fuse([ce.posteriors(a, method), ce.posteriors(b, method)]))
             t6.append(_row(name, per[("fusion", method)], PAPER["table6"].get(name), nets=f"{a} + {b}", method=name))
-    return {"table5": t5, "table6": t6, "per": per}
+    return t5, t6, per
 
 
 def _findings_cls(single: dict, multi: dict, crop: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
@@ -210,9 +214,7 @@ def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], l
     have = [r.id for r in RUNS if r.id in records]
     reps = sorted(rid for rid in records if split_repeat(rid)[1])
     tables: dict[str, list] = {}
-    single: dict = {}
-    multi: dict = {}
-    crop: dict = {}
+    single, multi, crop = {}, {}, {}
     repeats: tuple[list, list] = ([], [])
     if have or reps:
         mc = records.get("multicrop")
@@ -221,11 +223,7 @@ def build_tables(records: dict[str, dict[str, Any]]) -> tuple[dict[str, list], l
         tables.update(cls_tables)
         single, multi = errs["single"], errs["multi"]
         if mc:
-            cf = _crop_and_fusion(ce)
-            tables["table5"], crop = cf["table5"], cf["per"]
-            tables["table6"] = cf["table6"] if "fusion" in records else []
-            if "fusion" not in records:
-                crop = {k: v for k, v in crop.items() if k[0] != "fusion"}
+            tables["table5"], tables["table6"], crop = _crop_and_fusion(ce, "fusion" in records)
         repeats = _repeats(ce, single, reps)
     findings = _findings_cls(single, multi, crop)
     tables["table8"], tables["table9"], loc = _localisation(records.get("localisation"))

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-__all__ = ["Record", "Source", "register_source", "open_source", "SOURCES", "is_hidden"]
+__all__ = ["Record", "Source", "register_source", "open_source", "SOURCES", "class_dirs", "is_hidden"]
 
 
 @dataclass
@@ -82,10 +82,6 @@ class Source(ABC):
     def records(self, split: str) -> Iterator[Record]:
         """Records of one split in stable source order."""
 
-    def describe(self) -> dict[str, Any]:
-        """kind, root, classes and splits, for manifests and provenance."""
-        return {"kind": self.kind, "root": str(self.root), "classes": self.classes, "splits": self.splits()}
-
 
 SOURCES: dict[str, type[Source]] = {}
 
@@ -117,6 +113,11 @@ def open_source(root: str | os.PathLike[str], format: str = "auto", **options: A
         if cls.detect(p):
             return cls(p, **options)
     raise UserError(f"{p}: cannot detect the dataset layout; pass --format ({', '.join(sorted(SOURCES))})")
+
+
+def class_dirs(d: Path) -> list[Path]:
+    """The class folders of ``d``: its folders not starting with a dot, sorted by name."""
+    return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def is_hidden(path: Path, root: Path) -> bool:

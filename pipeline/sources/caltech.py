@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.sources.base import Record, Source, register_source
+from pipeline.sources.base import Record, Source, class_dirs, register_source
 
 __all__ = ["Caltech101Source", "Caltech256Source"]
 
@@ -27,10 +27,6 @@ def _find(root: Path, name: str) -> Path | None:
     if (root / name).is_dir():
         return root / name
     return None
-
-
-def _class_dirs(d: Path) -> list[Path]:
-    return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _jpgs(d: Path) -> list[Path]:
@@ -48,7 +44,7 @@ class _Caltech(Source):
         if d is None:
             raise UserError(f"{self.root}: no {self.folder} folder")
         self.dir = d
-        self._dirs = _class_dirs(d)
+        self._dirs = class_dirs(d)
         self._classes = [p.name for p in self._dirs]
 
     @classmethod
@@ -97,7 +93,7 @@ class Caltech256Source(_Caltech):
 
     @classmethod
     def _looks_like(cls, d: Path) -> bool:
-        dirs = _class_dirs(d) if d.is_dir() else []
+        dirs = class_dirs(d) if d.is_dir() else []
         return (
             bool(dirs) and all(_C256_DIR.match(p.name) for p in dirs) and any(p.name.endswith(".clutter") for p in dirs)
         )

@@ -11,15 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.sources.base import Record, Source, is_hidden, register_source
+from pipeline.sources.base import Record, Source, class_dirs, is_hidden, register_source
 
 __all__ = ["ImageFolderSource"]
 
 SPLIT_NAMES = ("train", "val", "test", "trainval")
-
-
-def _class_dirs(d: Path) -> list[Path]:
-    return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 @register_source("imagefolder")
@@ -30,11 +26,11 @@ class ImageFolderSource(Source):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return root.is_dir() and bool(_class_dirs(root))
+        return root.is_dir() and bool(class_dirs(root))
 
     def __init__(self, root, **options) -> None:
         super().__init__(root, **options)
-        top = _class_dirs(self.root)
+        top = class_dirs(self.root)
         if not top:
             raise UserError(f"{self.root}: no class folders")
         split_dirs = [p for p in top if p.name in SPLIT_NAMES]
@@ -44,7 +40,7 @@ class ImageFolderSource(Source):
             self._splits = {"all": self.root}
         names: set[str] = set()
         for d in self._splits.values():
-            names.update(p.name for p in _class_dirs(d))
+            names.update(p.name for p in class_dirs(d))
         self._classes = sorted(names)
         self._index = {c: i for i, c in enumerate(self._classes)}
 
@@ -59,7 +55,7 @@ class ImageFolderSource(Source):
         if split not in self._splits:
             raise UserError(f"{self.root}: no split {split!r} (has {', '.join(self._splits)})")
         base = self._splits[split]
-        for cdir in _class_dirs(base):
+        for cdir in class_dirs(base):
             for f in sorted(cdir.rglob("*")):
                 if f.is_dir() or is_hidden(f, cdir):
                     continue

@@ -169,3 +169,14 @@ def test_the_committed_report_renders_from_its_results(tmp_path: Path) -> None:
     assert republish(tmp_path / "docs" / "reproduction") == [str(tmp_path / "docs" / "reproduction.md")]
     assert (tmp_path / "docs" / "reproduction.md").read_text() == (docs / "reproduction.md").read_text()
     assert "**depth**: the paper's ordering holds" in (docs / "reproduction.md").read_text()
+
+
+def test_multicrop_without_the_fusion_step(tmp_path: Path) -> None:
+    book = _records(tmp_path)
+    (book.folder / "fusion.json").unlink()
+    res = json.loads(Path(write_report(tmp_path, book, QUICK, quick=True, data={"shards": "shards"})["results"])
+                     .read_text())
+    verdict = {f["id"]: f["reproduced"] for f in res["findings"]}
+    assert res["tables"]["table6"] == [] and len(res["tables"]["table5"]) == 6
+    assert verdict["fusion"] is None and verdict["dense-vs-crop"] is True
+    assert res["setup"]["pending"] == ["fusion"] and res["setup"]["steps"] == len(RUNS) + 4
