@@ -128,6 +128,12 @@ def test_cli_json_and_one_line_errors(folder, ckpt, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["method"] == "dense" and res["scales"] == [[40]] and res["n_images"] + res["n_failed"] == 6
     assert {"top1_error", "top5_error", "n_images"} <= set(res)
+    with pytest.raises(SystemExit):  # without --json: the paper-format table and the errors, for people
+        main(["evaluate", str(ckpt), "--data", str(folder), "--scales", "single", "--limit", "6",
+              "--out", str(tmp_path / "cli")])
+    text = capsys.readouterr().out
+    assert "| ConvNet config. | train (S) | test (Q) | method | top-1 val. error (%) |" in text
+    assert f"top-1 error {100 * res['top1_error']:.2f}%" in text and text.rstrip().endswith("eval.json")
     again = run_evaluate(EvaluateConfig(from_posteriors=[str(tmp_path / "cli")]))
     assert again["top1_error"] == res["top1_error"]
     with pytest.raises(UserError, match="has no multicrop posteriors"):

@@ -47,6 +47,10 @@ def test_a_small_net_learns_fashion_mnist(trained):
     train = _rows(Path(res["out"]), "train")
     assert train[-1]["loss"] < train[0]["loss"] - 0.5
     assert res["steps"] == 3 * (400 // 16) and res["stop"] == "max_epochs 3"
+    text = res.summary()  # what `vgg train` prints (--json: the result)
+    assert text.startswith(f"{res.out}: 3 epochs, {res.steps} SGD steps") and "stopped: max_epochs 3" in text
+    assert f"best val top-1 error {100 * (1 - res.best_top1):.2f}% (epoch {res.best_epoch})" in text
+    assert f"best: {res.best}" in text and f"last: {res.last}" in text
 
 
 def test_outputs_and_checkpoint_meta(trained, shards):
