@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.features.store import FORMAT, StoreLayout, _write_failed, create_store, failed_log_path, part_path
-from pipeline.features.verify import close_quietly, descriptor_names, read_error, seal, structure_problems, writing
+from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_store, failed_log_path, part_path
+from pipeline.features.verify import descriptor_names, read_error, structure_problems, writing
 from pipeline.io import atomic_path
 
 __all__ = ["merge_parts", "finished_parts", "merge_and_remove"]
@@ -98,7 +98,7 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
             l2=str(first["l2"]))
         with atomic_path(out) as tmp:
             create_store(tmp, layout, label=out)
-            _merge_into(tmp, out, list(zip(parts, files, strict=False)))
+            _merge_into(StoreWriter(tmp, label=out), list(zip(parts, files, strict=False)))
     finally:
         for f in files:
             f.close()
@@ -115,20 +115,16 @@ def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, o
             dst[offset + s: offset + s + len(rows)] = rows
 
 
-def _merge_into(tmp: Path, out: Path, parts: list[tuple[Any, h5py.File]]) -> None:
-    """Copy the parts' rows into the new store at ``tmp``, then confirm and seal it (errors name ``out``)."""
-    dst = h5py.File(tmp, "r+", rdcc_nbytes=0)
+def _merge_into(writer: StoreWriter, parts: list[tuple[Any, h5py.File]]) -> None:
+    """Copy the parts' rows and failures into the new store, then let its writer finish it."""
     try:
-        failed: list[tuple[int, str, str]] = []
         for p, f in parts:
             off = int(f.attrs["row_start"])
-            for name in [*descriptor_names(dst.attrs), "done"]:
-                _copy_rows(p, f[name], out, dst[name], off)
+            for name in [*descriptor_names(f.attrs), "done"]:
+                _copy_rows(p, f[name], writer.label, writer.f[name], off)
             fg = f["failed"]
-            failed += [(int(r) + off, i, s) for r, i, s in
-                       zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:], strict=False)]
-        with writing(out, "recording decode failures"):
-            _write_failed(dst, failed)
-        seal(dst, out)
+            writer.failed.update({int(r) + off: (i, s) for r, i, s in
+                                  zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:], strict=False)})
+        writer.finalize()
     finally:
-        close_quietly(dst)
+        writer.close()

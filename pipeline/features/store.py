@@ -296,7 +296,11 @@ class StoreWriter:
 
     def close(self) -> None:
         """Close the file; a close that fails after an earlier failure is not reported again."""
-        verify.close_quietly(self.f)
+        if self.f.id.valid:
+            try:
+                self.f.close()
+            except (OSError, RuntimeError, ValueError):
+                pass
 
 
 class FeatureStore:
@@ -393,21 +397,17 @@ class FeatureStore:
         return [{"id": k, "reason": s} for _, (k, s) in sorted(log.items())]
 
     def _scales(self, scales: Sequence[int] | None) -> list[int]:
-        if scales is None:
-            return list(self.scales)
-        bad = [q for q in scales if int(q) not in self.scales]
-        if bad:
-            raise UserError(f"{self.path}: no scale(s) {bad} (has {self.scales})")
-        return [int(q) for q in scales]
+        return self._pick("scale", None if scales is None else [int(q) for q in scales], self.scales)
 
     def _nets(self, nets: Sequence[int | str] | None) -> list[str]:
-        if nets is None:
-            return list(self.nets)
-        names = [str(x) if str(x).startswith("net") else f"net{x}" for x in nets]
-        bad = [x for x in names if x not in self.nets]
+        names = None if nets is None else [str(x) if str(x).startswith("net") else f"net{x}" for x in nets]
+        return self._pick("net", names, self.nets)
+
+    def _pick(self, what: str, asked: list[Any] | None, have: list[Any]) -> list[Any]:
+        bad = [x for x in asked or [] if x not in have]
         if bad:
-            raise UserError(f"{self.path}: no net(s) {bad} (has {self.nets})")
-        return names
+            raise UserError(f"{self.path}: no {what}(s) {bad} (has {have})")
+        return list(have if asked is None else asked)
 
     def raw(self, net: int | str = 0, Q: int | None = None, regions: bool = False) -> np.ndarray:
         """The raw descriptors (float32, n x D) of one net at scale Q (default: the first scale).
@@ -479,10 +479,8 @@ class FeatureStore:
 
 
 def _l2_place(l2: bool | str) -> str:
-    if l2 is True:
-        return "aggregate"
-    if l2 is False:
-        return "none"
+    if isinstance(l2, bool):
+        return "aggregate" if l2 else "none"
     if l2 not in L2_PLACES:
         raise UserError(f"l2 must be one of {L2_PLACES} (or True/False), got {l2!r}")
     return str(l2)

@@ -21,7 +21,7 @@ from pipeline.errors import UserError
 
 __all__ = [
     "writing", "read_error", "structure_problems", "data_problems", "nonfinite_message", "seal", "verify_file",
-    "descriptor_names", "close_quietly", "BLOCK_ROWS",
+    "descriptor_names", "BLOCK_ROWS",
 ]
 
 #: rows read at a time when a whole dataset is verified
@@ -199,12 +199,3 @@ def verify_file(path: str | os.PathLike[str], data: bool = True) -> list[str]:
             return structure_problems(f) or (data_problems(f) if data else [])
     except OSError as e:
         return [f"not a readable HDF5 file ({_first_line(e)})"]
-
-
-def close_quietly(f: h5py.File) -> None:
-    """Close ``f``; a close that fails after an earlier failure (already reported) is not reported again."""
-    if f.id.valid:
-        try:
-            f.close()
-        except (OSError, RuntimeError, ValueError):
-            pass
