@@ -83,13 +83,11 @@ def _check_same(first: FeatureStore, other: FeatureStore) -> None:
 
 def load_descriptors(paths: list[str | os.PathLike[str]], aggregate: str = "avg", scales: list[int] | None = None,
                      l2: str = "aggregate", regions: bool = False, require_labels: bool = True) -> Descriptors:
-    """Read and fuse (stack) the descriptors of one or more stores of the same images (float32 ``X``).
+    """The descriptors of one or more stores of the same images, stacked (float32 ``X``; docs/transfer.md).
 
-    ``aggregate`` over the stored ``scales`` (default: all): ``avg`` or ``stack``; ``l2``: where to
-    L2-normalise (:data:`L2_FUSION`; ``aggregate``: the final descriptor, the paper's choice);
-    ``regions``: the box descriptors stacked with the whole image's (Table 12). Refuses (UserError)
-    a store without labels (with ``require_labels``), stores of different images, labels or classes,
-    a damaged store and non-finite descriptors (naming the rows).
+    ``aggregate`` (``avg``, ``stack``) over ``scales`` (default: all); ``l2``: where to L2-normalise
+    (:data:`L2_FUSION`); ``regions``: the box descriptors too (Table 12). UserError for unlabelled
+    (with ``require_labels``), mismatched, damaged or non-finite stores.
     """
     if not paths:
         raise UserError("no feature store given")

@@ -101,11 +101,7 @@ def _rows(ids: list[str], index: dict[str, int]) -> np.ndarray:
 
 def _test_images(ctx: TransferContext, sets: dict[str, list[str]], src: VOCSource | None,
                  index: dict[str, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The scored images in the devkit's order: (ids, their store rows or -1, ground truth).
-
-    Images listed by the devkit but missing from the stores keep their labels from the devkit's class
-    files, so they count as misses, as in VOCevalcls.
-    """
+    """The scored images in the devkit's order: (ids, store rows or -1, ground truth; the devkit's for rows -1)."""
     d, ev, test_start = ctx.d, ctx.cfg.voc_test_split, ctx.test_start
     if ev in sets:  # the devkit's order (ties, and images without a score, keep it)
         test_ids = list(sets[ev])
