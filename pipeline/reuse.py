@@ -1,22 +1,12 @@
-"""One rule for "is this output finished and reusable", shared by every stage (docs/design.md).
+"""One rule for "is this output finished and reusable", shared by every stage (docs/design.md, section 3).
 
 Every stage output records the *identity* of what made it (:func:`identity`: its inputs' sha256 or
-fingerprints, the resolved config fields that change the output, a format version) and records
-itself as *finished* last, atomically (:func:`record_finished` for JSON records, the ``complete``
-attribute for HDF5 stores, ``manifest.json`` for shard folders), so a half-written output is never
-taken as finished. :func:`check_reusable` then decides, the same way for every stage:
-
-- nothing there: ``build``;
-- a record that cannot be read: a one-line :class:`~pipeline.errors.UserError`, or ``build``
-  (after ``clean``) with ``overwrite``;
-- another identity: a one-line error naming the differing fields (:func:`differences`), or
-  ``build`` (after ``clean``) with ``overwrite``;
-- the same identity: the stage's structural check; a damaged output is refused (or rebuilt with
-  ``overwrite``), or, for stages that repair what they find (``damaged="build"``), continued;
-  otherwise ``reuse`` when finished and ``resume`` when not (a stage that cannot resume builds).
-
-Stages whose output is a result that every run with other inputs replaces (evaluate, transfer,
-stats, localisation evaluation, the raw-pixel store) pass ``overwrite=True``.
+fingerprints, the resolved config fields that change the output, a format version) and marks
+itself *finished* last, atomically, so a half-written output is never taken as finished. Each
+output type is an :class:`Output`; :func:`check_reusable` decides ``reuse``, ``resume`` or
+``build`` the same way for all of them (the table in docs/design.md). Stages whose result every
+run with other inputs replaces (evaluate, transfer, stats, localisation evaluation, the raw-pixel
+store) pass ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -36,7 +26,7 @@ from pipeline.io import atomic_write_json, read_json, sha256_file
 
 __all__ = [
     "Decision", "Recorded", "Output", "JsonRecord", "identity", "differences", "check_reusable", "record_finished",
-    "read_record", "config_fields", "saved_result", "input_digests", "IDENTITY_KEY", "NOT_OUTPUT",
+    "read_record", "config_fields", "input_digests", "IDENTITY_KEY", "NOT_OUTPUT",
 ]
 
 #: what :func:`check_reusable` decides
@@ -148,33 +138,11 @@ class JsonRecord(Output):
     def saved(self, ident: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The record when it is finished with identity ``ident``, else None (``ident`` None never reuses).
 
-        For stages whose result every run with other inputs replaces: evaluate, transfer, stats,
-        localisation evaluation.
+        For results that every run with other inputs replaces (evaluate, transfer, localisation evaluation).
         """
-        if ident is None:
+        if ident is None or check_reusable(self, ident, overwrite=True) != "reuse":
             return None
-        rec = self.read()
-        if check_reusable(_Known(self, rec), ident, overwrite=True) == "reuse":
-            return dict(rec.record)  # type: ignore[union-attr]
-        return None
-
-
-class _Known(Output):
-    """An output whose record was already read (so it is read once)."""
-
-    def __init__(self, output: Output, rec: Recorded | None) -> None:
-        super().__init__(output.path)
-        self.output, self.rec = output, rec
-        self.what, self.hint, self.labels, self.repairs = output.what, output.hint, output.labels, output.repairs
-
-    def read(self) -> Recorded | None:
-        return self.rec
-
-    def problems(self, finished: bool) -> list[str]:
-        return self.output.problems(finished)
-
-    def clean(self) -> None:
-        self.output.clean()
+        return dict(self.read().record)  # type: ignore[union-attr]
 
 
 def check_reusable(output: Output, ident: Mapping[str, Any], overwrite: bool = False) -> Decision:
@@ -225,11 +193,6 @@ def read_record(path: str | os.PathLike[str]) -> Recorded | None:
     if not isinstance(ident, dict):
         return Recorded(None, False, f"{path.name} does not record what made it", rec)
     return Recorded(ident, True, None, rec)
-
-
-def saved_result(path: str | os.PathLike[str], ident: Mapping[str, Any] | None, what: str) -> dict[str, Any] | None:
-    """:meth:`JsonRecord.saved` of the record at ``path``."""
-    return JsonRecord(path, what).saved(ident)
 
 
 def input_digests(files: Iterable[str | os.PathLike[str]]) -> list[str] | None:

@@ -24,7 +24,6 @@ from pipeline.reuse import (
     identity,
     read_record,
     record_finished,
-    saved_result,
 )
 
 
@@ -81,8 +80,8 @@ def test_absent_then_finished_same_identity_is_reused(tmp_path):
     assert json.loads(out.read_text()) == {"mean": 0.5, "identity": ident}
     assert not [p for p in tmp_path.iterdir() if p != out]  # no temporary file left beside it
     assert _check(out, ident) == "reuse"
-    assert saved_result(out, ident, "a result") == {"mean": 0.5, "identity": ident}
-    assert saved_result(out, None, "a result") is None  # no identity (an input is missing): never reused
+    assert JsonRecord(out, "a result").saved(ident) == {"mean": 0.5, "identity": ident}
+    assert JsonRecord(out, "a result").saved(None) is None  # no identity (an input is missing): never reused
 
 
 def test_other_identity_is_a_one_line_error_naming_the_field(tmp_path):
@@ -97,7 +96,7 @@ def test_other_identity_is_a_one_line_error_naming_the_field(tmp_path):
     result = _Result(out)
     assert check_reusable(result, identity(size=48, data="abc"), overwrite=True) == "build" and result.cleaned == 1
     # a result that every run replaces: another identity is not reused, and not refused
-    assert saved_result(out, identity(size=48, data="abc"), "a result") is None
+    assert JsonRecord(out, "a result").saved(identity(size=48, data="abc")) is None
 
 
 def test_unfinished_output_is_resumed_or_built(tmp_path):

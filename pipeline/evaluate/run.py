@@ -21,7 +21,7 @@ from pipeline.evaluate.runner import EvalSettings, broadcast, check_classes, eva
 from pipeline.evaluate.tables import build_rows, format_train_scale, to_csv, to_markdown
 from pipeline.io import atomic_write_text
 from pipeline.results import EvaluateResult
-from pipeline.reuse import config_fields, identity, input_digests, record_finished, saved_result
+from pipeline.reuse import JsonRecord, config_fields, identity, input_digests, record_finished
 from pipeline.runtime import DistEnv, Progress, resolve_bf16, start_distributed, stop_distributed, torch_threads
 
 __all__ = ["run_evaluate"]
@@ -40,7 +40,7 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     if bool(cfg.checkpoints) == bool(cfg.from_posteriors):
         raise UserError("give checkpoints (with --data) or --from-posteriors, not both or neither")
     ident = _identity(cfg) if cfg.out else None
-    previous = saved_result(Path(cfg.out) / "eval.json", ident, "an evaluation") if cfg.out else None
+    previous = JsonRecord(Path(cfg.out) / "eval.json", "an evaluation").saved(ident) if cfg.out else None
     if previous is not None:  # an identical finished run: its saved result (a re-run of a flow reuses it)
         return EvaluateResult(**{**previous, "status": "exists"})
     env = start_distributed(cfg.runtime.device, cfg.distributed) if cfg.checkpoints else None
