@@ -1,9 +1,6 @@
-"""Running the test protocols (paper 3.2) over a dataset: the nets and their test scales, batches by size, ranks.
-
-Images of one batch share their rescaled size (buckets keyed by (Q, height, width)), so images of
-different sizes never share a forward pass. Under torchrun, process ``r`` of ``W`` evaluates the
-images at positions ``r mod W``; the results are gathered on process 0 in data order.
-"""
+"""Running the test protocols (paper 3.2) over a dataset: the nets and their test scales, batches of images of one
+rescaled size (so no image changes another's result), and torchrun processes (process ``r`` of ``W`` evaluates
+the images at positions ``r mod W``; process 0 gathers them in data order)."""
 
 from __future__ import annotations
 
@@ -113,11 +110,13 @@ class _Buckets:
                         store[pos] = row
 
     def arrays(self, n: int) -> dict[tuple[int, str, int], np.ndarray]:
-        """Every image's posteriors (``n`` of them) per (net, method, Q) after running every bucket left."""
+        """Every image's posteriors (``n`` of them) per (net, method, Q) after running every bucket left (none for
+        no image: the data then has no posteriors to report)."""
         for key in sorted(self.waiting):
             self.run(key)
         out = {}
-        for key in sorted((i, m, q) for i, net in enumerate(self.nets) for m in self.how.methods for q in net.scales):
+        for key in sorted((i, m, q) for i, net in enumerate(self.nets) for m in self.how.methods for q in net.scales
+                          if n):
             arr = np.zeros((n, self.nets[key[0]].model.cfg.num_classes), dtype=np.float32)
             by_pos = self.rows.get(key, {})
             if len(by_pos) != n:
@@ -170,11 +169,11 @@ def gather_results(local: LocalResults, env: DistEnv) -> LocalResults | None:
         if not env.main:
             return None
     order = np.argsort(np.concatenate([np.asarray(p.indices, dtype=np.int64) for p in parts]), kind="stable")
-    keys = [k for p in parts for k in p.keys]
-    labels = [y for p in parts for y in p.labels]
+    keys, labels = [k for p in parts for k in p.keys], [y for p in parts for y in p.labels]
     return LocalResults(indices=sorted(i for p in parts for i in p.indices), keys=[keys[i] for i in order],
                         labels=[labels[i] for i in order],
-                        arrays={k: np.concatenate([p.arrays[k] for p in parts])[order] for k in local.arrays},
+                        arrays={k: np.concatenate([p.arrays[k] for p in parts if k in p.arrays])[order]
+                                for k in sorted({k for p in parts for k in p.arrays})},
                         failed=sorted((f for p in parts for f in p.failed), key=lambda f: f["index"]))
 
 

@@ -13,7 +13,7 @@ from pipeline.evaluate.metrics import topk_error
 from pipeline.evaluate.posteriors import Posteriors
 from pipeline.evaluate.protocols import METHOD_NAMES, METHODS
 
-__all__ = ["format_train_scale", "format_scales", "net_label", "errors_pct", "build_rows", "to_markdown", "to_csv",
+__all__ = ["format_train_scale", "net_label", "errors_pct", "build_rows", "to_markdown", "to_csv",
            "COLUMNS"]
 
 COLUMNS = ("config", "train_S", "test_Q", "method", "top1_error_pct", "top5_error_pct", "n_images")
@@ -29,14 +29,9 @@ def format_train_scale(train_scale: dict[str, int] | None) -> str:
     return str(lo) if lo == hi else f"[{lo};{hi}]"
 
 
-def format_scales(scales: list[int]) -> str:
-    """``224,256,288``."""
-    return ",".join(str(q) for q in scales)
-
-
 def net_label(net: dict[str, Any], scales: list[int]) -> str:
     """The paper's Table 6 name of a net: ``(D/[256;512]/256,384,512)``."""
-    return f"({net.get('label', '?')}/{format_train_scale(net.get('train_scale'))}/{format_scales(scales)})"
+    return f"({net.get('label', '?')}/{format_train_scale(net.get('train_scale'))}/{','.join(map(str, scales))})"
 
 
 def errors_pct(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -47,8 +42,8 @@ def errors_pct(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def _row(config: str, train_s: str, scales: list[int], method: str, scores: np.ndarray, labels: np.ndarray) -> dict:
-    return {"config": config, "train_S": train_s, "test_Q": format_scales(scales), "method": METHOD_NAMES[method],
-            **errors_pct(scores, labels)}
+    return {"config": config, "train_S": train_s, "test_Q": ",".join(map(str, scales)),
+            "method": METHOD_NAMES[method], **errors_pct(scores, labels)}
 
 
 def build_rows(post: Posteriors, methods: list[str], single_scale_rows: bool = True) -> list[dict]:
