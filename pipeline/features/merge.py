@@ -22,15 +22,11 @@ from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_sto
 from pipeline.features.verify import descriptor_names, read_error, structure_problems, writing
 from pipeline.io import atomic_path
 
-__all__ = ["merge_parts", "finished_parts", "merge_and_remove"]
+__all__ = ["merge_parts", "finished_parts"]
 
 
 def finished_parts(out: Path) -> list[Path]:
-    """The part files of store ``out`` (``--part i/n`` runs), all of them, in order.
-
-    Raises:
-        UserError: no parts, parts of runs with different counts, or a part missing.
-    """
+    """The part files of store ``out`` (``--part i/n`` runs), in order; UserError if none, mixed or missing."""
     pattern = re.compile(re.escape(out.name) + r"\.part-(\d+)-of-(\d+)$")
     counts = {int(m.group(2)) for p in out.parent.glob(f"{out.name}.part-*") if (m := pattern.match(p.name))}
     if not counts:
@@ -45,22 +41,13 @@ def finished_parts(out: Path) -> list[Path]:
     return want
 
 
-def merge_and_remove(out: Path, parts: list[Path]) -> None:
-    """:func:`merge_parts`, then remove the parts (and the failure log of an earlier unfinished run)."""
-    merge_parts(out, parts)
-    for p in parts:
-        p.unlink()
-    failed_log_path(out).unlink(missing_ok=True)
-
-
 def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
     """Combine complete part stores (ranks or fanned-out tasks) into one store, rows in source order.
 
-    The merged store is written under a temporary name and renamed into place; the parts are left
-    for the caller to delete.
+    The merged store is written under a temporary name and renamed into place; then the parts (and
+    the failure log of an earlier unfinished run of the whole store) are removed.
 
-    Raises:
-        UserError: parts missing, incomplete, built from other inputs, or not covering every row.
+    Raises UserError for parts missing, incomplete, built from other inputs, or not covering every row.
     """
     out = Path(out)
     files = []
@@ -102,6 +89,9 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
     finally:
         for f in files:
             f.close()
+    for p in parts:
+        Path(p).unlink()
+    failed_log_path(out).unlink(missing_ok=True)
     return out
 
 

@@ -17,11 +17,10 @@ import torch
 
 import pipeline
 from pipeline.errors import UserError
-from pipeline.features.batches import ExtractJob, OnProgress, extract_rows
+from pipeline.features.batches import ExtractInput, ExtractJob, OnProgress, extract_rows
 from pipeline.features.config import ExtractConfig
 from pipeline.features.descriptor import Net, descriptor_scales
-from pipeline.features.inputs import ExtractInput
-from pipeline.features.merge import finished_parts, merge_and_remove
+from pipeline.features.merge import finished_parts, merge_parts
 from pipeline.features.store import FORMAT, StoreLayout, StoreOutput, create_store, part_path, set_read_defaults
 from pipeline.io import atomic_path, sha256_file
 from pipeline.locks import exclusive
@@ -44,7 +43,7 @@ def run_extract(cfg: ExtractConfig, on_progress: OnProgress | None = None) -> Ex
     out = Path(cfg.out)
     if cfg.merge:
         parts = finished_parts(out)
-        merge_and_remove(out, parts)
+        merge_parts(out, parts)
         return ExtractResult(status="merged", path=str(out), parts=len(parts))
     if not cfg.checkpoints or cfg.data is None:
         raise UserError("extract needs one or two checkpoints and --data (or --merge to combine finished parts)")
@@ -117,7 +116,7 @@ def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: 
 
     dist.barrier()
     if env.rank == 0:
-        merge_and_remove(out, [part_path(out, i, count) for i in range(count)])
+        merge_parts(out, [part_path(out, i, count) for i in range(count)])
         result["status"] = "merged"
     dist.barrier()
     return {**result, "rank": env.rank, "world": env.world}

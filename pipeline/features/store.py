@@ -101,8 +101,7 @@ def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str |
                  ) -> None:
     """Write a new, empty store (every row pending) at ``path`` (errors name ``label``); callers make it atomic.
 
-    Raises:
-        UserError: no rows, or the disk refused a write (e.g. full), with the OS error.
+    Raises UserError for no rows, or a write the disk refused (e.g. full), with the OS error.
     """
     n, dtype = len(layout.ids), np.dtype(layout.dtype)
     if n == 0:
@@ -226,7 +225,6 @@ class StoreWriter:
             raise UserError(f"{self.label}: damaged feature store ({problems[0]}); rebuild it with --overwrite")
         a = self.f.attrs
         self.scales = [int(q) for q in a["scales"]]
-        self.nets = int(a["nets"])
         self.regions = bool(a["regions"])
         self.dtype = np.dtype(str(a["dtype"]))
         self._ds = {name: self.f[name] for name in verify.descriptor_names(a)}
@@ -256,9 +254,7 @@ class StoreWriter:
 
         ``descs`` (and ``regions``, stores made with regions) hold per net a b x S x D array; ``ok``
         says which rows were described; ``failures`` are (local row, id, reason) of undecodable images.
-
-        Raises:
-            UserError: non-finite descriptors, or a write failed (the batch stays pending).
+        Raises UserError for non-finite descriptors or a failed write (the batch stays pending).
         """
         if self.regions and regions is None:
             raise ValueError("this store keeps region descriptors; pass regions=")
@@ -283,8 +279,7 @@ class StoreWriter:
     def finalize(self) -> None:
         """Record the failures, confirm every write (fsync, read back), mark the store complete, close it.
 
-        Raises:
-            UserError: a write or the read-back failed; the store stays incomplete.
+        Raises UserError when a write or the read-back fails; the store stays incomplete.
         """
         done = self.f["done"][:].astype(bool)
         if not self.processed().all():
@@ -412,8 +407,7 @@ class FeatureStore:
     def raw(self, net: int | str = 0, Q: int | None = None, regions: bool = False) -> np.ndarray:
         """The raw descriptors (float32, n x D) of one net at scale Q (default: the first scale).
 
-        Raises:
-            UserError: a chunk fails its checksum, or a returned row holds NaN/Inf (the rows are named).
+        Raises UserError when a chunk fails its checksum or a returned row holds NaN/Inf (naming the rows).
         """
         name = self._nets([net])[0]
         q = self._scales([Q if Q is not None else self.scales[0]])[0]
@@ -501,30 +495,25 @@ def set_read_defaults(path: str | os.PathLike[str], aggregate: str, l2: str) -> 
 def summarise_store(path: str | os.PathLike[str]) -> str:
     """A few lines describing a store (``vgg inspect features.h5``); works on unfinished stores too."""
     with FeatureStore(path, allow_incomplete=True) as st:
-        prov = st.provenance
-        part = st.part
-        lines = [f"{st.path}: feature store {FORMAT}{f', part {part[0]} of {part[1]}' if part else ''}, "
-                 + ("complete" if st.complete else f"INCOMPLETE ({st.n}/{st.rows_total} rows done; rerun to resume)")]
-        data = prov.get("data", {})
-        lines.append(f"  data: {data.get('path', '?')} ({data.get('kind', '?')}, split {data.get('split', '?')}, "
-                     f"fingerprint {data.get('fingerprint', '?')})")
-        lines.append(f"  images: {st.n} described of {st.rows_total}; {len(st.failed)} failed to decode")
-        for f in st.failed[:3]:
-            lines.append(f"    failed {f['id']}: {f['reason']}")
-        lines.append(f"  labels: {st.label_kind}-label, {len(st.classes)} classes")
-        for i, ck in enumerate(prov.get("checkpoints", [])):
-            m = ck.get("model", {})
-            lines.append(
-                f"  net{i}: {ck.get('path', '?')} (config {m.get('config', '?')}, width {m.get('width', '?')}, "
-                f"crop {m.get('crop', '?')}, D={st.dims.get(f'net{i}')}, sha256 {str(ck.get('sha256', ''))[:12]})"
-            )
-        lines.append(f"  scales Q: {st.scales}; flip {prov.get('flip')}; regions {st.has_regions}; "
-                     f"stored as {st.dtype}; precision {prov.get('precision', 'fp32')}")
+        prov, part, data = st.provenance, st.part, st.provenance.get("data", {})
         d_avg = sum(st.dims.values()) * (2 if st.has_regions else 1)
-        d_stack = d_avg * len(st.scales)
-        lines.append(f"  read default: aggregate={st.default_aggregate} (avg: {d_avg}-D, stack: {d_stack}-D), "
-                     f"l2={st.default_l2}")
-        lines.append("  integrity: structure whole; descriptor chunks fletcher32-checksummed "
-                     "(`vgg extract` with the same inputs reads every chunk before reusing it)")
-        lines.append(f"  pipeline {prov.get('pipeline_version', '?')}, {st.path.stat().st_size / 2**20:.1f} MiB")
+        lines = [
+            f"{st.path}: feature store {FORMAT}{f', part {part[0]} of {part[1]}' if part else ''}, "
+            + ("complete" if st.complete else f"INCOMPLETE ({st.n}/{st.rows_total} rows done; rerun to resume)"),
+            f"  data: {data.get('path', '?')} ({data.get('kind', '?')}, split {data.get('split', '?')}, "
+            f"fingerprint {data.get('fingerprint', '?')})",
+            f"  images: {st.n} described of {st.rows_total}; {len(st.failed)} failed to decode",
+            *(f"    failed {f['id']}: {f['reason']}" for f in st.failed[:3]),
+            f"  labels: {st.label_kind}-label, {len(st.classes)} classes",
+            *(f"  net{i}: {ck.get('path', '?')} (config {m.get('config', '?')}, width {m.get('width', '?')}, "
+              f"crop {m.get('crop', '?')}, D={st.dims.get(f'net{i}')}, sha256 {str(ck.get('sha256', ''))[:12]})"
+              for i, ck in enumerate(prov.get("checkpoints", [])) for m in [ck.get("model", {})]),
+            f"  scales Q: {st.scales}; flip {prov.get('flip')}; regions {st.has_regions}; "
+            f"stored as {st.dtype}; precision {prov.get('precision', 'fp32')}",
+            f"  read default: aggregate={st.default_aggregate} (avg: {d_avg}-D, stack: {d_avg * len(st.scales)}-D), "
+            f"l2={st.default_l2}",
+            "  integrity: structure whole; descriptor chunks fletcher32-checksummed "
+            "(`vgg extract` with the same inputs reads every chunk before reusing it)",
+            f"  pipeline {prov.get('pipeline_version', '?')}, {st.path.stat().st_size / 2**20:.1f} MiB",
+        ]
         return "\n".join(lines)

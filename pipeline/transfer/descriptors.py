@@ -159,7 +159,7 @@ def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str],
     any store. A finished store of the same identity is reused, anything else replaced. Returns ``out``.
     """
     import pipeline
-    from pipeline.features.inputs import ExtractInput
+    from pipeline.features.batches import ExtractInput
     from pipeline.features.store import FORMAT, StoreLayout, StoreOutput, create_store
     from pipeline.io import atomic_path
     from pipeline.reuse import check_reusable, identity

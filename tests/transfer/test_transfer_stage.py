@@ -278,7 +278,7 @@ def test_saved_result_follows_the_stores_content_not_their_file_times(digits_h5,
 def test_pixel_store_matches_pil(tmp_path):
     from PIL import Image
 
-    from pipeline.features.inputs import ExtractInput
+    from pipeline.features.batches import ExtractInput
     from pipeline.features.store import FeatureStore
     from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
 
