@@ -132,9 +132,7 @@ class ClassificationTask:
                                "step": pos.step, "lr": self.schedule.lr}
         event = ""
         if cfg.data.val_split:
-            loader = val_loader(setup.shards, cfg.data.val_split, view=setup.view, batch=setup.stream.micro_batch,
-                                rank=setup.env.rank, world=setup.env.world, workers=cfg.data.workers,
-                                pin_memory=setup.stream.pin_memory)
+            loader = val_loader(setup.stream, cfg.data.val_split, setup.view, setup.env.rank, setup.env.world)
             self.last_val = val = self.validate(loader)
             event = self.schedule.update(val["top1"], pos.epoch + 1)
             set_lr(self.opt, self.schedule.lr)

@@ -171,7 +171,7 @@ class _Loader:
 
 @dataclass
 class TrainStream:
-    """What a rank's training batches are made of (the same every epoch)."""
+    """What a rank's training batches are made of (the same every epoch); validation reads its shards too."""
 
     shards: ShardSet
     split: str
@@ -222,10 +222,10 @@ def _centre(sample: dict, *, view: CentreCropView) -> tuple[torch.Tensor, int]:
         raise UserError(f"validation sample {sample['__key__']}: {e}") from None
 
 
-def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int, rank: int, world: int,
-               workers: int, pin_memory: bool) -> _Loader:
-    """This rank's part of the validation split, each image read by exactly one rank and worker."""
-    items = shards.items(split)
+def val_loader(stream: TrainStream, split: str, view: CentreCropView, rank: int = 0, world: int = 1) -> _Loader:
+    """This rank's part of the validation ``split`` of the stream's shards, in batches of its micro-batch size and
+    read by its workers: each image read by exactly one rank and worker."""
+    items, workers = stream.shards.items(split), stream.workers
     if len(items) >= world:
         mine, sample_split = items[rank::world], None
     else:  # fewer shards than ranks: every rank reads all, keeps samples i % world == rank
@@ -235,5 +235,5 @@ def val_loader(shards: ShardSet, split: str, *, view: CentreCropView, batch: int
     if sample_split is not None:
         stages.append(sample_split)
     stages += [wds.map(functools.partial(_centre, view=view)),
-               wds.batched(batch, collation_fn=_collate, partial=True)]
-    return _Loader(_loader(wds.DataPipeline(*stages), workers, pin_memory))
+               wds.batched(stream.micro_batch, collation_fn=_collate, partial=True)]
+    return _Loader(_loader(wds.DataPipeline(*stages), workers, stream.pin_memory))

@@ -86,8 +86,8 @@ def test_validation_reads_every_image_once_over_ranks(uneven, world):
     ys = []
     for rank in range(world):
         for workers in (0, 2):
-            got = torch.cat([y for _, y in val_loader(uneven, "val", view=view, batch=8, rank=rank, world=world,
-                                                        workers=workers, pin_memory=False)])
+            stream = TrainStream(uneven, "train", AUG, 8, 1, workers=workers)
+            got = torch.cat([y for _, y in val_loader(stream, "val", view, rank, world)])
             if workers == 0:
                 ys.append(got)
             else:
@@ -119,6 +119,6 @@ def test_damaged_shard_in_a_loader_worker_is_one_line(uneven, tmp_path):
     shards = open_shards(str(d), ["train", "val"])
     view = CentreCropView(q=36, crop=32)
     with pytest.raises(ShardError) as e:
-        list(val_loader(shards, "val", view=view, batch=8, rank=0, world=1, workers=2, pin_memory=False))
+        list(val_loader(TrainStream(shards, "train", AUG, 8, 1, workers=2), "val", view))
     msg = str(e.value)
     assert "\n" not in msg and "Traceback" not in msg and "val-000000.tar" in msg and "the manifest says" in msg
