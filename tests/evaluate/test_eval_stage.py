@@ -172,18 +172,3 @@ def test_identical_rerun_returns_the_saved_result(both_run):
     assert again["status"] == "exists" and again["top1_error"] == res["top1_error"]
     other = run_evaluate(cfg.model_copy(update={"limit": 2, "out": str(out.parent / "other")}))
     assert "status" not in other and other["n_images"] <= 2
-
-
-def test_a_result_saved_with_the_old_runtime_keys_is_reused(both_run, tmp_path):
-    """eval.json written before the runtime section (flat device/bf16/channels_last/threads) still counts."""
-    res, out = both_run
-    old_out = tmp_path / "old"
-    shutil.copytree(out, old_out)
-    saved = json.loads((old_out / "eval.json").read_text())
-    runtime = saved["config"].pop("runtime")
-    saved["config"].update(runtime)  # the old flat keys
-    saved["config"]["out"] = str(old_out)
-    (old_out / "eval.json").write_text(json.dumps(saved))
-    again = run_evaluate(EvaluateConfig(**{**res.config, "out": str(old_out)}))
-    assert again.status == "exists" and again.top1_error == res.top1_error and again.rows == res.rows
-    assert again.outputs is not None and again.outputs.eval == str(out / "eval.json")  # as saved
