@@ -1,19 +1,10 @@
 """Where and how the stages run (paper 3.3): device, torch.distributed, bf16 autocast, CPU threads, progress.
 
-Every stage that runs a net takes the same :class:`RuntimeConfig` section (``runtime:`` in YAML,
-``--set runtime.device=cuda``) and calls the helpers here, so "how we pick the device" or "how a
-stage reports progress" is written once:
-
-- :func:`resolve_device`: ``auto`` = this rank's GPU when CUDA is available, else the CPU.
-- :func:`start_distributed` / :func:`stop_distributed`: join the process group ``torchrun``
-  describes, NCCL on CUDA and gloo on CPU (:func:`backend_for`).
-- :func:`resolve_bf16` and :func:`autocast`: ``auto`` turns bf16 autocast on only where it is
-  native (GPUs, CPUs with AVX512-BF16 or AMX); on an AVX2-only CPU it is emulated and slower.
-- :func:`cpu_count`, :func:`compute_threads`, :func:`torch_threads`: CPU cores and torch threads.
-- :class:`Progress`: a rich bar on a terminal, a Prefect progress artifact inside a flow run, log
-  lines otherwise.
-
-torch and prefect are imported where used: the shard stage needs ``cpu_count`` without torch.
+Every stage that runs a net takes the same :class:`RuntimeConfig` section (``runtime:`` in YAML) and calls
+the helpers here: :func:`resolve_device`, :func:`start_distributed` (NCCL on CUDA, gloo on CPU),
+:func:`resolve_bf16` (``auto``: on where bf16 is native, GPUs and CPUs with AVX512-BF16 or AMX) and
+:func:`autocast`, CPU threads, and :class:`Progress` (a rich bar on a terminal, a Prefect progress
+artifact inside a flow run, log lines otherwise). torch and prefect are imported where used.
 """
 
 from __future__ import annotations
@@ -90,15 +81,9 @@ def _local_rank() -> int:
 
 
 def resolve_device(pref: str = "auto", local_rank: int | None = None) -> torch.device:
-    """The device a setting names, for this process.
-
-    Args:
-        pref: ``auto`` (a GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-        local_rank: this process's rank on its node (default: ``$LOCAL_RANK`` or 0); ``auto`` and
-            ``cuda`` pick GPU ``local_rank mod #GPUs``.
-    Raises:
-        UserError: CUDA requested but not available.
-    """
+    """The device ``pref`` (``auto``: a GPU when CUDA is available, else the CPU; ``cpu``, ``cuda``, ``cuda:N``)
+    names for this process: ``auto`` and ``cuda`` pick GPU ``local_rank mod #GPUs`` (default: ``$LOCAL_RANK``).
+    CUDA requested but not available is a UserError."""
     import torch
 
     if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
@@ -144,15 +129,9 @@ class DistEnv:
 
 
 def start_distributed(device: str = "auto", enabled: bool = True) -> DistEnv:
-    """Join the process group that ``torchrun`` describes (if any) and pick this rank's device.
-
-    Args:
-        device: the ``runtime.device`` setting.
-        enabled: False runs a single process even under torchrun.
-    Returns:
-        Rank, world size and device; ``backend`` is None for a single process. A group set up by
-        the caller (tests, notebooks) is joined, not owned.
-    """
+    """Join the process group that ``torchrun`` describes (if any; not ``enabled``: one process even under
+    torchrun) and pick this rank's ``runtime.device``. A group set up by the caller (tests, notebooks) is joined,
+    not owned; ``backend`` is None for a single process."""
     import torch
     import torch.distributed as dist
 
