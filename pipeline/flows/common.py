@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
 from pipeline.errors import UserError, is_expected, one_line
+from pipeline.results import StageResult
 
 __all__ = ["transient_only", "one_line_failures", "stage_task", "run_task", "publish_table", "publish_markdown",
            "markdown_table",
@@ -49,11 +50,15 @@ def transient_only(task_, task_run, state) -> bool:
 
 
 def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn``, returning a Failed state with the one-line message for expected, non-transient errors."""
+    """``fn``, logging a stage result's ``summary()`` (what the CLI prints), and returning a Failed state with
+    the one-line message for expected, non-transient errors."""
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if isinstance(result, StageResult):
+                get_run_logger().info("%s", result.summary())
+            return result
         except Exception as e:  # noqa: BLE001 - sorted below; bugs and transient errors are raised
             if not is_expected(e) or _transient(e):
                 raise

@@ -11,7 +11,6 @@ from pipeline.io import atomic_write_json
 from pipeline.locks import folder_lock
 from pipeline.results import ShardResult, StatsResult
 from pipeline.reuse import check_reusable, config_fields, identity
-from pipeline.runtime import log
 from pipeline.shards.config import ShardConfig, StatsConfig
 from pipeline.shards.manifest import MANIFEST
 from pipeline.shards.parallel import map_shards
@@ -36,13 +35,8 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     """
     job = open_shard_job(cfg)  # the source's records, every split's seeded plan, the identity
     if cfg.part is not None:
-        res = write_shard_part(job)
-    elif cfg.merge:
-        res = merge_shard_parts(job)
-    else:
-        res = _write_folder(job)
-    log(res.summary(), cfg.progress)
-    return res
+        return write_shard_part(job)
+    return merge_shard_parts(job) if cfg.merge else _write_folder(job)
 
 
 def _write_folder(job: ShardJob) -> ShardResult:
@@ -77,7 +71,4 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
     stats.update({"split": cfg.split, "sampled": sampled, "seed": cfg.seed, "identity": ident})
     m["stats"] = stats
     atomic_write_json(manifest, m)
-    log(f"{cfg.shards}: mean RGB {[round(v, 3) for v in stats['mean']]}, "
-        f"eigval {[round(v, 3) for v in stats['eigval']]} "
-        f"over {stats['images']} images ({stats['pixels']} pixels)", cfg.progress)
     return StatsResult(**stats, shards=str(cfg.shards), manifest=str(manifest))

@@ -36,12 +36,14 @@ def _cfg(src, out, **kw) -> ShardConfig:
 
 
 def _vgg(argv: list[str], capsys) -> tuple[int, str]:
+    """(exit code, what the command printed: the summary on stdout, progress and errors on stderr)."""
     code = 0
     try:
         main(argv)
     except SystemExit as e:
         code = e.code or 0
-    return code, capsys.readouterr().err
+    printed = capsys.readouterr()
+    return code, printed.out + printed.err
 
 
 def _samples(out: Path, split: str) -> list[tuple[str, int, str]]:

@@ -97,7 +97,7 @@ def test_rerun_does_nothing_and_changes_are_refused(fm_tree, tmp_path, capsys):
     first = _shard(fm_tree, out)
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     again = _shard(fm_tree, out, progress=True)
-    assert again.nothing_to_do and "nothing to do" in capsys.readouterr().err
+    assert again.nothing_to_do and "nothing to do" in again.summary()
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
     with pytest.raises(UserError, match="another source or config.*--overwrite"):
         _shard(fm_tree, out, max_side=16)

@@ -132,7 +132,7 @@ def test_killed_run_leftovers_cleaned_by_the_next_run(pngs, tmp_path, capsys):
     code, o, e = vgg(["shard", str(src), str(out), "--shard-count", "2", "--workers", "1", "--set", "shuffle=false"],
                       capsys)
     feeder.join(10)
-    assert code == 0 and "resumed" in e, e
+    assert code == 0 and "resumed" in o, e
     assert not any(p.exists() for p in stale) and not list(out.rglob(".*.tmp"))
     keys = [s["__key__"] for s in iter_samples(out, "all")]
     assert len(keys) == 12 == len(set(keys))
@@ -163,7 +163,7 @@ def test_missing_label_is_a_recorded_skip(pngs, tmp_path, capsys):
     src = _csv(tmp_path / "list.csv", rows)
     out = tmp_path / "out"
     code, o, e = vgg(["shard", str(src), str(out), "--workers", "1"], capsys)
-    assert code == 0 and "11 samples written, 1 skipped" in e and "no label" in e
+    assert code == 0 and "11 samples written, 1 skipped" in o and "no label" in o
     skipped = [json.loads(ln) for ln in (out / "skipped.jsonl").read_text().splitlines()]
     assert [(s["path"], s["reason"].split(" (")[0]) for s in skipped] == [(str(pngs[3][0]), "no label")]
     assert all(s["cls"] is not None for s in iter_samples(out, "all"))
@@ -249,4 +249,4 @@ def test_damaged_manifest_in_the_output_folder(pngs, tmp_path, capsys):
                                        '[{"name": "../../elsewhere.tar", "count": 1, "bytes": 0}]}}, "classes": []}')
     refused(vgg(["shard", str(src), str(out), "--workers", "1"], capsys), "shard name", "--overwrite")
     code, o, e = vgg(["shard", str(src), str(out), "--workers", "1", "--overwrite"], capsys)
-    assert code == 0 and "12 samples written" in e
+    assert code == 0 and "12 samples written" in o
