@@ -50,10 +50,7 @@ class ExtractInput:
         self.entries: list[Entry] = self.view.entries()
         if any(e.labels is not None for e in self.entries):
             self.label_kind = "multi"
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.view.fingerprint)
+        self.fingerprint = str(self.view.fingerprint)
 
     def labels(self) -> np.ndarray:
         """Per entry, the class index (int64, -1 unknown); multi-label: an N x C int8 matrix of 1/-1/0."""

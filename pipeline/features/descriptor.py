@@ -99,11 +99,8 @@ class ScaleGroup:
 
 
 def box_crops(image: Image.Image, boxes: Sequence[dict[str, Any]]) -> list[Image.Image]:
-    """Crops of ``image`` for boxes ``{xmin, ymin, xmax, ymax}`` (pixels), clamped, at least 1 px.
-
-    The corners are used as the readers give them (floor of the minimum, ceiling of the maximum);
-    VOC's 1-based inclusive corners thus shift a crop by at most one pixel, immaterial here.
-    """
+    """Crops of ``image`` for boxes ``{xmin, ymin, xmax, ymax}`` (pixels, as the readers give them: VOC's
+    1-based corners shift a crop by at most a pixel), clamped to the image, floor/ceiling, at least 1 px."""
     w, h = image.size
     out = []
     for b in boxes:

@@ -44,14 +44,6 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:160]
 
 
-def _write_error(path: str | os.PathLike[str], e: BaseException, during: str, created: bool = True) -> UserError:
-    """The one-line error of a failed write: the OS error; the store stays incomplete (or, not ``created``, absent)."""
-    why = _io_failure(e) or _first_line(e)
-    left = ("the store is left incomplete: free space (or fix the disk) and rerun the same command to resume"
-            if created else "no store was written: free space (or fix the disk) and rerun")
-    return UserError(f"cannot write feature store {path} ({during}): {why}; {left}")
-
-
 def _unreadable(name: str, e: BaseException) -> str:
     why = ("checksum mismatch (the data changed after it was written)" if "filter returned failure" in str(e)
            else _io_failure(e) or _first_line(e))
@@ -60,14 +52,18 @@ def _unreadable(name: str, e: BaseException) -> str:
 
 @contextmanager
 def writing(path: str | os.PathLike[str], during: str, created: bool = True) -> Iterator[None]:
-    """Turn an OS-level failure inside the block (h5py reports them as OSError, RuntimeError or
-    ValueError carrying the errno) into :func:`_write_error`; anything else (a bug) passes unchanged."""
+    """Turn an OS-level failure inside the block (h5py reports them as OSError, RuntimeError or ValueError
+    carrying the errno) into one line: the OS error, and that the store stays incomplete (or, not ``created``,
+    was not written); anything else (a bug) passes unchanged."""
     try:
         yield
     except (OSError, RuntimeError, ValueError) as e:
-        if isinstance(e, OSError) or _io_failure(e) is not None:
-            raise _write_error(path, e, during, created) from None
-        raise
+        if not isinstance(e, OSError) and _io_failure(e) is None:
+            raise
+        left = ("the store is left incomplete: free space (or fix the disk) and rerun the same command to resume"
+                if created else "no store was written: free space (or fix the disk) and rerun")
+        raise UserError(f"cannot write feature store {path} ({during}): {_io_failure(e) or _first_line(e)}; "
+                        f"{left}") from None
 
 
 def read_error(path: str | os.PathLike[str], name: str, e: BaseException) -> UserError:
