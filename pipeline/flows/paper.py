@@ -1,15 +1,9 @@
-"""The end-to-end flow ``vgg-paper``: the whole paper pipeline on one dataset, as tasks.
+"""The end-to-end flow ``vgg-paper`` (``vgg demo``): the paper's pipeline on the shipped data (README, "What
+the demo does"): Sections 3.1-4.4 (Tables 3-6), Appendix B (Tables 11-12), Appendix A (Tables 8-9).
 
-Fashion-MNIST (shipped) is laid out as an ImageFolder -> sharded -> statistics -> net A trained
-(paper 3.1) -> net D started from A -> evaluated: dense, multi-crop, their combination and the
-fusion of A and D (Tables 3-6) -> multi-scale features of D for a Caltech-style set (digits) and a
-VOC-style mosaic set and a VOC 2012 action-style set (App. B) -> linear-SVM transfer (mean class
-recall, VOC 11-point mAP: Table 11; action mAP over persons, image and box stacked: Table 12) ->
-raw-pixel baselines through the same SVMs -> localisation nets (SCR/PCR, all layers or FC only) on
-an ILSVRC-style set (App. A, Tables 8-9). Every step is a stage
-function with its own resume and reuse, so a failed run is repaired by running it again. The
-tables are printed, written to ``<workdir>/tables.md`` and published as artifacts; every number of
-them is in ``<workdir>/results.json`` (:mod:`pipeline.demo_results`).
+Every step is a stage with its own resume and reuse (:mod:`pipeline.steps`), so a failed run is
+repaired by running it again. The tables go to ``<workdir>/tables.md`` and the flow's artifacts;
+every number of them is in ``<workdir>/results.json`` (:mod:`pipeline.demo_results`).
 """
 
 from __future__ import annotations
@@ -34,8 +28,8 @@ from pipeline.localise.demo import demo_localisation
 from pipeline.results import EvaluateResult, ExtractResult, PaperResult, TrainResult, TransferResult
 from pipeline.runtime import RuntimeConfig, RuntimeStageConfig, resolve_bf16, resolve_device
 from pipeline.train.config import TrainConfig
-from pipeline.transfer.report import table11
 from pipeline.transfer import TransferConfig, run_transfer
+from pipeline.transfer.report import table11
 
 __all__ = ["PaperConfig", "paper_flow", "run_paper"]
 
@@ -50,12 +44,8 @@ class PaperConfig(RuntimeStageConfig):
     preset_d: str = Field("fmnist-demo-d", description="training preset of net D, started from net A")
     train_sets: list[str] = Field(default_factory=list, description="extra `key=value` settings for both trainings")
     nproc_per_node: int = Field(1, ge=1, description="training processes (torchrun) per node")
-    eval_limit: int | None = Field(
-        200,
-        ge=1,
-        description="evaluate only the first N validation images (multi-crop costs 150 forward passes per image "
-        "and net; None = all)",
-    )
+    eval_limit: int | None = Field(200, ge=1, description="evaluate only the first N validation images (multi-crop "
+                                   "costs 150 forward passes per image and net; None = all)")
     digits_size: int = Field(64, ge=32, description="side of the Caltech-style digit images")
     digits_height: tuple[float, float] = Field((0.4, 0.6), description="range of the digits' height (fraction of the "
                                                "side); chosen on validation images as data/README.md says")
@@ -92,22 +82,17 @@ def prepare_data(cfg: PaperConfig) -> dict[str, str]:
     from pipeline.shipped.voc_action import prepare_voc_action
     from pipeline.shipped.voc_mosaics import prepare_voc_mosaics
 
-    w = Path(cfg.workdir) / "data"
-    return {  # folders named by their parameters: other settings lay out new folders beside the old ones
-        "fmnist": str(
-            prepare_fashion_mnist(w / f"fashion-mnist-{_fm_tag(cfg)}", cfg.train_per_class, cfg.val_per_class)
-        ),
-        "digits": str(
-            prepare_digits_caltech(
-                w / f"digits-caltech-{_digits_tag(cfg)}", size=cfg.digits_size, height_range=cfg.digits_height
-            )
-        ),
-        "mosaics": str(
-            prepare_voc_mosaics(w / f"voc-mosaics-{_mosaic_tag(cfg)}", images=cfg.mosaics, canvas=cfg.mosaic_canvas)
-        ),
-        "ilsvrc_loc": str(prepare_ilsvrc_loc(w / f"ilsvrc-loc-{cfg.loc_per_class}", train_per_class=cfg.loc_per_class)),
-        "action": str(prepare_voc_action(w / f"voc-action-{cfg.action_images}", images=cfg.action_images)),
-    }
+    w = Path(cfg.workdir) / "data"  # folders named by their parameters: other settings, new folders beside
+    trees = {"fmnist": prepare_fashion_mnist(w / f"fashion-mnist-{_fm_tag(cfg)}", cfg.train_per_class,
+                                             cfg.val_per_class),
+             "digits": prepare_digits_caltech(w / f"digits-caltech-{_digits_tag(cfg)}", size=cfg.digits_size,
+                                              height_range=cfg.digits_height),
+             "mosaics": prepare_voc_mosaics(w / f"voc-mosaics-{_mosaic_tag(cfg)}", images=cfg.mosaics,
+                                            canvas=cfg.mosaic_canvas),
+             "ilsvrc_loc": prepare_ilsvrc_loc(w / f"ilsvrc-loc-{cfg.loc_per_class}",
+                                              train_per_class=cfg.loc_per_class),
+             "action": prepare_voc_action(w / f"voc-action-{cfg.action_images}", images=cfg.action_images)}
+    return {name: str(path) for name, path in trees.items()}
 
 
 def _fm_tag(cfg: PaperConfig) -> str:
