@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from pipeline.cli.options import stage_command
-from pipeline.reproduce.runner import ReproduceConfig
+from pipeline.reproduce.runner import ReproduceConfig, ReproduceResult
 
 
 @stage_command(ReproduceConfig, skip=["runtime.bf16", "runtime.channels_last", "runtime.threads"])
-def reproduce(cfg: ReproduceConfig) -> None:
+def reproduce(cfg: ReproduceConfig) -> ReproduceResult:
     """Run the paper's experiments on the shipped data and write report.md, results.json and figures/.
 
     Trains Table 3's nets (A, A-LRN, B, B-5x5, C, D, E at fixed S; C, D, E with scale jittering;
@@ -23,9 +21,7 @@ def reproduce(cfg: ReproduceConfig) -> None:
     """
     from pipeline.reproduce import run_reproduce
 
-    res = run_reproduce(cfg)
-    typer.echo(Path(res.report).read_text())
-    typer.echo(f"report: {res.report}\nresults: {res.results}\nfigures: {', '.join(res.figures)}")
+    return run_reproduce(cfg)
 
 
 def register(app: typer.Typer) -> None:

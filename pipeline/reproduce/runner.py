@@ -29,9 +29,9 @@ from pipeline.reproduce.plan import EXPERIMENTS, FULL, QUICK, Budget, NetRun, se
 from pipeline.results import StageResult
 from pipeline.runtime import Progress, RuntimeConfig, RuntimeStageConfig, log, resolve_device
 from pipeline.steps import StageCall, direct, shard_and_stats
+from pipeline.train import run_train
 from pipeline.train.checkpoints import RunPaths
 from pipeline.train.config import TrainConfig
-from pipeline.train import run_train
 
 __all__ = ["ReproduceConfig", "ReproduceResult", "run_reproduce", "Records"]
 
@@ -68,6 +68,11 @@ class ReproduceResult(StageResult):
     figures: list[str]
     findings: dict[str, bool | None] = Field(description="finding id -> reproduced (None: not run)")
     seconds: float
+
+    def summary(self) -> str:
+        """The report and where it and its data are."""
+        return (f"{Path(self.report).read_text()}\nreport: {self.report}\nresults: {self.results}\n"
+                f"figures: {', '.join(self.figures)}")
 
 
 class Records:
