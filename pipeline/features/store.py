@@ -193,16 +193,6 @@ def _read_failed_log(path: Path, repair: bool = False) -> dict[int, tuple[str, s
     return out
 
 
-def _write_failed(f: h5py.File, failed: Sequence[tuple[int, str, str]]) -> None:
-    g = f.require_group("failed")
-    for name in ("rows", "ids", "reasons"):
-        if name in g:
-            del g[name]
-    g.create_dataset("rows", data=np.asarray([r for r, _, _ in failed], dtype=np.int64))
-    _strings(g, "ids", [i for _, i, _ in failed])
-    _strings(g, "reasons", [s for _, _, s in failed])
-
-
 class StoreWriter:
     """Writes batches of descriptors into an unfinished store, then finishes it.
 
@@ -284,8 +274,14 @@ class StoreWriter:
         done = self.f["done"][:].astype(bool)
         if not self.processed().all():
             raise RuntimeError(f"{self.path}: {int((~self.processed()).sum())} rows still pending")
+        failed = [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]]
         with verify.writing(self.label, "recording decode failures"):
-            _write_failed(self.f, [(r, k, s) for r, (k, s) in sorted(self.failed.items()) if not done[r]])
+            if "failed" in self.f:  # from an earlier finish that failed afterwards
+                del self.f["failed"]
+            g = self.f.create_group("failed")
+            g.create_dataset("rows", data=np.asarray([r for r, _, _ in failed], dtype=np.int64))
+            _strings(g, "ids", [k for _, k, _ in failed])
+            _strings(g, "reasons", [s for _, _, s in failed])
         verify.seal(self.f, self.label)
         self.log.unlink(missing_ok=True)
 
@@ -302,10 +298,8 @@ class FeatureStore:
     """Read a feature store: ids, labels, classes and descriptors as numpy arrays.
 
     Only rows that are done are returned (failed images never are), so ``ids``, ``labels`` and
-    ``features()`` agree row for row. An incomplete store (an extraction still running or killed)
-    is refused unless ``allow_incomplete=True``.
-
-    ``allow_incomplete`` reads the rows done so far of an unfinished store (or a part).
+    ``features()`` agree row for row. An incomplete store (an extraction still running or killed) or
+    a part is refused unless ``allow_incomplete=True``, which reads the rows done so far.
     """
 
     def __init__(self, path: str | os.PathLike[str], allow_incomplete: bool = False) -> None:
