@@ -1,10 +1,8 @@
 """The images to describe (paper Appendix B), in batches: listed, decoded ahead, described by every net, stored.
 
-:class:`ExtractInput` lists one split of any dataset :func:`pipeline.data.open_data` reads (ids and
-labels, written with the store once) and decodes only the rows asked for, in source order; an image
-that cannot be decoded comes back with its reason. A reader thread decodes, crops and rescales the
-batches still to do ``prefetch`` batches ahead of the forward passes; the store is finished once
-every row is done or failed.
+:class:`ExtractInput` lists one split of any dataset :func:`pipeline.data.open_data` reads and decodes
+only the rows asked for (an image that cannot be decoded comes back with its reason); a reader thread
+prepares the batches still to do ``prefetch`` batches ahead of the forward passes.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.features.store import FORMAT, StoreLayout, StoreWriter, create_store, failed_log_path, part_path
-from pipeline.features.verify import descriptor_names, read_error, structure_problems, writing
+from pipeline.features.verify import BLOCK_ROWS, descriptor_names, read_error, structure_problems, writing
 from pipeline.io import atomic_path
 
 __all__ = ["merge_parts", "finished_parts"]
@@ -95,10 +95,10 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
     return out
 
 
-def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, offset: int, block: int = 4096) -> None:
-    for s in range(0, src.shape[0], block):
+def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, offset: int) -> None:
+    for s in range(0, src.shape[0], BLOCK_ROWS):
         try:
-            rows = src[s: s + block]
+            rows = src[s: s + BLOCK_ROWS]
         except (OSError, RuntimeError) as e:
             raise read_error(src_path, src.name.lstrip("/"), e) from None
         with writing(out, f"copying {src.name.lstrip('/')} of part {Path(src_path).name}"):

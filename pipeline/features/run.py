@@ -79,10 +79,10 @@ def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: 
     if state == "reuse":
         set_read_defaults(out, cfg.aggregate, cfg.l2)
         return {**result, "status": "exists"}
-    if -(-n // cfg.batch_size) < count:
-        raise UserError(f"{n} images make {-(-n // cfg.batch_size)} batches of {cfg.batch_size}, fewer than the "
-                        f"{count} parts; use a smaller --batch-size or fewer processes")
-    nb = -(-n // cfg.batch_size)  # part `index` of `count`: a contiguous block of whole batches
+    nb = -(-n // cfg.batch_size)  # batches; part `index` of `count` is a contiguous block of whole ones
+    if nb < count:
+        raise UserError(f"{n} images make {nb} batches of {cfg.batch_size}, fewer than the {count} parts; "
+                        "use a smaller --batch-size or fewer processes")
     rows = (min(index * nb // count * cfg.batch_size, n), min((index + 1) * nb // count * cfg.batch_size, n))
     target = out if whole else part_path(out, index, count)
     if not whole:
