@@ -123,11 +123,11 @@ class DecodeOnlyAugment(TrainAugment):
     """Diagnostic: our stream's ceiling. Decodes like the limit, then returns a blank crop (same draws)."""
 
     def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        self.jitter.draw(rng)
+        self.scale.draw(rng)
         Image.open(io.BytesIO(data)).load()
         rng.integers(0, 2), rng.integers(0, 2), rng.random()
         offset = self.colour.offset(rng) if self.colour is not None else np.zeros(3, np.float32)
-        return torch.zeros(3, self.crop.size, self.crop.size, dtype=torch.uint8), offset
+        return torch.zeros(3, self.crop, self.crop, dtype=torch.uint8), offset
 
 
 def _clock(wall: bool) -> Callable[[], float]:

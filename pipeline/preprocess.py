@@ -1,13 +1,5 @@
-"""Pre-processing shared by training and every test protocol (paper 2.1, 3.1, 3.2).
-
-"The only preprocessing we do is subtracting the mean RGB value, computed on the training set,
-from each pixel." Pixels stay on the 0-255 scale, as in the paper's Caffe implementation; ``std``
-(default 1) exists so weights trained with other conventions (torchvision's ImageNet weights:
-mean 0.485/0.456/0.406 and std 0.229/0.224/0.225 on the 0-1 scale) evaluate correctly.
-
-Every checkpoint records its :class:`Normalization` (``meta["normalization"]``) and its training
-scale (``meta["train_scale"]``), so evaluation and feature extraction use what training used.
-"""
+"""Pre-processing shared by training and every test protocol (paper 2.1, 3.1, 3.2): the mean RGB
+on the 0-255 scale, the training scale S and the isotropic rescale (docs/formats.md 5.5)."""
 
 from __future__ import annotations
 
@@ -18,10 +10,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = [
-    "Normalization", "TORCHVISION_NORMALIZATION", "isotropic_resize", "pil_to_tensor", "normalize",
-    "normalization_of", "train_scale_of", "TrainScale",
-]
+__all__ = ["Normalization", "TORCHVISION_NORMALIZATION", "isotropic_resize", "rescaled_size", "pil_to_tensor",
+           "normalize", "normalization_of", "train_scale_of", "TrainScale"]
 
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)  # the VGG Caffe release's mean, RGB order, 0-255
 
@@ -60,19 +50,27 @@ class TrainScale(BaseModel):
         d = max(1, round(32 * crop / 224))
         return [self.s_min - d, self.s_min, self.s_min + d]
 
+    def draw(self, rng: np.random.Generator) -> int:
+        """The training scale S of one image: S ~ U{s_min..s_max} when jittered (no draw when fixed)."""
+        return int(rng.integers(self.s_min, self.s_max + 1)) if self.jittered else self.s_min
+
     def single_test_scale(self) -> int:
         """Paper 4.1: Q = S for fixed S, Q = (S_min + S_max)/2 for jittered S."""
         return (self.s_min + self.s_max) // 2
 
 
+def rescaled_size(w: int, h: int, s: int) -> tuple[int, int]:
+    """The size of a w x h image rescaled isotropically to smallest side s."""
+    if min(w, h) == s:
+        return w, h
+    r = s / min(w, h)
+    return max(s, int(round(w * r))), max(s, int(round(h * r)))
+
+
 def isotropic_resize(img: Image.Image, smallest_side: int, resample: int = Image.BILINEAR) -> Image.Image:
     """Rescale so the smaller side equals ``smallest_side`` (aspect ratio kept)."""
-    w, h = img.size
-    if min(w, h) == smallest_side:
-        return img
-    r = smallest_side / min(w, h)
-    size = (max(smallest_side, int(round(w * r))), max(smallest_side, int(round(h * r))))
-    return img.resize(size, resample)
+    size = rescaled_size(*img.size, smallest_side)
+    return img if size == img.size else img.resize(size, resample)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -203,7 +203,7 @@ def train_loader(stream: TrainStream, epoch: int, skip: int = 0) -> _Loader:
                     partial=False),
     )
     dev = s.augment.decode_device
-    finish = functools.partial(finish_on_device, crop=s.augment.crop.size, device=dev) if dev else None
+    finish = functools.partial(finish_on_device, crop=s.augment.crop, device=dev) if dev else None
     return _Loader(_loader(pipe, s.workers, s.pin_memory), skip - rounds, finish)
 
 

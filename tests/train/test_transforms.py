@@ -11,18 +11,8 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.images import decode_rgb
-from pipeline.preprocess import Normalization, TrainScale
-from pipeline.transforms import (
-    CenterCrop,
-    CentreCropView,
-    ColourShift,
-    RandomCrop,
-    RandomHorizontalFlip,
-    ScaleJitter,
-    TrainAugment,
-    colour_shift_and_normalize,
-    sample_rng,
-)
+from pipeline.preprocess import Normalization, TrainScale, isotropic_resize
+from pipeline.transforms import CentreCropView, ColourShift, TrainAugment, colour_shift_and_normalize, sample_rng
 
 # docs/formats.md section 5: ImageNet eigenvalues for pixels in [0, 1] and eigenvectors (columns)
 EIGVAL01 = np.array([0.2175, 0.0188, 0.0045])
@@ -41,41 +31,29 @@ def photo(photos) -> Image.Image:
 
 
 def test_scale_jitter_draws_every_scale_and_keeps_aspect(photo):
-    jit = ScaleJitter(s_min=256, s_max=264)
     rng = np.random.default_rng(0)
-    draws = [jit.draw(rng) for _ in range(2000)]
+    draws = [TrainScale(s_min=256, s_max=264).draw(rng) for _ in range(2000)]
     assert set(draws) == set(range(256, 265))  # inclusive range, uniform-ish
     counts = np.bincount(draws)[256:]
     assert counts.min() > 2000 / 9 * 0.7
-    out = jit(photo, rng, 300)
+    out = isotropic_resize(photo, 300)
     assert min(out.size) == 300 and out.size == (round(640 * 300 / 427), 300)
-    assert ScaleJitter(s_min=256, s_max=256).draw(rng) == 256
-    with pytest.raises(UserError):
-        ScaleJitter(s_min=300, s_max=256)
+    assert TrainScale(s_min=256, s_max=256).draw(rng) == 256
+    with pytest.raises(UserError, match="s_min <= s_max"):
+        TrainAugment(scale=TrainScale(s_min=300, s_max=256), crop=224)
 
 
-def test_random_crop_is_the_numpy_slice_at_the_drawn_position(photo):
-    crop = RandomCrop(size=224)
-    got = np.asarray(crop(photo, np.random.default_rng(5)))
+def test_random_crop_position_and_flip_are_drawn_per_sample():
+    """The crop lies anywhere in the image rescaled to S; half of the crops are mirrored."""
+    aug = TrainAugment(scale=TrainScale(s_min=427, s_max=427), crop=224)
+    plans = [aug.plan((640, 427), 427, np.random.default_rng(s)) for s in range(400)]
     rng = np.random.default_rng(5)
     x, y = int(rng.integers(0, 640 - 224 + 1)), int(rng.integers(0, 427 - 224 + 1))
-    np.testing.assert_array_equal(got, np.asarray(photo)[y:y + 224, x:x + 224])
-    positions = {RandomCrop(size=224)(photo, np.random.default_rng(s)).getbbox() for s in range(5)}
-    assert len({np.asarray(RandomCrop(size=224)(photo, np.random.default_rng(s))).tobytes() for s in range(5)}) == 5, (
-        positions
-    )
-    with pytest.raises(UserError):
-        RandomCrop(size=500)(photo, np.random.default_rng(0))
-
-
-def test_centre_crop_and_flip(photo):
-    c = np.asarray(CenterCrop(size=224)(photo))
-    np.testing.assert_array_equal(c, np.asarray(photo)[(427 - 224) // 2:(427 - 224) // 2 + 224, 208:432])
-    rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(np.asarray(RandomHorizontalFlip(p=1.0)(photo, rng)), np.asarray(photo)[:, ::-1])
-    np.testing.assert_array_equal(np.asarray(RandomHorizontalFlip(p=0.0)(photo, rng)), np.asarray(photo))
-    flips = sum(RandomHorizontalFlip()(photo, np.random.default_rng(s)) is not photo for s in range(400))
-    assert 150 < flips < 250
+    assert plans[5].box == (x, y, x + 224, y + 224) and plans[5].scale == (1.0, 1.0)
+    assert len({p.box for p in plans[:5]}) == 5
+    assert 150 < sum(p.flip for p in plans) < 250
+    still = TrainAugment(scale=TrainScale(s_min=427, s_max=427), crop=224, flip=False)
+    assert not any(still.plan((640, 427), 427, np.random.default_rng(s)).flip for s in range(50))
 
 
 def test_colour_shift_matches_alexnet_formula_and_fb_resnet_scale():
@@ -164,7 +142,7 @@ def test_train_crop_is_the_crop_of_the_image_rescaled_to_s(photos):
             got, _ = aug(data, sample_rng(0, 1, f"k{s}/{k}"))
             got = got.permute(1, 2, 0).numpy().astype(int)
             rng = sample_rng(0, 1, f"k{s}/{k}")
-            x, y = int(rng.integers(0, big_w - 223)), int(rng.integers(0, big_h - 223))  # RandomCrop's draws
+            x, y = int(rng.integers(0, big_w - 223)), int(rng.integers(0, big_h - 223))  # the plan's draws
             xf, yf = aug.plan((w, h), s, sample_rng(0, 1, f"k{s}/{k}")).lands_at
             assert abs(xf - x) <= 1 and abs(yf - y) <= 1, (s, x, y, xf, yf)
             if s == 427:
