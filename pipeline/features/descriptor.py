@@ -57,8 +57,7 @@ def descriptor_scales(scales: str | Sequence[int], crop: int, relative: bool = F
         base = list(scales)
     if not base:
         raise UserError("no test scales given")
-    out = [int(round(q * crop / RELATIVE_BASE)) if relative else int(q) for q in base]
-    out = list(dict.fromkeys(out))
+    out = list(dict.fromkeys(int(round(q * crop / RELATIVE_BASE)) if relative else int(q) for q in base))
     low = [q for q in out if q < crop]
     if low:
         raise UserError(f"test scale(s) {low} below the crop size {crop}: the dense net needs a smallest side "
@@ -72,7 +71,6 @@ class Net:
 
     model: VGG
     norm: Normalization
-    name: str = "net0"
 
     @property
     def crop(self) -> int:

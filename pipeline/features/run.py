@@ -124,10 +124,10 @@ def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: 
 
 def _load_nets(paths: list[str], device: torch.device, channels_last: bool) -> tuple[list[Net], list[dict[str, Any]]]:
     nets, info = [], []
-    for i, p in enumerate(paths):
+    for p in paths:
         model, ck = load_model(p)
         norm = normalization_of(ck)
-        nets.append(Net(model, norm, f"net{i}").to(device, channels_last))
+        nets.append(Net(model, norm).to(device, channels_last))
         info.append({"path": str(Path(p).resolve()), "sha256": sha256_file(p), "model": ck["model"],
                      "normalization": norm.model_dump(mode="json"),
                      "classes": len((ck.get("meta") or {}).get("classes") or []) or None})

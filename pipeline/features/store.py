@@ -362,9 +362,7 @@ class FeatureStore:
         return len(self.rows)
 
     def _take(self, ds: h5py.Dataset) -> np.ndarray:
-        if len(self.rows) == len(self._done):
-            return ds[:]
-        return ds[:][self.rows]
+        return ds[:] if len(self.rows) == len(self._done) else ds[:][self.rows]
 
     @property
     def ids(self) -> np.ndarray:
@@ -436,18 +434,15 @@ class FeatureStore:
             raise UserError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         place = _l2_place(self.default_l2 if l2 is None else l2)
         qs, names = self._scales(scales), self._nets(nets)
-        per_net = []
-        for name in names:
-            kinds = [False, True] if regions else [False]
-            parts = []
-            for reg in kinds:
-                blocks = [self.raw(name, q, regions=reg) for q in qs]
-                if place in ("scale", "both"):
-                    blocks = [l2_normalise(b) for b in blocks]
-                parts.append(np.mean(blocks, axis=0) if aggregate == "avg" else np.hstack(blocks))
-            d = np.hstack(parts)
-            per_net.append(l2_normalise(d) if place == "net" else d)
-        out = np.hstack(per_net)
+        def over_scales(name: str, reg: bool) -> np.ndarray:
+            blocks = [self.raw(name, q, regions=reg) for q in qs]
+            if place in ("scale", "both"):
+                blocks = [l2_normalise(b) for b in blocks]
+            return np.mean(blocks, axis=0) if aggregate == "avg" else np.hstack(blocks)
+
+        per_net = [np.hstack([over_scales(name, reg) for reg in ([False, True] if regions else [False])])
+                   for name in names]
+        out = np.hstack([l2_normalise(d) for d in per_net] if place == "net" else per_net)
         if place in ("aggregate", "both"):
             out = l2_normalise(out)
         return out.astype(np.float32, copy=False)
