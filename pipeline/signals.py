@@ -1,25 +1,6 @@
 """Preemption and Ctrl-C: SIGTERM and SIGINT stop a stage at a safe point (paper 3.1/3.3 training; shard, extract).
 
-A batch scheduler preempts a job with SIGTERM (then SIGKILL after a grace period); a person stops
-one with Ctrl-C (SIGINT). Either way the run must leave what a rerun continues from, and say so in
-one line. This module is the one place that handles the two signals:
-
-- :func:`stop_on_signals` installs handlers for the ``with`` block (main thread only; elsewhere, e.g.
-  a Prefect task thread, it does nothing). The first signal raises :class:`Stopped` where the
-  process is (shard, extract, the set-up before training: what they write is atomic, and a rerun
-  resumes); inside a ``defer=True`` block (the training engine's epoch loop) it only records the
-  signal, which the engine reads with :func:`requested` after each SGD step, saves ``last.pt`` at
-  that step and raises :class:`Stopped` itself. A signal deferred by a block that then ends
-  normally is delivered on leaving it (the outer handler, or the one that was installed before).
-  A second signal aborts at once (``os._exit``), after one line.
-- :class:`Stopped` carries the signal; the CLI (:mod:`pipeline.cli`) prints it as the one line
-  ``stopped by SIGTERM at epoch E step S; rerun to resume`` (rank 0 only) and exits with
-  128 + the signal number: 143 for SIGTERM, 130 for SIGINT.
-- :func:`worker_init` is the initialiser of worker processes (DataLoader workers, the shard
-  stage's pool): they ignore SIGINT and any SIGTERM that does not come from their parent, so the
-  terminal's Ctrl-C and torchrun's signal to the process group reach only the main process, while
-  the parent can still shut a stuck worker down (``terminate()``). :func:`blocked` holds both
-  signals back while the workers are started, so none arrives before they are set up.
+The one place that handles the two signals; docs/scaleout.md, "Preemption and Ctrl-C".
 """
 
 from __future__ import annotations
