@@ -193,7 +193,7 @@ class SourceView(DataView):
 
     @cached_property
     def fingerprint(self) -> str:  # type: ignore[override]
-        from pipeline.shards.manifest import source_fingerprint
+        from pipeline.shards.reader import source_fingerprint
 
         return source_fingerprint(self.kind, self.classes, {self.split: self._records}, self.source.root)
 

@@ -66,13 +66,13 @@ class ShardResult(StageResult):
     @property
     def manifest_path(self) -> Path:
         """``manifest.json`` of the shard folder."""
-        from pipeline.shards.manifest import MANIFEST
+        from pipeline.shards.reader import MANIFEST
 
         return self.out / MANIFEST
 
     def summary(self) -> str:
         """One-paragraph human summary."""
-        from pipeline.shards.manifest import SKIPPED
+        from pipeline.shards.reader import SKIPPED
 
         head = f"part {self.part}: {self.out}" if self.part else str(self.out)
         if self.nothing_to_do:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -52,9 +53,7 @@ def inspect(
     if not p.exists():
         raise UserError(f"not found: {p}")
     if p.is_dir():
-        from pipeline.shards.inspect import describe_shards
-
-        typer.echo(describe_shards(p, samples, split))
+        typer.echo(_describe_shards(p, samples, split))
     elif p.suffix in (".h5", ".hdf5"):
         from pipeline.features.store import summarise_store
 
@@ -67,6 +66,44 @@ def inspect(
                                "keys": sorted(k for k in ck if k != "state_dict")}, indent=2, default=str))
     else:
         raise UserError(f"{p}: not a shard folder, .h5 feature store or .pt checkpoint")
+
+
+def _describe_shards(path: Path, samples: int = 3, split: str | None = None) -> str:
+    """Manifest summary (source, classes, splits, skips, stats) and the first ``samples`` samples."""
+    from pipeline.shards.reader import iter_samples, read_manifest
+
+    m = read_manifest(path)
+    src = m["source"]
+    lines = [
+        f"{path}: {m['format']}, fingerprint {m['fingerprint']}",
+        f"source: {src['kind']} {src['root']} (fingerprint {src['fingerprint']})",
+        f"classes: {len(m['classes'])} ({', '.join(m['classes'][:8])}{', ...' if len(m['classes']) > 8 else ''})",
+        f"max_side {m['config'].get('max_side')}, quality {m['config'].get('quality')}, seed {m['config'].get('seed')}",
+    ]
+    for name, sp in m["splits"].items():
+        size = sum(s["bytes"] for s in sp["shards"])
+        empty = [c for c, n in sp["per_class"].items() if n == 0]
+        counts = list(sp["per_class"].values())
+        lines.append(f"split {name}: {sp['count']} samples, {len(sp['shards'])} shards, {size / 1e6:.1f} MB, "
+                     f"per class {min(counts, default=0)}..{max(counts, default=0)}"
+                     + (f", {len(empty)} empty classes" if empty else ""))
+    sk = m["skipped"]
+    lines.append(f"skipped: {sk['count']}" + "".join(f"\n  {n} {r}" for r, n in sk["by_reason"].items()))
+    st = m.get("stats")
+    if st:
+        lines.append(f"stats ({st.get('split', 'train')}, {st['images']} images): mean RGB "
+                     f"{[round(v, 2) for v in st['mean']]}, eigval {[round(v, 3) for v in st['eigval']]}")
+    else:
+        lines.append("stats: none (run `vgg stats`)")
+    show = split or ("train" if "train" in m["splits"] else next(iter(m["splits"]), None))
+    if samples > 0 and show is not None:
+        lines.append(f"first {samples} samples of {show}:")
+        for s in itertools.islice(iter_samples(path, show), samples):
+            meta = dict(s["json"])
+            boxes = meta.pop("boxes", None)
+            lines.append(f"  {s['__key__']}: cls {s['cls']}, {len(s['jpg'])} bytes jpg"
+                         f"{f', {len(boxes)} boxes' if boxes else ''}, {json.dumps(meta, sort_keys=True)}")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

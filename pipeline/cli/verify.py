@@ -15,7 +15,7 @@ def verify(cfg: VerifyConfig) -> VerifyResult:
 
     Prints a summary table; any damaged or missing shard is an error (exit status 2) naming it.
     """
-    from pipeline.shards.verify import run_verify
+    from pipeline.shards.run import run_verify
 
     return run_verify(cfg)
 

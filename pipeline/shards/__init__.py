@@ -1,11 +1,8 @@
 """The shard, stats and verify stages (paper 3.1): image collections into WebDataset shards, RGB statistics, checks."""
 
-from pipeline.results import ShardResult, VerifyResult
 from pipeline.shards.config import ShardConfig, StatsConfig, VerifyConfig
-from pipeline.shards.reader import iter_samples, read_manifest, shard_items, shard_paths
-from pipeline.shards.run import run_shard, run_stats
-from pipeline.shards.tarstream import ShardError, read_shard
-from pipeline.shards.verify import run_verify
+from pipeline.shards.reader import iter_samples, read_manifest, shard_paths
+from pipeline.shards.run import run_shard, run_stats, run_verify
 
-__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "ShardResult", "VerifyResult", "ShardError", "run_shard",
-           "run_stats", "run_verify", "read_manifest", "read_shard", "shard_items", "shard_paths", "iter_samples"]
+__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "run_shard", "run_stats", "run_verify", "read_manifest",
+           "shard_paths", "iter_samples"]

@@ -1,27 +1,33 @@
-"""One image into one shard sample (paper 3.1: the smaller side isotropically rescaled to at most S_max = 512).
-
-Decoded by content with EXIF orientation into 8-bit RGB, resized (never upscaled; boxes with it, JPEG
-draft mode where the target is at most half the size), encoded; the original bytes are kept when they
-already are an RGB JPEG within the limit. Plain functions of picklable data: they run in the workers.
-"""
+"""One image into one shard sample (paper 3.1: the smaller side isotropically rescaled to at most S_max = 512),
+and the ordered, bounded map over worker processes it runs in (the data-parallel pre-processing, on one machine);
+docs/shards.md says how an image is prepared and why the shards do not depend on the number of workers."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
+import multiprocessing as mp
+import os
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
+from pipeline import signals
 from pipeline.images import ImageError, decode_rgb
+from pipeline.runtime import Progress, cpu_count
 from pipeline.shards.config import ShardConfig
 from pipeline.sources.base import Record
 
-__all__ = ["Prepared", "Skipped", "prepare_sample", "prepare_many", "target_size", "scale_boxes",
-           "skip_category"]
+__all__ = ["Prepared", "Skipped", "prepare_sample", "prepare_many", "target_size", "scale_boxes", "skip_category",
+           "WorkerPool", "map_shards"]
+
+T = TypeVar("T")
 
 _ORIENTATION = 0x0112
 
@@ -143,3 +149,52 @@ def prepare_many(recs: list[Record], opts: ShardConfig) -> list[Prepared | Skipp
         except Exception as e:  # noqa: BLE001 - nothing about one image may crash the run
             out.append(Skipped(r.key, str(r.path) if r.path else None, f"failed: {type(e).__name__}: {e}"))
     return out
+
+
+class WorkerPool:
+    """``with WorkerPool(n) as pool: for r in pool.ordered_map(fn, chunks, *args): ...`` (``n == 1``: in this
+    process). Workers are forked where the platform allows it (create the pool before starting threads such as a
+    progress bar) and leave SIGINT / SIGTERM to this process (:func:`pipeline.signals.worker_init`)."""
+
+    def __init__(self, workers: int, in_flight: int = 4) -> None:
+        self.workers, self.in_flight = workers, in_flight
+        self.pool = None
+
+    def __enter__(self) -> WorkerPool:
+        if self.workers > 1:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with signals.blocked():
+                self.pool = ctx.Pool(self.workers, initializer=signals.worker_init, initargs=(os.getpid(),))
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+                self.pool.join()
+            else:
+                self.pool.terminate()
+            self.pool = None
+
+    def ordered_map(self, fn: Callable[..., T], chunks: Iterable[Any], *args: Any) -> Iterator[T]:
+        """Yield ``fn(chunk, *args)`` for every chunk, in order; at most ``in_flight * workers`` queued."""
+        if self.pool is None:
+            yield from (fn(c, *args) for c in chunks)
+            return
+        it = iter(chunks)
+        queued = self.in_flight * self.workers
+        pending = deque(self.pool.apply_async(fn, (c, *args)) for c in itertools.islice(it, queued))
+        while pending:
+            result = pending.popleft().get()
+            pending.extend(self.pool.apply_async(fn, (c, *args)) for c in itertools.islice(it, 1))
+            yield result
+
+
+def map_shards(fn: Callable[[Any], T], tasks: list[Any], workers: int, progress: bool, label: str) -> Iterator[T]:
+    """``fn(task)`` of one task per shard, in order, over at most ``workers`` processes (0: all cores), with a
+    progress bar."""
+    with WorkerPool(min(workers or cpu_count(), max(1, len(tasks))), in_flight=2) as pool, \
+            Progress(len(tasks), label, progress, unit="shards") as bar:
+        for r in pool.ordered_map(fn, tasks):
+            yield r
+            bar.advance(1)

@@ -1,40 +1,70 @@
-"""Reading a shard folder (the input of paper 3.1-3.2): its manifest (validated), a split's shards, their samples.
-
-Every shard is read by :func:`pipeline.shards.tarstream.read_shard` with the count and size its
-manifest entry records, so a damaged or replaced shard is refused with one line.
-"""
+"""A shard folder's ``manifest.json`` (docs/formats.md section 6), the fingerprints that guard it, and reading a
+split's shards with the count and size their entries record (the input of paper 3.1-3.2)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.io import read_json
-from pipeline.shards.manifest import FORMAT, MANIFEST
+from pipeline.io import fingerprint, read_json
 from pipeline.shards.tarstream import ShardError, read_shard
+from pipeline.sources.base import Record
 
-__all__ = ["read_manifest", "split_shards", "shard_paths", "shard_items", "iter_samples", "decode_fields",
-           "is_shard_dir", "check_shard_name"]
+__all__ = ["FORMAT", "MANIFEST", "SKIPPED", "source_fingerprint", "dataset_fingerprint", "read_manifest",
+           "split_shards", "shard_paths", "shard_items", "iter_samples", "decode_fields", "is_shard_dir"]
+
+FORMAT = "vgg-shards/1"
+MANIFEST = "manifest.json"
+SKIPPED = "skipped.jsonl"
 
 #: A shard file name: one plain file in the shard folder (no separators, no "..", not hidden).
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar")
 
 
+def _record_item(rec: Record, root: Path) -> list[Any]:
+    """What a record contributes to the source fingerprint: key, labels, boxes, file size and mtime."""
+    rel = st = None
+    if rec.path is not None:
+        try:
+            rel = str(Path(rec.path).relative_to(root))
+        except ValueError:
+            rel = str(rec.path)
+        try:
+            s = os.stat(rec.path)
+            st = s.st_size, s.st_mtime_ns
+        except OSError:
+            pass
+    data = (len(rec.data), hashlib.sha256(rec.data).hexdigest()[:16]) if rec.data is not None else None
+    return [rec.key, rec.label, rec.labels, rec.boxes, rel, st, getattr(rec, "span", None), data]
+
+
+def source_fingerprint(kind: str, classes: list[str], splits: dict[str, Iterable[Record]], root: Path) -> str:
+    """Fingerprint of a source: its kind, classes and every record (key, labels, boxes, size, mtime)."""
+
+    def items():
+        yield [kind, classes]
+        for name, recs in splits.items():
+            yield ["split", name]
+            for r in recs:
+                yield _record_item(r, root)
+
+    return fingerprint(items())
+
+
+def dataset_fingerprint(source_fp: str, content: dict[str, Any]) -> str:
+    """Fingerprint of a shard folder: the source fingerprint plus the config fields that shape samples."""
+    return fingerprint([FORMAT, source_fp, content])
+
+
 def is_shard_dir(path: str | os.PathLike[str]) -> bool:
     """True if ``path`` is a folder holding a shard ``manifest.json``."""
     return (Path(path) / MANIFEST).is_file()
-
-
-def check_shard_name(name: Any, where: str) -> str:
-    """``name`` if it is a plain ``.tar`` file name inside the shard folder, else a UserError."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise UserError(f"{where}: shard name {name!r} is not a plain .tar file name in the shard folder")
-    return name
 
 
 def _check(m: Any, p: Path) -> None:
@@ -51,7 +81,8 @@ def _check(m: Any, p: Path) -> None:
         for s in shards:
             if not isinstance(s, dict):
                 raise UserError(f"{p}: split {split!r}: a shard entry is not an object")
-            check_shard_name(s.get("name"), str(p))
+            if not isinstance(name := s.get("name"), str) or not _NAME_RE.fullmatch(name) or ".." in name:
+                raise UserError(f"{p}: shard name {name!r} is not a plain .tar file name in the shard folder")
             for k in ("count", "bytes"):
                 if not isinstance(s.get(k), int) or isinstance(s.get(k), bool) or s[k] < 0:
                     raise UserError(f"{p}: shard {s['name']}: {k!r} is not a count (damaged manifest)")
@@ -61,13 +92,8 @@ def _check(m: Any, p: Path) -> None:
 
 
 def read_manifest(shard_dir: str | os.PathLike[str], name: str = MANIFEST) -> dict[str, Any]:
-    """The manifest of a finished shard folder (or a part's record ``name``), its structure and shard names checked.
-
-    Raises:
-        UserError: no manifest (not a shard folder, or the shard run has not finished), a file
-            that is not JSON, a manifest of another format, or a damaged one (bad shard names,
-            counts that do not add up).
-    """
+    """The manifest of a finished shard folder (or a part's record ``name``), its structure and shard names checked
+    (a missing, non-JSON, other-format or damaged one is a UserError)."""
     p = Path(shard_dir) / name
     if not p.is_file():
         raise UserError(f"{shard_dir}: no {name} (not a shard folder, or `vgg shard` has not finished)")
@@ -88,11 +114,8 @@ def split_shards(m: dict[str, Any], shard_dir: str | os.PathLike[str], split: st
 
 def shard_items(shard_dir: str | os.PathLike[str], split: str,
                 manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The shards of ``split`` in manifest order as reader items ``{"url", "count", "bytes"}``.
-
-    Raises:
-        UserError: unknown split, or a listed shard file missing.
-    """
+    """The shards of ``split`` in manifest order as reader items ``{"url", "count", "bytes"}`` (an unknown split or
+    a listed shard file missing is a UserError)."""
     m = manifest if manifest is not None else read_manifest(shard_dir)
     base = Path(shard_dir).resolve()
     items = [{"url": str(base / s["name"]), "count": s["count"], "bytes": s["bytes"]}

@@ -1,25 +1,30 @@
-"""The shard and stats stages top to bottom: images into WebDataset shards rescaled to S_max (paper 3.1), the
-mean RGB (2.1) and the RGB eigen-decomposition of the colour shift (3.1), stored in the manifest."""
+"""The shard, stats and verify stages top to bottom: images into WebDataset shards rescaled to S_max (paper 3.1),
+the mean RGB (2.1) and the RGB eigen-decomposition of the colour shift (3.1) stored in the manifest, and the check
+of a shard folder against its manifest (the hand-off to 3.1-3.2)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.io import atomic_write_json
+from pipeline.errors import UserError
+from pipeline.images import ImageError, decode_rgb
+from pipeline.io import atomic_write_json, sha256_file
 from pipeline.locks import folder_lock
-from pipeline.results import ShardResult, StatsResult
+from pipeline.results import ShardResult, SplitCheck, StatsResult, VerifyResult
 from pipeline.reuse import check_reusable, config_fields, identity
-from pipeline.shards.config import ShardConfig, StatsConfig
-from pipeline.shards.manifest import MANIFEST
-from pipeline.shards.parallel import map_shards
+from pipeline.shards.config import ShardConfig, StatsConfig, VerifyConfig
 from pipeline.shards.parts import merge_shard_parts, write_shard_part
-from pipeline.shards.reader import read_manifest, split_shards
+from pipeline.shards.process import map_shards
+from pipeline.shards.reader import MANIFEST, decode_fields, read_manifest, split_shards
 from pipeline.shards.stats import STATS_FORMAT, StatsRecord, shard_moments, shard_tasks, stats_from_moments
+from pipeline.shards.tarstream import ShardError, read_shard
 from pipeline.shards.writer import ShardFolder, ShardJob, finish_folder, open_shard_job, write_splits
 
-__all__ = ["run_shard", "run_stats"]
+__all__ = ["run_shard", "run_stats", "run_verify", "check_shard"]
 
 
 def run_shard(cfg: ShardConfig) -> ShardResult:
@@ -72,3 +77,56 @@ def run_stats(cfg: StatsConfig) -> StatsResult:
     m["stats"] = stats
     atomic_write_json(manifest, m)
     return StatsResult(**stats, shards=str(cfg.shards), manifest=str(manifest))
+
+
+def check_shard(task: tuple[dict[str, Any], str | None, bool]) -> tuple[int, str | None]:
+    """(samples read, first problem or None) of one shard item; ``hash``: sha256 and image decoding too."""
+    item, sha, full = task
+    url, n = item["url"], 0
+    try:
+        if not os.path.isfile(url):
+            return 0, f"{url}: shard listed in the manifest is missing"
+        if full and sha is None:
+            return 0, f"{url}: the manifest records no sha256"
+        if full and (got := sha256_file(url)) != sha:
+            return 0, f"{url}: sha256 {got[:16]}..., the manifest says {sha[:16]}..."
+        for sample in read_shard(url, item["count"], item["bytes"], data=full):
+            n += 1
+            if full:
+                s = decode_fields(sample)
+                try:
+                    decode_rgb(s["jpg"])
+                except ImageError as e:
+                    return n, f"{url}: sample {s['__key__']!r}: image does not decode ({e})"
+    except ShardError as e:
+        return n, str(e)
+    except OSError as e:
+        return n, f"{url}: {e.strerror or e}"
+    return n, None
+
+
+def run_verify(cfg: VerifyConfig) -> VerifyResult:
+    """Check every shard of ``cfg.shards`` (or of ``cfg.splits``) against the manifest: by default each listed
+    shard's size and, walking its headers, sample count; ``cfg.hash``: also its sha256 and every image decoded.
+    Any problem is a UserError naming the first damaged shard and the number of problems."""
+    m = read_manifest(cfg.shards)
+    names = cfg.splits or list(m["splits"])
+    shards = {name: split_shards(m, cfg.shards, name) for name in names}
+    base = Path(cfg.shards).resolve()
+    tasks = [({"url": str(base / e["name"]), "count": e["count"], "bytes": e["bytes"]}, e.get("sha256"), cfg.hash)
+             for name in names for e in shards[name]]
+    where = [name for name in names for _ in shards[name]]
+    splits = {name: SplitCheck() for name in names}
+    problems: list[str] = []
+    checked = map_shards(check_shard, tasks, cfg.workers, cfg.progress, "verify")
+    for (item, _, _), split, (n, problem) in zip(tasks, where, checked, strict=False):
+        sp = splits[split]
+        sp.shards, sp.samples, sp.bytes = sp.shards + 1, sp.samples + n, sp.bytes + item["bytes"]
+        if problem is not None:
+            sp.bad_shards.append(Path(item["url"]).name)
+            problems.append(problem)
+    res = VerifyResult(shards=str(cfg.shards), hashed=cfg.hash, splits=splits, problems=problems)
+    if problems:
+        more = f" (and {len(problems) - 1} more damaged shards)" if len(problems) > 1 else ""
+        raise UserError(f"verify: {problems[0]}{more}")
+    return res

@@ -20,12 +20,10 @@ from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from pipeline.results import ShardResult
 from pipeline.reuse import Output, Recorded, identity, read_record
-from pipeline.runtime import Progress, log
+from pipeline.runtime import Progress, cpu_count, log
 from pipeline.shards.config import ShardConfig
-from pipeline.shards.manifest import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, source_fingerprint
-from pipeline.shards.parallel import WorkerPool, resolve_workers
-from pipeline.shards.process import Prepared, Skipped, prepare_many, skip_category
-from pipeline.shards.reader import read_manifest
+from pipeline.shards.process import Prepared, Skipped, WorkerPool, prepare_many, skip_category
+from pipeline.shards.reader import FORMAT, MANIFEST, SKIPPED, dataset_fingerprint, read_manifest, source_fingerprint
 from pipeline.sources.base import Record, Source, open_source
 
 __all__ = ["ShardJob", "ShardFolder", "STATE_DIR", "open_shard_job", "safe_key", "clean_stale", "write_splits",
@@ -310,7 +308,7 @@ def write_splits(job: ShardJob, out: Path, ident: dict[str, Any],
     clean_stale(out)
     atomic_write_json(out / STATE_DIR / "plan.json", {"fingerprint": job.fp, "identity": ident})
     cfg = job.cfg
-    workers = resolve_workers(cfg.workers)
+    workers = cfg.workers or cpu_count()
     states: States = {}
     resumed = False
     for _, dest in job.pairs:
