@@ -1,10 +1,7 @@
-"""Records and sources: how every stage reads an image collection laid out as users have it.
+"""Records and sources: how every stage reads an image collection laid out as users have it (docs/formats.md).
 
-A *source* is a dataset on disk in one of the real layouts (ImageFolder, ILSVRC-2012, PASCAL VOC,
-Caltech-101/256, a CSV/JSONL manifest). It lists its classes (sorted names = class indices, as
-torchvision and docs/formats.md) and yields :class:`Record` objects per split, in a stable source order.
-Readers register themselves with :func:`register_source`; :func:`open_source` picks one by name
-or detects the layout (``format="auto"``).
+Readers register themselves with :func:`register_source`; :func:`open_source` picks one by name or
+detects the layout (``format="auto"``). Class index = position in the sorted class names.
 """
 
 from __future__ import annotations
@@ -18,22 +15,18 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-__all__ = ["Record", "Source", "register_source", "open_source", "SOURCES", "class_dirs", "is_hidden"]
+__all__ = ["Record", "Source", "register_source", "open_source", "SOURCES", "class_dirs", "plain_files", "is_hidden"]
 
 
 @dataclass
 class Record:
-    """One image of a source.
+    """One image of a source, yielded in a stable source order.
 
-    Attributes:
-        key: stable id from the source (unique within the source, safe as a tar member stem).
-        label: class index, or None for multi-label sources (VOC) and unlabelled images.
-        path: the image file, or None when the bytes come from elsewhere (tar member).
-        data: the image bytes when there is no path (read in memory, never written to disk).
-        labels: VOC-style per-class labels (1 present, -1 absent, 0 difficult only), or None.
-        boxes: objects with ``xmin, ymin, xmax, ymax`` (source pixels), ``name``, optional
-            ``difficult`` and ``label``; or None when the source has no boxes.
-        extras: anything else worth recording (wnid, class name, source path, ...).
+    ``key``: unique within the source, safe as a tar member stem; ``label``: class index, None for
+    multi-label sources and unlabelled images; ``path``, or ``data`` (the bytes, kept in memory) when
+    there is no file; ``labels``: VOC-style per-class 1 / -1 / 0; ``boxes``: ``xmin, ymin, xmax, ymax``
+    (source pixels), ``name``, optional ``difficult`` and ``label``; ``extras``: wnid, class name, ...;
+    ``span``: (offset, size) of the bytes inside the file ``path`` (a tar member, read in place).
     """
 
     key: str
@@ -43,20 +36,34 @@ class Record:
     labels: list[int] | None = None
     boxes: list[dict[str, Any]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    span: tuple[int, int] | None = None
 
     def read_bytes(self) -> bytes:
-        """The image file's bytes (from memory or disk)."""
         if self.data is not None:
             return self.data
         if self.path is None:
             raise OSError(f"record {self.key} has neither bytes nor a path")
-        return Path(self.path).read_bytes()
+        if self.span is None:
+            return Path(self.path).read_bytes()
+        off, size = self.span
+        with open(self.path, "rb") as fh:
+            fh.seek(off)
+            data = fh.read(size)
+        if len(data) != size:
+            raise OSError(f"truncated tar member ({len(data)} of {size} bytes)")
+        return data
 
 
 class Source(ABC):
-    """Base of the readers. Subclasses set ``kind`` and implement the methods below."""
+    """Base of the readers: ``classes`` (sorted names or wnids), ``splits()`` and ``records(split)``.
+
+    Subclasses fill ``_classes`` and ``_splits``; ``detect`` tells a layout (lowest ``detect_priority`` first).
+    """
 
     kind: str = "source"
+    detect_priority = 50
+    _classes: list[str]
+    _splits: list[str] | dict[str, Path]
 
     def __init__(self, root: str | os.PathLike[str], **options: Any) -> None:
         self.root = Path(root)
@@ -66,17 +73,18 @@ class Source(ABC):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        """True if ``root`` looks like this layout."""
         return False
 
     @property
-    @abstractmethod
     def classes(self) -> list[str]:
-        """Class names; class index = position in this list (sorted names/wnids)."""
+        return list(self._classes)
 
-    @abstractmethod
     def splits(self) -> list[str]:
-        """Splits this source has (e.g. train, val)."""
+        return list(self._splits)
+
+    def _check_split(self, split: str, where: Path, what: str = "split") -> None:
+        if split not in self.splits():
+            raise UserError(f"{where}: no {what} {split!r} (has {', '.join(self.splits()) or 'none'})")
 
     @abstractmethod
     def records(self, split: str) -> Iterator[Record]:
@@ -109,7 +117,7 @@ def open_source(root: str | os.PathLike[str], format: str = "auto", **options: A
             raise UserError(f"unknown format {format!r} (one of: auto, {', '.join(sorted(SOURCES))})")
         return SOURCES[format](p, **options)
     # Most specific layouts first; ImageFolder (any folder of class folders) last.
-    for _name, cls in sorted(SOURCES.items(), key=lambda kv: getattr(kv[1], "detect_priority", 50)):
+    for cls in sorted(SOURCES.values(), key=lambda c: c.detect_priority):
         if cls.detect(p):
             return cls(p, **options)
     raise UserError(f"{p}: cannot detect the dataset layout; pass --format ({', '.join(sorted(SOURCES))})")
@@ -118,6 +126,11 @@ def open_source(root: str | os.PathLike[str], format: str = "auto", **options: A
 def class_dirs(d: Path) -> list[Path]:
     """The class folders of ``d``: its folders not starting with a dot, sorted by name."""
     return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def plain_files(d: Path) -> list[Path]:
+    """The files of ``d`` (not folders) not starting with a dot, sorted."""
+    return [p for p in sorted(d.iterdir()) if not p.name.startswith(".") and not p.is_dir()]
 
 
 def is_hidden(path: Path, root: Path) -> bool:

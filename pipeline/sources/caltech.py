@@ -1,11 +1,5 @@
-"""Caltech-101 and Caltech-256 layouts (docs/formats.md section 3; paper App. B, "Caltech image classification").
-
-The paper uses all 102 Caltech-101 classes ("101 object categories and a background class", so
-``BACKGROUND_Google`` is kept, and ``Faces`` / ``Faces_easy`` stay separate) and all 257
-Caltech-256 classes (``257.clutter`` included). Only ``*.jpg`` files are images: stray entries such
-as ``056.dog/greg`` (a folder) and ``198.spider/RENAME2`` are not listed. One split, ``all``; the
-random train/test splits of the transfer protocol are drawn by the transfer stage.
-"""
+"""Caltech-101 and Caltech-256 layouts (docs/formats.md section 3; paper App. B): every class folder kept
+(``BACKGROUND_Google``, ``257.clutter``), ``*.jpg`` files only, one split ``all``."""
 
 from __future__ import annotations
 
@@ -14,33 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.sources.base import Record, Source, class_dirs, register_source
+from pipeline.sources.base import Record, Source, class_dirs, plain_files, register_source
 
 __all__ = ["Caltech101Source", "Caltech256Source"]
 
 _C256_DIR = re.compile(r"^\d{3}\.[^/]+$")
 
 
-def _find(root: Path, name: str) -> Path | None:
-    if root.name == name and root.is_dir():
-        return root
-    if (root / name).is_dir():
-        return root / name
-    return None
-
-
-def _jpgs(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if not p.name.startswith(".") and p.suffix.lower() == ".jpg"
-                  and not p.is_dir())
-
-
 class _Caltech(Source):
     folder = ""
     detect_priority = 30
+    _splits = ["all"]
 
     def __init__(self, root, **options) -> None:
         super().__init__(root, **options)
-        d = _find(self.root, self.folder) or (self.root if self._looks_like(self.root) else None)
+        d = self._find(self.root)
         if d is None:
             raise UserError(f"{self.root}: no {self.folder} folder")
         self.dir = d
@@ -48,30 +30,31 @@ class _Caltech(Source):
         self._classes = [p.name for p in self._dirs]
 
     @classmethod
+    def _find(cls, root: Path) -> Path | None:
+        """The ``folder`` (``root`` itself, or in it), else ``root`` if it looks like one."""
+        for d in (root, root / cls.folder):
+            if d.name == cls.folder and d.is_dir():
+                return d
+        return root if cls._looks_like(root) else None
+
+    @classmethod
     def _looks_like(cls, d: Path) -> bool:
         return False
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return root.is_dir() and (_find(root, cls.folder) is not None or cls._looks_like(root))
-
-    @property
-    def classes(self) -> list[str]:
-        return self._classes
-
-    def splits(self) -> list[str]:
-        return ["all"]
+        return root.is_dir() and cls._find(root) is not None
 
     def _key(self, cdir: Path, f: Path) -> str:
         return f"{cdir.name}__{f.stem}".replace(".", "_")
 
     def records(self, split: str) -> Iterator[Record]:
-        if split != "all":
-            raise UserError(f"{self.dir}: no split {split!r} (has all)")
+        self._check_split(split, self.dir)
         for i, cdir in enumerate(self._dirs):
-            for f in _jpgs(cdir):
-                yield Record(key=self._key(cdir, f), label=i, path=f,
-                             extras={"class_name": cdir.name, "source_path": str(f)})
+            for f in plain_files(cdir):
+                if f.suffix.lower() == ".jpg":
+                    yield Record(key=self._key(cdir, f), label=i, path=f,
+                                 extras={"class_name": cdir.name, "source_path": str(f)})
 
 
 @register_source("caltech101")
@@ -87,16 +70,14 @@ class Caltech101Source(_Caltech):
 
 @register_source("caltech256")
 class Caltech256Source(_Caltech):
-    """``256_ObjectCategories/NNN.name/NNN_XXXX.jpg``: 257 classes incl. 257.clutter; ``*.jpg`` only."""
+    """``256_ObjectCategories/NNN.name/NNN_XXXX.jpg``: 257 classes incl. 257.clutter."""
 
     folder = "256_ObjectCategories"
 
     @classmethod
     def _looks_like(cls, d: Path) -> bool:
-        dirs = class_dirs(d) if d.is_dir() else []
-        return (
-            bool(dirs) and all(_C256_DIR.match(p.name) for p in dirs) and any(p.name.endswith(".clutter") for p in dirs)
-        )
+        names = [p.name for p in class_dirs(d)] if d.is_dir() else []
+        return bool(names) and all(map(_C256_DIR.match, names)) and any(n.endswith(".clutter") for n in names)
 
     def _key(self, cdir: Path, f: Path) -> str:
         return f.stem.replace(".", "_")

@@ -1,14 +1,7 @@
 """ImageNet ILSVRC-2012 CLS-LOC layouts (docs/formats.md section 1; paper 2.1 and 3.1 "Dataset").
 
-Train: ``train/<wnid>/<wnid>_<n>.JPEG`` folders, per-synset ``train/<wnid>.tar`` files, or the
-outer ``ILSVRC2012_img_train.tar`` holding them, read in place: tar members are located once
-(offset, size) and read into memory by the workers; their names only make keys, never paths.
-Val: the flat ``val/ILSVRC2012_val_XXXXXXXX.JPEG`` folder (or ``ILSVRC2012_img_val.tar``) labelled
-by the devkit (``ILSVRC2012_validation_ground_truth.txt`` IDs mapped through ``meta.mat``'s
-ILSVRC2012_ID -> WNID, the 1000 leaf synsets: ID order is not sorted-wnid order), by
-``imagenet_2012_validation_synset_labels.txt``, by ``LOC_val_solution.csv`` (Kaggle layout), or
-``val/<wnid>/`` folders. Boxes come from PASCAL-style XML annotations when present (or from the
-Kaggle solution file). Class index = rank of the wnid among the sorted wnids.
+Train folders or tars (the outer ``ILSVRC2012_img_train.tar`` read in place), val flat or in class
+folders, labelled by the devkit, the synset label file or the Kaggle solution; boxes from XML.
 """
 
 from __future__ import annotations
@@ -18,72 +11,26 @@ import io
 import re
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.sources.base import Record, Source, register_source
+from pipeline.sources.base import Record, Source, plain_files, register_source
 from pipeline.sources.voc import parse_voc_xml
 
-__all__ = ["ILSVRCSource", "TarMemberRecord", "read_devkit"]
+__all__ = ["ILSVRCSource", "read_devkit"]
 
 WNID = re.compile(r"^n\d{8}$")
 GT_FILE = "ILSVRC2012_validation_ground_truth.txt"
 
 
-@dataclass
-class TarMemberRecord(Record):
-    """A record whose bytes are ``span = (offset, size)`` inside the tar file ``path``."""
-
-    span: tuple[int, int] | None = None
-
-    def read_bytes(self) -> bytes:
-        if self.span is None:
-            return super().read_bytes()
-        off, size = self.span
-        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
-            fh.seek(off)
-            data = fh.read(size)
-        if len(data) != size:
-            raise OSError(f"truncated tar member ({len(data)} of {size} bytes)")
-        return data
-
-
-def _members(tar: Path, base: int = 0, fileobj=None) -> Iterator[tuple[str, int, int]]:
-    """(member name, absolute data offset, size) of the regular files of a tar."""
+def _members(tar: Path, fileobj=None) -> Iterator[tuple[str, int, int]]:
+    """(member name, data offset in the file, size) of the regular files of a tar (the file ``tar``, or
+    the tar starting at the position of ``fileobj``, a tar inside a tar: tarfile counts from there)."""
     with tarfile.open(name=None if fileobj else tar, fileobj=fileobj, mode="r:") as tf:
         for m in tf:
             if m.isfile():
-                yield m.name, base + m.offset_data, m.size
-
-
-class _Window(io.RawIOBase):
-    """A read-only window [off, off+size) of a file (a tar inside a tar)."""
-
-    def __init__(self, fh, off: int, size: int) -> None:
-        self.fh, self.off, self.size, self.pos = fh, off, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = {0: pos, 1: self.pos + pos, 2: self.size + pos}[whence]
-        return self.pos
-
-    def readinto(self, b) -> int:
-        n = max(0, min(len(b), self.size - self.pos))
-        self.fh.seek(self.off + self.pos)
-        data = self.fh.read(n)
-        b[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
+                yield m.name, m.offset_data, m.size
 
 
 def _stem(name: str) -> str:
@@ -137,22 +84,14 @@ class ILSVRCSource(Source):
     @classmethod
     def _layout(cls, root: Path) -> dict[str, Any]:
         kaggle = root / "ILSVRC" / "Data" / "CLS-LOC"
+        files = {"mapping": root / "LOC_synset_mapping.txt", "solution": root / "LOC_val_solution.csv"}
         if kaggle.is_dir():
-            return {
-                "train": kaggle / "train",
-                "val": kaggle / "val",
-                "ann": root / "ILSVRC" / "Annotations" / "CLS-LOC",
-                "mapping": root / "LOC_synset_mapping.txt",
-                "solution": root / "LOC_val_solution.csv",
-                "train_tar": None,
-                "val_tar": None,
-                "kind": "kaggle",
-            }
+            return {**files, "train": kaggle / "train", "val": kaggle / "val", "train_tar": None, "val_tar": None,
+                    "ann": root / "ILSVRC" / "Annotations" / "CLS-LOC", "kind": "kaggle"}
         ann = next((p for p in (root / "Annotations" / "CLS-LOC", root / "annotations", root / "bbox")
                     if p.is_dir()), None)
-        return {"train": root / "train", "val": root / "val", "ann": ann, "mapping": root / "LOC_synset_mapping.txt",
-                "solution": root / "LOC_val_solution.csv", "train_tar": root / "ILSVRC2012_img_train.tar",
-                "val_tar": root / "ILSVRC2012_img_val.tar", "kind": "official"}
+        return {**files, "train": root / "train", "val": root / "val", "train_tar": root / "ILSVRC2012_img_train.tar",
+                "val_tar": root / "ILSVRC2012_img_val.tar", "ann": ann, "kind": "official"}
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -171,21 +110,11 @@ class ILSVRCSource(Source):
         self.lay = self._layout(self.root)
         if annotations is not None:
             self.lay["ann"] = Path(annotations)
-        dk = (
-            Path(devkit)
-            if devkit
-            else next(
-                (
-                    p
-                    for p in (self.root / "ILSVRC2012_devkit_t12", self.root / "ILSVRC2012_devkit_t12.tar.gz")
-                    if p.exists()
-                ),
-                None,
-            )
-        )
+        found = (p for p in (self.root / "ILSVRC2012_devkit_t12", self.root / "ILSVRC2012_devkit_t12.tar.gz")
+                 if p.exists())
+        dk = Path(devkit) if devkit else next(found, None)
         if dk is not None and not dk.exists():
             raise UserError(f"devkit not found: {dk}")
-        self.devkit = dk
         self.words: dict[str, str] = {}
         self._gt: list[int] = []
         self._id2wnid: dict[int, str] = {}
@@ -207,7 +136,6 @@ class ILSVRCSource(Source):
         self._classes = sorted(wnids)
         self._index = {w: i for i, w in enumerate(self._classes)}
 
-    # --- layout pieces -------------------------------------------------------------------------
     def _train_groups(self) -> list[tuple[str, Any]]:
         """(wnid, folder | tar path | (outer tar, offset, size)) of every training synset."""
         groups: list[tuple[str, Any]] = []
@@ -245,11 +173,6 @@ class ILSVRCSource(Source):
                     return None
         return None
 
-    # --- Source API ----------------------------------------------------------------------------
-    @property
-    def classes(self) -> list[str]:
-        return self._classes
-
     def splits(self) -> list[str]:
         out = []
         if self._train_groups():
@@ -263,45 +186,36 @@ class ILSVRCSource(Source):
         return {"wnid": wnid, "class_name": self.words.get(wnid, wnid), "source_path": src}
 
     def records(self, split: str) -> Iterator[Record]:
-        if split not in self.splits():
-            raise UserError(f"{self.root}: no split {split!r} (has {', '.join(self.splits()) or 'none'})")
+        self._check_split(split, self.root)
         yield from (self._train() if split == "train" else self._val())
 
     def _train(self) -> Iterator[Record]:
         for wnid, where in self._train_groups():
             label = self._index.get(wnid)
             if label is None:  # a synset outside the class list (e.g. not one of the devkit's leaves)
-                yield Record(
-                    key=f"{wnid}__excluded",
-                    path=where if isinstance(where, Path) else where[0],
-                    extras={"skip": f"synset {wnid} is not one of the classes", **self._extras(wnid, str(where))},
-                )
+                yield Record(key=f"{wnid}__excluded", path=where if isinstance(where, Path) else where[0],
+                             extras={"skip": f"synset {wnid} is not one of the classes",
+                                     **self._extras(wnid, str(where))})
                 continue
             if isinstance(where, Path) and where.is_dir():
-                for f in sorted(where.iterdir()):
-                    if f.name.startswith(".") or f.is_dir():
-                        continue
-                    yield Record(
-                        key=_stem(f.name),
-                        label=label,
-                        path=f,
-                        boxes=self._boxes("train", wnid, f"{_stem(f.name)}.xml"),
-                        extras=self._extras(wnid, str(f)),
-                    )
+                for f in plain_files(where):
+                    yield Record(key=_stem(f.name), label=label, path=f, extras=self._extras(wnid, str(f)),
+                                 boxes=self._boxes("train", wnid, f"{_stem(f.name)}.xml"))
                 continue
             if isinstance(where, Path):
                 tar, members = where, _members(where)
                 src = str(where)
             else:
-                tar, off, size = where
+                tar, off, _ = where
                 with open(tar, "rb") as fh:
-                    members = list(_members(tar, base=off, fileobj=io.BufferedReader(_Window(fh, off, size))))
+                    fh.seek(off)
+                    members = list(_members(tar, fileobj=fh))
                 src = f"{tar}:{wnid}.tar"
             for name, moff, msize in sorted(members):
                 if _is_hidden_member(name):
                     continue
                 stem = _stem(name)
-                yield TarMemberRecord(key=stem, label=label, path=tar, span=(moff, msize),
+                yield Record(key=stem, label=label, path=tar, span=(moff, msize),
                                       boxes=self._boxes("train", wnid, f"{stem}.xml"),
                                       extras=self._extras(wnid, f"{src}/{name}"))
 
@@ -316,17 +230,9 @@ class ILSVRCSource(Source):
                 toks = (row.get("PredictionString") or "").split()
                 if not toks:
                     continue
-                boxes = [
-                    {
-                        "xmin": float(t[1]),
-                        "ymin": float(t[2]),
-                        "xmax": float(t[3]),
-                        "ymax": float(t[4]),
-                        "name": t[0],
-                        "difficult": False,
-                    }
-                    for t in (toks[i : i + 5] for i in range(0, len(toks) - 4, 5))
-                ]
+                boxes = [{"xmin": float(t[1]), "ymin": float(t[2]), "xmax": float(t[3]), "ymax": float(t[4]),
+                          "name": t[0], "difficult": False}
+                         for t in (toks[i:i + 5] for i in range(0, len(toks) - 4, 5))]
                 out[row["ImageId"]] = (toks[0], boxes)
         return out
 
@@ -334,19 +240,13 @@ class ILSVRCSource(Source):
         va, vt = self.lay["val"], self.lay["val_tar"]
         class_dirs = self._val_class_dirs()
         if class_dirs:  # val/<wnid>/ (torchvision's prepared layout)
-            for wnid in class_dirs:
-                for f in sorted((va / wnid).iterdir()):
-                    if not f.name.startswith(".") and not f.is_dir() and wnid in self._index:
-                        yield Record(
-                            key=_stem(f.name),
-                            label=self._index[wnid],
-                            path=f,
-                            boxes=self._boxes("val", f"{_stem(f.name)}.xml"),
-                            extras=self._extras(wnid, str(f)),
-                        )
+            for wnid in (w for w in class_dirs if w in self._index):
+                for f in plain_files(va / wnid):
+                    yield Record(key=_stem(f.name), label=self._index[wnid], path=f, extras=self._extras(wnid, str(f)),
+                                 boxes=self._boxes("val", f"{_stem(f.name)}.xml"))
             return
         if va.is_dir():
-            files = [(f.name, f, None) for f in sorted(va.iterdir()) if not f.name.startswith(".") and not f.is_dir()]
+            files = [(f.name, f, None) for f in plain_files(va)]
         else:
             files = [(n, vt, (o, s)) for n, o, s in sorted(_members(vt)) if not _is_hidden_member(n)]
         solution = self._val_labels()
@@ -371,12 +271,9 @@ class ILSVRCSource(Source):
                     wnid = self._id2wnid.get(self._gt[line])
             elif 0 <= line < len(by_line):
                 wnid = by_line[line]
-            kw: dict[str, Any] = {"span": span} if span is not None else {}
-            rec_cls = TarMemberRecord if span is not None else Record
             if wnid is None or wnid not in self._index:
                 reason = "no validation label" if wnid is None else f"label {wnid} is not one of the classes"
-                yield rec_cls(key=stem, path=path, extras={"skip": reason, "source_path": src}, **kw)
+                yield Record(key=stem, path=path, span=span, extras={"skip": reason, "source_path": src})
                 continue
-            yield rec_cls(
-                key=stem, label=self._index[wnid], path=path, boxes=boxes, extras=self._extras(wnid, src), **kw
-            )
+            yield Record(key=stem, label=self._index[wnid], path=path, span=span, boxes=boxes,
+                                  extras=self._extras(wnid, src))

@@ -1,8 +1,7 @@
-"""ImageFolder layout: ``<root>/<split>/<class>/<file>`` or ``<root>/<class>/<file>``.
+"""ImageFolder layout: ``<root>/<split>/<class>/<file>`` or ``<root>/<class>/<file>`` (torchvision's class order).
 
-Class index = rank of the sorted class folder names (torchvision's ImageFolder). Hidden files and
-folders are ignored. Files are not filtered by extension here: decoding is by content, and files
-that are not images are recorded as skips by the stage that decodes them.
+Hidden files and folders are ignored; files are not filtered by extension (decoding is by content,
+and what is not an image becomes a skip of the stage that decodes it).
 """
 
 from __future__ import annotations
@@ -33,27 +32,13 @@ class ImageFolderSource(Source):
         top = class_dirs(self.root)
         if not top:
             raise UserError(f"{self.root}: no class folders")
-        split_dirs = [p for p in top if p.name in SPLIT_NAMES]
-        if split_dirs and len(split_dirs) == len(top):
-            self._splits = {p.name: p for p in split_dirs}
-        else:
-            self._splits = {"all": self.root}
-        names: set[str] = set()
-        for d in self._splits.values():
-            names.update(p.name for p in class_dirs(d))
-        self._classes = sorted(names)
+        split_dirs = all(p.name in SPLIT_NAMES for p in top)
+        self._splits = {p.name: p for p in top} if split_dirs else {"all": self.root}
+        self._classes = sorted({p.name for d in self._splits.values() for p in class_dirs(d)})
         self._index = {c: i for i, c in enumerate(self._classes)}
 
-    @property
-    def classes(self) -> list[str]:
-        return self._classes
-
-    def splits(self) -> list[str]:
-        return list(self._splits)
-
     def records(self, split: str) -> Iterator[Record]:
-        if split not in self._splits:
-            raise UserError(f"{self.root}: no split {split!r} (has {', '.join(self._splits)})")
+        self._check_split(split, self.root)
         base = self._splits[split]
         for cdir in class_dirs(base):
             for f in sorted(cdir.rglob("*")):

@@ -1,20 +1,10 @@
-"""A CSV or JSONL list of images: any collection the folder layouts do not cover.
-
-One row per image with ``path`` (relative to the list file's folder, or absolute) and either
-``label`` (a class name) or ``labels`` (multi-label: a list of class names present, or a mapping
-name -> 1/-1/0 as in VOC; in CSV, names separated by ``;``), plus optional ``key``, ``split``
-(default ``all``) and ``boxes`` (a JSON list of ``{xmin, ymin, xmax, ymax, name, difficult}``).
-Class index = rank of the sorted class names (numerically sorted when every name is an integer).
-
-A list that is not UTF-8 text, a row that is not an object, a ``path`` that is not a non-empty
-string or a label of the wrong type is a one-line :class:`~pipeline.errors.UserError` naming the
-line. In a labelled list (any row has ``label``, or any has ``labels``), a row without one is
-recorded as a skip with the reason "no label" (``skipped.jsonl``), never an unlabelled sample.
-"""
+"""A CSV or JSONL list of images, for any collection the folder layouts do not cover (the columns and
+the errors: docs/formats.md, "Two generic layouts")."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -30,22 +20,16 @@ SUFFIXES = (".csv", ".jsonl")
 _FIELDS = ("path", "label", "labels", "boxes", "key", "split", "__line__")  # not copied into extras
 
 
-def _not_utf8(path: Path, e: UnicodeDecodeError) -> UserError:
-    return UserError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as UTF-8")
-
-
 def _rows(path: Path) -> list[dict[str, Any]]:
+    """Rows with their line number under ``"__line__"`` (CSV: ``labels`` split on ``;``, ``boxes`` parsed)."""
     try:
-        return _parse_rows(path)
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e) from None
-
-
-def _parse_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows with their line number under ``"__line__"``."""
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8") from None
     if path.suffix == ".jsonl":
         rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -54,15 +38,10 @@ def _parse_rows(path: Path) -> list[dict[str, Any]]:
                 raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{n}: expected a JSON object per line")
-            row["__line__"] = n
-            rows.append(row)
+            rows.append({**row, "__line__": n})
         return rows
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = []
-        for row in reader:
-            row["__line__"] = reader.line_num
-            rows.append(row)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = [{**row, "__line__": reader.line_num} for row in reader]
     for row in rows:
         if row.get("labels"):
             row["labels"] = [x.strip() for x in row["labels"].split(";") if x.strip()]
@@ -96,12 +75,6 @@ def _check_row(path: Path, r: dict[str, Any]) -> None:
         raise UserError(f"{where}: 'key' must be a string, got {r['key']!r}")
 
 
-def _sort_names(names: set[str]) -> list[str]:
-    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
 @register_source("manifest")
 class ManifestSource(Source):
     """Images listed in a ``.csv`` or ``.jsonl`` file."""
@@ -130,16 +103,10 @@ class ManifestSource(Source):
                 names.add(str(r["label"]))
         self.label_kind = "multi" if multi else "single"
         self.labelled = bool(names)
-        self._classes = _sort_names(names)
+        numeric = names and all(re.fullmatch(r"-?\d+", n) for n in names)
+        self._classes = sorted(names, key=int if numeric else None)
         self._index = {c: i for i, c in enumerate(self._classes)}
         self._splits = list(dict.fromkeys(str(r.get("split", "all")) for r in self.rows))
-
-    @property
-    def classes(self) -> list[str]:
-        return self._classes
-
-    def splits(self) -> list[str]:
-        return list(self._splits)
 
     def _labels(self, v: Any) -> list[int]:
         if isinstance(v, dict):
@@ -148,8 +115,7 @@ class ManifestSource(Source):
         return [1 if c in present else -1 for c in self._classes]
 
     def records(self, split: str) -> Iterator[Record]:
-        if split not in self._splits:
-            raise UserError(f"{self.root}: no split {split!r} (has {', '.join(self._splits)})")
+        self._check_split(split, self.root)
         base = self.root.parent
         for r in self.rows:
             if str(r.get("split", "all")) != split:

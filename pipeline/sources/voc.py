@@ -1,15 +1,8 @@
 """PASCAL VOC 2007 / 2012 classification layout (docs/formats.md section 2; paper App. B).
 
-``VOCdevkit/VOC2007/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/<split>.txt,
-ImageSets/Main/<class>_<split>.txt}``. Each image gets the 20 per-class labels 1 (a non-difficult
-object of the class), -1 (absent) or 0 (only difficult objects), read from the per-class files or,
-where those are missing (e.g. an unlabelled test set), derived the same way from the XML
-annotations. Boxes come from the XML with their ``difficult`` flags. The XML parser here is also
-used for ILSVRC's PASCAL-style box annotations.
-
-The devkit's lists are read only here and in :mod:`pipeline.sources.voc_action` (the transfer
-protocols read them through these readers), and every reader finds its year folder by one rule,
-:func:`voc_year_dir`.
+Also the devkit's lists and XML for the other readers: every reader of ``ImageSets`` is a
+:class:`DevkitSource` (its year folder found by :func:`voc_year_dir`), and ILSVRC's box files are
+read by :func:`parse_voc_xml`.
 """
 
 from __future__ import annotations
@@ -25,68 +18,64 @@ from urllib.parse import quote
 from pipeline.errors import UserError
 from pipeline.sources.base import Record, Source, register_source
 
-__all__ = ["VOCSource", "VOC_CLASSES", "parse_voc_xml", "voc_year_dir", "read_devkit_list", "list_splits",
-           "list_classes", "file_part"]
+__all__ = ["VOCSource", "DevkitSource", "VOC_CLASSES", "parse_voc_xml", "parse_xml", "xml_box", "voc_year_dir",
+           "file_part"]
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
                "train", "tvmonitor"]
 
 
-def _num(el: ET.Element | None) -> float | None:
-    if el is None or el.text is None:
-        return None
+def _num(el: ET.Element | None, tag: str) -> float | None:
+    text = el.findtext(tag) if el is not None else None
     try:
-        return float(el.text.strip())
+        return float(text.strip()) if text is not None else None
     except ValueError:
         return None
 
 
-def parse_voc_xml(data: bytes) -> tuple[tuple[int, int] | None, list[dict[str, Any]]]:
-    """((width, height) or None, boxes) of a PASCAL-style annotation.
-
-    Boxes are ``{"xmin","ymin","xmax","ymax","name","difficult"}`` in source pixels. Noise seen in
-    ILSVRC (docs/formats.md) is repaired: float coordinates are kept as floats, min/max are ordered,
-    coordinates are clipped to the image size when it is known, and boxes without area or with
-    missing coordinates are dropped. The ``<filename>`` field is never used.
-    """
+def parse_xml(data: bytes) -> tuple[ET.Element, tuple[float, float] | None]:
+    """The root of an annotation XML (a UserError when it does not parse) and its (width, height) if given."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError as e:
         raise UserError(f"bad annotation XML: {e}") from None
-    size = None
-    w, h = _num(root.find("size/width")), _num(root.find("size/height"))
-    if w and h:
-        size = (int(w), int(h))
+    w, h = _num(root, "size/width"), _num(root, "size/height")
+    return root, ((w, h) if w and h else None)
+
+
+def xml_box(obj: ET.Element, size: tuple[float, float] | None) -> dict[str, Any] | None:
+    """``{xmin, ymin, xmax, ymax, name}`` of an ``<object>``, repaired (docs/formats.md 1.6): min/max
+    ordered, clipped to ``size`` (width, height) when known; None without a box of positive area."""
+    c = [_num(obj.find("bndbox"), k) for k in ("xmin", "ymin", "xmax", "ymax")]
+    if any(v is None for v in c):
+        return None
+    x0, x1 = sorted((c[0], c[2]))
+    y0, y1 = sorted((c[1], c[3]))
+    if size is not None:
+        x0, x1 = max(0.0, x0), min(float(size[0]), x1)
+        y0, y1 = max(0.0, y0), min(float(size[1]), y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "name": (obj.findtext("name") or "").strip()}
+
+
+def parse_voc_xml(data: bytes) -> tuple[tuple[int, int] | None, list[dict[str, Any]]]:
+    """((width, height) or None, boxes with their ``difficult`` flag) of a PASCAL-style annotation."""
+    root, wh = parse_xml(data)
+    size = (int(wh[0]), int(wh[1])) if wh else None
     boxes = []
     for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        bb = obj.find("bndbox")
-        if bb is None:
-            continue
-        c = [_num(bb.find(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-        if any(v is None for v in c):
-            continue
-        x0, x1 = sorted((c[0], c[2]))
-        y0, y1 = sorted((c[1], c[3]))
-        if size is not None:
-            x0, x1 = max(0.0, x0), min(float(size[0]), x1)
-            y0, y1 = max(0.0, y0), min(float(size[1]), y1)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        diff = obj.findtext("difficult")
-        boxes.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "name": name,
-                      "difficult": bool(diff and diff.strip() not in ("0", ""))})
+        box = xml_box(obj, size)
+        if box is not None:
+            diff = obj.findtext("difficult")
+            boxes.append({**box, "difficult": bool(diff and diff.strip() not in ("0", ""))})
     return size, boxes
 
 
 def voc_year_dir(path: str | os.PathLike[str], task: str = "Main", year: str | None = None) -> Path:
-    """The year folder (``VOC2007``, ...) whose ``ImageSets/<task>`` lists are read: the one search rule.
-
-    ``path`` is the year folder itself, its ``ImageSets`` or ``ImageSets/<task>`` folder, a
-    ``VOCdevkit`` folder or a folder holding one; below the last two there must be exactly one year
-    folder with ``ImageSets/<task>``, or one named ``VOC<year>``.
-    """
+    """The year folder (``VOC2007``, ...) whose ``ImageSets/<task>`` lists are read (docs/transfer.md,
+    "The devkit's lists"): ``path`` itself, above its ``ImageSets[/<task>]``, or the one below it."""
     p = Path(path)
     if p.name == task and p.parent.name == "ImageSets":
         p = p.parent.parent
@@ -105,22 +94,6 @@ def voc_year_dir(path: str | os.PathLike[str], task: str = "Main", year: str | N
     return years[0]
 
 
-def read_devkit_list(path: Path) -> list[str]:
-    """The first field of every non-empty line of a devkit list (image ids), in file order."""
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def list_splits(sets: Path) -> list[str]:
-    """The splits of a devkit lists folder: its ``<split>.txt`` files, ``<split>`` lower-case letters."""
-    return sorted(p.stem for p in sets.glob("*.txt") if re.fullmatch(r"[a-z]+", p.stem)) if sets.is_dir() else []
-
-
-def list_classes(sets: Path, splits: list[str]) -> list[str]:
-    """Class names of the ``<class>_<split>.txt`` files of a devkit lists folder, sorted (none: [])."""
-    suffixes = tuple(f"_{s}" for s in splits)
-    return sorted({p.stem.rsplit("_", 1)[0] for p in sets.glob("*_*.txt") if p.stem.endswith(suffixes)})
-
-
 _PLAIN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 
 
@@ -131,45 +104,53 @@ def file_part(name: str) -> str:
     return name if _PLAIN.fullmatch(name) else quote(name, safe="")
 
 
-@register_source("voc")
-class VOCSource(Source):
-    """PASCAL VOC: splits from ``ImageSets/Main/<split>.txt``; 20 labels per image; boxes."""
+class DevkitSource(Source):
+    """A VOC year folder read through its ``ImageSets/<task>`` lists: splits are the ``<split>.txt`` files
+    (lower-case words), classes the names of the ``<class>_<split>.txt`` files (sorted) or the defaults."""
 
+    task = "Main"
+    split_word = "split"  # in the error naming a missing split
     detect_priority = 20
     label_kind = "multi"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         try:
-            voc_year_dir(root)
+            voc_year_dir(root, cls.task)
             return True
         except UserError:
             return False
 
     def __init__(self, root, year: str | int | None = None, **options) -> None:
         super().__init__(root, **options)
-        self.dir = voc_year_dir(self.root, year=None if year is None else str(year))
+        self.dir = voc_year_dir(self.root, self.task, None if year is None else str(year))
         self.year = self.dir.name[3:]
-        self.sets = self.dir / "ImageSets" / "Main"
-        self._splits = list_splits(self.sets)
+        self.sets = self.dir / "ImageSets" / self.task
+        self._splits = sorted(p.stem for p in self.sets.glob("*.txt") if re.fullmatch(r"[a-z]+", p.stem))
         if not self._splits:
-            raise UserError(f"{self.dir}: no ImageSets/Main/<split>.txt files")
-        self._classes = list_classes(self.sets, self._splits) or list(VOC_CLASSES)
+            raise UserError(f"{self.dir}: no ImageSets/{self.task}/<split>.txt files")
+        suffixes = tuple(f"_{s}" for s in self._splits)
+        named = {p.stem.rsplit("_", 1)[0] for p in self.sets.glob("*_*.txt") if p.stem.endswith(suffixes)}
+        self._classes = sorted(named) or self._default_classes()
 
-    @property
-    def classes(self) -> list[str]:
-        """The 20 VOC classes, or the classes named by the tree's ``<class>_<split>.txt`` files
-        (a VOC-format dataset of other objects), sorted."""
-        return list(self._classes)
-
-    def splits(self) -> list[str]:
-        return list(self._splits)
+    def _default_classes(self) -> list[str]:
+        return list(VOC_CLASSES)
 
     def image_ids(self, split: str) -> list[str]:
-        """Image ids of ``ImageSets/Main/<split>.txt``, in file order."""
-        if split not in self._splits:
-            raise UserError(f"{self.dir}: no split {split!r} (has {', '.join(self._splits)})")
-        return read_devkit_list(self.sets / f"{split}.txt")
+        """Image ids of ``ImageSets/<task>/<split>.txt``, in file order."""
+        self._check_split(split, self.dir, self.split_word)
+        lines = (self.sets / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+        return [line.split()[0] for line in lines if line.strip()]
+
+    def _class_files(self, split: str, classes: list[str]) -> list[Path] | None:
+        """The ``<class>_<split>.txt`` files of ``classes``; None when one is missing."""
+        files = [self.sets / f"{c}_{split}.txt" for c in classes]
+        return files if all(f.is_file() for f in files) else None
+
+
+@register_source("voc")
+class VOCSource(DevkitSource):
+    """PASCAL VOC: splits from ``ImageSets/Main/<split>.txt``; 20 labels per image (or the tree's classes); boxes."""
 
     def class_labels(self, split: str, classes: list[str] | None = None) -> dict[str, list[int]] | None:
         """id -> label (1 / -1 / 0) per class of ``classes`` (default: the tree's) from the
@@ -183,8 +164,8 @@ class VOCSource(Source):
             if file_part(name) != name:  # names are never paths
                 raise UserError(f"{self.sets}: {name!r} cannot name a devkit file (<class>_<split>.txt); "
                                 "class and split names there are letters, digits, '_', '+', '-' and '.'")
-        files = [self.sets / f"{c}_{split}.txt" for c in classes]
-        if not all(f.is_file() for f in files):
+        files = self._class_files(split, classes)
+        if files is None:
             return None
         out: dict[str, list[int]] = {}
         for c, f in enumerate(files):

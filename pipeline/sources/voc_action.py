@@ -1,37 +1,17 @@
-"""PASCAL VOC 2012 action classification layout, one record per annotated person (paper Appendix B, Table 12).
-
-``VOCdevkit/VOC2012/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Action/<split>.txt,
-ImageSets/Action/<action>_<split>.txt}``, as the VOC 2012 devkit has it:
-
-* ``ImageSets/Action/<split>.txt``: the image ids of the split, one per line;
-* ``ImageSets/Action/<action>_<split>.txt``: one line per annotated person, ``<image id> <person> <label>``,
-  ``person`` the 1-based index of the ``<object>`` in the image's XML (counting every object, as the
-  devkit's ``rec.objects(j)``), ``label`` 1 (the person does the action) or -1;
-* ``Annotations/<id>.xml``: each person an ``<object>`` with its ``<bndbox>`` and an ``<actions>``
-  element holding one 0/1 flag per action (``<jumping>0</jumping>`` ...; VOC 2012 adds ``<other>``).
-
-The task classifies each person, "given a bounding box of the person performing the action", so
-every record here is one person: key ``<image id>-<person>``, the image's file, the person's box
-(the only box of the record) and the 1/-1 label of every action. Labels come from the per-action
-files; where those are missing (the unlabelled test split) the persons are those with an
-``<actions>`` element and their labels come from its flags. Actions are the per-action files' names
-(sorted), or the XML's flag names when there are no such files. ``other`` ("none of the above") is
-read like any action; the devkit does not score it, and neither does ``voc12-action``.
-
-The reader is chosen with ``--format voc-action``; it is detected on its own only for a tree with
-``ImageSets/Action`` and no ``ImageSets/Main`` (a full VOC 2012 tree is read as classification).
+"""PASCAL VOC 2012 action classification layout, one record per annotated person (docs/formats.md 2.6;
+paper Appendix B, Table 12). Chosen with ``--format voc-action``; detected on its own only for a tree
+with ``ImageSets/Action`` and no ``ImageSets/Main`` (a full VOC 2012 tree is read as classification).
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.sources.base import Record, Source, register_source
-from pipeline.sources.voc import list_classes, list_splits, read_devkit_list, voc_year_dir
+from pipeline.sources.base import Record, register_source
+from pipeline.sources.voc import DevkitSource, parse_xml, voc_year_dir, xml_box
 
 __all__ = ["VOCActionSource", "VOC_ACTIONS", "parse_action_xml", "person_key", "split_person_key"]
 
@@ -53,71 +33,36 @@ def split_person_key(key: str) -> tuple[str, int]:
     return image_id, int(person)
 
 
-def _float(el: ET.Element | None, tag: str) -> float | None:
-    text = el.findtext(tag) if el is not None else None
-    try:
-        return float(text.strip()) if text is not None else None
-    except ValueError:
-        return None
-
-
 def parse_action_xml(data: bytes) -> dict[int, dict[str, Any]]:
-    """Persons of an action annotation: 1-based object index -> box and action flags.
-
-    Returns:
-        ``{index: {"xmin", "ymin", "xmax", "ymax", "name", "actions": {action: 0/1} or None}}`` for
-        every object with a usable box (coordinates ordered, clipped to the image size when known).
-    """
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as e:
-        raise UserError(f"bad annotation XML: {e}") from None
-    w, h = _float(root, "size/width"), _float(root, "size/height")
+    """Persons of an action annotation: 1-based object index (counting every ``<object>``) -> its box
+    (:func:`~pipeline.sources.voc.xml_box`; objects without one are left out) and ``actions``, the 0/1
+    flags of its ``<actions>`` element (None without one)."""
+    root, size = parse_xml(data)
     out = {}
     for idx, obj in enumerate(root.iter("object"), start=1):
-        c = [_float(obj.find("bndbox"), k) for k in ("xmin", "ymin", "xmax", "ymax")]
-        if any(v is None for v in c):
-            continue
-        x0, x1 = sorted((c[0], c[2]))
-        y0, y1 = sorted((c[1], c[3]))
-        if w and h:
-            x0, x1, y0, y1 = max(0.0, x0), min(w, x1), max(0.0, y0), min(h, y1)
-        if x1 <= x0 or y1 <= y0:
+        box = xml_box(obj, size)
+        if box is None:
             continue
         acts = obj.find("actions")
-        flags = None
-        if acts is not None:
-            flags = {a.tag: int(float((a.text or "0").strip() or 0) > 0.5) for a in acts}
-        out[idx] = {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "name": (obj.findtext("name") or "").strip(),
-                    "actions": flags}
+        flags = None if acts is None else {a.tag: int(float((a.text or "0").strip() or 0) > 0.5) for a in acts}
+        out[idx] = {**box, "actions": flags}
     return out
 
 
 @register_source("voc-action")
-class VOCActionSource(Source):
+class VOCActionSource(DevkitSource):
     """PASCAL VOC 2012 actions: one record per annotated person, with its box and 1/-1 action labels."""
 
+    task = "Action"
+    split_word = "action split"
     detect_priority = 15
-    label_kind = "multi"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        try:
-            d = voc_year_dir(root, "Action")
-        except UserError:
-            return False
-        return not (d / "ImageSets" / "Main").is_dir()
+        return super().detect(root) and not (voc_year_dir(root, "Action") / "ImageSets" / "Main").is_dir()
 
-    def __init__(self, root, year: str | int | None = None, **options) -> None:
-        super().__init__(root, **options)
-        self.dir = voc_year_dir(self.root, "Action", None if year is None else str(year))
-        self.sets = self.dir / "ImageSets" / "Action"
-        self._splits = list_splits(self.sets)
-        if not self._splits:
-            raise UserError(f"{self.dir}: no ImageSets/Action/<split>.txt files")
-        self._classes = list_classes(self.sets, self._splits) or self._classes_from_xml()
-
-    def _classes_from_xml(self) -> list[str]:
+    def _default_classes(self) -> list[str]:
+        """The action flags of the first annotated person, else :data:`VOC_ACTIONS`."""
         for split in self._splits:
             for image_id in self.image_ids(split):
                 xml = self.dir / "Annotations" / f"{image_id}.xml"
@@ -127,24 +72,10 @@ class VOCActionSource(Source):
                             return sorted(p["actions"])
         return list(VOC_ACTIONS)
 
-    @property
-    def classes(self) -> list[str]:
-        """The actions (sorted), ``other`` included when the tree has it."""
-        return list(self._classes)
-
-    def splits(self) -> list[str]:
-        return list(self._splits)
-
-    def image_ids(self, split: str) -> list[str]:
-        """Image ids of ``ImageSets/Action/<split>.txt``, in file order."""
-        if split not in self._splits:
-            raise UserError(f"{self.dir}: no action split {split!r} (has {', '.join(self._splits)})")
-        return read_devkit_list(self.sets / f"{split}.txt")
-
     def _labels(self, split: str) -> dict[tuple[str, int], list[int]] | None:
         """(image, person) -> label per action from the per-action files; None when a file is missing."""
-        files = [self.sets / f"{c}_{split}.txt" for c in self._classes]
-        if not all(f.is_file() for f in files):
+        files = self._class_files(split, self._classes)
+        if files is None:
             return None
         out: dict[tuple[str, int], list[int]] = {}
         for c, f in enumerate(files):
@@ -159,6 +90,7 @@ class VOCActionSource(Source):
         return out
 
     def records(self, split: str) -> Iterator[Record]:
+        """The persons of the per-action files, else (an unlabelled split) those with ``<actions>`` flags."""
         ids = self.image_ids(split)
         labels = self._labels(split)
         persons_of: dict[str, list[int]] = {}
@@ -183,5 +115,4 @@ class VOCActionSource(Source):
                 box.update(difficult=False, person=idx)
                 path = self.dir / "JPEGImages" / f"{image_id}.jpg"
                 yield Record(key=person_key(image_id, idx), path=path, labels=lab, boxes=[box],
-                             extras={"voc_id": image_id, "person": idx, "year": self.dir.name[3:],
-                                     "source_path": str(path)})
+                             extras={"voc_id": image_id, "person": idx, "year": self.year, "source_path": str(path)})
