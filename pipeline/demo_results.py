@@ -1,21 +1,5 @@
-"""``results.json`` of the end-to-end demo: every number of its printed tables, in one file.
-
-The paper's findings are read off tables: classification errors (Tables 3-6), transfer against a
-shallow baseline (Table 11), localisation against trivial boxes (Tables 8-9). The demo prints
-those tables; :func:`paper_results` gathers the same numbers from the stages' summaries into one
-JSON document (percent values) that a script or a test can check::
-
-    {"classification": [{"net", "train_scale", "test_scales", "method", "top1_error", "top5_error", "images"}, ...],
-     "transfer": {"caltech": {"mean", "std", "pixels_mean", "pixels_std"}, "voc07": {"map", "pixels_map"}},
-     "localisation": {"crop":  {"error", "baselines": {"whole_image", "centre"}, "rows"},
-                      "dense": {"top5_error", "top1_error", "baselines": {"whole_image", "centre"}, "rows"}},
-     "training": {"<net>": seconds, ...}}
-
-``localisation.crop.error`` is the net of the paper's chosen setting (PCR, all layers fine-tuned;
-else the first net), ``localisation.dense`` the fusion of the nets when there are several (the
-paper's final row), else the first net; every row is kept under ``rows``. A part that was not run
-is ``null``.
-"""
+"""``results.json`` of the end-to-end demo: every number of its printed tables (paper Tables 3-6, 8-9, 11)
+in one file, in percent; its fields: docs/formats.md 7."""
 
 from __future__ import annotations
 
@@ -80,17 +64,15 @@ def _localisation(crop: dict | None, dense: dict | None) -> dict[str, Any]:
         rows = crop["rows"]
         nets = [r for r in rows if r["name"].startswith("net")]
         paper = [r for r in nets if r["regression"] == "PCR" and r["fine_tuned"] == "all"]
-        chosen = (paper or nets or [None])[0]
-        out["crop"] = {"error": _pct(chosen["error"]) if chosen else None, "net": chosen["name"] if chosen else None,
-                       "baselines": _baselines(rows, "error"), "rows": _loc_rows(rows),
-                       "images": crop.get("images")}
+        chosen = (paper or nets or [{}])[0]
+        out["crop"] = {"error": _pct(chosen.get("error")), "net": chosen.get("name"),
+                       "baselines": _baselines(rows, "error"), "rows": _loc_rows(rows), "images": crop.get("images")}
     if dense:
         rows = dense["rows"]
         by = {r["name"]: r for r in rows}
-        chosen = by.get("fusion") or by.get("net0")
-        out["dense"] = {"top5_error": _pct(chosen["error"]) if chosen else None,
-                        "top1_error": _pct(chosen["error_top1"]) if chosen else None,
-                        "net": chosen["name"] if chosen else None, "top_k": dense.get("top_k"),
+        chosen = by.get("fusion") or by.get("net0") or {}
+        out["dense"] = {"top5_error": _pct(chosen.get("error")), "top1_error": _pct(chosen.get("error_top1")),
+                        "net": chosen.get("name"), "top_k": dense.get("top_k"),
                         "baselines": _baselines(rows, "error"), "baselines_top1": _baselines(rows, "error_top1"),
                         "classification_error": _pct(dense.get("classification_error")),
                         "rows": _loc_rows(rows), "images": dense.get("images")}
@@ -100,18 +82,8 @@ def _localisation(crop: dict | None, dense: dict | None) -> dict[str, Any]:
 def paper_results(evaluate: Any = None, caltech: Any = None, caltech_pixels: Any = None, voc07: Any = None,
                   voc07_pixels: Any = None, loc_crop: Any = None, loc_dense: Any = None,
                   training_seconds: dict[str, float] | None = None, seconds: float | None = None) -> dict[str, Any]:
-    """The demo's numbers (percent) from the stages' summaries.
-
-    Args:
-        evaluate: the evaluate stage's summary (its ``rows``: Tables 3-6).
-        caltech, caltech_pixels: transfer summaries (Caltech protocol) of the deep and raw-pixel features.
-        voc07, voc07_pixels: transfer summaries (VOC 2007 protocol) of the deep and raw-pixel features.
-        loc_crop, loc_dense: the localisation evaluation summaries (Tables 8 and 9).
-        training_seconds: wall time each net trained, by name.
-        seconds: the run's wall time.
-    Returns:
-        The ``results.json`` document.
-    """
+    """The ``results.json`` document from the stages' summaries (``evaluate``: Tables 3-6; the transfer
+    summaries of the deep and raw-pixel features; ``loc_*``: Tables 8-9), the nets' and the run's wall times."""
     ev, ct, ctp, vo, vop, lc, ld = (_d(x) for x in (evaluate, caltech, caltech_pixels, voc07, voc07_pixels,
                                                    loc_crop, loc_dense))
     return {"format": FORMAT, "units": "percent", "classification": _classification(ev),
