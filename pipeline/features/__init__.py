@@ -1,8 +1,5 @@
-"""Feature extraction (paper Appendix B): multi-scale penultimate descriptors in HDF5 feature stores.
-
-``run_extract(ExtractConfig)`` writes a store; :class:`FeatureStore` reads it (aggregation over
-scales, late fusion of nets, L2 normalisation); :func:`summarise_store` describes it.
-"""
+"""Feature extraction (paper Appendix B): ``run_extract(ExtractConfig)`` writes multi-scale penultimate
+descriptors into an HDF5 store; :class:`FeatureStore` reads it (scales aggregated, nets fused, L2)."""
 
 from pipeline.features.config import ExtractConfig
 from pipeline.features.descriptor import (

@@ -124,10 +124,8 @@ def _prepare(start: int, batch: list[Item], cfg: ExtractConfig, scales: list[int
 
 def _prefetched(inp: ExtractInput, todo: list[tuple[int, int]], cfg: ExtractConfig,
                scales: list[int]) -> Iterator[PreparedBatch]:
-    """The batches ``todo`` (row ranges, increasing), prepared by a reader thread ``cfg.prefetch`` ahead.
-
-    Close the iterator (``contextlib.closing``) to stop the reader early.
-    """
+    """The batches ``todo`` (row ranges, increasing), prepared by a reader thread ``cfg.prefetch`` ahead;
+    closing the iterator (``contextlib.closing``) stops the reader."""
     q: queue.Queue = queue.Queue(maxsize=cfg.prefetch)
     stop = threading.Event()
 

@@ -42,13 +42,10 @@ def finished_parts(out: Path) -> list[Path]:
 
 
 def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) -> Path:
-    """Combine complete part stores (ranks or fanned-out tasks) into one store, rows in source order.
-
-    The merged store is written under a temporary name and renamed into place; then the parts (and
-    the failure log of an earlier unfinished run of the whole store) are removed.
-
-    Raises UserError for parts missing, incomplete, built from other inputs, or not covering every row.
-    """
+    """Combine complete part stores (ranks or fanned-out tasks) into one store, rows in source order, written
+    under a temporary name and renamed into place; then remove the parts (and the failure log of an earlier
+    unfinished run of the whole store). UserError: parts missing, incomplete, of other inputs, or not covering
+    every row."""
     out = Path(out)
     files = []
     try:

@@ -1,10 +1,7 @@
-"""The extract stage (paper Appendix B): describe every image of a dataset into a feature store.
+"""The extract stage (paper Appendix B): describe every image of a dataset with one or two nets into a store.
 
-``run_extract`` loads one checkpoint (or two, for late fusion), lists the data and writes the raw
-multi-scale descriptors of :mod:`pipeline.features.descriptor` into the store of
-:mod:`pipeline.features.store`. A finished store from the same inputs is reused, an unfinished one
-resumed from its ``done`` mask; under torchrun (or ``part="i/n"``) each process writes a part of
-whole batches, merged in source order (docs/features.md).
+A finished store from the same inputs is reused, an unfinished one resumed from its ``done`` mask; under
+torchrun (or ``part="i/n"``) each process writes a part of whole batches, merged in source order.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""The feature store ``features.h5`` (paper Appendix B): raw multi-scale descriptors in HDF5.
+"""The feature store ``features.h5`` (paper Appendix B): every image's raw per-scale descriptors in HDF5,
+so another aggregation (over scales, nets, regions, L2) never needs the net again.
 
-The store keeps every image's raw per-scale descriptors, so another aggregation (average or stack
-over scales, late fusion of two nets, regions, where to L2-normalise) never needs the net again.
-Schema ``vgg-features/1`` and its crash safety: docs/features.md. In short: the store is created
-whole (every checksummed chunk allocated), each batch writes its descriptors before its ``done``
-rows, and ``complete`` is set only after a read-back (:mod:`pipeline.features.verify`).
-:class:`FeatureStore` returns only done rows and refuses damaged or unfinished stores.
+Schema ``vgg-features/1`` and its crash safety: docs/features.md. The store is created whole, each
+batch writes its descriptors before its ``done`` rows, and ``complete`` is set only after a read-back.
 """
 
 from __future__ import annotations
@@ -131,10 +128,7 @@ def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str |
 
 
 def recorded(path: str | os.PathLike[str]) -> Recorded | None:
-    """What the store at ``path`` records about itself (:mod:`pipeline.reuse`): identity and ``complete``.
-
-    None when there is no file; an unreadable store or identity reads as ``identity=None`` with the problem.
-    """
+    """The identity and ``complete`` of the store at ``path`` (None: no file; unreadable: identity None, why)."""
     if not os.path.exists(path):
         return None
     try:
@@ -144,8 +138,7 @@ def recorded(path: str | os.PathLike[str]) -> Recorded | None:
             try:
                 return Recorded(json.loads(f.attrs["identity"]), bool(f.attrs["complete"]))
             except (KeyError, ValueError, TypeError):
-                why = "damaged feature store (its identity attributes are missing or unreadable)"
-                return Recorded(None, False, why)
+                return Recorded(None, False, "damaged feature store (identity attributes missing or unreadable)")
     except OSError as e:
         return Recorded(None, False, f"exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]})")
 
@@ -194,12 +187,8 @@ def _read_failed_log(path: Path, repair: bool = False) -> dict[int, tuple[str, s
 
 
 class StoreWriter:
-    """Writes batches of descriptors into an unfinished store, then finishes it.
-
-    The file is opened without a chunk cache: every write reaches the file in the call that makes
-    it, so a failed write (a full disk) raises there, as a one-line :class:`UserError`, and the rows
-    of that batch are never marked done.
-    """
+    """Writes batches of descriptors into an unfinished store, then finishes it. Without a chunk cache, every
+    write reaches the file in its call, so a failed one (a full disk) raises there and its rows stay pending."""
 
     def __init__(self, path: str | os.PathLike[str], label: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
@@ -240,10 +229,9 @@ class StoreWriter:
 
     def write_batch(self, start: int, descs: Sequence[np.ndarray], ok: np.ndarray,
                     failures: Sequence[tuple[int, str, str]] = (), regions: Sequence[np.ndarray] | None = None) -> None:
-        """Write rows ``start ..`` (local) of every net and scale, then mark the decoded ones done.
+        """Write rows ``start ..`` (local) of every net and scale, then mark the described (``ok``) ones done.
 
-        ``descs`` (and ``regions``, stores made with regions) hold per net a b x S x D array; ``ok``
-        says which rows were described; ``failures`` are (local row, id, reason) of undecodable images.
+        ``descs`` (and ``regions``) hold per net a b x S x D array; ``failures``: (local row, id, reason).
         Raises UserError for non-finite descriptors or a failed write (the batch stays pending).
         """
         if self.regions and regions is None:

@@ -1,10 +1,8 @@
 """Integrity of feature stores (paper Appendix B's stored descriptors): structure, checksums, finite values.
 
-:func:`structure_problems` (cheap, on every open) checks that every dataset the attributes promise
-is present with its shape, dtype and fletcher32 checksum, and that a complete store accounts for
-every row; :func:`data_problems` reads every descriptor (checksums, finite done rows); :func:`seal`
-confirms a store's writes (fsync, read-back from the disk) before marking it complete. Errors are
-one-line :class:`pipeline.errors.UserError` naming the file (docs/features.md, "Integrity").
+:func:`structure_problems` is checked on every open, :func:`data_problems` (a full read) before reuse,
+and :func:`seal` confirms a store's writes before marking it complete; errors are one line naming the
+file (docs/features.md, "Integrity").
 """
 
 from __future__ import annotations
@@ -148,10 +146,8 @@ def nonfinite_message(path: str | os.PathLike[str], name: str, rows: np.ndarray,
 
 
 def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
-    """Read every descriptor of an open store whose structure is whole: checksum failures, non-finite done rows.
-
-    ``drop_cache`` asks the kernel to drop the file's cached pages first, so the read comes from the disk.
-    """
+    """Read every descriptor of an open store whose structure is whole: checksum failures, non-finite done rows
+    (``drop_cache``: the kernel drops the file's cached pages first, so the read comes from the disk)."""
     if drop_cache and hasattr(os, "posix_fadvise"):
         try:
             os.posix_fadvise(f.id.get_vfd_handle(), 0, 0, os.POSIX_FADV_DONTNEED)
