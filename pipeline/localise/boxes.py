@@ -1,8 +1,5 @@
-"""Bounding boxes for localisation (paper Appendix A.1): corners, the paper's (cx, cy, w, h), IoU, ground truth.
-
-Corners ``(x1, y1, x2, y2)`` are *inclusive* pixel indices (width ``x2 - x1 + 1``), as in the XML
-annotations and the ILSVRC devkit; ``(cx, cy, w, h)`` is normalised by a ``W x H`` frame (the crop,
-or a dense location's window) and may leave [0, 1]. The rules: docs/formats.md sections 4.1, 4.2, 4.6.
+"""Bounding boxes for localisation (paper Appendix A): inclusive corners, the paper's (cx, cy, w, h), IoU, ground
+truth and the ILSVRC error of one image; the rules: docs/formats.md sections 4.1-4.6.
 """
 
 from __future__ import annotations
@@ -16,14 +13,16 @@ import numpy as np
 
 __all__ = [
     "overlaps", "areas", "iou", "iou_matrix", "corners_to_cxcywh", "cxcywh_to_corners", "clip_corners",
-    "GroundTruth", "ground_truth", "whole_image_box", "centre_quarter_box",
-    "scale_corners", "crop_corners", "flip_corners",
+    "GroundTruth", "ground_truth", "whole_image_box", "centre_quarter_box", "scale_corners", "crop_corners",
+    "flip_corners", "IOU_THRESHOLD", "image_localisation_error", "image_classification_error",
 ]
+
+#: The ILSVRC criterion: a box counts when its IoU with a ground-truth box is at least this.
+IOU_THRESHOLD = 0.5
 
 
 def overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive width and height of the intersection of every box in ``a`` (N x 4) with every box in ``b``
-    (M x 4): two N x M arrays, <= 0 where the boxes do not intersect."""
+    """Inclusive width and height of the intersection of every box in ``a`` (N x 4) with every box in ``b`` (M x 4)."""
     iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
     ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
     return iw, ih
@@ -35,10 +34,7 @@ def areas(c: np.ndarray) -> np.ndarray:
 
 
 def iou_matrix(a: np.ndarray | Sequence, b: np.ndarray | Sequence) -> np.ndarray:
-    """IoU of every box in ``a`` (N x 4 corners) with every box in ``b`` (M x 4): N x M.
-
-    Inclusive pixel widths (``x2 - x1 + 1``); a pair without intersection gets -1 (devkit).
-    """
+    """IoU of every box in ``a`` (N x 4 corners) with every box in ``b`` (M x 4); -1 without intersection (devkit)."""
     a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
     iw, ih = overlaps(a, b)
     inter = iw * ih
@@ -61,11 +57,8 @@ def corners_to_cxcywh(corners: np.ndarray, width: float, height: float) -> np.nd
 
 
 def cxcywh_to_corners(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """(cx, cy, w, h) normalised by a ``width x height`` frame (... x 4) -> inclusive pixel corners.
-
-    A negative predicted width or height is taken as zero; the result is then a one-pixel box
-    (``x2 = x1``), never one with ``min > max``.
-    """
+    """(cx, cy, w, h) normalised by a ``width x height`` frame (... x 4) -> inclusive pixel corners; a negative
+    width or height is taken as zero, giving a one-pixel box (never ``min > max``)."""
     b = np.asarray(boxes, dtype=np.float64)
     w = np.maximum(b[..., 2], 0) * width
     h = np.maximum(b[..., 3], 0) * height
@@ -127,9 +120,7 @@ class GroundTruth:
 
     @property
     def classes(self) -> list[int]:
-        """The ground-truth classes, ascending: those with at least one usable box that is not
-        *difficult* (VOC's rule: a class present only as difficult objects is neither required nor
-        penalised). A guess may still match any box of the class, difficult or not."""
+        """The ground-truth classes, ascending: those with a usable box not *difficult* (docs/formats.md 4.3)."""
         return sorted({int(x) for x, d in zip(self.labels, self.difficult, strict=False) if not d})
 
     def of_class(self, c: int) -> np.ndarray:
@@ -155,12 +146,8 @@ def _box_label(box: dict[str, Any], classes: Sequence[str], label: int | None) -
 
 def ground_truth(boxes: Sequence[dict[str, Any]] | None, width: int, height: int, classes: Sequence[str],
                  label: int | None = None) -> GroundTruth:
-    """The usable boxes of an image of ``width x height`` pixels, clipped to it, and a reason for each box left out.
-
-    ``boxes``: dicts with ``xmin, ymin, xmax, ymax`` (inclusive pixels) and ``name`` (class name or wnid)
-    and/or ``label`` (class index); a box's class is its ``label``, else its ``name``'s index in ``classes``,
-    else the image's single ``label``.
-    """
+    """The usable boxes (``xmin, ymin, xmax, ymax`` and ``name`` and/or ``label``) of an image of ``width x height``
+    pixels, clipped to it, and a reason for each box left out (docs/formats.md 4.6)."""
     kept: list[list[float]] = []
     labels: list[int] = []
     difficult: list[bool] = []
@@ -172,18 +159,17 @@ def ground_truth(boxes: Sequence[dict[str, Any]] | None, width: int, height: int
         except (KeyError, TypeError, ValueError):
             skipped.append(f"box {i}: missing or non-numeric coordinate")
             continue
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            skipped.append(f"box {i}: non-finite coordinate")
-            continue
-        if x1 > x2 or y1 > y2:
-            skipped.append(f"box {i}: min > max ({x1:g},{y1:g},{x2:g},{y2:g})")
-            continue
-        if x2 < 0 or y2 < 0 or x1 > width - 1 or y1 > height - 1:
-            skipped.append(f"box {i}: entirely outside the {width}x{height} image")
-            continue
         c = _box_label(b, classes, label)
-        if c is None:
-            skipped.append(f"box {i}: unknown class {b.get('name')!r}")
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            reason = "non-finite coordinate"
+        elif x1 > x2 or y1 > y2:
+            reason = f"min > max ({x1:g},{y1:g},{x2:g},{y2:g})"
+        elif x2 < 0 or y2 < 0 or x1 > width - 1 or y1 > height - 1:
+            reason = f"entirely outside the {width}x{height} image"
+        else:
+            reason = None if c is not None else f"unknown class {b.get('name')!r}"
+        if reason is not None:
+            skipped.append(f"box {i}: {reason}")
             continue
         box = clip_corners(np.array([x1, y1, x2, y2]), width, height)
         if not np.array_equal(box, [x1, y1, x2, y2]):
@@ -193,3 +179,23 @@ def ground_truth(boxes: Sequence[dict[str, Any]] | None, width: int, height: int
         difficult.append(_flag(b.get("difficult")))
     return GroundTruth(np.array(kept, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64),
                        np.array(difficult, dtype=bool), clipped, skipped)
+
+
+def image_localisation_error(guesses: Sequence[tuple[int, np.ndarray]], gt: GroundTruth, k: int = 5,
+                             threshold: float = IOU_THRESHOLD) -> float:
+    """Localisation error of one image (0..1) for its first ``k`` (label, box) guesses (docs/formats.md 4.3)."""
+    classes = gt.classes
+    if not classes:
+        raise ValueError("an image without ground-truth boxes has no localisation error")
+    guesses = list(guesses)[:k]
+    missed = sum(not any(label == c and (iou_matrix(box, gt.of_class(c))[0] >= threshold).any()
+                         for label, box in guesses) for c in classes)
+    return missed / len(classes)
+
+
+def image_classification_error(labels: Sequence[int], gt_classes: Sequence[int], k: int = 5) -> float:
+    """Classification error of one image (0..1): ground-truth classes missing from the first ``k`` labels."""
+    if not gt_classes:
+        raise ValueError("an image without ground-truth classes has no classification error")
+    top = set(list(labels)[:k])
+    return sum(c not in top for c in gt_classes) / len(gt_classes)

@@ -1,13 +1,5 @@
-"""The two localisation testing protocols of paper Appendix A.1, on a batch of images (docs/formats.md 4.8).
-
-1. **Central crop, ground-truth class** (Table 8): the net sees the central crop of the image at
-   scale Q; the box of the ground-truth class (PCR: that class's output; SCR: the shared one) is
-   mapped back to the image.
-2. **Dense** (Table 9): every localisation net is applied fully-convolutionally at each of its
-   scales, giving a box per location; the classification net, applied densely at the same scales,
-   rates each location's box with its soft-max there, and its dense posteriors (Section 3.2) give
-   the top-5 classes. Per class, the boxes of all locations, scales and nets are merged greedily
-   (:mod:`pipeline.localise.merge`); the merged box of highest accumulated score is the guess.
+"""The two localisation testing protocols of paper Appendix A.1 on a batch of images: the central crop with the
+ground-truth class (Table 8) and the dense application with greedy merging (Table 9); docs/formats.md 4.8.
 """
 
 from __future__ import annotations
@@ -24,9 +16,14 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.evaluate.protocols import dense_evaluate
 from pipeline.localise.augment import centre_crop
-from pipeline.localise.boxes import GroundTruth, clip_corners, cxcywh_to_corners, scale_corners
+from pipeline.localise.boxes import (
+    GroundTruth,
+    clip_corners,
+    cxcywh_to_corners,
+    image_localisation_error,
+    scale_corners,
+)
 from pipeline.localise.merge import MergeConfig, best_box
-from pipeline.localise.metric import image_localisation_error
 from pipeline.localise.net import LocaliserInfo, box_map_to_corners, box_outputs
 from pipeline.models import VGG
 from pipeline.models.vgg import stride_origin
@@ -64,7 +61,6 @@ class Runner:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def autocast(self):
-        """bf16 autocast context (or nothing)."""
         return autocast(self.device, self.bf16)
 
 
@@ -129,8 +125,12 @@ def crop_protocol_errors(nets: list[LocNet], batch: list[tuple[Any, GroundTruth]
     return errors, boxes_out
 
 
-def _rescale(imgs: Sequence[Image.Image], q: int, norm: Normalization) -> tuple[torch.Tensor, tuple[float, float]]:
-    """Same-size images rescaled to smallest side ``q``, normalised and stacked; and the (sx, sy) factors."""
+def _rescale(imgs: Sequence[Image.Image], q: int, norm: Normalization, crop: int,
+             what: str) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Same-size images rescaled to smallest side ``q`` (at least the ``what`` net's ``crop``), normalised and
+    stacked; and the (sx, sy) factors."""
+    if q < crop:
+        raise UserError(f"test scale Q={q} is below the {what} net's crop size {crop}")
     rs = [isotropic_resize(img, q) for img in imgs]
     sizes = {r.size for r in rs}
     if len(sizes) != 1:
@@ -143,9 +143,7 @@ def _rescale(imgs: Sequence[Image.Image], q: int, norm: Normalization) -> tuple[
 def dense_boxes(net: LocNet, imgs: Sequence[Image.Image], q: int, runner: Runner) -> np.ndarray:
     """One net applied densely at scale ``q`` to same-size images: N x h x w x C' x 4 corner boxes in the original
     images' pixels, clipped to the image."""
-    if q < net.crop:
-        raise UserError(f"test scale Q={q} is below the localisation net's crop size {net.crop}")
-    x, scale = _rescale(imgs, q, net.norm)
+    x, scale = _rescale(imgs, q, net.norm, net.crop, "localisation")
     with runner.autocast():
         bm = net.boxes(net.model.forward_dense(runner.input(x)))
     origin = stride_origin(x.shape[-2], x.shape[-1])  # the dense form centres its windows on the image
@@ -170,8 +168,7 @@ class DenseSettings:
     k: int = 5  #: classes guessed per image (5 in ILSVRC)
     class_scales: Sequence[int] | None = None  #: scales of the classification protocol (default: the nets')
     flip: bool = True  #: the classification protocol also averages the flipped image's posteriors
-    #: also merge the union of all nets' boxes (when there are several), or of the nets of these indices
-    fusion: bool | Sequence[int] = True
+    fusion: Sequence[int] | None = None  #: the nets whose boxes are also merged together (None: all, when several)
 
 
 @torch.no_grad()
@@ -180,10 +177,7 @@ def class_maps(rater: Rater, imgs: Sequence[Image.Image], q: int, runner: Runner
     """The classification net at scale ``q`` on same-size images, in its own class order: (N x C posteriors of the
     dense classification protocol, N x C x h x w soft-max maps)."""
     classifier = rater.model
-    if q < classifier.cfg.crop:
-        raise UserError(f"test scale Q={q} is below the classification net's crop size {classifier.cfg.crop}")
-    x, _ = _rescale(imgs, q, rater.norm)
-    x = runner.input(x)
+    x = runner.input(_rescale(imgs, q, rater.norm, classifier.cfg.crop, "classification")[0])
     with runner.autocast():
         score_map = classifier.forward_dense(x).float()
         # dense_evaluate(x, flip) = (soft-max of the spatially averaged map + the same of the flipped image) / 2;
@@ -221,7 +215,6 @@ def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Im
     the rater's dense evaluation at ``how.class_scales``). Returns one :class:`DenseResult` per image.
     """
     how = how or DenseSettings()
-    k, merge, fusion = how.k, how.merge, how.fusion
     box_scales = sorted({q for n in nets for q in n.scales})
     cls_scales = sorted(set(how.class_scales or box_scales))
     posts: dict[int, np.ndarray] = {}
@@ -232,20 +225,16 @@ def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Im
             posts[q], maps[q] = posts[q][:, rater.order], maps[q][:, rater.order]
     boxes_at = {(i, q): dense_boxes(net, imgs, q, runner) for i, net in enumerate(nets) for q in net.scales}
     groups = {f"net{i}": [i] for i in range(len(nets))}
-    members = list(range(len(nets))) if fusion is True else list(fusion or [])
+    members = list(range(len(nets))) if how.fusion is None else list(how.fusion)
     if len(members) > 1:
         groups["fusion"] = members
     size = imgs[0].size
     results = []
     for n in range(len(imgs)):
         p = np.mean([posts[q][n] for q in cls_scales], axis=0)
-        classes = [int(c) for c in (top[n] if top is not None else np.argsort(-p, kind="stable"))][:k]
+        classes = [int(c) for c in (top[n] if top is not None else np.argsort(-p, kind="stable"))][:how.k]
         # every net's boxes at every location and scale, with the classifier's soft-max there
-        located = {}
-        for i, net in enumerate(nets):
-            for q in net.scales:
-                corners = boxes_at[(i, q)][n]
-                located[i, q] = corners, _resize_map(maps[q][n:n + 1], corners.shape[:2])[0]
+        located = {(i, q): (b[n], _resize_map(maps[q][n:n + 1], b.shape[1:3])[0]) for (i, q), b in boxes_at.items()}
         guesses: dict[str, list[tuple[int, np.ndarray, float]]] = {}
         n_boxes: dict[str, int] = {}
         for name, members in groups.items():
@@ -254,7 +243,7 @@ def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Im
                 parts = [(located[i, q], nets[i].slot(c)) for i in members for q in nets[i].scales]
                 boxes = np.concatenate([corners[:, :, slot, :].reshape(-1, 4) for (corners, _), slot in parts])
                 scores = np.concatenate([cmap[c].reshape(-1) for (_, cmap), _ in parts])
-                box, score = best_box(boxes, scores, merge, size)
+                box, score = best_box(boxes, scores, how.merge, size)
                 guesses[name].append((c, box, score))
                 n_boxes[name] += len(boxes)
         results.append(DenseResult(p, classes, guesses, n_boxes))

@@ -1,10 +1,5 @@
-"""The per-image records of the localisation evaluation (paper Appendix A.2, Tables 8 and 9).
-
-One record per usable image (``predictions.jsonl``): its ground-truth classes, the boxes guessed and
-each method's error: every net (crop protocol: central crop, GT classes; dense: dense application,
-the fusion and each net's central crop, top-k classes) and two boxes that need no net, for the same
-classes (the whole image, its centre quarter). The evaluation's files: ``config.yaml``,
-``loc_table.md``, ``predictions.jsonl``, then ``loc_eval.json`` (the summary and identity, last).
+"""The localisation evaluation (paper Appendix A.2, Tables 8 and 9): its nets, one record per usable image (each
+method's guesses and error, baselines included), the summary and the files (docs/formats.md section 4.9).
 """
 
 from __future__ import annotations
@@ -20,9 +15,14 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.evaluate.posteriors import posteriors_file
 from pipeline.io import atomic_write_text, sha256_file
-from pipeline.localise.boxes import GroundTruth, centre_quarter_box, whole_image_box
+from pipeline.localise.boxes import (
+    GroundTruth,
+    centre_quarter_box,
+    image_classification_error,
+    image_localisation_error,
+    whole_image_box,
+)
 from pipeline.localise.config import LocaliseEvalConfig
-from pipeline.localise.metric import image_classification_error, image_localisation_error
 from pipeline.localise.net import load_classifier, load_localiser
 from pipeline.localise.protocols import (
     DenseSettings,
@@ -34,20 +34,23 @@ from pipeline.localise.protocols import (
     dense_localise,
 )
 from pipeline.localise.selection import (
+    MAX_LISTED,
     TopClasses,
     class_names,
     class_order,
     image_index,
-    in_batches,
     iter_ground_truth,
     load_top_classes,
+    read_blacklist,
+    skip_summary,
 )
+from pipeline.localise.tables import crop_rows, crop_table, dense_rows, dense_table
 from pipeline.preprocess import normalization_of
 from pipeline.results import LocaliseEvalOutputs
 from pipeline.reuse import config_fields, identity, input_digests, record_finished
 
-__all__ = ["SUMMARY_FORMAT", "Evaluation", "open_evaluation", "baseline_errors", "crop_records", "dense_records",
-           "mean_errors", "evaluation_identity", "write_evaluation"]
+__all__ = ["SUMMARY_FORMAT", "Evaluation", "open_evaluation", "image_records", "summarise", "evaluation_identity",
+           "write_evaluation"]
 
 #: the format of loc_eval.json (its identity's version)
 SUMMARY_FORMAT = "vgg-localise-eval/2"
@@ -65,6 +68,7 @@ class Evaluation:
     rater: Rater | None = None  #: dense protocol: the classification net
     rater_info: dict[str, Any] | None = None
     top: TopClasses | None = None  #: dense protocol: the top-k classes from saved posteriors
+    blacklist: set[int] = field(default_factory=set)  #: 1-based indices left out of the localisation error
     bar: Any = None
     skips: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -104,6 +108,7 @@ def open_evaluation(cfg: LocaliseEvalConfig, view: Any) -> Evaluation:
     """Load the localisation nets and, for the dense protocol, the classifier and the saved posteriors."""
     runner = Runner.of(cfg.runtime)
     ev = Evaluation(cfg, view, runner, *_load_nets(cfg, list(view.classes), runner))
+    ev.blacklist = read_blacklist(cfg.blacklist) if cfg.blacklist else set()
     if cfg.protocol == "dense":
         if not cfg.classifier:
             raise UserError("the dense protocol needs --classifier (a classification checkpoint rating the boxes)")
@@ -119,27 +124,24 @@ def open_evaluation(cfg: LocaliseEvalConfig, view: Any) -> Evaluation:
     return ev
 
 
-def baseline_errors(guess_classes: list[int], gt: GroundTruth, size: tuple[int, int], k: int,
-                    thr: float) -> dict[str, float]:
-    """Localisation error of one image when every guessed class gets the whole image or its centre quarter."""
+def _baselines(classes: list[int], size: tuple[int, int]) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """The guesses of the two boxes that need no net (docs/formats.md 4.7), one per class of ``classes``."""
     boxes = {"whole image": whole_image_box(*size), "centre quarter": centre_quarter_box(*size)}
-    return {name: image_localisation_error([(c, b) for c in guess_classes], gt, k, thr) for name, b in boxes.items()}
+    return {name: [(c, b) for c in classes] for name, b in boxes.items()}
 
 
-def crop_records(ev: Evaluation) -> list[dict[str, Any]]:
-    """Per-image records of the central-crop protocol (GT classes)."""
-    thr, records = ev.cfg.iou_threshold, []
-    numbered = ((sample, gt, ev.counts["images"]) for sample, gt in ev.images())
-    for batch in in_batches(numbered, ev.cfg.batch_size):
-        errs, boxes = crop_protocol_errors(ev.nets, [(s, gt) for s, gt, _ in batch], ev.runner, thr)
-        for j, (sample, gt, pos) in enumerate(batch):
-            rec = {"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes,
-                   "error": {f"net{i}": e[j] for i, e in enumerate(errs)},
-                   "boxes": {f"net{i}": b[j] for i, b in enumerate(boxes)}}
-            rec["error"].update(baseline_errors(gt.classes, gt, sample.image.size, len(gt.classes), thr))
-            records.append(rec)
-        ev.bar.advance(len(batch))
-    return records
+def _crop_group(ev: Evaluation, group: list[tuple[int, Any, GroundTruth]]) -> list[dict[str, Any]]:
+    """Records of one batch under the central-crop protocol (GT classes)."""
+    thr = ev.cfg.iou_threshold
+    errs, boxes = crop_protocol_errors(ev.nets, [(s, gt) for _, s, gt in group], ev.runner, thr)
+    out = []
+    for j, (pos, sample, gt) in enumerate(group):
+        base = _baselines(gt.classes, sample.image.size)
+        out.append({"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes,
+                    "error": {f"net{i}": e[j] for i, e in enumerate(errs)}
+                    | {name: image_localisation_error(g, gt, len(gt.classes), thr) for name, g in base.items()},
+                    "boxes": {f"net{i}": b[j] for i, b in enumerate(boxes)}})
+    return out
 
 
 def _dense_group(ev: Evaluation, group: list[tuple[int, Any, GroundTruth]]) -> list[dict[str, Any]]:
@@ -147,8 +149,7 @@ def _dense_group(ev: Evaluation, group: list[tuple[int, Any, GroundTruth]]) -> l
     cfg = ev.cfg
     k, thr = cfg.top_k, cfg.iou_threshold
     tops = None if ev.top is None else [ev.top.top(s.key, k) for _, s, _ in group]
-    how = DenseSettings(cfg.merge, k, cfg.class_scales, cfg.flip, True if cfg.fusion_nets is None else cfg.fusion_nets)
-    assert ev.rater is not None
+    how = DenseSettings(cfg.merge, k, cfg.class_scales, cfg.flip, cfg.fusion_nets)
     results = dense_localise(ev.nets, ev.rater, [s.image for _, s, _ in group], ev.runner, how, top=tops)
     # each checkpoint's central crop once (a checkpoint listed twice, at other scales, crops the same)
     firsts = [i for i, c in enumerate(cfg.checkpoints) if cfg.checkpoints.index(c) == i] if cfg.centre_crop_rows else []
@@ -158,50 +159,89 @@ def _dense_group(ev: Evaluation, group: list[tuple[int, Any, GroundTruth]]) -> l
     for j, ((pos, sample, gt), res) in enumerate(zip(group, results, strict=False)):
         named = {name: [(c, b) for c, b, _ in g] for name, g in res.guesses.items()}
         named.update({f"net{i} crop": boxes[j] for i, boxes in crops.items()})
-        size = sample.image.size
+        named.update(_baselines(res.top, sample.image.size))
         out.append({"key": sample.key, "index": image_index(sample.key, pos), "gt_classes": gt.classes,
                     "top": res.top,
-                    "error": {name: image_localisation_error(g, gt, k, thr) for name, g in named.items()}
-                    | baseline_errors(res.top, gt, size, k, thr),
-                    "error_top1": {name: image_localisation_error(g, gt, 1, thr) for name, g in named.items()}
-                    | baseline_errors(res.top, gt, size, 1, thr),
+                    "error": {name: image_localisation_error(g, gt, k, thr) for name, g in named.items()},
+                    "error_top1": {name: image_localisation_error(g, gt, 1, thr) for name, g in named.items()},
                     "guesses": {name: [[c, [round(v, 2) for v in b.tolist()], round(sc, 4)] for c, b, sc in g]
                                 for name, g in res.guesses.items()},
                     "classification_error": image_classification_error(res.top, gt.classes, k)})
     return out
 
 
-def dense_records(ev: Evaluation) -> list[dict[str, Any]]:
-    """Per-image records of the dense protocol, in data order (images batched by size)."""
-    records: list[dict[str, Any]] = []
-    pending: dict[tuple[int, int], list[tuple[int, Any, GroundTruth]]] = {}
-    order: dict[str, int] = {}
+def image_records(ev: Evaluation) -> list[dict[str, Any]]:
+    """Per-image records, in data order: central crops in batches of ``batch_size``; dense, images batched by
+    size (at most ``max_buffered`` held while the batches fill)."""
+    dense = ev.rater is not None
+    make = _dense_group if dense else _crop_group
+    done: list[tuple[int, dict[str, Any]]] = []
+    pending: dict[tuple[int, int] | None, list[tuple[int, Any, GroundTruth]]] = {}
 
-    def run_group(size: tuple[int, int]) -> None:
+    def run_group(size: tuple[int, int] | None) -> None:
         group = pending.pop(size)
-        records.extend(_dense_group(ev, group))
+        done.extend(zip([pos for pos, _, _ in group], make(ev, group), strict=True))
         ev.bar.advance(len(group))
 
-    for n, (sample, gt) in enumerate(ev.images()):
-        order[sample.key] = n
-        size = sample.image.size
+    for sample, gt in ev.images():
+        size = sample.image.size if dense else None
         pending.setdefault(size, []).append((ev.counts["images"], sample, gt))
         if len(pending[size]) >= ev.cfg.batch_size:
             run_group(size)
-        elif sum(len(v) for v in pending.values()) >= ev.cfg.max_buffered:
+        elif dense and sum(len(v) for v in pending.values()) >= ev.cfg.max_buffered:
             run_group(max(pending, key=lambda sz: len(pending[sz])))
     for size in list(pending):
         run_group(size)
-    records.sort(key=lambda r: order[r["key"]])  # back to data order
-    return records
+    return [r for _, r in sorted(done, key=lambda t: t[0])]  # back to data order
 
 
-def mean_errors(records: list[dict[str, Any]], key: str) -> dict[str, float]:
+def _mean_errors(records: list[dict[str, Any]], key: str) -> dict[str, float]:
     """Mean of each method's per-image error over the records not blacklisted (the devkit's denominator)."""
     kept = [r for r in records if not r["blacklisted"]]
     if not kept:
         raise UserError("every evaluated image is blacklisted: no localisation error to report")
     return {name: float(np.mean([r[key][name] for r in kept])) for name in kept[0][key]}
+
+
+def summarise(ev: Evaluation, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of ``loc_eval.json`` (the table's rows, images, blacklist, skips); flags blacklisted records."""
+    cfg, view = ev.cfg, ev.view
+    if not records:
+        raise UserError(f"no usable image in {cfg.data} (split {view.split}): "
+                        f"{ev.skips[0]['reason'] if ev.skips else 'empty split'}")
+    for r in records:
+        r["blacklisted"] = r["index"] in ev.blacklist
+    n_black = sum(r["blacklisted"] for r in records)
+    skipped = {s["key"] for s in ev.skips if not s["reason"].startswith("box ")}  # images, not single boxes
+    images = {"seen": ev.counts.get("images", 0), "evaluated": len(records), "localisation": len(records) - n_black,
+              "blacklisted": n_black, "skipped": len(skipped)}
+    mean = _mean_errors(records, "error")
+    dense = ev.rater_info is not None
+    if not dense:
+        rows = crop_rows(ev.net_infos, mean)
+        table = crop_table(rows, view.split, images)
+        cls_err = None
+    else:
+        rows = dense_rows(ev.net_infos, mean, _mean_errors(records, "error_top1"), cfg.top_k, cfg.fusion_nets)
+        classes_from = (f"saved posteriors ({cfg.posteriors_method}: {', '.join(cfg.posteriors)})" if cfg.posteriors
+                        else f"the dense evaluation of {cfg.classifier}")
+        table = dense_table(rows, view.split, cfg.top_k, images, classes_from)
+        cls_err = float(np.mean([r["classification_error"] for r in records]))  # every image, blacklisted or not
+    return {
+        "format": SUMMARY_FORMAT, "protocol": cfg.protocol,
+        "data": {"path": cfg.data, "split": view.split, "kind": view.kind, "fingerprint": view.fingerprint,
+                 "classes": list(view.classes)},
+        "nets": ev.net_infos, "classifier": ev.rater_info,
+        "top_classes_from": ({"posteriors": ev.top.source} if ev.top else
+                             {"dense_evaluation": cfg.classifier} if dense else None),
+        "top_k": cfg.top_k if dense else None, "iou_threshold": cfg.iou_threshold,
+        "merge": cfg.merge.model_dump() | {"threshold_used": cfg.merge.t} if dense else None,
+        "rows": rows, "classification_error": cls_err, "images": images,
+        "blacklist": {"file": cfg.blacklist, "entries": len(ev.blacklist),
+                      "dropped": [r["key"] for r in records if r["blacklisted"]][:MAX_LISTED]},
+        "boxes": {"clipped": ev.counts.get("boxes_clipped", 0), "skipped": ev.counts.get("boxes_skipped", 0)},
+        "skips": skip_summary(ev.skips), "table": table, "config": cfg.model_dump(mode="json"),
+    }
 
 
 def evaluation_identity(cfg: LocaliseEvalConfig, view: Any) -> dict[str, Any] | None:

@@ -1,17 +1,10 @@
-"""Which images count and which classes are guessed (paper Appendix A.2; docs/formats.md section 4.4).
-
-- Images that cannot be decoded or have no usable box are skipped with their reason and left out of
-  the denominator; data without any box annotation is an error.
-- A net's (or a saved result's) classes are matched to the data's by id, else by name.
-- The devkit's validation blacklist (one 1-based image index per line: an ILSVRC file's number, else
-  the position in the split) leaves images out of the localisation error only.
-- The paper takes the top-5 classes from "our best-performing classification system (Sect. 4.5)":
-  here from ``posteriors.npz`` files of ``vgg evaluate`` (several: their nets fused, as in Table 6),
-  matched by image key; without them, from the dense evaluation of one classifier.
+"""Which images count and which classes are guessed (paper Appendix A.2): usable images, class matching, the
+devkit blacklist, the top-k classes of saved posteriors (docs/formats.md sections 4.4 and 4.9).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -35,11 +28,7 @@ _VAL_NUMBER = re.compile(r"^ILSVRC\d{4}_val_(\d+)$")
 
 
 def iter_ground_truth(view: Any, limit: int | None, skips: list[dict[str, str]], counts: dict[str, int]):
-    """Yield (sample, GroundTruth) for usable images; record the others in ``skips``.
-
-    Raises:
-        UserError: when the data carries no box annotations at all.
-    """
+    """Yield (sample, GroundTruth) for usable images; record the others in ``skips`` (no box at all: UserError)."""
     seen = with_boxes = 0
     for sample in view:
         if limit is not None and seen >= limit:
@@ -67,14 +56,8 @@ def iter_ground_truth(view: Any, limit: int | None, skips: list[dict[str, str]],
 
 def in_batches(items: Iterable[T], n: int) -> Iterator[list[T]]:
     """Lists of ``n`` items, in order (the last may be shorter)."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    it = iter(items)
+    return iter(lambda: list(itertools.islice(it, n)), [])
 
 
 def _skip_kind(reason: str) -> str:
@@ -99,11 +82,8 @@ def class_names(view: Any) -> list[str] | None:
 
 def class_order(what: str, theirs: list[str] | None, count: int, classes: list[str],
                 names: list[str] | None = None) -> np.ndarray | None:
-    """How a net's outputs map to the data's classes: None (same order) or ``order[c]`` = the net's index of class c.
-
-    Classes match by id, else by name (``names``, from :func:`class_names`: a Fashion-MNIST classifier on the
-    ILSVRC-style set, whose wnids are named); another class count or other classes: UserError.
-    """
+    """How a net's outputs map to the data's classes, matched by id, else by ``names`` (:func:`class_names`): None
+    (same order) or ``order[c]`` = the net's index of class c; another class count or other classes: UserError."""
     if count != len(classes):
         raise UserError(f"{what} has {count} classes but the data has {len(classes)}; "
                         "use a net trained on the same classes")
@@ -120,8 +100,7 @@ def class_order(what: str, theirs: list[str] | None, count: int, classes: list[s
 
 
 def read_blacklist(path: str | Path) -> set[int]:
-    """The 1-based image indices of a devkit blacklist file (blank lines and ``#`` comments ignored; a missing
-    file or a line that is not a positive integer: UserError)."""
+    """The 1-based image indices of a devkit blacklist file (blank lines and ``#`` comments ignored)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"blacklist not found: {p}")
@@ -160,12 +139,8 @@ class TopClasses:
 
 def load_top_classes(files: list[str], method: str, nets: list[int] | None, classes: list[str],
                      names: list[str] | None = None) -> TopClasses:
-    """Saved posteriors (``posteriors.npz`` of ``vgg evaluate``, or their folders) of ``method`` (dense, multicrop
-    or both), the stored ``nets`` fused (default all), mapped to the data's ``classes`` (``names``: their names).
-
-    Raises:
-        UserError: unreadable files, files of other images or classes, a method or net not stored.
-    """
+    """Saved posteriors (``posteriors.npz`` of ``vgg evaluate``, or their folders) of ``method``, the stored ``nets``
+    fused (default all), mapped to the data's ``classes`` (``names``: their names)."""
     from pipeline.evaluate.posteriors import load_posteriors, merge_posteriors
 
     post = merge_posteriors([load_posteriors(f) for f in files])

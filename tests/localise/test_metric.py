@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.localise.boxes import ground_truth
-from pipeline.localise.metric import image_classification_error, image_localisation_error
+from pipeline.localise.boxes import ground_truth, image_classification_error, image_localisation_error
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 
