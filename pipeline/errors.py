@@ -1,21 +1,11 @@
-"""The one exception type for user errors, and the rule that tells expected failures from bugs.
-
-Expected failures are what a careful user can cause and fix: a :class:`UserError` raised by a
-stage (bad input, bad config, missing files), an ``OSError`` (a full disk, a permission, an output
-folder that is a file), a file that is not valid JSON, YAML or UTF-8, a config that fails
-validation, a damaged HDF5 file, archive or checkpoint. The CLI prints them as one line
-(``error: ...``) with exit status 2, and the Prefect flows use the same line as the failed task's
-state message (:func:`one_line`). Anything else is a bug and keeps its traceback (``--debug``).
-
-Exceptions raised in DataLoader worker processes reach the main process re-raised by torch with
-the worker's traceback in their message; :func:`one_line` recovers the original message.
-"""
+"""The one exception type for user errors, and the rule that tells expected failures (one line, exit 2)
+from bugs (a traceback): docs/design.md 1, "Expected failures are one line"."""
 
 from __future__ import annotations
 
 import re
 import sys
-from types import TracebackType
+import traceback
 
 __all__ = ["UserError", "is_expected", "one_line", "validation_summary", "WORKER_MARK"]
 
@@ -48,11 +38,8 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
 
 def _innermost_path(exc: BaseException) -> list[str]:
     """The path parts of the file of the innermost frame of ``exc``'s traceback."""
-    tb: TracebackType | None = exc.__traceback__
-    last = None
-    while tb is not None:
-        last, tb = tb, tb.tb_next
-    return re.split(r"[\\/]", last.tb_frame.f_code.co_filename) if last is not None else []
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    return re.split(r"[\\/]", frames[-1].f_code.co_filename) if frames else []
 
 
 def _worker_type(exc: BaseException) -> str | None:
@@ -87,12 +74,7 @@ def validation_summary(exc: BaseException, labels: dict[str, str] | None = None)
 
 
 def one_line(exc: BaseException, labels: dict[str, str] | None = None) -> str:
-    """The one-line message of an expected failure (no traceback, no newlines).
-
-    Args:
-        exc: the exception.
-        labels: how to name config fields in validation errors (e.g. ``{"scales": "--scales"}``).
-    """
+    """The one-line message of an expected failure; ``labels`` name config fields (``{"scales": "--scales"}``)."""
     text = str(exc)
     if _worker_type(exc) is not None:  # torch's "Caught X in DataLoader worker ... Original Traceback ..."
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
