@@ -1,9 +1,7 @@
 """``vgg bench``: every stage's throughput against its plain baseline, in one run, on this machine.
 
-Each ``benchmarks/bench_<stage>.py`` exposes ``bench(quick: bool, device: str) -> list[dict]`` whose
-rows carry ``stage, ours, baseline, unit, ratio, goal, meets`` (and optional ``note``). Ours and the
-baseline run on the same data and device in the same process, alternating repetitions after a
-warm-up; medians are reported. This module collects the rows into one table.
+Each ``benchmarks/bench_<stage>.py`` has ``bench(quick, device) -> list[dict]``, rows of ``stage, ours,
+baseline, unit, ratio, goal, meets`` (and ``note``) measured by :func:`alternate`; this module collects them.
 """
 
 from __future__ import annotations
@@ -35,10 +33,9 @@ STAGES = {
 }
 
 
-def alternate(
-    ours: Callable[[], float], baseline: Callable[[], float], reps: int = 3, warmup: int = 1
-) -> tuple[float, float]:
-    """Run two measurements alternately after a warm-up; medians of what each returns."""
+def alternate(ours: Callable[[], float], baseline: Callable[[], float], reps: int = 3, warmup: int = 1
+              ) -> tuple[float, float]:
+    """Run two measurements (same data, device and process) alternately after a warm-up; medians of each."""
     for _ in range(warmup):
         ours(), baseline()
     a, b = [], []
@@ -60,9 +57,8 @@ def load_benchmark(file: str):
     return mod
 
 
-def run_bench(
-    stages: list[str], quick: bool = True, device: str = "cpu", log: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
+def run_bench(stages: list[str], quick: bool = True, device: str = "cpu", log: Callable[[str], None] = print
+              ) -> list[dict[str, Any]]:
     """Run the benchmarks of ``stages`` and return their rows (stage order kept)."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:

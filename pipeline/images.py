@@ -15,9 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = [
-    "ImageError", "decode_rgb", "open_image", "decode_opened", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND",
-]
+__all__ = ["ImageError", "decode_rgb", "open_image", "decode_opened", "to_rgb", "DEFAULT_MAX_PIXELS", "BACKGROUND"]
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default bomb limit (2x MAX_IMAGE_PIXELS warning)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
@@ -72,11 +70,7 @@ def _reasons() -> Iterator[None]:
 
 
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The image's header: a lazy Pillow image (nothing decoded yet), identified by content, bomb-checked.
-
-    Raises:
-        ImageError: with a one-line reason.
-    """
+    """The image's header: a lazy Pillow image (nothing decoded yet), identified by content, bomb-checked."""
     if not data:
         raise ImageError("empty file")
     with _reasons():
@@ -100,20 +94,11 @@ def decode_opened(img: Image.Image, draft_size: tuple[int, int] | None = None) -
     return to_rgb(img)
 
 
-def decode_rgb(
-    data: bytes,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    draft_size: tuple[int, int] | None = None,
-) -> Image.Image:
-    """Decode image bytes by content to an EXIF-oriented 8-bit RGB image.
+def decode_rgb(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Image bytes -> EXIF-oriented 8-bit RGB: :func:`open_image`, then :func:`decode_opened`.
 
-    Args:
-        data: the file's bytes.
-        max_pixels: images with more pixels are refused (decompression bombs).
-        draft_size: if given and the image is a JPEG, let libjpeg downscale in the DCT domain to
-            no less than this (width, height) before full decoding (JPEG draft mode).
-    Raises:
-        ImageError: with a one-line reason.
+    ``draft_size`` lets libjpeg downscale a JPEG in the DCT domain to no less than this (width,
+    height) before decoding (draft mode). Raises :class:`ImageError` with a one-line reason.
     """
     return decode_opened(open_image(data, max_pixels=max_pixels), draft_size)

@@ -1,9 +1,5 @@
-"""Atomic file writes, hashing and fingerprints shared by every stage.
-
-Nothing half-written is ever visible: files are written under a temporary name in the same
-directory, flushed, fsynced and renamed into place. Outputs honour the umask (0644 under umask
-022) although ``tempfile`` creates its files 0600 and its folders 0700.
-"""
+"""Atomic file writes (a temporary name in the same folder, fsynced and renamed; the umask's mode, not
+``tempfile``'s 0600), hashing and fingerprints shared by every stage (docs/design.md 1)."""
 
 from __future__ import annotations
 
@@ -17,17 +13,8 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-__all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
-    "atomic_path",
-    "sha256_file",
-    "fingerprint",
-    "read_json",
-    "InvalidJSONError",
-    "umask_mode",
-]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_path", "sha256_file", "fingerprint",
+           "read_json", "InvalidJSONError", "umask_mode"]
 
 
 def _umask() -> int:
@@ -49,13 +36,7 @@ def umask_mode(mode: int = 0o666) -> int:
 
 
 class atomic_path:
-    """Context manager giving a temporary path that is renamed to ``path`` on success.
-
-    Example::
-
-        with atomic_path(out) as tmp:
-            torch.save(obj, tmp)
-    """
+    """``with atomic_path(out) as tmp: torch.save(obj, tmp)``: a temporary path renamed to ``path`` on success."""
 
     def __init__(self, path: str | os.PathLike[str], suffix: str = ".tmp") -> None:
         self.path = Path(path)
@@ -103,11 +84,7 @@ class InvalidJSONError(UserError, ValueError):
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file.
-
-    Raises:
-        InvalidJSONError: not UTF-8 or not valid JSON (the message names the file and the place).
-    """
+    """A JSON file's content; :class:`InvalidJSONError` (naming the file and the place) if not UTF-8 JSON."""
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -117,13 +94,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InvalidJSONError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def fingerprint(items: Iterable[Any]) -> str:

@@ -1,11 +1,5 @@
-"""Exclusive locks on output folders and files: one writing run at a time (the stages' outputs).
-
-``vgg shard`` holds ``OUT/.lock`` while it writes a shard folder; any stage that writes one output
-can do the same with :func:`exclusive`. The lock is the kernel's ``flock`` on an open file, so it
-is released when the holder exits or is killed: a dead run never leaves a stale lock behind, and
-the next run may safely clean the temporary files the dead one left. A second run that finds the
-lock held stops at once with a one-line :class:`~pipeline.errors.UserError`.
-"""
+"""Exclusive locks on output folders and files: one writing run at a time (the kernel's ``flock``, released
+when the holder exits or is killed, so a dead run leaves no stale lock and the next may clean its temporary files)."""
 
 from __future__ import annotations
 
@@ -17,20 +11,14 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 
-__all__ = ["exclusive", "folder_lock", "LOCK_NAME"]
-
-LOCK_NAME = ".lock"
+__all__ = ["exclusive", "folder_lock"]
 
 
 @contextlib.contextmanager
 def exclusive(lock_file: str | os.PathLike[str], what: str) -> Iterator[Path]:
-    """Hold an exclusive lock on ``lock_file`` (created if needed) for the ``with`` block.
+    """Hold an exclusive lock on ``lock_file`` (created empty if needed; its folder must exist) for the block.
 
-    Args:
-        lock_file: the lock's path (its folder must exist; the file is left empty and unchanged).
-        what: the output it protects, for the error message (e.g. ``"shard folder out/"``).
-    Raises:
-        UserError: another process holds the lock.
+    ``what`` names the output it protects in the one-line UserError of a second run (``"shard folder out/"``).
     """
     path = Path(lock_file)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -47,4 +35,4 @@ def exclusive(lock_file: str | os.PathLike[str], what: str) -> Iterator[Path]:
 
 def folder_lock(folder: str | os.PathLike[str], what: str) -> contextlib.AbstractContextManager[Path]:
     """:func:`exclusive` on ``folder/.lock`` (the folder must exist)."""
-    return exclusive(Path(folder) / LOCK_NAME, what)
+    return exclusive(Path(folder) / ".lock", what)

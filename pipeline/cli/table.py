@@ -26,16 +26,9 @@ def ensemble(
     from pipeline.config import config_from
     from pipeline.evaluate.ensemble import EnsembleConfig, run_ensemble
 
-    cfg = config_from(
-        EnsembleConfig,
-        {
-            "runs": [str(r) for r in runs],
-            "groups": ";".join(nets) if nets else None,
-            "methods": method or None,
-            "out": str(out) if out else None,
-        },
-        "vgg table ensemble",
-    )
+    data = {"runs": [str(r) for r in runs], "groups": ";".join(nets) if nets else None, "methods": method or None,
+            "out": str(out) if out else None}
+    cfg = config_from(EnsembleConfig, data, "vgg table ensemble")
     res = run_ensemble(cfg)
     if as_json:
         typer.echo(json.dumps({k: v for k, v in res.items() if k != "markdown"}, indent=2))
