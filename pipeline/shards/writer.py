@@ -3,7 +3,6 @@ seeded plan, the shards in plan order (resumable shard by shard), ``manifest.jso
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,7 +16,7 @@ import numpy as np
 
 from pipeline.config import save_config
 from pipeline.errors import UserError
-from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file
 from pipeline.results import ShardResult
 from pipeline.reuse import Output, Recorded, identity, read_record
 from pipeline.runtime import Progress, cpu_count, log
@@ -32,7 +31,6 @@ __all__ = ["ShardJob", "ShardFolder", "STATE_DIR", "open_shard_job", "safe_key",
 STATE_DIR = ".shard-state"
 CHUNK = 16  # records per worker task (at most)
 _TAR_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<idx>\d{6})\.tar$")
-_KEY_SEP = re.compile(r"[./\\]")
 
 States = dict[str, list[dict[str, Any]]]  # per split: the records of its shards, in order
 
@@ -71,8 +69,6 @@ class ShardJob:
 
 def safe_key(key: str) -> str:
     """``key`` as a tar member stem: ``.``, ``/``, ``\\`` and non-printable characters become ``_``."""
-    if key and key.isprintable() and not _KEY_SEP.search(key):
-        return key
     return "".join(c if c.isprintable() and c not in "./\\" else "_" for c in key) or "_"
 
 
@@ -193,24 +189,6 @@ class ShardFolder(Output):
         (self.path / self.record).unlink(missing_ok=True)
 
 
-class _HashingFile:
-    """A write-only file wrapper that keeps the sha256 and byte count of what passes through."""
-
-    def __init__(self, fh) -> None:
-        self.fh, self.sha, self.n = fh, hashlib.sha256(), 0
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        self.n += len(b)
-        return self.fh.write(b)
-
-    def tell(self) -> int:
-        return self.n
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
 def _load_state(state: Path, split: str, out: Path) -> tuple[list[dict[str, Any]], bool]:
     """Complete shards of a split from earlier runs (a prefix), and whether the split is finished."""
     done: list[dict[str, Any]] = []
@@ -239,35 +217,32 @@ class _SplitWriter:
     def __init__(self, job: ShardJob, out: Path, split: str, index: int, start: int) -> None:
         self.cfg, self.classes, self.out, self.split = job.cfg, job.src.classes, out, split
         self.index, self.start = index, start
-        self.tw = self.fh = self.hf = self.ctx = None
+        self.tw = self.fh = self.ctx = None
         self.count, self.per_class, self.skipped = 0, Counter(), []
         self.records: list[dict[str, Any]] = []
 
     def _open(self) -> None:
-        self.ctx = atomic_path(self.out / f"{self.split}-{self.index:06d}.tar")
-        self.fh = open(self.ctx.__enter__(), "wb")
-        self.hf = _HashingFile(self.fh)
         import webdataset as wds  # imports torch: only when shards are written
 
-        self.tw = wds.TarWriter(self.hf, encoder=False, mtime=0, user="vgg", group="vgg")  # pax (tarfile default)
+        self.ctx = atomic_path(self.out / f"{self.split}-{self.index:06d}.tar")
+        self.fh = open(self.ctx.__enter__(), "wb")
+        self.tw = wds.TarWriter(self.fh, encoder=False, mtime=0, user="vgg", group="vgg")
 
     def _close(self, end: int, final: bool) -> None:
         name, nbytes, sha = None, 0, None
         if self.tw is not None:
             self.tw.close()
+            nbytes = self.fh.tell()
             self.fh.close()
-            name, nbytes, sha = f"{self.split}-{self.index:06d}.tar", self.hf.n, self.hf.sha.hexdigest()
+            name, sha = f"{self.split}-{self.index:06d}.tar", sha256_file(self.ctx.tmp)
             self.ctx.__exit__(None, None, None)
         rec = {"name": name, "start": self.start, "end": end, "count": self.count, "bytes": nbytes,
                "sha256": sha, "per_class": dict(self.per_class), "final": final,
                "skipped": [s.__dict__ for s in self.skipped]}
-        path = self.out / STATE_DIR / f"{self.split}-{self.index:06d}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(rec), encoding="utf-8")
-        os.replace(tmp, path)  # atomic against kill -9 (the shard itself is fsynced)
+        atomic_write_json(self.out / STATE_DIR / f"{self.split}-{self.index:06d}.json", rec)
         self.records.append(rec)
         self.index, self.start = self.index + 1, end
-        self.tw = self.fh = self.hf = self.ctx = None
+        self.tw = self.fh = self.ctx = None
         self.count, self.per_class, self.skipped = 0, Counter(), []
 
     def add(self, pos: int, item: Prepared | Skipped) -> None:
@@ -276,7 +251,7 @@ class _SplitWriter:
             return
         sample = item.sample()
         est = sum(len(v) + 1024 for k, v in sample.items() if k != "__key__")
-        if self.tw is not None and (self.count >= self.cfg.shard_count or self.hf.n + est > self.cfg.shard_bytes):
+        if self.tw is not None and (self.count >= self.cfg.shard_count or self.fh.tell() + est > self.cfg.shard_bytes):
             self._close(pos, final=False)
         if self.tw is None:
             self._open()
