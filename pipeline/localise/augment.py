@@ -1,10 +1,5 @@
-"""Training crops for the localisation net, with the boxes moved along (paper 3.1 and A.1).
-
-The image is rescaled to the fixed scale S, cropped at random and flipped; the boxes go through
-the same steps, and the regression target is a box in the crop's frame, ``(cx, cy, w, h)`` normalised
-by the crop (not clipped). A class's target is its box with the largest area inside the crop (ties:
-nearest the centre, then the first; SCR: the same over all classes); boxes mostly outside the crop
-are no targets (``min_visible``, as OverFeat).
+"""Crops for the localisation net with the boxes moved along (paper 3.1 and A.1), and the regression targets: per
+class (SCR: over all), the box with the largest area inside the crop, ``(cx, cy, w, h)`` normalised by it.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from PIL import Image
 from pipeline.localise.boxes import GroundTruth, areas, corners_to_cxcywh, crop_corners, flip_corners, scale_corners
 from pipeline.preprocess import isotropic_resize, pil_to_tensor
 
-__all__ = ["BoxCrop", "box_crop", "centre_crop", "choose_target", "targets", "visible_fraction"]
+__all__ = ["BoxCrop", "box_crop", "centre_crop", "choose_target", "targets"]
 
 
 @dataclass
@@ -50,12 +45,8 @@ def box_crop(img: Image.Image, gt: GroundTruth, s: int, crop: int, rng: np.rando
 
 def centre_crop(img: Image.Image, gt: GroundTruth | None, q: int,
                 crop: int) -> tuple[BoxCrop, tuple[float, float], tuple[int, int]]:
-    """The central crop at test scale ``q`` (the first testing protocol of A.1).
-
-    Returns:
-        (the crop with its boxes, the (sx, sy) rescale factors, the crop's (left, top) in the
-        rescaled image), so predictions can be mapped back to the original image.
-    """
+    """The central crop at test scale ``q`` (A.1's first testing protocol), the (sx, sy) rescale factors and the
+    crop's (left, top) in the rescaled image."""
     if q < crop:
         raise ValueError(f"test scale {q} is below the crop size {crop}")
     w, h = img.size
@@ -76,11 +67,6 @@ def _visible_area(boxes: np.ndarray, crop: int) -> np.ndarray:
     return np.clip(inside[:, 2] - inside[:, 0], 0, None) * np.clip(inside[:, 3] - inside[:, 1], 0, None)
 
 
-def visible_fraction(boxes: np.ndarray, crop: int) -> np.ndarray:
-    """Fraction of each box's area (K x 4 corners, crop frame) that lies inside the ``crop`` window."""
-    return _visible_area(boxes, crop) / np.maximum(areas(boxes), 1e-9)
-
-
 def choose_target(boxes: np.ndarray, crop: int) -> int:
     """Index of the box with the largest area inside the ``crop`` window (ties: nearest the centre)."""
     centre = (boxes[:, :2] + boxes[:, 2:] + 1) / 2 - crop / 2
@@ -89,24 +75,15 @@ def choose_target(boxes: np.ndarray, crop: int) -> int:
 
 
 def targets(bc: BoxCrop, crop: int, slots: int, min_visible: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Regression targets of one crop: (slots x 4 boxes normalised by the crop, slots mask).
-
-    ``slots``: 1 for SCR (one target over all classes) or the class count for PCR (a target per class with
-    a box in the crop); a box is a target only if at least ``min_visible`` of its area lies inside the crop.
-    """
+    """Regression targets of one crop, (slots x 4 boxes, slots mask): 1 slot (SCR) or one per class (PCR); a box is
+    a target only if at least ``min_visible`` of its area lies inside the crop (OverFeat)."""
     t = np.zeros((slots, 4), dtype=np.float32)
     m = np.zeros(slots, dtype=np.float32)
-    keep = np.flatnonzero(visible_fraction(bc.boxes, crop) >= max(min_visible, 1e-12)) if len(bc.boxes) else []
-    if len(keep) == 0:
-        return t, m
-    boxes, labels = bc.boxes[keep], bc.labels[keep]
+    keep = np.flatnonzero(_visible_area(bc.boxes, crop) / np.maximum(areas(bc.boxes), 1e-9) >= max(min_visible, 1e-12))
+    boxes, slot = bc.boxes[keep], bc.labels[keep] if slots > 1 else np.zeros(len(keep), dtype=np.int64)
     norm = corners_to_cxcywh(boxes, crop, crop)
-    if slots == 1:
-        t[0] = norm[choose_target(boxes, crop)]
-        m[0] = 1
-        return t, m
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    for c in np.unique(slot):
+        idx = np.flatnonzero(slot == c)
         t[c] = norm[idx[choose_target(boxes[idx], crop)]]
         m[c] = 1
     return t, m

@@ -1,13 +1,5 @@
-"""OverFeat's greedy merging of bounding-box predictions (paper Appendix A.1; docs/formats.md section 4.8).
-
-"The greedy merging procedure of Sermanet et al. (2014) first merges spatially close predictions
-(by averaging their coordinates), and then rates them based on the class scores." The closest
-pair (smallest ``match_score``) is merged while its score is at most the threshold ``t``: the
-merge averages the coordinates and *sums* the scores; the prediction is the merged box with the
-highest accumulated score. OverFeat gives no ``t`` and its stated score makes overlap hinder a
-merge, so the score is a setting (:class:`MergeConfig`): ``iou`` (``1 - IoU``, default ``t = 0.5``),
-``overfeat`` (centre distance + intersection area, as stated, in image units; ``t = 0.1``) or
-``overfeat-signed`` (distance - area; ``t = 0.0``).
+"""OverFeat's greedy merging of bounding-box predictions (paper Appendix A.1): the closest pair merged (coordinates
+averaged, scores summed) while its match score is at most ``t``; the rule and the scores: docs/formats.md 4.8.
 """
 
 from __future__ import annotations
@@ -24,7 +16,7 @@ __all__ = ["MatchScore", "MergeConfig", "DEFAULT_THRESHOLDS", "match_scores", "g
 
 MatchScore = Literal["iou", "overfeat", "overfeat-signed"]
 
-#: The threshold ``t`` of each match score when none is given (see the module docstring).
+#: The threshold ``t`` of each match score when none is given.
 DEFAULT_THRESHOLDS: dict[str, float] = {"iou": 0.5, "overfeat": 0.1, "overfeat-signed": 0.0}
 
 
@@ -65,15 +57,8 @@ def match_scores(a: np.ndarray, b: np.ndarray, match: MatchScore, size: tuple[in
 
 def greedy_merge(boxes: np.ndarray, scores: np.ndarray, cfg: MergeConfig | None = None,
                  size: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge boxes greedily, closest pair first, until the best pair scores above the threshold.
-
-    Args:
-        boxes, scores: N x 4 corner boxes of one class (all locations, scales and nets) and their class scores.
-        cfg: match score, threshold and averaging; size: the image's (width, height).
-    Returns:
-        (M x 4 merged boxes, M accumulated scores, M counts of predictions merged into each), in
-        the order of the first box of each group.
-    """
+    """Merge N x 4 corner boxes of one class greedily, closest pair first, until the best pair scores above the
+    threshold: (M x 4 merged boxes, their accumulated scores, counts of boxes merged), in order of first box."""
     cfg = cfg or MergeConfig()
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
     s = np.asarray(scores, dtype=np.float64).reshape(-1).copy()

@@ -1,12 +1,6 @@
-"""The localisation ConvNet (paper Appendix A.1).
-
-"The last fully connected layer predicts the bounding box location instead of the class scores": a
-classification net of any Table 1 configuration with its last Linear replaced by a fresh one of 4
-outputs (single-class regression, SCR) or 4 x C (per-class regression, PCR: outputs ``4c..4c+3`` are
-class c's box). It stays a :class:`pipeline.models.VGG`, so checkpoints and the fully-convolutional
-:meth:`VGG.forward_dense` work unchanged: densely, the net gives a box map, one ``(cx, cy, w, h)`` per
-location, normalised by the crop-sized window the location sees (windows every 32 pixels of the
-rescaled image). A checkpoint's ``meta["localise"]`` records the head, classes and fine-tuned layers.
+"""The localisation ConvNet (paper Appendix A.1): a classification :class:`~pipeline.models.VGG` whose last layer
+predicts a box, 4 outputs (SCR) or 4 x C (PCR: outputs ``4c..4c+3`` are class c's), each ``(cx, cy, w, h)``
+normalised by the crop-sized window it sees (densely: windows every 32 pixels of the rescaled image).
 """
 
 from __future__ import annotations
@@ -62,8 +56,7 @@ def localisation_net(classifier: VGG, head: Head = "pcr", init_std: float = 1e-2
 
 
 def box_outputs(out: torch.Tensor, head: Head, num_classes: int) -> torch.Tensor:
-    """The net's outputs as boxes: N x K (FC form) -> N x C' x 4, N x K x h x w (dense) -> N x h x w x C' x 4;
-    K = :func:`head_outputs`, C' = 1 (SCR) or ``num_classes`` (PCR)."""
+    """The net's outputs as boxes: N x K -> N x C' x 4, dense N x K x h x w -> N x h x w x C' x 4 (C' = K / 4)."""
     k = head_outputs(head, num_classes)
     if out.shape[1] != k:
         raise UserError(f"a {head.upper()} net for {num_classes} classes has {k} outputs, got {out.shape[1]}")
@@ -77,7 +70,7 @@ def box_outputs(out: torch.Tensor, head: Head, num_classes: int) -> torch.Tensor
 
 @dataclass
 class LocaliserInfo:
-    """What a localisation checkpoint says about itself: head, classes, fine-tuned layers, S and its whole meta."""
+    """What a localisation checkpoint's ``meta`` says: head, classes, fine-tuned layers, S."""
 
     head: Head
     classes: list[str]
@@ -87,13 +80,11 @@ class LocaliserInfo:
 
     @property
     def label(self) -> str:
-        """Short description for tables."""
         return f"{self.head.upper()}, {'all layers' if self.fine_tune == 'all' else '1st and 2nd FC'}"
 
 
 def load_localiser(path: str | os.PathLike[str]) -> tuple[VGG, LocaliserInfo]:
-    """Load a localisation checkpoint written by ``run_localise_train`` (a classification checkpoint, or outputs
-    that do not match the recorded head and classes: UserError)."""
+    """Load a localisation checkpoint written by ``run_localise_train``."""
     model, ck = load_model(path)
     meta = ck.get("meta") or {}
     loc = meta.get("localise")
@@ -113,7 +104,7 @@ def load_localiser(path: str | os.PathLike[str]) -> tuple[VGG, LocaliserInfo]:
 def load_classifier(path: str, classes: list[str],
                     names: list[str] | None = None) -> tuple[VGG, dict[str, Any], np.ndarray | None]:
     """A classification checkpoint: its net, the checkpoint and how its outputs map to the data's ``classes``
-    (:func:`~pipeline.localise.selection.class_order`; a localisation checkpoint or other classes: UserError)."""
+    (:func:`~pipeline.localise.selection.class_order`)."""
     model, ck = load_model(path)
     meta = ck.get("meta") or {}
     if meta.get("localise"):
@@ -123,14 +114,8 @@ def load_classifier(path: str, classes: list[str],
 
 def box_map_to_corners(box_map: np.ndarray, crop: int, scale: tuple[float, float], stride: int = STRIDE,
                        origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Dense box predictions -> inclusive corners in the original image's pixels (not clipped).
-
-    Args:
-        box_map: [N x] h x w x C' x 4 boxes ``(cx, cy, w, h)``, each normalised by its crop-sized window.
-        scale: (sx, sy) = rescaled size / original size of the image the net was applied to.
-        origin: (x, y) of the rescaled image's pixel where the map's first window starts
-            (:func:`pipeline.models.vgg.stride_origin`: the dense forms centre their windows).
-    """
+    """Dense [N x] h x w x C' x 4 boxes -> inclusive corners in the original image (not clipped); ``scale``: the
+    rescaled / original size, ``origin``: where the first window starts (:func:`~pipeline.models.vgg.stride_origin`)."""
     h, w = box_map.shape[-4], box_map.shape[-3]
     corners = cxcywh_to_corners(box_map, crop, crop)
     ys, xs = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")  # each window's top left

@@ -1,10 +1,5 @@
-"""Training the localisation ConvNet (paper Appendix A.1, "Training").
-
-"We replace the logistic regression objective with a Euclidean loss": Caffe's ``1/(2N) sum ||b - b*||^2``
-over the boxes that have a target (PCR: the classes present in the crop). Random crops and flips at
-the fixed scale S move the boxes along (:mod:`pipeline.localise.augment`), drawn per image from
-``sample_rng(seed, epoch, key)``. The training engine (:mod:`pipeline.train.engine`) runs the epochs,
-checkpoints and resume; :class:`BoxRegression` gives it the batches, the SGD step and the validation.
+"""Training the localisation ConvNet (paper Appendix A.1): the Euclidean box loss on random crops at a fixed scale S,
+as a task of the training engine (:mod:`pipeline.train.engine`); docs/formats.md section 4.9.
 """
 
 from __future__ import annotations
@@ -37,18 +32,14 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 crops, targets,
 
 
 def euclidean_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Caffe's Euclidean loss over the boxes that have a target: ``sum(mask * ||pred - target||^2) / 2N``.
-
-    Args:
-        pred, target: N x slots x 4 boxes; mask: N x slots (1 where a target exists).
-    """
+    """Caffe's Euclidean loss over the N x slots boxes that have a target: ``sum(mask * ||pred - target||^2) / 2N``."""
     sq = ((pred.float() - target) ** 2).sum(-1)
     return (sq * mask).sum() / (2 * pred.shape[0])
 
 
 @dataclass
 class TrainingRun:
-    """What a localisation training run is made of: the task's context."""
+    """The task's context."""
 
     cfg: LocaliseTrainConfig
     view: Any  #: the training split
@@ -101,25 +92,20 @@ class BoxRegression:
         train_mode(self.model, cfg.fine_tune)  # frozen convs: dropout-free, BatchNorm statistics fixed
 
     def _usable(self, counts: dict[str, int]) -> Iterator[tuple[Any, Any]]:
-        """The stable stream of usable (sample, ground truth) pairs: read from the data, or from ``memory``
-        (the pairs, skips and counts of the first full pass, kept when the split fits in ``cache_mb``)."""
+        """The usable (sample, ground truth) pairs in data order: read, or kept from the first pass (``cache_mb``)."""
         memory, cfg = self.memory, self.cfg
         if "items" in memory:
             self.skips.extend(memory["skips"])
             counts.update(memory["counts"])
             yield from memory["items"]
             return
-        items: list | None = [] if cfg.cache_mb > 0 else None
-        budget = cfg.cache_mb * 2**20
+        items, budget = [], cfg.cache_mb * 2**20
         for item in iter_ground_truth(self.run.view, cfg.limit, self.skips, counts):
-            if items is not None:
-                budget -= 3 * item[0].image.size[0] * item[0].image.size[1]
-                if budget < 0:
-                    items = None
-                else:
-                    items.append(item)
+            budget -= 3 * item[0].image.size[0] * item[0].image.size[1]
+            if budget >= 0:
+                items.append(item)
             yield item
-        if items is not None:
+        if cfg.cache_mb > 0 and budget >= 0:
             memory.update(items=items, skips=list(self.skips), counts=dict(counts))
 
     def _shuffled(self, rng: np.random.Generator) -> Iterator[tuple[Any, Any]]:
@@ -142,9 +128,8 @@ class BoxRegression:
             yield torch.stack([bc.image for bc in crops]), torch.from_numpy(np.stack(t)), torch.from_numpy(np.stack(m))
 
     def _frozen_features(self, xb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The frozen conv features of a batch (FC-only fine-tuning at S = crop, where every epoch's crop of an image
-        is the whole rescaled image, flipped or not): each crop's computed once, alone (so they do not depend on the
-        batch it came in: a resumed run computes the same), and reused while they fit in ``cache_mb``."""
+        """The frozen conv features of a batch (FC-only at S = crop: each epoch crops the whole image), each crop's
+        computed alone (as a resumed run does) and kept while they fit in ``cache_mb``."""
         assert self.frozen is not None
         out = []
         for i in range(x.shape[0]):
