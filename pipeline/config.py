@@ -1,14 +1,5 @@
-"""Stage configuration: one pydantic model per stage, loaded from YAML presets and ``--set``.
-
-Every stage takes exactly one config (a subclass of :class:`StageConfig`), saves the resolved
-config next to its outputs, and the Prefect flows take the same models as parameters, so the UI
-renders them as forms; the CLI's options are generated from the same models
-(:mod:`pipeline.cli.options`). Configuration flows one way: preset < ``--set`` < explicit options.
-
-Text values of list fields are parsed by the models themselves (:meth:`ConfigSection._split_text`):
-``"256,384,512"`` is ``[256, 384, 512]`` wherever a list is expected, so ``--scales 256,384``,
-``--set scales=256,384`` and a YAML list mean the same.
-"""
+"""Stage configuration: one pydantic model per stage, loaded from YAML presets, then ``--set``, then options
+(docs/design.md 4); text given for a list field is split by the model (``--scales 256,384`` = a YAML list)."""
 
 from __future__ import annotations
 
@@ -26,28 +17,24 @@ from pipeline.errors import UserError, validation_summary
 from pipeline.io import atomic_write_text
 
 __all__ = ["ConfigSection", "StageConfig", "load_config", "save_config", "parse_sets", "config_from", "split_text",
-           "read_preset"]
+           "read_preset", "union_members", "set_path"]
 
 C = TypeVar("C", bound=BaseModel)
 
 _NUMBER_NAMES = {int: "integers like 256,384,512", float: "numbers like 0.1,1,10"}
 
 
-def _alternatives(ann: Any) -> list[Any]:
+def union_members(ann: Any) -> list[Any]:
     """The members of a Union / Optional annotation (the annotation itself otherwise)."""
     if typing.get_origin(ann) in (Union, types.UnionType):
-        return [a for alt in typing.get_args(ann) for a in _alternatives(alt)]
+        return [a for alt in typing.get_args(ann) for a in union_members(alt)]
     return [ann]
 
 
 def split_text(value: str, ann: Any) -> Any:
-    """Parse text given for a field of type ``ann``: comma-separated lists (``;`` between the lists
-    of a list of lists), numbers checked; a word that is one of the field's literal choices stays.
-
-    Raises:
-        ValueError: list items that are not numbers where numbers are expected.
-    """
-    alts = _alternatives(ann)
+    """Parse text given for a field of type ``ann``: comma-separated lists (``;`` between the lists of a list
+    of lists), numbers checked (ValueError); a word that is one of the field's literal choices stays."""
+    alts = union_members(ann)
     words = [w for a in alts if typing.get_origin(a) is Literal for w in typing.get_args(a)]
     seqs = [a for a in alts if typing.get_origin(a) in (list, tuple, set, frozenset)]
     if not seqs or value.strip() in words or str in alts:
@@ -89,7 +76,8 @@ class StageConfig(ConfigSection):
     """Base of all stage configs (one per stage)."""
 
 
-def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """``d[a][b][c] = value`` for the dotted key ``a.b.c`` (sections made as needed)."""
     keys = dotted.split(".")
     for k in keys[:-1]:
         d = d.setdefault(k, {})
@@ -111,7 +99,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
             problem = getattr(e, "problem", None) or "not valid YAML"
             raise UserError(f"--set {key.strip()}: {problem} in {raw!r} (quote text: key='[1,'; lists: key=[1,2])") \
                 from None
-        _set_path(out, key.strip(), value)
+        set_path(out, key.strip(), value)
     return out
 
 
@@ -127,11 +115,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def config_from(cls: type[C], data: dict[str, Any], source: str = "config",
                 labels: dict[str, str] | None = None) -> C:
-    """Validate ``data`` as ``cls``; a validation error becomes one readable UserError line.
-
-    Args:
-        labels: names to use for fields in the message (the CLI names its options: ``--scales``).
-    """
+    """Validate ``data`` as ``cls``; a validation error is one UserError line (``labels`` rename fields)."""
     try:
         return cls.model_validate(data)
     except ValidationError as e:
@@ -146,18 +130,9 @@ def load_config(
     values: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> C:
-    """Load a stage config from a YAML preset (a path, or a preset name), then apply ``--set``s.
-
-    Args:
-        cls: the stage's config model.
-        path: a YAML file, or the name of a preset shipped in ``pipeline/presets`` (without .yaml); its
-            ``base:`` chain is merged under it (:func:`read_preset`).
-        sets: ``key=value`` strings (dotted keys for nested fields).
-        labels: names of fields in error messages (see :func:`config_from`).
-        values: further fields as a (nested) dict, applied after ``sets``: the CLI's explicit options.
-        overrides: further fields, applied last (None values are left out).
-    Returns:
-        The validated config.
+    """The config from a YAML preset (a path, or the name of one in ``pipeline/presets``, with its ``base:``
+    chain: :func:`read_preset`), then ``sets`` (``key=value``, dotted keys), then ``values`` (a nested dict: the
+    CLI's explicit options), then ``overrides`` (None values left out); ``labels``: see :func:`config_from`.
     """
     data = read_preset(resolve_preset(path)) if path is not None else {}
     data = _merge(data, parse_sets(sets))
@@ -168,11 +143,8 @@ def load_config(
 
 def read_preset(path: Path, below: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML file's mapping with its ``base:`` (a preset name or a path, relative to the file) merged
-    under it, recursively: sections deep-merge, the file's own values win.
-
-    Raises:
-        UserError: not a mapping, a missing base, or a cycle of bases (one line each).
-    """
+    under it, recursively: sections deep-merge, the file's own values win. Not a mapping, a missing base
+    or a cycle of bases is a one-line UserError."""
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")

@@ -1,17 +1,6 @@
-"""The ``vgg`` command line: one sub-command per stage, each a thin wrapper over ``run_<stage>``.
-
-Stage modules in this package register their commands with a ``register(app)`` function; every
-module here is discovered, so adding a stage never edits this file. Stage options are generated
-from the stage's config model (:mod:`pipeline.cli.options`).
-
-This is the one error boundary: expected failures (:func:`pipeline.errors.is_expected`: user
-errors, OS errors, undecodable files, invalid configs, usage errors) print one line ``error: ...``
-and exit with status 2; a bug prints ``internal error: ...`` and exits with 1, with its traceback
-only under ``--debug`` (anywhere on the command line) or ``VGG_DEBUG=1``. A stage stopped by
-SIGTERM or SIGINT (:class:`pipeline.signals.Stopped`: train, localise train, shard, extract) prints
-its one line ``stopped by SIGTERM ...; rerun to resume`` (rank 0 under torchrun) and exits with
-128 + the signal number (143, 130).
-"""
+"""The ``vgg`` command line: one sub-command per stage, each a thin wrapper over ``run_<stage>``, registered by
+the ``register(app)`` of every module here (discovered); :func:`main` is the one error boundary (docs/design.md 1;
+a stage stopped by SIGTERM / SIGINT: docs/scaleout.md)."""
 
 from __future__ import annotations
 

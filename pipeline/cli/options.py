@@ -1,37 +1,20 @@
-"""Stage commands generated from the stages' pydantic configs: every option is declared once, as a field.
-
-:func:`stage_command` turns a command body ``body(cfg, **extras)`` into a typer command whose
-options are the fields of the stage's config model:
-
-- a field ``batch_size`` is ``--batch-size``; a field of a nested section (``TrainConfig.data.shards``)
-  is ``--data.shards``; booleans are ``--flip/--no-flip``;
-- the help is the field's ``Field(description=...)``, with its default; fields of a section are
-  listed under the section's name;
-- values reach the model as given: the model's validators parse them (``--scales 256,384`` is a
-  list, see :func:`pipeline.config.split_text`); options for lists of names or paths may also be
-  repeated (``--test a.h5 --test b.h5``), other options: the last one wins;
-- ``--config PRESET`` and ``--set key=value`` (any field, dotted keys) stay; precedence is
-  preset < ``--set`` < options; fields of dict type are reachable through ``--set`` only.
-
-A new config field is a new option without editing the CLI. Commands choose which fields are
-positional arguments, and may give an option another name (``aliases``).
-"""
+"""Stage commands generated from the stages' pydantic configs: every option is declared once, as a field
+(:func:`stage_command`; the rules: docs/design.md 4)."""
 
 from __future__ import annotations
 
 import inspect
 import os
-import types
 import typing
 from collections.abc import Callable, Collection, Iterator
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from pipeline.config import load_config
+from pipeline.config import load_config, set_path, union_members
 
 __all__ = ["stage_command", "config_fields", "ConfigOption", "SetOption", "JsonOption"]
 
@@ -46,16 +29,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JS
 _SCALARS = (bool, int, float, str)
 
 
-def _members(ann: Any) -> list[Any]:
-    if typing.get_origin(ann) in (Union, types.UnionType):
-        return [m for a in typing.get_args(ann) for m in _members(a)]
-    return [ann]
-
-
 def _section(ann: Any) -> type[BaseModel] | None:
     """The model class of a nested section field (``Optional[Model]`` too), else None."""
-    models = [m for m in _members(ann) if isinstance(m, type) and issubclass(m, BaseModel)]
-    return models[0] if len(models) == 1 and all(m in models or m is type(None) for m in _members(ann)) else None
+    models = [m for m in union_members(ann) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return models[0] if len(models) == 1 and all(m in models or m is type(None) for m in union_members(ann)) else None
 
 
 def config_fields(cls: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
@@ -70,7 +47,7 @@ def config_fields(cls: type[BaseModel], prefix: str = "") -> Iterator[tuple[str,
 
 def _kind(ann: Any) -> tuple[Any, str | None]:
     """(the option's Python type, a metavar) for a field annotation; (None, None): not an option."""
-    members = [m for m in _members(ann) if m is not type(None)]
+    members = [m for m in union_members(ann) if m is not type(None)]
     origins = {typing.get_origin(m) for m in members}
     if dict in origins or any(m is dict for m in members):
         return None, None
@@ -124,18 +101,11 @@ def _option(path: str, field: FieldInfo, alias: str | None) -> tuple[Any, list[s
 
 def _argument(field: FieldInfo) -> Any:
     help_ = (field.description or "").replace("\n", " ")
-    if list in {typing.get_origin(m) for m in _members(field.annotation)}:
+    if list in {typing.get_origin(m) for m in union_members(field.annotation)}:
         return Annotated[list[str] | None, typer.Argument(help=help_, show_default=False)], None
     if field.is_required():
         return Annotated[str, typer.Argument(help=help_, show_default=False)], inspect.Parameter.empty
     return Annotated[str | None, typer.Argument(help=help_, show_default=False)], None
-
-
-def _put(tree: dict[str, Any], path: str, value: Any) -> None:
-    *head, last = path.split(".")
-    for key in head:
-        tree = tree.setdefault(key, {})
-    tree[last] = value
 
 
 #: Short names every stage with a ``runtime`` section also takes (``--device cpu`` = ``--runtime.device cpu``).
@@ -147,15 +117,12 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: a command whose options are ``cls``'s fields, calling ``body(cfg, **extras)``.
 
-    Args:
-        cls: the config model.
-        arguments: fields that are positional arguments, in order.
-        aliases: field path -> another option name (``"--split"``), or bool flags (``"--relative/--absolute"``).
-        skip: field paths without an option (still settable with ``--set``).
-        presets: add ``--config`` and ``--set``.
-    The body's own parameters after ``cfg`` (typer-annotated) are added as they are. A body that returns
-    a :class:`~pipeline.results.StageResult` gets ``--json``: the command prints the result's
-    ``summary()``, or with ``--json`` the result itself (under torchrun, process 0 prints).
+    ``arguments``: fields that are positional arguments, in order; ``aliases``: field path -> another
+    option name (``"--split"``) or bool flags (``"--relative/--absolute"``); ``skip``: fields without an
+    option (``--set`` still reaches them); ``presets``: add ``--config`` and ``--set``. The body's own
+    parameters after ``cfg`` (typer-annotated) are added as they are. A body that returns a
+    :class:`~pipeline.results.StageResult` gets ``--json``: the command prints the result's ``summary()``,
+    or with ``--json`` the result itself (under torchrun, process 0 prints).
     """
     aliases = {**RUNTIME_ALIASES, **(aliases or {})}
 
@@ -194,7 +161,7 @@ def stage_command(cls: type[BaseModel], *, arguments: Collection[str] = (), alia
                     continue
                 if isinstance(value, list) and pname not in arguments and len(value) == 1:
                     value = value[0]  # one occurrence: text the model parses (comma-separated lists)
-                _put(overrides, path, value)
+                set_path(overrides, path, value)
                 labels[path] = label
             cfg = load_config(cls, kwargs.get("config"), kwargs.get("sets"), labels=labels, values=overrides)
             result = body(cfg, **{p.name: kwargs[p.name] for p in extras})
