@@ -1,9 +1,6 @@
-"""One way for every stage after sharding to read images: ``open_data(path, split)``.
-
-``path`` is a shard folder (``manifest.json``) or any source the readers know (ImageFolder,
-ILSVRC, VOC, Caltech, CSV/JSONL manifest). The :class:`DataView` yields :class:`Sample` objects
-in a stable order with decoded RGB images (paper 2.1); an image that cannot be decoded comes with
-``image=None`` and ``error`` set, so callers record it instead of crashing.
+"""One way for every stage after sharding to read images (paper 2.1): ``open_data(path, split)`` gives the same
+:class:`DataView` of a shard folder and of any source the readers know (docs/design.md 6); an image that cannot
+be decoded comes with ``image=None`` and ``error`` set, so callers record it instead of crashing.
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +25,8 @@ _DEFAULT_SPLITS = ("val", "test")
 
 
 @dataclass
-class Sample:
-    """One image with its labels; ``boxes`` are in the coordinates of ``image``."""
-
-    key: str
-    image: Image.Image | None
-    label: int | None
-    labels: list[int] | None
-    boxes: list[dict[str, Any]] | None
-    error: str | None = None
-    meta: dict[str, Any] | None = None
-
-
-@dataclass
 class Entry:
-    """What is known of an image before decoding it: its key, labels and boxes."""
+    """What is known of an image before decoding it: its key, labels and boxes (in the image's coordinates)."""
 
     key: str
     label: int | None
@@ -50,14 +35,18 @@ class Entry:
 
 
 @dataclass
-class Item:
-    """A decoded image of one row (or the reason it could not be decoded)."""
+class Sample(Entry):
+    """An entry with its decoded RGB image, or the reason it could not be decoded."""
 
-    row: int
-    key: str
-    image: Image.Image | None
-    error: str | None
-    boxes: list[dict[str, Any]] | None
+    image: Image.Image | None = None
+    error: str | None = None
+
+
+@dataclass
+class Item(Sample):
+    """The sample of one row of :meth:`DataView.entries`."""
+
+    row: int = -1
 
 
 def _decoded(data: bytes) -> tuple[Image.Image | None, str | None]:
@@ -89,29 +78,15 @@ def _pick_split(available: list[str], split: str | None, where: str) -> str:
 
 
 class DataView(ABC):
-    """A split of a dataset: ``classes``, ``kind``, ``split``, ``fingerprint``; iterate for samples.
-
-    ``entries()`` lists the images without decoding them; ``decode(rows)`` decodes the images of
-    some rows. Stages use these two and never need to know which kind of view they hold.
+    """A split of a dataset: ``classes``, ``kind``, ``split``, ``label_kind``, ``fingerprint`` (of the split's
+    content or of the shard manifest) and ``len()``; iterating yields every :class:`Sample` in a stable order.
     """
 
     classes: list[str]
     kind: str
     split: str
     label_kind: str
-
-    @property
-    @abstractmethod
-    def fingerprint(self) -> str:
-        """A hash of the split's content (paths, sizes, labels) or of the shard manifest."""
-
-    @abstractmethod
-    def __iter__(self) -> Iterator[Sample]:
-        """Samples in stable order."""
-
-    @abstractmethod
-    def __len__(self) -> int:
-        """Number of images in the split."""
+    fingerprint: str
 
     @abstractmethod
     def entries(self) -> list[Entry]:
@@ -119,11 +94,13 @@ class DataView(ABC):
 
     @abstractmethod
     def decode(self, rows: Iterable[int]) -> Iterator[Item]:
-        """The decoded images of ``rows`` (positions in :meth:`entries`), in increasing order."""
+        """The decoded images of ``rows`` (positions in :meth:`entries`), each once, in increasing order."""
 
 
 class ShardView(DataView):
     """A split of a shard folder (samples in shard order, images as stored)."""
+
+    kind = "shards"
 
     def __init__(self, path: Path, split: str | None) -> None:
         from pipeline.shards.reader import read_manifest
@@ -131,48 +108,32 @@ class ShardView(DataView):
         self.path = path
         self.manifest = read_manifest(path)
         self.classes = list(self.manifest["classes"])
-        self.kind = "shards"
         self.split = _pick_split(list(self.manifest["splits"]), split, str(path))
         self.label_kind = self.manifest.get("label_kind", "single")
+        self.fingerprint = self.manifest["fingerprint"]
 
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
+    def _samples(self) -> Iterator[tuple[Entry, bytes]]:
+        from pipeline.shards.reader import iter_samples
+
+        for s in iter_samples(self.path, self.split):
+            meta = s["json"] or {}
+            yield Entry(s["__key__"], s["cls"], meta.get("labels"), meta.get("boxes")), s["jpg"]
 
     def __len__(self) -> int:
         return int(self.manifest["splits"][self.split]["count"])
 
     def __iter__(self) -> Iterator[Sample]:
-        from pipeline.shards.reader import iter_samples
-
-        for s in iter_samples(self.path, self.split):
-            meta = s["json"]
-            img, err = _decoded(s["jpg"])
-            yield Sample(key=s["__key__"], image=img, label=s["cls"], labels=meta.get("labels"),
-                         boxes=meta.get("boxes"), error=err, meta=meta)
+        for e, data in self._samples():
+            yield Sample(e.key, e.label, e.labels, e.boxes, *_decoded(data))
 
     def entries(self) -> list[Entry]:
-        from pipeline.shards.reader import iter_samples
-
-        out = []
-        for s in iter_samples(self.path, self.split):
-            meta = s["json"] or {}
-            out.append(Entry(s["__key__"], s["cls"], meta.get("labels"), meta.get("boxes")))
-        return out
+        return [e for e, _ in self._samples()]
 
     def decode(self, rows: Iterable[int]) -> Iterator[Item]:
-        from pipeline.shards.reader import iter_samples
-
-        want = set(int(r) for r in rows)
-        if not want:
-            return
-        last = max(want)
-        for row, s in enumerate(iter_samples(self.path, self.split)):  # one pass, in shard order
-            if row > last:
-                break
+        want = {int(r) for r in rows}
+        for row, (e, data) in enumerate(islice(self._samples(), max(want, default=-1) + 1)):  # one pass, in order
             if row in want:
-                img, err = _decoded(s["jpg"])
-                yield Item(row, s["__key__"], img, err, (s["json"] or {}).get("boxes"))
+                yield Item(e.key, e.label, e.labels, e.boxes, *_decoded(data), row=row)
 
 
 class SourceView(DataView):
@@ -202,36 +163,22 @@ class SourceView(DataView):
 
     def __iter__(self) -> Iterator[Sample]:
         for r in self._records:
-            if r.extras.get("skip"):  # found by the reader but not usable (e.g. no label)
-                yield Sample(key=r.key, image=None, label=r.label, labels=r.labels, boxes=r.boxes,
-                             error=str(r.extras["skip"]), meta=dict(r.extras))
-                continue
-            img, err = _read_decoded(r)
-            meta = dict(r.extras)
-            yield Sample(key=r.key, image=img, label=r.label, labels=r.labels, boxes=r.boxes, error=err, meta=meta)
+            skip = r.extras.get("skip")  # found by the reader but not usable (e.g. no label)
+            img, err = (None, str(skip)) if skip else _read_decoded(r)
+            yield Sample(r.key, r.label, r.labels, r.boxes, img, err)
 
     def entries(self) -> list[Entry]:
         return [Entry(r.key, r.label, r.labels, r.boxes) for r in self._records]
 
     def decode(self, rows: Iterable[int]) -> Iterator[Item]:
-        for row in sorted(set(int(r) for r in rows)):  # records are read directly, by position
-            rec = self._records[row]
-            img, err = _read_decoded(rec)
-            yield Item(row, rec.key, img, err, rec.boxes)
+        for row in sorted({int(r) for r in rows}):  # records are read directly, by position
+            r = self._records[row]
+            yield Item(r.key, r.label, r.labels, r.boxes, *_read_decoded(r), row=row)
 
 
 def open_data(path: str | os.PathLike[str], split: str | None = None, format: str = "auto", **options: Any) -> DataView:
-    """Open a shard folder or a source dataset for reading.
-
-    Args:
-        path: a shard folder (with ``manifest.json``) or a dataset the source readers know.
-        split: the split to read; default: the only split, else ``val``, else ``test``.
-        format: source layout (``auto`` detects); ignored for shard folders.
-        options: reader options (e.g. ``devkit=`` for ILSVRC val).
-    Returns:
-        A :class:`DataView` (``ShardView`` or ``SourceView``).
-    Raises:
-        UserError: path missing, layout unknown, or split missing.
+    """A shard folder (with ``manifest.json``) or a source dataset (``format``: its layout, ``auto`` detects;
+    ``options``: reader options, e.g. ``devkit=``); ``split`` by default the only one, else ``val``, else ``test``.
     """
     p = Path(path)
     if not p.exists():
