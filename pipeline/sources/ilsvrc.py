@@ -70,11 +70,6 @@ def read_devkit(devkit: Path) -> tuple[list[str], dict[int, str], dict[str, str]
     return [id2wnid[i] for i in sorted(id2wnid)], id2wnid, words, gt
 
 
-def _val_number(stem: str) -> int | None:
-    m = re.search(r"_(\d+)$", stem)
-    return int(m.group(1)) if m else None
-
-
 @register_source("ilsvrc")
 class ILSVRCSource(Source):
     """ILSVRC-2012: ``train`` and ``val`` splits in any of the layouts of docs/formats.md."""
@@ -259,8 +254,8 @@ class ILSVRCSource(Source):
             stem = _stem(name)
             src = str(path) if span is None else f"{path}/{name}"
             boxes = self._boxes("val", f"{stem}.xml")
-            num = _val_number(stem)
-            line = (num - 1) if num is not None else pos
+            num = re.search(r"_(\d+)$", stem)  # the file's number, else its position, gives the label's line
+            line = int(num.group(1)) - 1 if num else pos
             wnid = None
             if solution is not None:
                 if stem in solution:

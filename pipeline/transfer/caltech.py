@@ -1,8 +1,5 @@
-"""Caltech-101 / Caltech-256 (paper Appendix B, Table 11): mean class recall over random splits.
-
-Splits from :mod:`.splits` (or reloaded), C chosen and the SVMs refit by :func:`recall_protocol`;
-``generic`` is the same procedure with any counts.
-"""
+"""Caltech-101 / Caltech-256 and ``generic`` (paper Appendix B, Table 11): mean class recall over random splits
+(docs/formats.md 3.4)."""
 
 from __future__ import annotations
 

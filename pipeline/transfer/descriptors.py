@@ -1,10 +1,5 @@
-"""Image descriptors of the transfer protocols (paper Appendix B), read from feature stores.
-
-:func:`load_descriptors` aggregates each store over scales ("stacked or pooled across scales"),
-stacks the stores of the same images ("late fusion ... by stacking their respective image
-descriptors") and L2-normalises the result; :func:`write_pixel_store` writes the raw-pixel baseline
-as a store of the same schema. Rules and refusals: docs/transfer.md.
-"""
+"""Image descriptors of the transfer protocols (paper Appendix B) read from feature stores, aggregated over
+scales, stacked (late fusion) and L2-normalised; the raw-pixel baseline store (docs/transfer.md, "Descriptors")."""
 
 from __future__ import annotations
 
@@ -59,7 +54,9 @@ def store_summary(st: FeatureStore) -> dict[str, Any]:
 def _check_first(st: FeatureStore, require_labels: bool) -> None:
     if st.n == 0:
         raise UserError(f"{st.path}: no described images")
-    if require_labels and not _has_labels(st.labels, st.label_kind):
+    labels = np.asarray(st.labels)
+    multi = st.label_kind == "multi" or labels.ndim == 2
+    if require_labels and not (labels.size and ((labels != 0) if multi else (labels >= 0)).any()):
         raise UserError(f"{st.path}: the store has no labels (every image is unlabelled); "
                         "the transfer protocols need labelled images")
 
@@ -142,22 +139,11 @@ def _check_finite(X: np.ndarray, ids: np.ndarray, paths: list[str | os.PathLike[
         )
 
 
-def _has_labels(labels: np.ndarray, label_kind: str) -> bool:
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return False
-    return bool((labels != 0).any()) if label_kind == "multi" or labels.ndim == 2 else bool((labels >= 0).any())
-
-
 def write_pixel_store(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int = 32,
                       split: str | None = None, format: str = "auto") -> Path:
-    """Write the raw-pixel baseline of ``data`` (a shard folder or source dataset; its ``split`` and
-    ``format`` as ``vgg extract``'s) as the feature store ``out``, with the same ids and labels.
-
-    Each image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size`` RGB and its 0..255
-    values flattened, stored as net0 at the single "scale" ``size``; decode failures are recorded as in
-    any store. A finished store of the same identity is reused, anything else replaced. Returns ``out``.
-    """
+    """Write the raw-pixel baseline of ``data`` (shards or a source; ``split``, ``format`` as ``vgg extract``'s)
+    as the feature store ``out`` (docs/transfer.md, "Descriptors"): each image resized bilinearly to
+    ``size`` x ``size`` RGB. A finished store of the same identity is reused, anything else replaced."""
     import pipeline
     from pipeline.features.batches import ExtractInput
     from pipeline.features.store import FORMAT, StoreLayout, StoreOutput, create_store

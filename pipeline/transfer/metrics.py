@@ -1,10 +1,5 @@
-"""Transfer metrics (paper Appendix B, Table 11): PASCAL VOC average precision and mean class recall.
-
-VOC AP is the devkit's (``VOCevalcls.m``; the items of docs/formats.md section 2.4): stable ranking,
-label-0 images neither true nor false, ``voc07`` 11-point AP at MATLAB's thresholds, ``voc10`` (VOC2010+)
-the area under the precision envelope; a class without positives has no AP (``nan``). Mean class
-recall (Caltech) is scikit-learn's ``balanced_accuracy_score``.
-"""
+"""Transfer metrics (paper Appendix B, Table 11): the VOC devkit's average precision (docs/formats.md 2.4,
+items 1-7) and mean class recall (Caltech; scikit-learn's ``balanced_accuracy_score``)."""
 
 from __future__ import annotations
 

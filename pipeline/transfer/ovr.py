@@ -1,10 +1,7 @@
 """Batched one-vs-rest linear SVMs in torch (paper Appendix B: "combined with a linear SVM classifier").
 
-Every class's problem is LinearSVC's (squared hinge, L2, the bias a regularised feature of value
-``intercept_scaling``); all classes are solved at once by truncated Newton (liblinear's TRON for
-L2-loss SVMs) with Jacobi-preconditioned CG and an exact line search, in the primal or, with fewer
-images than dimensions, an exact n-dimensional Gram basis; a C grid is solved ascending, each C
-warm-started from the last. The derivation: docs/transfer.md.
+Every class's problem is LinearSVC's, all classes solved at once by truncated Newton-CG (liblinear's TRON),
+in the primal or an exact Gram basis, a C grid ascending and warm-started: docs/transfer.md, "The SVM solver".
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""The transfer protocols of paper Appendix B (Tables 11 and 12), one registry entry each.
-
-An entry names the protocol's code (``evaluate``: the body of ``transfer.json``), its metric, its
-column of Table 11, its AP rule, its split counts and its descriptor defaults; the config's choices,
-the stage and the tables read it. A new protocol is a new entry (and its code, if no family fits).
-"""
+"""The transfer protocols of paper Appendix B (Tables 11 and 12), one :class:`TransferProtocol` entry each
+(docs/transfer.md, "Adding a protocol")."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.transfer import action, caltech, voc
+from pipeline.transfer import caltech, voc
 
 if TYPE_CHECKING:
     from pipeline.transfer.run import TransferContext
@@ -52,7 +48,7 @@ PROTOCOLS: dict[str, TransferProtocol] = {p.name: p for p in (
                      metric="mean class recall", column="Caltech-256 (mean class recall)", train_per_class=60),
     TransferProtocol("generic", "Caltech's procedure with any counts", caltech.evaluate_caltech,
                      metric="mean class recall", column="{dataset} (mean class recall)"),
-    TransferProtocol("voc12-action", "Table 12: persons, image and box stacked", action.evaluate_action,
+    TransferProtocol("voc12-action", "Table 12: persons, image and box stacked", voc.evaluate_action,
                      metric="mAP over persons (VOC2010+ AP, area)", column="VOC-2012 action (mean AP)", ap="voc10",
                      aggregate="avg", regions=True),
 )}

@@ -1,9 +1,7 @@
 """Results in the layout of the paper's Table 11 (Appendix B), and the per-image decision files.
 
-Table 11: one row per method, one column per dataset (mean AP for VOC, mean class recall
-``mean ± std`` over the splits for Caltech), in percent with one decimal. Names are never paths:
-class names enter devkit file names only through :func:`pipeline.sources.voc.file_part`, ids enter
-devkit lines through :func:`devkit_id`.
+Names are never paths: class names enter devkit file names only through
+:func:`pipeline.sources.voc.file_part`, ids enter devkit lines through :func:`devkit_id`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""``run_transfer``: the transfer stage of paper Appendix B (Tables 11 and 12), top to bottom.
-
-Read the stores into one descriptor per image (or person), run the protocol of the registry
-(:mod:`.registry`), write its files and ``transfer.json`` last. A run with the same config and the
-same stores (their sha256) returns the saved result. Outputs and rules: docs/transfer.md.
-"""
+"""``run_transfer``: the transfer stage of paper Appendix B (Tables 11 and 12), top to bottom: descriptors,
+the registry's protocol, its files, ``transfer.json`` last (outputs and reuse: docs/transfer.md)."""
 
 from __future__ import annotations
 

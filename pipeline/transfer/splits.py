@@ -1,10 +1,5 @@
-"""The random splits of the Caltech-101/256 protocols (paper Appendix B; docs/transfer.md).
-
-Caltech-101: 30 training and up to 50 test images per class; Caltech-256: 60 training, the rest
-for test; 3 splits; in each, 20% of the training images per class choose C. Splits are drawn per
-class from ``numpy.random.default_rng([seed, split_index])`` over the images of the class in store
-order, and saved as ids, so a saved split reloads against any store of the same images.
-"""
+"""The random splits of the Caltech-101/256 protocols (paper Appendix B; docs/formats.md 3.4), drawn per class
+and saved as ids, so a saved split reloads against any store of the same images."""
 
 from __future__ import annotations
 
@@ -23,12 +18,16 @@ SPLITS_FORMAT = "vgg-transfer-splits/1"
 
 @dataclass(frozen=True)
 class Split:
-    """Row indices of one split. ``fit`` + ``val`` = ``train`` (disjoint); ``test`` is disjoint from both."""
+    """Row indices of one split: ``val`` is part of ``train``; ``test`` is disjoint from both."""
 
     train: np.ndarray
     val: np.ndarray
-    fit: np.ndarray
     test: np.ndarray
+
+    @property
+    def fit(self) -> np.ndarray:
+        """The training rows that are not validation rows."""
+        return np.setdiff1d(self.train, self.val)
 
 
 def make_splits(labels: np.ndarray, classes: list[str], train_per_class: int | None, test_per_class: int | None,
@@ -57,9 +56,8 @@ def make_splits(labels: np.ndarray, classes: list[str], train_per_class: int | N
     need = (train_per_class or 1) + (1 if test_labels is None else 0)
     short = [(classes[c], len(ix)) for c, ix in enumerate(per_class) if len(ix) < need]
     if short:
-        shown = ", ".join(f"{name!r} has {n}" for name, n in short[:5]) + (
-            f" (and {len(short) - 5} more)" if len(short) > 5 else ""
-        )
+        more = f" (and {len(short) - 5} more)" if len(short) > 5 else ""
+        shown = ", ".join(f"{name!r} has {n}" for name, n in short[:5]) + more
         what = f"{train_per_class} training" + (" + at least 1 test" if test_labels is None else "")
         raise UserError(f"class counts too small for the split: {what} image(s) per class needed; {shown}")
     test_pool = per_class if test_labels is None else \
@@ -83,7 +81,7 @@ def make_splits(labels: np.ndarray, classes: list[str], train_per_class: int | N
             tr.append(train)
             va.append(train[:n_val])
         train, val, test = (np.sort(np.concatenate(a)).astype(np.int64) for a in (tr, va, te))
-        out.append(Split(train=train, val=val, fit=np.setdiff1d(train, val), test=test))
+        out.append(Split(train=train, val=val, test=test))
     return out
 
 
@@ -114,7 +112,6 @@ def load_splits(path: str | os.PathLike[str], ids: list[str]) -> tuple[list[Spli
                     f"{path}: split {k} {part} names {len(missing)} image(s) not in the store, e.g. {missing[0]!r}"
                 )
             parts[part] = np.sort(np.array([row[i] for i in s[part]], dtype=np.int64))
-        out.append(Split(train=parts["train"], val=parts["val"], fit=np.setdiff1d(parts["train"], parts["val"]),
-                         test=parts["test"]))
+        out.append(Split(**parts))
     meta = {k: v for k, v in data.items() if k not in ("format", "splits")}
     return out, meta

@@ -1,10 +1,8 @@
 """Linear SVMs on fixed deep descriptors (paper Appendix B: "combined with a linear SVM classifier").
 
-The problem is ``LinearSVC``'s default, one vs rest: squared hinge, L2, the bias an extra feature
-of value ``intercept_scaling``. Two solvers give the same minimiser: ``newton`` (and ``auto``), the
-batched Newton-CG of :mod:`.ovr` (every class at once, CPU or CUDA, float32 or float64), and
-``liblinear`` (``LinearSVC`` itself, the reference). :class:`LinearSVM` is a scikit-learn estimator;
-multi-label targets (1/-1/0, VOC) leave the label-0 images out of that class's SVM.
+``LinearSVC``'s problem, one vs rest, by two solvers with the same minimiser: ``newton`` (``auto``), the
+batched Newton-CG of :mod:`.ovr`, and ``liblinear`` (``LinearSVC`` itself, the reference); label-0
+images (VOC's difficult) are left out of that class's SVM. :class:`LinearSVM` is a scikit-learn estimator.
 """
 
 from __future__ import annotations
@@ -17,10 +15,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["LinearSVM", "svm_path", "choose_solver", "liblinear_path", "SOLVERS", "one_vs_rest", "fit_grid",
-           "linear_decisions", "best_index"]
-
-SOLVERS = ("auto", "newton", "liblinear")
+__all__ = ["LinearSVM", "svm_path", "choose_solver", "liblinear_path", "one_vs_rest", "fit_grid", "linear_decisions",
+           "best_index"]
 
 
 def svm_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scaling: float = 1.0,
@@ -82,7 +78,7 @@ def liblinear_path(X: np.ndarray, Y: np.ndarray, Cs: list[float], intercept_scal
 
 def choose_solver(solver: str) -> str:
     """Resolve ``"auto"``: the batched Newton-CG solver at every size."""
-    if solver not in SOLVERS:
+    if solver not in ("auto", "newton", "liblinear"):
         raise ValueError(f"unknown solver {solver!r} (auto, newton, liblinear)")
     return "liblinear" if solver == "liblinear" else "newton"
 
@@ -97,8 +93,7 @@ def fit_grid(X: np.ndarray, Y: np.ndarray, Cs: list[float], solver: str = "auto"
     (coef (len(Cs), P, D), intercept (len(Cs), P), the solver used)."""
     used = choose_solver(solver)
     fn = liblinear_path if used == "liblinear" else svm_path
-    coef, icpt = fn(X, Y, list(Cs))
-    return coef, icpt, used
+    return (*fn(X, Y, list(Cs)), used)
 
 
 def linear_decisions(X: np.ndarray, coef: np.ndarray, icpt: np.ndarray) -> np.ndarray:
@@ -134,7 +129,6 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.precision = precision
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearSVM:
-        """Train one SVM per class (or one for two classes). Returns ``self``."""
         X = np.asarray(X)
         X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
         if X.ndim != 2 or len(X) != len(y):
