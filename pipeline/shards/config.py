@@ -1,9 +1,4 @@
-"""Configuration of the shard, stats and verify stages (paper 3.1 "Training image size": S_max = 512).
-
-Fields that do not change the written samples (workers, progress, overwrite, paths, ``part``/``merge``)
-are left out of the fingerprint, so shards written in parts and merged carry the identity of a
-one-process run.
-"""
+"""Configuration of the shard, stats and verify stages (paper 3.1 "Training image size": S_max = 512)."""
 
 from __future__ import annotations
 
@@ -15,10 +10,7 @@ from pipeline.config import StageConfig
 from pipeline.errors import UserError
 from pipeline.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "NON_CONTENT_FIELDS", "parse_part"]
-
-#: ShardConfig fields that never change the samples written, so not part of the fingerprint.
-NON_CONTENT_FIELDS = frozenset({"source", "out", "workers", "progress", "overwrite", "part", "merge"})
+__all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "parse_part"]
 
 
 def parse_part(spec: str) -> tuple[int, int]:
@@ -84,10 +76,6 @@ class ShardConfig(StageConfig):
         if self.part is not None and self.merge:
             raise ValueError("part and merge exclude each other: write the parts first, then merge once")
         return self
-
-    def content(self) -> dict[str, Any]:
-        """The fields that determine the written samples (for the fingerprint)."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_CONTENT_FIELDS}
 
 
 class StatsConfig(StageConfig):

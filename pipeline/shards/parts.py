@@ -1,11 +1,5 @@
-"""Sharding in parts on several machines, then one merge (paper 3.1, "Implementation details": the
-data-parallel pre-processing of the training images, spread over machines).
-
-Part i of n writes, of every split's plan, the block of whole shards :func:`part_block` into its own
-folder ``OUT/.parts/i-of-n`` under its own lock (record ``part.json``, written last); the merge
-renames the part shards into ``OUT`` in global order and writes the manifest of a one-process run.
-docs/shards.md tells why the merged folder is that of a one-process run and how a killed merge resumes.
-"""
+"""Sharding in parts on several machines, then one merge (paper 3.1, "Implementation details": the data-parallel
+pre-processing of the training images): docs/shards.md "In parts, then one merge"."""
 
 from __future__ import annotations
 
@@ -36,12 +30,9 @@ from pipeline.shards.writer import (
 __all__ = ["PARTS_DIR", "PART_RECORD", "MERGE_STATE", "part_block", "part_dir", "write_shard_part", "plan_merge",
            "merge_shard_parts"]
 
-#: hidden subfolder of the shard folder holding the parts until they are merged
-PARTS_DIR = ".parts"
-#: a part's record, written last (its presence means the part is finished)
-PART_RECORD = "part.json"
-#: the merge's move plan, written before the first shard is moved
-MERGE_STATE = "merge.json"
+PARTS_DIR = ".parts"  # the parts, until they are merged
+PART_RECORD = "part.json"  # a part's record, written last
+MERGE_STATE = "merge.json"  # the merge's move plan, written before the first shard is moved
 _PART_RE = re.compile(r"^(\d+)-of-(\d+)$")
 
 
@@ -54,7 +45,6 @@ def part_block(length: int, shard_count: int, index: int, count: int) -> tuple[i
 
 
 def part_dir(out: str | os.PathLike[str], index: int, count: int) -> Path:
-    """The folder part ``index`` of ``count`` writes: ``out/.parts/{index}-of-{count}``."""
     return Path(out) / PARTS_DIR / f"{index}-of-{count}"
 
 
@@ -182,9 +172,8 @@ def _move(out: Path, plan: dict[str, Any]) -> None:
 
 def merge_shard_parts(job: ShardJob) -> ShardResult:
     """Merge the finished parts in ``out/.parts`` into the shard folder ``out``: the result of a one-process run
-    (``nothing_to_do`` when ``manifest.json`` is already there with this identity). No parts, missing,
-    unfinished, damaged or other parts, a part still being written, a shard folder of another source or config
-    (unless ``cfg.overwrite``) are a UserError."""
+    (``nothing_to_do`` when ``manifest.json`` is already there with this identity); parts missing, unfinished,
+    damaged, of another source or config, or being written are a UserError."""
     out, parts = job.out, job.out / PARTS_DIR
     with folder_lock(out, f"shard folder {out}"):
         folder = ShardFolder(out)

@@ -28,16 +28,9 @@ __all__ = ["run_shard", "run_stats", "run_verify", "check_shard"]
 
 
 def run_shard(cfg: ShardConfig) -> ShardResult:
-    """Write the shards of ``cfg.source`` into ``cfg.out`` (resuming, or doing nothing when they are up to date):
-    the manifest (also in ``out/manifest.json``) and the counts. With ``cfg.part`` ("i/n") only part i of n is
-    written (into ``out/.parts/i-of-n``; the result holds its record); with ``cfg.merge`` the finished parts
-    become the shard folder.
-
-    Raises:
-        UserError: unknown source or split, an output folder holding another fingerprint (unless
-            ``cfg.overwrite``), an output path that is a file, or another run writing the folder;
-            for a merge, missing parts or parts of another source or config.
-    """
+    """Write (resume, or reuse when up to date) the shards of ``cfg.source`` in ``cfg.out``; ``cfg.part`` ("i/n"):
+    only part i of n, in ``out/.parts/i-of-n``; ``cfg.merge``: the finished parts become the shard folder
+    (docs/shards.md). A folder of another source or config (unless ``cfg.overwrite``) is a UserError."""
     job = open_shard_job(cfg)  # the source's records, every split's seeded plan, the identity
     if cfg.part is not None:
         return write_shard_part(job)
@@ -57,12 +50,8 @@ def _write_folder(job: ShardJob) -> ShardResult:
 
 
 def run_stats(cfg: StatsConfig) -> StatsResult:
-    """Compute the RGB statistics of ``cfg.split`` (``mean``, ``cov``, ``eigval``, ``eigvec``, ``images``,
-    ``pixels``, ``sampled``, ...) and store them in the manifest (``manifest["stats"]``).
-
-    Raises:
-        UserError: no or damaged manifest, an unknown or empty split, a damaged shard (one line).
-    """
+    """The RGB statistics of ``cfg.split`` (mean, covariance, its eigen-decomposition), stored in
+    ``manifest["stats"]``; no or damaged manifest, unknown or empty split, damaged shard: a UserError."""
     m = read_manifest(cfg.shards)
     split_shards(m, cfg.shards, cfg.split)  # an unknown split is refused
     manifest = Path(cfg.shards) / MANIFEST
@@ -110,23 +99,20 @@ def run_verify(cfg: VerifyConfig) -> VerifyResult:
     shard's size and, walking its headers, sample count; ``cfg.hash``: also its sha256 and every image decoded.
     Any problem is a UserError naming the first damaged shard and the number of problems."""
     m = read_manifest(cfg.shards)
-    names = cfg.splits or list(m["splits"])
-    shards = {name: split_shards(m, cfg.shards, name) for name in names}
+    splits = {name: SplitCheck() for name in cfg.splits or m["splits"]}
+    entries = [(name, e) for name in splits for e in split_shards(m, cfg.shards, name)]
     base = Path(cfg.shards).resolve()
     tasks = [({"url": str(base / e["name"]), "count": e["count"], "bytes": e["bytes"]}, e.get("sha256"), cfg.hash)
-             for name in names for e in shards[name]]
-    where = [name for name in names for _ in shards[name]]
-    splits = {name: SplitCheck() for name in names}
+             for _, e in entries]
     problems: list[str] = []
     checked = map_shards(check_shard, tasks, cfg.workers, cfg.progress, "verify")
-    for (item, _, _), split, (n, problem) in zip(tasks, where, checked, strict=False):
-        sp = splits[split]
-        sp.shards, sp.samples, sp.bytes = sp.shards + 1, sp.samples + n, sp.bytes + item["bytes"]
+    for (name, e), (n, problem) in zip(entries, checked, strict=True):
+        sp = splits[name]
+        sp.shards, sp.samples, sp.bytes = sp.shards + 1, sp.samples + n, sp.bytes + e["bytes"]
         if problem is not None:
-            sp.bad_shards.append(Path(item["url"]).name)
+            sp.bad_shards.append(e["name"])
             problems.append(problem)
-    res = VerifyResult(shards=str(cfg.shards), hashed=cfg.hash, splits=splits, problems=problems)
     if problems:
         more = f" (and {len(problems) - 1} more damaged shards)" if len(problems) > 1 else ""
         raise UserError(f"verify: {problems[0]}{more}")
-    return res
+    return VerifyResult(shards=str(cfg.shards), hashed=cfg.hash, splits=splits, problems=problems)

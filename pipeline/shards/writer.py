@@ -18,7 +18,7 @@ from pipeline.config import save_config
 from pipeline.errors import UserError
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file
 from pipeline.results import ShardResult
-from pipeline.reuse import Output, Recorded, identity, read_record
+from pipeline.reuse import Output, Recorded, config_fields, identity, read_record
 from pipeline.runtime import Progress, cpu_count, log
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.process import Prepared, Skipped, WorkerPool, prepare_many, skip_category
@@ -122,9 +122,10 @@ def open_shard_job(cfg: ShardConfig) -> ShardJob:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: output folder is a file")
     out.mkdir(parents=True, exist_ok=True)
-    ident = identity(format=FORMAT, source=src_fp, config=cfg.content())
-    return ShardJob(cfg, src, detected, pairs, plans, dups, src_fp, dataset_fingerprint(src_fp, cfg.content()),
-                    ident, out)
+    # the fields that shape the samples: a merge of parts has the identity of a one-process run
+    content = config_fields(cfg, "source", "part", "merge")
+    ident = identity(format=FORMAT, source=src_fp, config=content)
+    return ShardJob(cfg, src, detected, pairs, plans, dups, src_fp, dataset_fingerprint(src_fp, content), ident, out)
 
 
 def clean_stale(out: Path) -> None:

@@ -24,12 +24,9 @@ __all__ = ["DATA_DIR", "MARKER", "prepared_tree", "pascal_xml", "write_image_set
 
 
 def prepared_tree(out: str | os.PathLike[str], params: dict, build: Callable[[Path], None]) -> Path:
-    """Build a derived dataset tree under ``out`` once, atomically, recording ``params`` (its identity).
-
-    ``build(tmp)`` writes the tree into a temporary sibling folder, renamed to ``out`` when complete with a
-    ``.prepared.json`` marker holding ``params``. A finished tree with the same parameters is reused; one
-    with other parameters (named in the error), or a non-empty unrelated folder, is refused.
-    """
+    """Build a derived dataset tree under ``out`` once: ``build(tmp)`` writes it into a temporary sibling folder,
+    renamed to ``out`` when complete with a ``.prepared.json`` marker holding ``params`` (its identity). A tree of
+    the same parameters is reused; one of other parameters (named in the error), or another folder, is refused."""
     out = Path(out)
     ident = identity(**params)
     dataset = params.get("dataset", "dataset")

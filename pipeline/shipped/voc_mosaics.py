@@ -65,14 +65,18 @@ def mosaic_xml(image_id: str, canvas: int, objects: list[dict]) -> bytes:
          "bndbox": {k: o[k] for k in ("xmin", "ymin", "xmax", "ymax")}} for o in objects], "VOC2007")
 
 
-def write_mosaics(voc: Path, groups: dict[str, np.ndarray], rng: np.random.Generator, canvas: int,
-                  quality: int) -> Iterator[tuple[str, list[dict]]]:
-    """Compose a mosaic of each group of held-out items (image id -> item indices), in order, into
-    ``voc/JPEGImages/<id>.jpg``; yields (image id, its objects: box fields, ``difficult`` and the class ``name``)."""
+def write_mosaics(voc: Path, ids: list[str], objects_p: tuple[float, ...], order: np.ndarray,
+                  rng: np.random.Generator, canvas: int, quality: int, what: str) -> Iterator[tuple[str, list[dict]]]:
+    """Draw the number of ``what`` (1 to 4, probabilities ``objects_p``) of each image and compose a mosaic of the
+    next held-out items of ``order`` into ``voc/JPEGImages/<id>.jpg``, in order; yields (image id, its objects:
+    box fields, ``difficult`` and the class ``name``)."""
+    counts = rng.choice(np.arange(1, 5), size=len(ids), p=objects_p)
+    if counts.sum() > len(order):
+        raise UserError(f"images={len(ids)} needs {counts.sum()} {what}; only {len(order)} held-out images exist")
     x, y = load_held_out()
     (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (voc / "Annotations").mkdir(exist_ok=True)
-    for image_id, pick in groups.items():
+    for image_id, pick in zip(ids, np.split(order[:counts.sum()], np.cumsum(counts)[:-1]), strict=True):
         arr, boxes = compose_mosaic([x[i] for i in pick], rng, canvas)
         Image.fromarray(arr, "L").convert("RGB").save(voc / "JPEGImages" / f"{image_id}.jpg", quality=quality)
         yield image_id, [dict(b, name=CLASSES[int(y[i])]) for b, i in zip(boxes, pick, strict=False)]
@@ -98,14 +102,11 @@ def prepare_voc_mosaics(out: str | os.PathLike[str], images: int = 2000, canvas:
 
     def build(tmp: Path) -> None:
         rng = np.random.default_rng(seed)
-        counts = rng.choice(np.arange(1, 5), size=images, p=N_OBJECTS_P)
-        if counts.sum() > (held := HELD_OUT.stop - HELD_OUT.start):
-            raise UserError(f"images={images} needs {counts.sum()} objects; only {held} held-out images exist")
         voc = tmp / "VOCdevkit" / "VOC2007"
         labels = {}
-        groups = np.split(np.arange(counts.sum()), np.cumsum(counts)[:-1])
-        for image_id, objects in write_mosaics(voc, {f"{n:06d}": g for n, g in enumerate(groups, 1)}, rng, canvas,
-                                               quality):
+        order = np.arange(HELD_OUT.stop - HELD_OUT.start)
+        for image_id, objects in write_mosaics(voc, [f"{n:06d}" for n in range(1, images + 1)], N_OBJECTS_P, order,
+                                               rng, canvas, quality, "objects"):
             (voc / "Annotations" / f"{image_id}.xml").write_bytes(mosaic_xml(image_id, canvas, objects))
             labels[image_id] = _image_labels(objects)
         ids, perm, q = list(labels), rng.permutation(images), images // 4
