@@ -1,9 +1,6 @@
-"""Tables 8 and 9 of the end-to-end demo, on the ILSVRC-style set (paper Appendix A.2).
-
-Table 8's three nets (SCR FC-only, PCR FC-only, PCR all layers) are trained from one classification
-checkpoint and rated with the central-crop protocol; Table 9 applies PCR all-layers densely at one
-and at two scales, PCR FC-only at one, and the fusion of the two single-scale nets, with each net's
-central crop beside them. The set's devkit blacklist is applied; finished stages are reused.
+"""Tables 8 and 9 of the end-to-end demo on the ILSVRC-style set (paper Appendix A.2): Table 8's three nets trained
+from one classifier, rated by the crop protocol; Table 9: PCR all-layers densely at one and two scales, PCR
+FC-only at one, the fusion of the single-scale two; the set's blacklist applied, finished stages reused.
 """
 
 from __future__ import annotations
@@ -27,13 +24,9 @@ DENSE_SCALES = (32, 64)
 
 def demo_localisation(data: str, classifier: str, out: str | Path, epochs: int | None = None, bf16: bool = False,
                       task: Callable[[Callable[..., Any], str], Callable[..., Any]] | None = None) -> dict[str, Any]:
-    """Train Table 8's nets from ``classifier`` on the ILSVRC-style set ``data`` and evaluate them (Tables 8, 9).
-
-    Runs go to ``out/<head>-<layers>/``, evaluations to ``out/crop/`` and ``out/dense/``; ``epochs``: the
-    preset's by default; ``bf16``: bf16 autocast and channels-last; ``task(fn, name)`` wraps each stage (a
-    workflow task). Returns the evaluations (``crop``, ``dense``), the training results by net (``train``)
-    and the seconds each net trained (``training_seconds``).
-    """
+    """Train Table 8's nets into ``out/<head>-<layers>/`` and evaluate them into ``out/crop/`` and ``out/dense/``;
+    ``task(fn, name)`` wraps each stage (a workflow task). Returns ``crop``, ``dense``, ``train`` (the training
+    results by net) and ``training_seconds``."""
     task = task or (lambda fn, name: fn)
     from pipeline.shipped.ilsvrc_loc import BLACKLIST
 

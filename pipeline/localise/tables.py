@@ -1,8 +1,5 @@
-"""Rows and Markdown tables of the localisation evaluation (paper Appendix A.2, Tables 8 and 9).
-
-Table 8: one row per net (fine-tuned layers, regression type, GT-class error). Table 9: one row per
-net at its test scales, the fusion, and each net's central crop for the same top-k classes. Both end
-with the baselines (:mod:`pipeline.localise.records`) and a line counting the images.
+"""Rows and Markdown tables of the localisation evaluation (paper Appendix A.2, Tables 8 and 9; docs/formats.md 4.9),
+each ending with the baselines and a line counting the images.
 """
 
 from __future__ import annotations
@@ -24,13 +21,10 @@ def _scales(qs: list[int]) -> str:
 
 def crop_rows(net_infos: list[dict], mean: dict[str, float]) -> list[dict[str, Any]]:
     """Table 8 rows: each net, then the baselines."""
-    rows: list[dict[str, Any]] = []
-    for i, info in enumerate(net_infos):
-        rows.append({"name": f"net{i}", "fine_tuned": "all" if info["fine_tune"] == "all" else "1st and 2nd FC",
-                     "regression": info["head"].upper(), "scale": info["scales"][0], "error": mean[f"net{i}"]})
-    for b in BASELINES:
-        rows.append({"name": b, "fine_tuned": "-", "regression": f"{b} (baseline)", "error": mean[b]})
-    return rows
+    rows = [{"name": f"net{i}", "fine_tuned": "all" if info["fine_tune"] == "all" else "1st and 2nd FC",
+             "regression": info["head"].upper(), "scale": info["scales"][0], "error": mean[f"net{i}"]}
+            for i, info in enumerate(net_infos)]
+    return rows + [{"name": b, "fine_tuned": "-", "regression": f"{b} (baseline)", "error": mean[b]} for b in BASELINES]
 
 
 def dense_rows(net_infos: list[dict], mean: dict[str, float], mean1: dict[str, float], k: int,
@@ -40,10 +34,8 @@ def dense_rows(net_infos: list[dict], mean: dict[str, float], mean1: dict[str, f
     kinds = {(info["head"], info["fine_tune"]) for info in net_infos}
 
     def train(info: dict) -> str:  # nets of several kinds: say which (PCR, all layers / FC layers)
-        s = str(info["train_scale"])
-        return (
-            s if len(kinds) == 1 else f"{s} ({info['head'].upper()}, {'all' if info['fine_tune'] == 'all' else 'FC'})"
-        )
+        kind = f" ({info['head'].upper()}, {'all' if info['fine_tune'] == 'all' else 'FC'})" if len(kinds) > 1 else ""
+        return f"{info['train_scale']}{kind}"
 
     for i, info in enumerate(net_infos):
         rows.append({"name": f"net{i}", "train": train(info), "test": _scales(info["scales"]),
