@@ -19,18 +19,10 @@ __all__ = ["STAGES", "BENCH_DIR", "run_bench", "alternate", "markdown", "load_be
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 #: stage name -> benchmark module file
-STAGES = {
-    "shard": "bench_shard.py",
-    "loader": "bench_train.py",
-    "loader-photos": "bench_loader_photos.py",
-    "loader-camera": "bench_loader_photos.py",
-    "train": "bench_train.py",
-    "ddp": "bench_train.py",
-    "evaluate": "bench_evaluate.py",
-    "extract": "bench_extract.py",
-    "transfer": "bench_transfer.py",
-    "transfer-paper": "bench_transfer_paper.py",
-}
+STAGES = {"shard": "bench_shard.py", "loader": "bench_train.py", "loader-photos": "bench_loader_photos.py",
+          "loader-camera": "bench_loader_photos.py", "train": "bench_train.py", "ddp": "bench_train.py",
+          "evaluate": "bench_evaluate.py", "extract": "bench_extract.py", "transfer": "bench_transfer.py",
+          "transfer-paper": "bench_transfer_paper.py"}
 
 
 def alternate(ours: Callable[[], float], baseline: Callable[[], float], reps: int = 3, warmup: int = 1

@@ -50,11 +50,9 @@ def split_text(value: str, ann: Any) -> Any:
         except ValueError:
             choices = f", or {' / '.join(map(str, words))}" if words else ""
             raise ValueError(f"expected {_NUMBER_NAMES[item]}{choices}, got {value!r}") from None
-        if item is int:
-            if not all(f.is_integer() for f in float_parts):
-                raise ValueError(f"expected {_NUMBER_NAMES[int]}, got {value!r}")
-            return [int(f) for f in float_parts]
-        return float_parts
+        if item is int and not all(f.is_integer() for f in float_parts):
+            raise ValueError(f"expected {_NUMBER_NAMES[int]}, got {value!r}")
+        return [int(f) for f in float_parts] if item is int else float_parts
     return parts
 
 
@@ -106,10 +104,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

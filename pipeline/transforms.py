@@ -169,14 +169,10 @@ class TrainAugment:
         """The ``decode_device`` of ``data.decode`` (cpu, gpu, auto) when training on ``device``: a GPU or None."""
         from pipeline.runtime import is_usable_cuda
 
-        cuda = is_usable_cuda(device)
-        if option == "cpu":
-            return None
+        cuda = option != "cpu" and is_usable_cuda(device)
         if option == "gpu" and not cuda:
             raise UserError(f"data.decode=gpu needs a CUDA training device (this run trains on {device}); "
                             "use data.decode=cpu or auto")
-        if option not in ("gpu", "auto"):
-            raise UserError(f"data.decode must be cpu, gpu or auto, got {option!r}")
         return str(device) if cuda else None
 
     def __call__(self, data: bytes, rng: np.random.Generator) -> tuple[torch.Tensor | RawCrop, np.ndarray]:

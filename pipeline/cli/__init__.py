@@ -17,21 +17,14 @@ from pipeline.signals import Stopped
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    name="vgg",
-    help=(
-        "Very Deep Convolutional Networks (Simonyan & Zisserman, ICLR 2015) as a pipeline.\n\n"
-        "Stages: shard -> stats -> train -> evaluate -> extract -> transfer, and localise "
-        "(Appendix A). Each stage reads paths, writes one output folder and records its config.\n\n"
-        "Failures print one line `error: ...` (exit 2); add `--debug` anywhere (or set VGG_DEBUG=1) to see the "
-        "traceback of an internal error (exit 1). SIGTERM / Ctrl-C stop train, shard and extract at a safe point "
-        "(one line, exit 143 / 130); rerun to resume."
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    rich_markup_mode="markdown",
-)
+app = typer.Typer(name="vgg", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode="markdown", help=(
+    "Very Deep Convolutional Networks (Simonyan & Zisserman, ICLR 2015) as a pipeline.\n\n"
+    "Stages: shard -> stats -> train -> evaluate -> extract -> transfer, and localise "
+    "(Appendix A). Each stage reads paths, writes one output folder and records its config.\n\n"
+    "Failures print one line `error: ...` (exit 2); add `--debug` anywhere (or set VGG_DEBUG=1) to see the "
+    "traceback of an internal error (exit 1). SIGTERM / Ctrl-C stop train, shard and extract at a safe point "
+    "(one line, exit 143 / 130); rerun to resume."))
 
 
 #: --help lists the commands in pipeline order; modules not named here come after, by name.
