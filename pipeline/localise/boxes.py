@@ -128,13 +128,6 @@ class GroundTruth:
         return self.boxes[self.labels == c]
 
 
-def _flag(v: Any) -> bool:
-    """A VOC ``difficult`` value (bool, 0/1, "0"/"1", None) as a bool."""
-    if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "yes")
-    return bool(v)
-
-
 def _box_label(box: dict[str, Any], classes: Sequence[str], label: int | None) -> int | None:
     if isinstance(box.get("label"), int) and 0 <= box["label"] < len(classes):
         return int(box["label"])
@@ -176,7 +169,8 @@ def ground_truth(boxes: Sequence[dict[str, Any]] | None, width: int, height: int
             clipped += 1
         kept.append(box.tolist())
         labels.append(c)
-        difficult.append(_flag(b.get("difficult")))
+        flag = b.get("difficult")  # VOC's <difficult>: bool, 0/1, "0"/"1" or None
+        difficult.append(flag.strip().lower() in ("1", "true", "yes") if isinstance(flag, str) else bool(flag))
     return GroundTruth(np.array(kept, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64),
                        np.array(difficult, dtype=bool), clipped, skipped)
 

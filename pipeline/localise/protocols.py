@@ -208,33 +208,26 @@ class DenseResult:
 
 def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Image], runner: Runner,
                    how: DenseSettings | None = None, top: Sequence[Sequence[int]] | None = None) -> list[DenseResult]:
-    """The fully-fledged protocol (Table 9) on a batch of images of one size (each image's result depends on it
-    alone): every net at each of its test scales, boxes rated by ``rater``, merged per class.
-
-    ``top``: per image, the k classes to guess, taken from a saved classification result (None: the top-k of
-    the rater's dense evaluation at ``how.class_scales``). Returns one :class:`DenseResult` per image.
-    """
+    """The fully-fledged protocol (Table 9) on same-size images (each image's result depends on it alone): every net
+    at each of its test scales, boxes rated by ``rater``, merged per class of ``top`` (per image, from saved
+    posteriors; None: the top-k of the rater's dense evaluation at ``how.class_scales``)."""
     how = how or DenseSettings()
     box_scales = sorted({q for n in nets for q in n.scales})
     cls_scales = sorted(set(how.class_scales or box_scales))
-    posts: dict[int, np.ndarray] = {}
-    maps: dict[int, np.ndarray] = {}
-    for q in sorted(set(box_scales) | set(cls_scales)):
-        posts[q], maps[q] = class_maps(rater, imgs, q, runner, how.flip)
-        if rater.order is not None:
-            posts[q], maps[q] = posts[q][:, rater.order], maps[q][:, rater.order]
+    rated = {q: class_maps(rater, imgs, q, runner, how.flip) for q in sorted(set(box_scales) | set(cls_scales))}
+    if rater.order is not None:  # (posteriors, maps) in the data's class order
+        rated = {q: (post[:, rater.order], cmap[:, rater.order]) for q, (post, cmap) in rated.items()}
     boxes_at = {(i, q): dense_boxes(net, imgs, q, runner) for i, net in enumerate(nets) for q in net.scales}
     groups = {f"net{i}": [i] for i in range(len(nets))}
     members = list(range(len(nets))) if how.fusion is None else list(how.fusion)
     if len(members) > 1:
         groups["fusion"] = members
-    size = imgs[0].size
     results = []
     for n in range(len(imgs)):
-        p = np.mean([posts[q][n] for q in cls_scales], axis=0)
+        p = np.mean([rated[q][0][n] for q in cls_scales], axis=0)
         classes = [int(c) for c in (top[n] if top is not None else np.argsort(-p, kind="stable"))][:how.k]
         # every net's boxes at every location and scale, with the classifier's soft-max there
-        located = {(i, q): (b[n], _resize_map(maps[q][n:n + 1], b.shape[1:3])[0]) for (i, q), b in boxes_at.items()}
+        located = {(i, q): (b[n], _resize_map(rated[q][1][n:n + 1], b.shape[1:3])[0]) for (i, q), b in boxes_at.items()}
         guesses: dict[str, list[tuple[int, np.ndarray, float]]] = {}
         n_boxes: dict[str, int] = {}
         for name, members in groups.items():
@@ -243,7 +236,7 @@ def dense_localise(nets: Sequence[LocNet], rater: Rater, imgs: Sequence[Image.Im
                 parts = [(located[i, q], nets[i].slot(c)) for i in members for q in nets[i].scales]
                 boxes = np.concatenate([corners[:, :, slot, :].reshape(-1, 4) for (corners, _), slot in parts])
                 scores = np.concatenate([cmap[c].reshape(-1) for (_, cmap), _ in parts])
-                box, score = best_box(boxes, scores, how.merge, size)
+                box, score = best_box(boxes, scores, how.merge, imgs[0].size)
                 guesses[name].append((c, box, score))
                 n_boxes[name] += len(boxes)
         results.append(DenseResult(p, classes, guesses, n_boxes))

@@ -73,10 +73,6 @@ class Evaluation:
     skips: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
-    def images(self):
-        """The usable (sample, ground truth) pairs of the split; skips and counts recorded."""
-        return iter_ground_truth(self.view, self.cfg.limit, self.skips, self.counts)
-
 
 def _load_nets(cfg: LocaliseEvalConfig, classes: list[str], runner: Runner) -> tuple[list[LocNet], list[dict]]:
     """The localisation nets at their test scales, and what the summary says of each."""
@@ -183,7 +179,7 @@ def image_records(ev: Evaluation) -> list[dict[str, Any]]:
         done.extend(zip([pos for pos, _, _ in group], make(ev, group), strict=True))
         ev.bar.advance(len(group))
 
-    for sample, gt in ev.images():
+    for sample, gt in iter_ground_truth(ev.view, ev.cfg.limit, ev.skips, ev.counts):
         size = sample.image.size if dense else None
         pending.setdefault(size, []).append((ev.counts["images"], sample, gt))
         if len(pending[size]) >= ev.cfg.batch_size:
@@ -250,9 +246,8 @@ def evaluation_identity(cfg: LocaliseEvalConfig, view: Any) -> dict[str, Any] | 
     files = [*cfg.checkpoints, *([cfg.classifier] if cfg.classifier else []),
              *[posteriors_file(p) for p in cfg.posteriors], *([cfg.blacklist] if cfg.blacklist else [])]
     digests = input_digests(files)
-    if digests is None:
-        return None
-    return identity(format=SUMMARY_FORMAT, config=config_fields(cfg), inputs=digests, data=view.fingerprint)
+    return None if digests is None else identity(format=SUMMARY_FORMAT, config=config_fields(cfg), inputs=digests,
+                                                 data=view.fingerprint)
 
 
 def write_evaluation(cfg: LocaliseEvalConfig, records: list[dict[str, Any]], summary: dict[str, Any],

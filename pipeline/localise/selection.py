@@ -29,11 +29,8 @@ _VAL_NUMBER = re.compile(r"^ILSVRC\d{4}_val_(\d+)$")
 
 def iter_ground_truth(view: Any, limit: int | None, skips: list[dict[str, str]], counts: dict[str, int]):
     """Yield (sample, GroundTruth) for usable images; record the others in ``skips`` (no box at all: UserError)."""
-    seen = with_boxes = 0
-    for sample in view:
-        if limit is not None and seen >= limit:
-            break
-        seen += 1
+    with_boxes = 0
+    for seen, sample in enumerate(itertools.islice(view, limit), start=1):
         counts["images"] = seen
         with_boxes += sample.boxes is not None
         reason = f"not decodable: {sample.error}" if sample.image is None else None
@@ -87,12 +84,10 @@ def class_order(what: str, theirs: list[str] | None, count: int, classes: list[s
     if count != len(classes):
         raise UserError(f"{what} has {count} classes but the data has {len(classes)}; "
                         "use a net trained on the same classes")
+    if theirs and names is not None and sorted(theirs) == sorted(names) and sorted(theirs) != sorted(classes):
+        classes = names
     if not theirs or list(theirs) == list(classes):
         return None
-    if names is not None and sorted(theirs) == sorted(names) and sorted(theirs) != sorted(classes):
-        classes = names
-        if list(theirs) == list(classes):
-            return None
     if sorted(theirs) != sorted(classes):
         extra = sorted(set(theirs) - set(classes))[:3]
         raise UserError(f"{what} classes differ from the data's (e.g. {extra} not in the data)")
