@@ -67,7 +67,6 @@ class Source(ABC):
 
     def __init__(self, root: str | os.PathLike[str], **options: Any) -> None:
         self.root = Path(root)
-        self.options = options
         if not self.root.exists():
             raise UserError(f"source not found: {self.root}")
 

@@ -4,7 +4,7 @@ scales, stacked (late fusion) and L2-normalised; the raw-pixel baseline store (d
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,6 @@ class Descriptors:
     X: np.ndarray
     stores: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def store_summary(st: FeatureStore) -> dict[str, Any]:
@@ -179,11 +176,9 @@ def _write_pixels(tmp: Path, out: Path, inp: Any, size: int) -> None:
     from pipeline.features.store import StoreWriter
 
     n, dim = len(inp.entries), 3 * size * size
-    w = StoreWriter(tmp, label=out)
-    try:
-        batch = 256
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
+    with closing(StoreWriter(tmp, label=out)) as w:
+        for start in range(0, n, 256):
+            stop = min(n, start + 256)
             desc = np.zeros((stop - start, 1, dim), dtype=np.float32)
             ok = np.zeros(stop - start, dtype=bool)
             failures = []
@@ -196,5 +191,3 @@ def _write_pixels(tmp: Path, out: Path, inp: Any, size: int) -> None:
                 ok[r] = True
             w.write_batch(start, [desc], ok, failures)
         w.finalize()
-    finally:
-        w.close()
