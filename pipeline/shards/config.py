@@ -63,12 +63,11 @@ class ShardConfig(StageConfig):
     @field_validator("part")
     @classmethod
     def _part_form(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            parse_part(v)
-        except UserError as e:
-            raise ValueError(str(e)) from None
+        if v is not None:
+            try:
+                parse_part(v)
+            except UserError as e:
+                raise ValueError(str(e)) from None
         return v
 
     @model_validator(mode="after")

@@ -1,9 +1,5 @@
-"""Mean RGB and RGB covariance of the training images (paper 2.1 "subtracting the mean RGB value"; the colour
-shift of 3.1 follows AlexNet's PCA of the RGB covariance).
-
-Exact integer sums of x and x x^T over the stored images (0-255 scale), so the statistics do not depend on the
-order or the number of workers; over all pixels or a seeded subsample of images (docs/shards.md).
-"""
+"""Mean RGB and RGB covariance of the training images (paper 2.1 "subtracting the mean RGB value"; the colour shift
+of 3.1 follows AlexNet's PCA of the RGB covariance) from exact integer moments: docs/shards.md "Statistics"."""
 
 from __future__ import annotations
 
@@ -22,7 +18,6 @@ from pipeline.shards.tarstream import ShardError, read_shard
 
 __all__ = ["STATS_FORMAT", "moments_of", "shard_moments", "shard_tasks", "stats_from_moments"]
 
-#: the version of ``manifest["stats"]`` (its identity's format)
 STATS_FORMAT = "vgg-stats/1"
 
 

@@ -1,9 +1,5 @@
-"""The one reader of shard tars, with integrity checks (the training and test input of paper 3.1-3.2).
-
-:func:`read_shard` reads the ustar headers directly (about ten times faster than ``tarfile``) and
-refuses a damaged shard, or one that differs from its manifest entry, with one line naming the file
-(:class:`ShardError`); docs/shards.md lists the checks.
-"""
+"""The one reader of shard tars, with integrity checks (the training and test input of paper 3.1-3.2): it reads the
+ustar headers directly, about ten times faster than ``tarfile``; docs/shards.md "Reading shards" lists the checks."""
 
 from __future__ import annotations
 
@@ -187,7 +183,6 @@ def read_shard(url: str, count: int | None = None, nbytes: int | None = None, *,
 
 
 def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """webdataset stage: shard items ``{"url", "count", "bytes"}`` (:func:`pipeline.shards.reader.shard_items`, or
-    ``{"url"}``) -> checked samples."""
+    """webdataset stage: shard items ``{"url", "count", "bytes"}`` (or ``{"url"}``) -> checked samples."""
     for item in src:
         yield from read_shard(item["url"], item.get("count"), item.get("bytes"))

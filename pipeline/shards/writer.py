@@ -135,11 +135,9 @@ def clean_stale(out: Path) -> None:
 
 
 class ShardFolder(Output):
-    """A shard folder (or a part's) as a stage output: its ``record`` (finished) or its resume plan (unfinished).
-
-    Damaged (a listed shard missing or of another size) is repaired by rewriting (``repairs``); ``cleans=False``
-    leaves cleaning to whoever holds the folder's lock. :attr:`recorded` is what :meth:`read` found last.
-    """
+    """A shard folder (or a part's) as a stage output: its ``record`` (finished) or its resume plan (unfinished); a
+    listed shard missing or of another size is repaired by rewriting; ``cleans=False`` leaves cleaning to whoever
+    holds the folder's lock. :attr:`recorded` is what :meth:`read` found last."""
 
     what = "shards of another source or config"
     hint = "pass --overwrite to replace them, or choose another folder"

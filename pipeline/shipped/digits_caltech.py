@@ -1,11 +1,6 @@
-"""scikit-learn's handwritten digits laid out as Caltech-256 (paper Appendix B, Caltech protocol).
-
-``<out>/256_ObjectCategories/NNN.<name>/NNN_XXXX.jpg`` as the Caltech-256 archive unpacks (docs/formats.md
-section 3): all 1,797 digits in ten folders ``001.zero`` .. ``010.nine`` (enough for the Caltech-101 and
-Caltech-256 protocols), each a ``size`` x ``size`` JPEG jittered as photographs of one category differ
-(scale, rotation, position, brightness, background: data/README.md gives the draws and how they were
-chosen), every draw from ``numpy.random.default_rng(seed)`` in file order: the same tree on every machine.
-"""
+"""scikit-learn's handwritten digits laid out as Caltech-256 (paper Appendix B, Caltech protocol): all 1,797
+digits as jittered JPEGs in ``256_ObjectCategories/NNN.<name>/``, every draw from ``default_rng(seed)`` in file
+order; data/README.md "digits-Caltech" gives the layout, the draws and how they were chosen."""
 
 from __future__ import annotations
 
@@ -27,9 +22,8 @@ CALTECH_DIR = "256_ObjectCategories"
 
 def jittered_digit(digit: np.ndarray, rng: np.random.Generator, size: int,
                    height_range: tuple[float, float] = (0.4, 0.6), max_rotation: float = 15.0) -> np.ndarray:
-    """One 8x8 digit (values 0..16) as a ``size`` x ``size`` uint8 image with random scale (a height in
-    ``height_range`` of the side), rotation (up to ``max_rotation`` degrees), position, brightness and
-    background (the draws are documented in the module docstring)."""
+    """One 8x8 digit (values 0..16) as a ``size`` x ``size`` uint8 image with a random height (fractions of the
+    side), rotation (degrees, either way), position, brightness and background (data/README.md)."""
     height = int(round(size * rng.uniform(*height_range)))
     angle = float(rng.uniform(-max_rotation, max_rotation))
     bright = float(rng.uniform(160, 255))
@@ -49,11 +43,8 @@ def jittered_digit(digit: np.ndarray, rng: np.random.Generator, size: int,
 
 def prepare_digits_caltech(out: str | os.PathLike[str], size: int = 64, seed: int = 0, quality: int = 95,
                            height_range: tuple[float, float] = (0.4, 0.6), max_rotation: float = 15.0) -> Path:
-    """Write the Caltech-256-style digits tree under ``out`` and return ``out`` (once: :func:`prepared_tree`).
-
-    ``size``: side of the square images (at least 16); ``seed``: of the jitter draws; ``height_range``: the
-    digit's height as fractions of ``size`` (0 < low <= high <= 1); ``max_rotation``: degrees, either way.
-    """
+    """Write the Caltech-256-style digits tree under ``out`` and return ``out`` (once: :func:`prepared_tree`);
+    images of ``size`` x ``size`` pixels (at least 16), the jitter of :func:`jittered_digit`."""
     from sklearn.datasets import load_digits
 
     if size < 16:

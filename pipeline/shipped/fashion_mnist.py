@@ -1,10 +1,6 @@
-"""Fashion-MNIST as users' data is laid out: an ImageFolder tree of PNG files.
-
-``train/<class>/<split>_<index>.png`` takes the first ``train_per_class`` images of each class of the
-official training file (in file order); ``val/<class>/...`` the first ``val_per_class`` of each class
-among the first 5,000 official test images. The last 5,000 test images (``HELD_OUT``) are left for
-the derived transfer and localisation sets, so they never overlap the classifier's data.
-"""
+"""Fashion-MNIST as users' data is laid out: an ImageFolder tree of PNG files (data/README.md). The last 5,000
+official test images (``HELD_OUT``) are left for the derived transfer and localisation sets, so they never overlap
+the classifier's data."""
 
 from __future__ import annotations
 
@@ -63,7 +59,9 @@ def _write_split(tmp: Path, split: str, xs: np.ndarray, ys: np.ndarray, idx: np.
 
 
 def prepare_fashion_mnist(out: str | os.PathLike[str], train_per_class: int = 1000, val_per_class: int = 200) -> Path:
-    """Write the ImageFolder tree under ``out`` and return ``out`` (once, atomically: :func:`prepared_tree`)."""
+    """Write the ImageFolder tree under ``out`` and return ``out`` (once, atomically: :func:`prepared_tree`):
+    ``train``: the first ``train_per_class`` images of each class of the official training file (in file order);
+    ``val``: the first ``val_per_class`` of each class among the first 5,000 official test images."""
     params = {"dataset": "fashion-mnist", "train_per_class": train_per_class, "val_per_class": val_per_class}
     if val_per_class * len(CLASSES) > (VAL_POOL.stop - VAL_POOL.start) * 0.9:
         raise UserError(f"val_per_class={val_per_class} is too many for the 5000-image validation pool")

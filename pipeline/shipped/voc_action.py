@@ -1,11 +1,6 @@
-"""Held-out Fashion-MNIST images as a PASCAL VOC 2012 *action* tree (paper Appendix B, Table 12).
-
-``<out>/VOCdevkit/VOC2012/`` in the VOC 2012 action layout (:mod:`pipeline.sources.voc_action`,
-data/README.md): mosaics of 1 to 4 "persons" (:func:`pipeline.shipped.voc_mosaics.compose_mosaic`), a
-person's action being its item's Fashion-MNIST class, so only its box tells the persons of one image
-apart (Table 12's "image and box" setting); ``ImageSets/Action`` lists, half train, half val (no
-labelled test split, as VOC 2012's release). Every draw from ``numpy.random.default_rng(seed)``.
-"""
+"""Held-out Fashion-MNIST images as a PASCAL VOC 2012 *action* tree (paper Appendix B, Table 12): mosaics of 1 to 4
+"persons" whose action is their item's class, so only a person's box tells the persons of one image apart; half
+train, half val, every draw from ``default_rng(seed)``. data/README.md "VOC action" gives the layout."""
 
 from __future__ import annotations
 

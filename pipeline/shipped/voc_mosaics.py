@@ -1,10 +1,6 @@
-"""Held-out Fashion-MNIST images as a PASCAL VOC 2007 tree of mosaics (paper Appendix B, VOC protocol).
-
-``<out>/VOCdevkit/VOC2007/`` as the VOC 2007 archives unpack (docs/formats.md section 2, data/README.md):
-``JPEGImages`` of 1 to 4 held-out objects on a 2 x 2 grid, their ``Annotations`` (about one object in
-eight drawn small and faint, *difficult*) and the ``ImageSets/Main`` lists (25% train, 25% val, 50%
-test), every draw from ``numpy.random.default_rng(seed)``: the same tree on every machine.
-"""
+"""Held-out Fashion-MNIST images as a PASCAL VOC 2007 tree of mosaics (paper Appendix B, VOC protocol): 1 to 4
+objects on a 2 x 2 grid (one in eight small and faint, *difficult*), 25% train, 25% val, 50% test, every draw from
+``default_rng(seed)``. data/README.md "VOC mosaics" gives the layout."""
 
 from __future__ import annotations
 
@@ -29,11 +25,8 @@ OBJECT_THRESHOLD = 40  # pixel value above which a pixel belongs to the object (
 
 
 def compose_mosaic(objects: list[np.ndarray], rng: np.random.Generator, canvas: int) -> tuple[np.ndarray, list[dict]]:
-    """Place 1..4 28x28 object images on a ``canvas`` x ``canvas`` grey image.
-
-    Returns:
-        (uint8 image, one dict per object: ``xmin, ymin, xmax, ymax`` 1-based inclusive, ``difficult``).
-    """
+    """Place 1..4 28x28 object images on a ``canvas`` x ``canvas`` grey image: (uint8 image, one dict per object:
+    ``xmin, ymin, xmax, ymax`` 1-based inclusive, ``difficult``)."""
     cell = canvas // 2
     bg = rng.uniform(0, 50, size=(3, 3)).astype(np.float32)
     img = np.array(Image.fromarray(bg, mode="F").resize((canvas, canvas), Image.BILINEAR))
