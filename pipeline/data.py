@@ -71,9 +71,8 @@ def _pick_split(available: list[str], split: str | None, where: str) -> str:
         return split
     if len(available) == 1:
         return available[0]
-    for s in _DEFAULT_SPLITS:
-        if s in available:
-            return s
+    if picked := next((s for s in _DEFAULT_SPLITS if s in available), None):
+        return picked
     raise UserError(f"{where}: several splits ({', '.join(available)}); choose one")
 
 

@@ -40,11 +40,8 @@ class TrainScale(BaseModel):
         return self.s_max > self.s_min
 
     def test_scales(self, crop: int = 224) -> list[int]:
-        """Paper 4.2: fixed S -> {S-32, S, S+32}; jittered -> {min, mid, max}.
-
-        The step 32 is for the paper's 224 crop; a net with another ``crop`` steps by
-        ``round(32 * crop / 224)`` (scaled for small crops).
-        """
+        """Paper 4.2: fixed S -> {S-32, S, S+32} (the step scaled to a net's ``crop``: ``round(32 * crop / 224)``);
+        jittered -> {min, mid, max}."""
         if self.jittered:
             return [self.s_min, (self.s_min + self.s_max) // 2, self.s_max]
         d = max(1, round(32 * crop / 224))

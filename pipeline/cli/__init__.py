@@ -66,12 +66,9 @@ def main(argv: list[str] | None = None) -> None:
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             print(f"error: {' '.join(e.format_message().split())}{where}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort as e:  # typer turns an EOFError raised by a command into Abort
-        if isinstance(e.__cause__, EOFError):
+    except (typer.Abort, KeyboardInterrupt) as e:  # typer turns an EOFError raised by a command into Abort
+        if isinstance(e, typer.Abort) and isinstance(e.__cause__, EOFError):
             sys.exit(_report(e.__cause__, debug))
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the error boundary

@@ -65,18 +65,11 @@ def _kind(ann: Any) -> tuple[Any, str | None]:
 
 
 def _default_text(field: FieldInfo, decls: list[str]) -> str | None:
-    default = field.default
+    default = field.get_default(call_default_factory=True)
     if isinstance(default, bool):  # the flag in effect by default
         on, _, off = decls[0].partition("/")
         return on if default or not off else off
-    if default is PydanticUndefined:
-        if field.default_factory is None:
-            return None
-        try:
-            default = field.default_factory()  # type: ignore[call-arg]
-        except TypeError:
-            return None
-    if default is None or default == [] or default == {} or isinstance(default, BaseModel):
+    if default in (None, PydanticUndefined, [], {}) or isinstance(default, BaseModel):
         return None
     if isinstance(default, (list, tuple)):
         return ",".join(str(x) for x in default)
