@@ -1,15 +1,8 @@
 """Work pools and workers: the stages on the machines they need (paper 3.3's multi-GPU training, run by a team).
 
-Two process-type work pools, ``cpu`` (shard, stats, transfer, and the pipelines that only orchestrate)
-and ``gpu`` (train, evaluate, extract, localise), as ``prefect.yaml`` names them. :func:`create_pools`
-makes them (existing pools are left as they are) and the automation that marks a flow run Crashed when
-its heartbeats stop (a machine lost mid-stage), so the pipeline waiting on it fails with a message
-instead of waiting forever; Prefect's "detect zombie flows" recipe.
-
-:func:`worker_command` is ``prefect worker start`` with what the project needs: the pool, a flow-run
-limit (1 on ``gpu``: a GPU machine runs one net stage at a time; why a worker limit and not a pool-wide
-one is in docs/scaleout.md), heartbeats, this checkout as the project folder, and the shared result
-storage through which a child stage hands its result (paths and numbers) to the pipeline waiting on it.
+Pools ``cpu`` and ``gpu`` (``prefect.yaml``), the zombie automation that marks a flow run Crashed when its
+heartbeats stop, and ``prefect worker start`` with what the project needs (docs/scaleout.md, "Work pools and
+workers": the limits, heartbeats and the shared result storage).
 """
 
 from __future__ import annotations

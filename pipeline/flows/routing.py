@@ -1,18 +1,10 @@
 """Where a pipeline's stages run: as tasks in the pipeline's own process, or each as a flow run of its
-stage deployment on that deployment's work pool (``prefect.yaml``: CPU stages on ``cpu``, net stages
-on ``gpu``).
+stage deployment on that deployment's work pool (``prefect.yaml``: CPU stages on ``cpu``, net stages on ``gpu``).
 
-A pipeline (``vgg-paper``, ``paper-reproduction``) asks for a stage with ``route(fn, name)(config, ...)``
-(:data:`pipeline.steps.StageCall`). In-process, that is the stage as a task of the pipeline's flow run. Routed, it is
-``run_deployment("<stage>/<stage>", parameters={"config": ...})`` as a subflow: the parent waits for the
-child, which runs on whichever worker of the pool takes it, and gets back the child's result model
-(paths and headline numbers, persisted by the child as JSON in the result storage every machine
-shares, ``PREFECT_RESULTS_LOCAL_STORAGE_PATH``), never the data. A child that fails, crashes or is
-cancelled fails the parent with the child's own one-line message. A rerun of the parent sends the
-same configs again and each stage's reuse rule returns the finished outputs (``nothing_to_do``).
-
-``auto`` routes when the pipeline itself runs from a deployment on a work pool (a team's setup:
-``prefect deploy --all`` and workers); ``vgg demo`` and ``vgg serve`` (no work pool) stay in-process.
+Routed, a stage is ``run_deployment("<stage>/<stage>")`` as a subflow; the child's result model (paths and
+numbers) comes back through the result storage every machine shares, and a failed child fails the parent
+with its own one line (docs/scaleout.md, "Where a pipeline's stages run"). ``auto`` routes when the
+pipeline itself runs from a deployment on a work pool; ``vgg demo`` and ``vgg serve`` stay in-process.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""One Prefect flow per stage, each calling the same ``run_<stage>(config)`` as the CLI.
+"""One Prefect flow per stage, each calling the same ``run_<stage>(config)`` as the CLI (docs/design.md, section 8).
 
-Parameters are the stages' pydantic configs, so the Prefect UI renders them as forms with the
-fields' descriptions and defaults. Work that splits fans out as concurrent tasks (extraction parts;
-shard splits run by the stage's own worker processes); the task runner is a bounded thread pool by
-default and a Dask cluster when ``dask_address`` is given. Training runs as a task that launches
+Parameters are the stages' pydantic configs (the UI renders them as forms). Work that splits (shard and
+extraction parts) fans out as concurrent tasks on a thread pool or a Dask cluster; training launches
 ``torchrun`` (one process per device, any number of nodes) and streams its output into the logs.
 """
 
