@@ -131,12 +131,9 @@ def prepare_sample(rec: Record, opts: ShardConfig) -> Prepared | Skipped:
         jpg = buf.getvalue()
     meta: dict[str, Any] = {"key": rec.key, "source_path": src, "size": [ow, oh], "stored_size": [tw, th]}
     meta.update({k: v for k, v in rec.extras.items() if k != "source_path"})
-    if rec.label is not None:
-        meta["label"] = rec.label
-    if rec.labels is not None:
-        meta["labels"] = list(rec.labels)
-    if rec.boxes is not None:
-        meta["boxes"] = scale_boxes(rec.boxes, tw / ow, th / oh)
+    labels = {"label": rec.label, "labels": None if rec.labels is None else list(rec.labels),
+              "boxes": scale_boxes(rec.boxes, tw / ow, th / oh)}
+    meta.update({k: v for k, v in labels.items() if v is not None})
     return Prepared(rec.key, jpg, rec.label, meta)
 
 
