@@ -77,3 +77,13 @@ def test_paper_presets_say_only_what_differs():
 @pytest.mark.parametrize("limit", [16_000])
 def test_pipeline_stays_within_its_line_budget(limit):
     assert sum(len(p.read_text().splitlines()) for p in _modules()) <= limit
+
+
+def test_docs_name_only_files_that_exist():
+    """README.md and docs/ point newcomers at files: every ``pipeline/…``, ``tests/…``, ``benchmarks/…`` path exists."""
+    import re
+
+    texts = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    path = re.compile(r"(?<![\w-])(?:pipeline|tests|benchmarks|flows)/[\w/.-]*\w(?![\w-]*<)")  # not a template
+    named = {m for t in texts for m in path.findall(t.read_text())}
+    assert sorted(p for p in named if not (ROOT / p).exists() and not any(ROOT.glob(p))) == []
