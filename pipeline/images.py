@@ -1,9 +1,6 @@
-"""Image decoding shared by every stage (paper 2.1: the nets take RGB images).
-
-Decode by content, never by file extension (ImageNet holds a PNG named .JPEG and CMYK JPEGs);
-apply EXIF orientation; convert every mode to 8-bit RGB; refuse decompression bombs with a
-clear reason. :class:`ImageError` carries a one-line reason that callers record as a skip.
-"""
+"""Image decoding shared by every stage (paper 2.1: the nets take RGB images): by content, never by extension
+(ImageNet holds a PNG named .JPEG and CMYK JPEGs), EXIF-oriented, any mode to 8-bit RGB, decompression bombs
+refused; :class:`ImageError` carries the one-line reason that callers record as a skip."""
 
 from __future__ import annotations
 
@@ -26,11 +23,8 @@ class ImageError(Exception):
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB.
-
-    Transparency (RGBA, LA, P with a transparent index) is composited on ``background``;
-    16-bit and float greyscale are scaled to 8 bit; CMYK goes through Pillow's conversion.
-    """
+    """Any Pillow mode -> 8-bit RGB: transparency (RGBA, LA, P with a transparent index) composited on
+    ``background``, 16-bit and float greyscale scaled to 8 bit, CMYK through Pillow's conversion."""
     if img.mode == "RGB":
         return img
     if img.mode == "P":

@@ -93,11 +93,8 @@ def requested() -> int | None:
 
 @contextmanager
 def stop_on_signals(defer: bool = False) -> Iterator[None]:
-    """Stop the block on SIGTERM / SIGINT: raise :class:`Stopped` at once, or with ``defer`` only record it.
-
-    Blocks nest (the CLI's around a stage, the engine's deferring one around its loop); the outermost
-    installs the handlers and restores the previous ones on leaving. Off the main thread: a no-op.
-    """
+    """Stop the block on SIGTERM / SIGINT: raise :class:`Stopped` at once, or with ``defer`` only record it
+    (nested blocks and threads: docs/scaleout.md)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

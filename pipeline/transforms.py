@@ -118,11 +118,8 @@ _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0x
 
 
 def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the markers of a JPEG that libjpeg decodes to RGB as it is, else None.
-
-    Plain: 8-bit, one or three components, no EXIF block before the frame (it could rotate the
-    image). A few microseconds, where Pillow's ``Image.open`` takes tens.
-    """
+    """(width, height) from the markers of a plain JPEG (8-bit, 1 or 3 components, no EXIF block before the
+    frame: it could rotate the image), which libjpeg decodes to RGB as it is; else None. Microseconds."""
     if data[:2] != b"\xff\xd8":
         return None
     i, n = 2, len(data)
