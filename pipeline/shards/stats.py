@@ -76,10 +76,7 @@ def stats_from_moments(m: np.ndarray) -> dict[str, Any]:
     val, vec = np.linalg.eigh(cov)
     order = np.argsort(val)[::-1]
     val, vec = val[order], vec[:, order]
-    # sign convention: the largest-magnitude component of each eigenvector is negative (as AlexNet's)
-    for j in range(3):
-        if vec[np.argmax(np.abs(vec[:, j])), j] > 0:
-            vec[:, j] = -vec[:, j]
+    vec = vec * -np.sign(vec[np.abs(vec).argmax(axis=0), range(3)])  # each one's largest component < 0 (AlexNet)
     return {"mean": mean.tolist(), "cov": cov.tolist(), "eigval": val.tolist(), "eigvec": vec.tolist(),
             "images": n_img, "pixels": n_px}
 
