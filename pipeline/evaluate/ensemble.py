@@ -1,8 +1,5 @@
-"""Table 6 (paper 4.4, ConvNet fusion) rebuilt from saved evaluation runs.
-
-"We combine the outputs of several models by averaging their soft-max class posteriors": the runs'
-``posteriors.npz`` are merged (images aligned by id) and each group of nets and method gives one row.
-"""
+"""Table 6 (paper 4.4, ConvNet fusion: soft-max posteriors averaged) rebuilt from saved evaluation runs: their
+``posteriors.npz`` merged (images aligned by id), one row per group of nets and method; docs/evaluation.md."""
 
 from __future__ import annotations
 
@@ -72,9 +69,8 @@ def ensemble_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["**Table 6: Multiple ConvNet fusion results**", "",
              "| Combined ConvNet models | method | top-1 val. error (%) | top-5 val. error (%) | images |",
              "|---|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['models']} | {r['method']} | {r['top1_error_pct']:.1f} | {r['top5_error_pct']:.1f} | "
-                     f"{r['n_images']} |")
+    lines += [f"| {r['models']} | {r['method']} | {r['top1_error_pct']:.1f} | {r['top5_error_pct']:.1f} | "
+              f"{r['n_images']} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,5 @@
-"""Classification measures of paper Section 4: top-1 and top-5 error (fractions), and per-class accuracy.
-
-Ties in the scores are broken towards the lower class index, as ``argmax`` does (docs/evaluation.md).
-"""
+"""Classification measures of paper Section 4: top-1 and top-5 error (fractions), and per-class accuracy; ties go
+to the lower class index, as ``argmax`` (docs/evaluation.md)."""
 
 from __future__ import annotations
 

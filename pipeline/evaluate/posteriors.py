@@ -1,8 +1,5 @@
-"""Saved per-image class posteriors (``posteriors.npz``), from which every combination and fusion is recomputed.
-
-Paper 4.2-4.4 average soft-max posteriors over test scales, methods and nets: saved per net, method
-and scale, they give any of those averages without running a net (format: docs/evaluation.md).
-"""
+"""Saved per-image class posteriors (``posteriors.npz``) per net, method and scale, from which every average of
+paper 4.2-4.4 (over scales, methods, nets) is recomputed without running a net; format: docs/evaluation.md."""
 
 from __future__ import annotations
 
@@ -54,22 +51,28 @@ class Posteriors:
         """Test scales Q stored for one net and method, ascending."""
         return sorted(k[2] for k in self.arrays if k[0] == net and k[1] == method)
 
+    def _net(self, net: int) -> int:
+        if not 0 <= net < len(self.nets):
+            raise UserError(f"no net {net} in these posteriors (nets 0..{len(self.nets) - 1})")
+        return net
+
+    def _stored(self, net: int, method: str, scales: list[int] | None) -> list[int]:
+        """``scales`` (default: every one stored) of one net and method, each checked to be stored."""
+        have = self.scales(net, method)
+        missing = [q for q in scales or [] if q not in have]
+        if missing:
+            raise UserError(f"net {net} has no {method} posteriors at Q={missing} (stored: {have})")
+        return have if scales is None else list(scales)
+
     # -- recomputing the paper's averages
     def net_posteriors(self, net: int, method: str, scales: list[int] | None = None) -> np.ndarray:
         """One net's posteriors: multi-scale average, and for ``both`` the dense/multi-crop average."""
-        if not 0 <= net < len(self.nets):
-            raise UserError(f"no net {net} in these posteriors (nets 0..{len(self.nets) - 1})")
         per_method = []
         for m in methods_of(method):
-            have = self.scales(net, m)
-            if not have:
+            if not self.scales(self._net(net), m):
                 raise UserError(f"net {net} ({self.nets[net].get('label', '?')}) has no {m} posteriors "
                                 f"(stored: {', '.join(self.methods(net)) or 'none'})")
-            qs = have if scales is None else list(scales)
-            missing = [q for q in qs if q not in have]
-            if missing:
-                raise UserError(f"net {net} has no {m} posteriors at Q={missing} (stored: {have})")
-            per_method.append(multi_scale([self.arrays[(net, m, q)] for q in qs]))
+            per_method.append(multi_scale([self.arrays[(net, m, q)] for q in self._stored(net, m, scales)]))
         return per_method[0] if len(per_method) == 1 else combine_methods(*per_method)
 
     def select(self, method: str = "dense", nets: list[int] | None = None,
@@ -84,12 +87,8 @@ class Posteriors:
         """The same images restricted to some nets (renumbered in the given order) and scales."""
         idx = list(range(len(self.nets))) if nets is None else list(nets)
         for i in idx:
-            if not 0 <= i < len(self.nets):
-                raise UserError(f"no net {i} in these posteriors (nets 0..{len(self.nets) - 1})")
-            for m in self.methods(i):
-                missing = [q for q in (scales or []) if q not in self.scales(i, m)]
-                if missing:
-                    raise UserError(f"net {i} has no {m} posteriors at Q={missing} (stored: {self.scales(i, m)})")
+            for m in self.methods(self._net(i)):
+                self._stored(i, m, scales)
         arrays = {(idx.index(i), m, q): a for (i, m, q), a in self.arrays.items()
                   if i in idx and (scales is None or q in scales)}
         return Posteriors(ids=self.ids, labels=self.labels, classes=self.classes, nets=[self.nets[i] for i in idx],

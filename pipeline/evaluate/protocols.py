@@ -61,10 +61,6 @@ def rescale_batch(images: Sequence[Image.Image], q: int, norm: Normalization) ->
     return normalize(torch.stack(tensors), norm)
 
 
-def _posteriors(scores: torch.Tensor) -> torch.Tensor:
-    return F.softmax(scores.float(), dim=1)
-
-
 @torch.no_grad()
 def dense_evaluate(model: VGG, x: torch.Tensor, *, flip: bool = True) -> torch.Tensor:
     """Dense evaluation (paper 3.2) of normalised same-size images N x 3 x H x W (sides at least the crop): the FC
@@ -72,7 +68,7 @@ def dense_evaluate(model: VGG, x: torch.Tensor, *, flip: bool = True) -> torch.T
     the flipped images'; class posteriors N x classes (float32)."""
     def once(inp: torch.Tensor) -> torch.Tensor:
         score_map = model.forward_dense(inp)  # N x C x h x w
-        return _posteriors(score_map.float().mean(dim=(2, 3)))  # spatial average, then soft-max
+        return F.softmax(score_map.float().mean(dim=(2, 3)), dim=1)  # spatial average, then soft-max
 
     p = once(x)
     if flip:
@@ -94,7 +90,8 @@ def multi_crop(model: VGG, x: torch.Tensor, *, grid: int = 5, flip: bool = True,
     for start in range(0, len(views), per_chunk):
         chunk = views[start:start + per_chunk]
         batch = torch.cat([x[:, :, t:t + c, l:l + c].flip(-1) if f else x[:, :, t:t + c, l:l + c] for t, l, f in chunk])
-        total += _posteriors(model(batch)).view(len(chunk), n, -1).sum(dim=0)  # (len(chunk) * N) x C, view-major
+        # (len(chunk) * N) x C, view-major
+        total += F.softmax(model(batch).float(), dim=1).view(len(chunk), n, -1).sum(dim=0)
     return total / len(views)
 
 
@@ -124,15 +121,13 @@ def classify(model: VGG, image: Image.Image, scales: Sequence[int], norm: Normal
              method: Literal["dense", "multicrop", "both"] = "dense", *, flip: bool = True,
              grid: int = 5) -> np.ndarray:
     """Posteriors (classes,), float64, of one RGB image under one protocol over several scales (a one-image API)."""
-    per_method: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
-    wanted = methods_of(method)
+    per_method: dict[str, list[np.ndarray]] = {m: [] for m in methods_of(method)}
     for q in scales:
         if q < model.cfg.crop:
             raise UserError(f"test scale Q={q} is below the crop size {model.cfg.crop}")
         x = rescale_batch([image], q, norm)
-        if "dense" in wanted:
-            per_method["dense"].append(dense_evaluate(model, x, flip=flip)[0].numpy())
-        if "multicrop" in wanted:
-            per_method["multicrop"].append(multi_crop(model, x, grid=grid, flip=flip)[0].numpy())
-    results = [multi_scale(per_method[m]) for m in wanted]
+        for m, ps in per_method.items():
+            ps.append((dense_evaluate(model, x, flip=flip) if m == "dense"
+                       else multi_crop(model, x, grid=grid, flip=flip))[0].numpy())
+    results = [multi_scale(ps) for ps in per_method.values()]
     return results[0] if len(results) == 1 else combine_methods(*results)

@@ -1,9 +1,5 @@
-"""``run_evaluate``: checkpoints + validation data (or saved posteriors) -> errors and paper-format tables.
-
-Paper 3.2 and 4.1-4.4: dense and multi-crop evaluation at one or several test scales Q, their
-combination, and the fusion of several nets. Writes ``posteriors.npz``, ``table.md``, ``table.csv``,
-``config.yaml`` and, last, ``eval.json`` with the run's identity (docs/evaluation.md).
-"""
+"""``run_evaluate`` (paper 3.2, 4.1-4.4): checkpoints + validation data (or saved posteriors) -> errors and
+paper-format tables, written with, last, ``eval.json`` (docs/evaluation.md)."""
 
 from __future__ import annotations
 

@@ -75,21 +75,17 @@ def build_rows(post: Posteriors, methods: list[str], single_scale_rows: bool = T
 
 def to_markdown(rows: list[dict], title: str | None = None) -> str:
     """A Markdown table of the rows (paper column names)."""
-    lines = [f"**{title}**", ""] if title else []
-    lines.append("| " + " | ".join(HEADERS) + " |")
-    lines.append("|" + "|".join(["---"] * 4 + ["---:"] * 3) + "|")
-    for r in rows:
-        lines.append("| " + " | ".join(
-            [r["config"], r["train_S"], r["test_Q"], r["method"], f"{r['top1_error_pct']:.1f}",
-             f"{r['top5_error_pct']:.1f}", str(r["n_images"])]) + " |")
+    lines = [*([f"**{title}**", ""] if title else []), "| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join(["---"] * 4 + ["---:"] * 3) + "|"]
+    lines += [f"| {r['config']} | {r['train_S']} | {r['test_Q']} | {r['method']} | {r['top1_error_pct']:.1f} | "
+              f"{r['top5_error_pct']:.1f} | {r['n_images']} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:
     """The rows as CSV with the :data:`COLUMNS` header."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in COLUMNS})
+    w.writerows(rows)
     return buf.getvalue()

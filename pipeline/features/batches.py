@@ -1,9 +1,5 @@
-"""The images to describe (paper Appendix B), in batches: listed, decoded ahead, described by every net, stored.
-
-:class:`ExtractInput` lists one split of any dataset :func:`pipeline.data.open_data` reads and decodes
-only the rows asked for (an image that cannot be decoded comes back with its reason); a reader thread
-prepares the batches still to do ``prefetch`` batches ahead of the forward passes.
-"""
+"""The images to describe (paper Appendix B), in batches: listed, decoded and prepared ``prefetch`` batches ahead
+by a reader thread, described by every net, stored."""
 
 from __future__ import annotations
 
@@ -83,7 +79,7 @@ class ExtractJob:
 
     cfg: ExtractConfig
     device: torch.device
-    precision: str  # fp32 or bf16
+    bf16: bool
     nets: list[Net]
     scales: list[int]
     inp: ExtractInput
@@ -191,7 +187,7 @@ def extract_rows(job: ExtractJob) -> dict[str, Any]:
 def _describe(job: ExtractJob, b: PreparedBatch) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per net, the batch's descriptors (b x S x D; zeros for images not decoded) and, with boxes, its regions."""
     descs, regions = [], []
-    kw = {"flip": job.cfg.flip, "device": job.device, "precision": job.precision,
+    kw = {"flip": job.cfg.flip, "device": job.device, "bf16": job.bf16,
           "channels_last": job.cfg.runtime.channels_last}
     for net in job.nets:
         d_ok = describe(net, b.prepared, b.n_ok, **kw)

@@ -1,15 +1,6 @@
-"""The image descriptor of paper Appendix B: multi-scale, flip-averaged penultimate activations.
-
-"An image is first rescaled so that its smallest side equals Q, and then the network is densely
-applied over the image plane [...]. We then perform global average pooling on the resulting feature
-map, which produces a 4096-D image descriptor. The descriptor is then averaged with the descriptor
-of a horizontally flipped image." Per image and scale Q:
-
-    d_Q = 1/2 * (GAP(FC7(resize_Q(x))) + GAP(FC7(flip(resize_Q(x)))))
-
-with FC7 the penultimate map after its ReLU (``VGG.forward_features(dense=True)``). Region
-descriptors (Table 12): the same on box crops, averaged over an image's boxes. Aggregation over
-scales, fusion of nets and L2 normalisation happen when the store is read (docs/features.md).
+"""The image descriptor of paper Appendix B: multi-scale, flip-averaged penultimate (FC7 after ReLU) activations,
+globally average-pooled, of the dense net; region descriptors (Table 12) the same on box crops. Aggregation,
+fusion and L2 happen when the store is read (docs/features.md, "The descriptor").
 """
 
 from __future__ import annotations
@@ -135,17 +126,15 @@ def prepare_images(images: Sequence[Image.Image], scales: Sequence[int], flip: b
 
 
 def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: bool = True,
-             device: torch.device | str = "cpu", precision: str = "fp32",
-             channels_last: bool = False) -> np.ndarray:
+             device: torch.device | str = "cpu", bf16: bool = False, channels_last: bool = False) -> np.ndarray:
     """Raw per-scale descriptors (float32, n x S x D) of the ``n`` images :func:`prepare_images` prepared.
 
     ``net`` is already on ``device``; ``flip`` averages with the flipped image's descriptor;
-    ``precision`` is ``fp32`` or ``bf16`` autocast (~1e-2 relative error); ``channels_last`` is NHWC.
+    ``bf16`` autocasts (~1e-2 relative error); ``channels_last`` is NHWC.
     """
     device = torch.device(device)
     scales = list(prepared)
     out = np.zeros((n, len(scales), net.dim), dtype=np.float32)
-    use_bf16 = precision == "bf16"
     for si, q in enumerate(scales):
         for g in prepared[q]:
             x = normalize(g.pixels.to(device), net.norm)
@@ -153,7 +142,7 @@ def describe(net: Net, prepared: dict[int, list[ScaleGroup]], n: int, *, flip: b
                 x = torch.cat([x, x.flip(-1)])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), autocast(device, use_bf16):
+            with torch.inference_mode(), autocast(device, bf16):
                 fmap = net.model.forward_features(x, dense=True)
             pooled = fmap.float().mean(dim=(2, 3))  # global average pooling
             if flip:

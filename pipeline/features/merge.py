@@ -1,8 +1,5 @@
-"""Merging the part stores of a distributed or fanned-out extraction (paper Appendix B) into one store.
-
-Parts are checked (same inputs, complete, whole structure, contiguous rows) before anything is
-written; the merged store is written under a temporary name through the same confirmed path as
-any store (no chunk cache, fsync, read-back, then ``complete``) and renamed into place.
+"""Merging the part stores of a distributed or fanned-out extraction (paper Appendix B) into one store: parts
+checked before anything is written, the merged store confirmed like any store (docs/features.md, "Scale out").
 """
 
 from __future__ import annotations
@@ -82,7 +79,18 @@ def merge_parts(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[s
             l2=str(first["l2"]))
         with atomic_path(out) as tmp:
             create_store(tmp, layout, label=out)
-            _merge_into(StoreWriter(tmp, label=out), list(zip(parts, files, strict=False)))
+            writer = StoreWriter(tmp, label=out)
+            try:
+                for p, f in zip(parts, files, strict=False):  # the parts' rows and failures, then finish
+                    off = int(f.attrs["row_start"])
+                    for name in [*descriptor_names(f.attrs), "done"]:
+                        _copy_rows(p, f[name], out, writer.f[name], off)
+                    fg = f["failed"]
+                    writer.failed.update({int(r) + off: (i, s) for r, i, s in zip(
+                        fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:], strict=False)})
+                writer.finalize()
+            finally:
+                writer.close()
     finally:
         for f in files:
             f.close()
@@ -101,17 +109,3 @@ def _copy_rows(src_path: Any, src: h5py.Dataset, out: Path, dst: h5py.Dataset, o
         with writing(out, f"copying {src.name.lstrip('/')} of part {Path(src_path).name}"):
             dst[offset + s: offset + s + len(rows)] = rows
 
-
-def _merge_into(writer: StoreWriter, parts: list[tuple[Any, h5py.File]]) -> None:
-    """Copy the parts' rows and failures into the new store, then let its writer finish it."""
-    try:
-        for p, f in parts:
-            off = int(f.attrs["row_start"])
-            for name in [*descriptor_names(f.attrs), "done"]:
-                _copy_rows(p, f[name], writer.label, writer.f[name], off)
-            fg = f["failed"]
-            writer.failed.update({int(r) + off: (i, s) for r, i, s in
-                                  zip(fg["rows"][:], fg["ids"].asstr()[:], fg["reasons"].asstr()[:], strict=False)})
-        writer.finalize()
-    finally:
-        writer.close()

@@ -57,7 +57,7 @@ def run_extract(cfg: ExtractConfig, on_progress: OnProgress | None = None) -> Ex
 
 def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: OnProgress | None) -> dict[str, Any]:
     out, whole = Path(cfg.out), count == 1
-    precision = "bf16" if resolve_bf16(cfg.runtime.bf16, env.device) else "fp32"
+    bf16 = resolve_bf16(cfg.runtime.bf16, env.device)
     nets, ck_info = _load_nets(cfg.checkpoints, env.device, cfg.runtime.channels_last)
     scales = descriptor_scales(cfg.scales, max(n.crop for n in nets), cfg.relative)
     inp = ExtractInput(cfg.data, cfg.split, cfg.format)
@@ -68,7 +68,7 @@ def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: 
         raise UserError(f"{cfg.data}: no boxes in split {inp.split!r}; --boxes needs a source with boxes (VOC, ILSVRC)")
     identity = {"format": FORMAT, "checkpoints": [c["sha256"] for c in ck_info], "data": inp.fingerprint,
                 "kind": inp.kind, "split": inp.split, "scales": scales, "flip": cfg.flip, "boxes": cfg.boxes,
-                "dtype": cfg.dtype, "precision": precision}
+                "dtype": cfg.dtype, "precision": "bf16" if bf16 else "fp32"}
     result = {"path": str(out), "scales": scales, "dims": [n.dim for n in nets], "images": n}
 
     # A finished, whole store from the same inputs: nothing to do (parts are checked on their own).
@@ -90,7 +90,7 @@ def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: 
             provenance = {
                 "config": cfg.model_dump(mode="json"), "checkpoints": ck_info,
                 "data": {**inp.describe(), "path": str(Path(cfg.data).resolve())},
-                "scales": scales, "flip": cfg.flip, "boxes": cfg.boxes, "dtype": cfg.dtype, "precision": precision,
+                **{k: identity[k] for k in ("scales", "flip", "boxes", "dtype", "precision")},
                 "pipeline_version": pipeline.__version__, "torch_version": torch.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identity": identity,
             }
@@ -101,7 +101,7 @@ def _run(cfg: ExtractConfig, env: DistEnv, index: int, count: int, on_progress: 
                     provenance=provenance, identity=identity, dtype=cfg.dtype, regions=cfg.boxes,
                     aggregate=cfg.aggregate, l2=cfg.l2, row_start=rows[0], rows_total=n,
                     part=None if whole else (index, count), batch_rows=cfg.batch_size), label=target)
-        job = ExtractJob(cfg, env.device, precision, nets, scales, inp, rows, target,
+        job = ExtractJob(cfg, env.device, bf16, nets, scales, inp, rows, target,
                          show=cfg.progress and (env.main or cfg.part is not None), on_progress=on_progress)
         result.update(extract_rows(job))
     if whole:

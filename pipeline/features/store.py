@@ -1,8 +1,5 @@
-"""The feature store ``features.h5`` (paper Appendix B): every image's raw per-scale descriptors in HDF5,
-so another aggregation (over scales, nets, regions, L2) never needs the net again.
-
-Schema ``vgg-features/1`` and its crash safety: docs/features.md. The store is created whole, each
-batch writes its descriptors before its ``done`` rows, and ``complete`` is set only after a read-back.
+"""The feature store ``features.h5`` (paper Appendix B): every image's raw per-scale descriptors in HDF5, so
+another aggregation never needs the net again. Schema ``vgg-features/1`` and its crash safety: docs/features.md.
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ from pipeline.reuse import Output, Recorded
 
 __all__ = [
     "FORMAT", "AGGREGATES", "L2_PLACES", "StoreLayout", "create_store", "StoreWriter", "FeatureStore",
-    "StoreOutput", "part_path", "failed_log_path", "summarise_store", "l2_normalise", "recorded",
-    "set_read_defaults",
+    "StoreOutput", "part_path", "failed_log_path", "summarise_store", "l2_normalise", "set_read_defaults",
 ]
 
 FORMAT = "vgg-features/1"
@@ -127,22 +123,6 @@ def create_store(path: str | os.PathLike[str], layout: StoreLayout, label: str |
                     _early(grp, str(q), (n, d), dtype, (rows, d), checksum=True)
 
 
-def recorded(path: str | os.PathLike[str]) -> Recorded | None:
-    """The identity and ``complete`` of the store at ``path`` (None: no file; unreadable: identity None, why)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            if f.attrs.get("format") != FORMAT:
-                return Recorded(None, False, f"exists and is not a feature store ({FORMAT})")
-            try:
-                return Recorded(json.loads(f.attrs["identity"]), bool(f.attrs["complete"]))
-            except (KeyError, ValueError, TypeError):
-                return Recorded(None, False, "damaged feature store (identity attributes missing or unreadable)")
-    except OSError as e:
-        return Recorded(None, False, f"exists but cannot be read as a feature store ({str(e).splitlines()[0][:120]})")
-
-
 class StoreOutput(Output):
     """A feature store as a stage output (:func:`pipeline.reuse.check_reusable`): a finished one is read whole,
     an unfinished one checked for structure; with ``look_into_unfinished=False`` (the whole store while parts
@@ -156,7 +136,20 @@ class StoreOutput(Output):
         self.what, self.look = what, look_into_unfinished
 
     def read(self) -> Recorded | None:
-        return recorded(self.path)
+        """The identity and ``complete`` of the store (None: no file; unreadable: identity None, why)."""
+        if not self.path.exists():
+            return None
+        try:
+            with h5py.File(self.path, "r", locking=False) as f:
+                if f.attrs.get("format") != FORMAT:
+                    return Recorded(None, False, f"exists and is not a feature store ({FORMAT})")
+                try:
+                    return Recorded(json.loads(f.attrs["identity"]), bool(f.attrs["complete"]))
+                except (KeyError, ValueError, TypeError):
+                    return Recorded(None, False, "damaged feature store (identity attributes missing or unreadable)")
+        except OSError as e:
+            why = str(e).splitlines()[0][:120]
+            return Recorded(None, False, f"exists but cannot be read as a feature store ({why})")
 
     def problems(self, finished: bool) -> list[str]:
         return verify.verify_file(self.path, data=finished) if finished or self.look else []
@@ -223,8 +216,8 @@ class StoreWriter:
                 block = d[:, si].astype(self.dtype, copy=False)
                 bad = np.flatnonzero(np.asarray(ok, dtype=bool) & ~np.isfinite(block).all(axis=1))
                 if len(bad):
-                    raise UserError(verify.nonfinite_message(self.label, name, bad + start, None,
-                                                      hint="the net gave NaN/Inf; these rows were not stored"))
+                    raise UserError(f"{self.label}: {verify.nonfinite(name, bad + start, None)}; "
+                                    "the net gave NaN/Inf; these rows were not stored")
                 self._ds[name][start:start + len(d)] = block
 
     def write_batch(self, start: int, descs: Sequence[np.ndarray], ok: np.ndarray,
@@ -401,7 +394,7 @@ class FeatureStore:
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
         if len(bad):
             ids = self._f["ids"].asstr()[:]
-            raise UserError(verify.nonfinite_message(self.path, ds_name, self.rows[bad], ids))
+            raise UserError(f"{self.path}: {verify.nonfinite(ds_name, self.rows[bad], ids)}; {verify.REBUILD}")
         return x
 
     def features(self, aggregate: str | None = None, scales: Sequence[int] | None = None,
@@ -420,7 +413,11 @@ class FeatureStore:
         aggregate = aggregate or self.default_aggregate
         if aggregate not in AGGREGATES:
             raise UserError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-        place = _l2_place(self.default_l2 if l2 is None else l2)
+        place = self.default_l2 if l2 is None else l2
+        if isinstance(place, bool):
+            place = "aggregate" if place else "none"
+        if place not in L2_PLACES:
+            raise UserError(f"l2 must be one of {L2_PLACES} (or True/False), got {l2!r}")
         qs, names = self._scales(scales), self._nets(nets)
         def over_scales(name: str, reg: bool) -> np.ndarray:
             blocks = [self.raw(name, q, regions=reg) for q in qs]
@@ -447,14 +444,6 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, n={self.n}, nets={self.nets}, scales={self.scales})"
-
-
-def _l2_place(l2: bool | str) -> str:
-    if isinstance(l2, bool):
-        return "aggregate" if l2 else "none"
-    if l2 not in L2_PLACES:
-        raise UserError(f"l2 must be one of {L2_PLACES} (or True/False), got {l2!r}")
-    return str(l2)
 
 
 def set_read_defaults(path: str | os.PathLike[str], aggregate: str, l2: str) -> None:

@@ -1,9 +1,5 @@
-"""Integrity of feature stores (paper Appendix B's stored descriptors): structure, checksums, finite values.
-
-:func:`structure_problems` is checked on every open, :func:`data_problems` (a full read) before reuse,
-and :func:`seal` confirms a store's writes before marking it complete; errors are one line naming the
-file (docs/features.md, "Integrity").
-"""
+"""Integrity of feature stores (paper Appendix B): structure on every open, a full read before reuse, a
+confirmed read-back before ``complete`` (docs/features.md, "Integrity")."""
 
 from __future__ import annotations
 
@@ -18,8 +14,8 @@ import numpy as np
 from pipeline.errors import UserError
 
 __all__ = [
-    "writing", "read_error", "structure_problems", "data_problems", "nonfinite_message", "seal", "verify_file",
-    "descriptor_names", "BLOCK_ROWS",
+    "writing", "read_error", "structure_problems", "data_problems", "nonfinite", "seal", "verify_file",
+    "descriptor_names", "BLOCK_ROWS", "REBUILD",
 ]
 
 #: rows read at a time when a whole dataset is verified
@@ -130,19 +126,14 @@ def structure_problems(f: h5py.File) -> list[str]:
     return [p for p in out if p]
 
 
-_REBUILD = "the store is damaged or was written by a failing net: rebuild it with `vgg extract --overwrite`"
+REBUILD = "the store is damaged or was written by a failing net: rebuild it with `vgg extract --overwrite`"
 
 
-def _nonfinite(name: str, rows: np.ndarray, ids: Sequence[str] | None) -> str:
+def nonfinite(name: str, rows: np.ndarray, ids: Sequence[str] | None) -> str:
+    """``non-finite descriptors (NaN/Inf) in NAME at N row(s): 3 ('a'), 17 ('b') ...``."""
     shown = ", ".join(f"{int(r)}" + (f" ({ids[int(r)]!r})" if ids is not None else "") for r in rows[:5])
     more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
     return f"non-finite descriptors (NaN/Inf) in {name} at {len(rows)} row(s): {shown}{more}"
-
-
-def nonfinite_message(path: str | os.PathLike[str], name: str, rows: np.ndarray, ids: Sequence[str] | None,
-                      hint: str = _REBUILD) -> str:
-    """``path: non-finite descriptors (NaN/Inf) in NAME at N row(s): 3 ('a'), 17 ('b') ...; hint``."""
-    return f"{path}: {_nonfinite(name, rows, ids)}; {hint}"
 
 
 def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
@@ -163,7 +154,7 @@ def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
                 return [_unreadable(name, e)]
             bad = np.flatnonzero(done[s:s + len(block)] & ~np.isfinite(block).all(axis=1))
             if len(bad):
-                return [_nonfinite(name, bad + s, list(f["ids"].asstr()[:]))]
+                return [nonfinite(name, bad + s, list(f["ids"].asstr()[:]))]
     return []
 
 

@@ -16,7 +16,7 @@ from pipeline.localise.net import load_classifier, localisation_net
 from pipeline.localise.protocols import Runner
 from pipeline.localise.records import evaluation_identity, image_records, open_evaluation, summarise, write_evaluation
 from pipeline.localise.selection import class_names
-from pipeline.localise.training import BoxRegression, TrainingRun
+from pipeline.localise.training import LOCALISE_RESUME_FREE, BoxRegression, TrainingRun
 from pipeline.preprocess import normalization_of, train_scale_of
 from pipeline.results import TRAIN_RESULT, LocaliseEvalResult, LocaliseTrainResult
 from pipeline.reuse import JsonRecord
@@ -56,7 +56,8 @@ def run_localise_train(cfg: LocaliseTrainConfig) -> LocaliseTrainResult:
     n = min(len(view), cfg.limit) if cfg.limit else len(view)
     engine = Engine(RunPaths(cfg.out), DistEnv(0, 1, 0, runner.device, None, owns_group=False),
                     Plan("localise train", cfg.epochs, epoch_images=n, progress=cfg.progress, verbose=cfg.progress,
-                         resume_mid_epoch=False))  # resumes at epoch ends
+                         resume_mid_epoch=False, resume_keys={"optimizer", "epoch", "history", "stop"},
+                         resume_free=LOCALISE_RESUME_FREE))  # resumes at epoch ends
     task = BoxRegression(TrainingRun(cfg, view, runner, engine, s, norm, meta), model, opt)
     task.resume()
     pos = engine.run(task, cfg)

@@ -27,7 +27,7 @@ from pipeline.transforms import sample_rng
 __all__ = ["euclidean_loss", "TrainingRun", "BoxRegression"]
 
 #: Fields that may change between a killed run and its continuation (more epochs extend a finished run).
-_RESUME_FREE = {"out", "progress", "epochs", "cache_mb", "runtime.device", "runtime.threads"}
+LOCALISE_RESUME_FREE = {"out", "progress", "epochs", "cache_mb", "runtime.device", "runtime.threads"}
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 crops, targets, target mask
 
 
@@ -68,8 +68,7 @@ class BoxRegression:
     def resume(self) -> None:
         """Continue a killed or finished run from ``last.pt``; another config in the same ``out`` is refused."""
         cfg, engine = self.cfg, self.run.engine
-        prev = engine.resume_checkpoint(None, cfg.model_dump(mode="json"), _RESUME_FREE,
-                                        {"optimizer", "epoch", "history", "stop"}, self.run.view.fingerprint, "data")
+        prev = engine.resume_checkpoint(None, cfg.model_dump(mode="json"), self.run.view.fingerprint, "data")
         if prev is None:
             return
         self.model.load_state_dict(prev["state_dict"])

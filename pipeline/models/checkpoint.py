@@ -87,11 +87,8 @@ def _load_error(p: Path, e: Exception) -> UserError:
 
 
 def read_checkpoint_file(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(weights_only=True)`` of any torch file, with one-line errors and the tensor sha256 checked.
-
-    Raises:
-        UserError: missing, unreadable, holding pickled objects, or tensors that differ from their recorded sha256.
-    """
+    """``torch.load(weights_only=True)`` of any torch file, with one-line errors (UserError: missing, unreadable,
+    holding pickled objects) and the tensors checked against their recorded sha256."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}")
@@ -116,14 +113,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike[str], expect: dict[str, Any] | None = None) -> tuple[VGG, dict[str, Any]]:
-    """Rebuild the model recorded in a checkpoint and load its weights.
-
-    Args:
-        path: checkpoint file.
-        expect: optional ModelConfig fields that must match (e.g. ``{"config": "D"}``).
-    Returns:
-        (model in eval mode, the checkpoint dict).
-    """
+    """(the model a checkpoint records, with its weights, in eval mode; the checkpoint dict); ``expect``: ModelConfig
+    fields that must match (e.g. ``{"config": "D"}``)."""
     ck = load_checkpoint(path)
     cfg = config_from(ModelConfig, ck["model"], source=f"{path} model config")
     for k, v in (expect or {}).items():
@@ -131,15 +122,13 @@ def load_model(path: str | os.PathLike[str], expect: dict[str, Any] | None = Non
             raise UserError(f"{path}: checkpoint has {k}={getattr(cfg, k)!r}, expected {v!r}")
     model = build_model(cfg)
     model.load_state_dict(ck["state_dict"])
-    model.eval()
-    return model, ck
+    return model.eval(), ck
 
 
 def infer_torchvision_config(state_dict: dict[str, torch.Tensor]) -> tuple[str, bool]:
     """(config name, batch_norm) of a torchvision VGG state dict, from its conv count and keys."""
-    conv_keys = [
-        k for k, v in state_dict.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4
-    ]
+    conv_keys = [k for k, v in state_dict.items()
+                 if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4]
     bn = any(k.endswith("running_mean") for k in state_dict)
     by_count = {len(spec.conv_names): n for n, spec in NETS.items() if spec.torchvision}
     if len(conv_keys) not in by_count:
@@ -160,16 +149,12 @@ def import_torchvision_weights(src: str | os.PathLike[str], config: str | None =
     name, bn = infer_torchvision_config(sd)
     if config is not None and config != name:
         raise UserError(f"{p}: weights are config {name} ({len(sd)} tensors), not {config}")
-    fc6 = sd["classifier.0.weight"]
-    first_conv = sd["features.0.weight"]
-    width = first_conv.shape[0] / 64
-    channels = round(512 * width)
-    k = int(round((fc6.shape[1] / channels) ** 0.5))
+    fc6, width = sd["classifier.0.weight"], sd["features.0.weight"].shape[0] / 64
+    k = int(round((fc6.shape[1] / round(512 * width)) ** 0.5))
     cfg = ModelConfig(config=name, batch_norm=bn, width=width, fc_width=fc6.shape[0],
                       num_classes=sd["classifier.6.weight"].shape[0], crop=32 * k, **model_kwargs)
     model = build_model(cfg)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise UserError(f"{p}: weights do not fit config {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    model.eval()
-    return model
+    return model.eval()

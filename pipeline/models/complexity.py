@@ -1,9 +1,5 @@
-"""Parameter counts (paper Table 2), FLOPs and receptive fields (Section 2.3) of the nets.
-
-GFLOPs are 2 x multiply-adds of the conv and FC layers at the crop size (VGG-16 at 224: ~30.9).
-The receptive field is the side of the input window one unit of the last conv layer sees
-(docs/models.md works it out for each net).
-"""
+"""Parameter counts (paper Table 2), FLOPs (2 x multiply-adds; VGG-16 at 224: ~30.9 G) and receptive fields
+(Section 2.3: the input window one unit of the last conv layer sees) of the nets; docs/models.md."""
 
 from __future__ import annotations
 

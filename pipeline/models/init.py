@@ -1,9 +1,5 @@
-"""Weight initialisation (paper Section 3.1): N(0, std^2) or Glorot, and the start from a trained net A.
-
-``paper``: weights ~ N(0, std^2), biases 0 (std 1e-2, the released Caffe definitions'; the text's
-"10^-2 variance" would be std 0.1: docs/models.md). ``glorot``: Glorot & Bengio (2010) uniform,
-biases 0. Start from net A: the layers :attr:`NetSpec.from_a` names are copied from a trained A.
-"""
+"""Weight initialisation (paper Section 3.1): ``paper`` N(0, 1e-2^2) or ``glorot`` (Glorot & Bengio 2010) uniform,
+biases 0, and the start from a trained net A (the layers :attr:`NetSpec.from_a` names); docs/models.md."""
 
 from __future__ import annotations
 
@@ -44,14 +40,8 @@ def init_weights(model: nn.Module, method: InitName = "paper", std: float = 1e-2
 
 
 def init_from_net_a(model: VGG, net_a: VGG) -> list[str]:
-    """Copy the layers the model's :attr:`NetSpec.from_a` names from a trained net A into ``model``.
-
-    Returns:
-        The names of the copied layers.
-    Raises:
-        UserError: if ``net_a`` is not a net A (A, A-LRN), or a layer's shape differs (another width,
-            FC width, crop size or class count).
-    """
+    """Copy the layers the model's :attr:`NetSpec.from_a` names from a trained net A into ``model``; returns their
+    names. UserError: ``net_a`` is not a net A, or a layer's shape differs (width, FC width, crop or classes)."""
     if not NETS[net_a.cfg.config].is_a:
         nets_a = ", ".join(n for n, s in NETS.items() if s.is_a)
         raise UserError(f"start-from-A needs a net A checkpoint ({nets_a}), got config {net_a.cfg.config}")

@@ -1,8 +1,6 @@
 """The VGG ConvNets of Table 1 (paper Section 2) and Section 4.1's B-5x5, and their dense form (Section 3.2).
 
-:data:`NETS` is the one table of the nets: each :class:`NetSpec` gives its layers, the layers it
-takes from a trained net A (Section 3.1) and torchvision's name. docs/models.md explains the
-layout, the dense form and the centring on the 32-pixel stride.
+:data:`NETS` is the one table of the nets; docs/models.md explains the layout, the dense form and the centring.
 """
 
 from __future__ import annotations
@@ -184,12 +182,8 @@ def centre_on_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
 
 
 class VGG(nn.Module):
-    """A VGG net of Table 1 with its FC head usable as FC layers or as convolutions.
-
-    ``forward`` takes crop-sized inputs (the training form); ``forward_dense`` any input at least
-    crop-sized (the test form of Section 3.2). ``forward_features`` gives the penultimate
-    activations (FC7 after ReLU), the descriptor of Appendix B.
-    """
+    """A VGG net of Table 1 with its FC head usable as FC layers (``forward``, crop-sized inputs) or as
+    convolutions (``forward_dense``, Section 3.2); ``forward_features``: FC7 after ReLU (Appendix B)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -206,7 +200,6 @@ class VGG(nn.Module):
             nn.Linear(cfg.fc_width, cfg.num_classes),
         )
 
-    # -- the conv layers, by Caffe-style name (conv1_1 ...), and the FC layers (fc6, fc7, fc8)
     def named_weight_layers(self) -> dict[str, nn.Module]:
         """Weight layers by paper name: conv1_1 ... and fc6, fc7, fc8 (in order)."""
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
@@ -222,19 +215,14 @@ class VGG(nn.Module):
         if h < c or w < c:
             raise UserError(f"input {h}x{w} is smaller than the crop size {c}")
 
-    def _dense_fc(self, idx: int, x: torch.Tensor, first: bool) -> torch.Tensor:
-        lin: nn.Linear = self.classifier[idx]
-        k = self.cfg.feature_size if first else 1
-        w = lin.weight.view(lin.out_features, -1, k, k)
-        return F.conv2d(x, w, lin.bias)
-
     def _head(self, x: torch.Tensor, dense: bool, upto: int) -> torch.Tensor:
         if not dense:
             x = torch.flatten(x, 1)
         for i in range(upto):
             layer = self.classifier[i]
-            if isinstance(layer, nn.Linear) and dense:
-                x = self._dense_fc(i, x, first=(i == 0))
+            if isinstance(layer, nn.Linear) and dense:  # the FC layer as a convolution (fc6: k = crop/32)
+                k = self.cfg.feature_size if i == 0 else 1
+                x = F.conv2d(x, layer.weight.view(layer.out_features, -1, k, k), layer.bias)
             else:
                 x = layer(x)
         return x

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Set
 from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_write_text
-from pipeline.train.config import RESUME_FREE
 
 __all__ = ["RunPaths", "run_identity", "truncate_metrics", "val_rows", "clean_stale_tmp"]
 
@@ -53,7 +53,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_identity(recorded: dict[str, Any], recorded_data: str | None, config: dict[str, Any], data: str,
-                 free: set[str] = RESUME_FREE) -> tuple[dict[str, Any], dict[str, Any]]:
+                 free: Set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the identity ``last.pt`` records, this run's) for :func:`pipeline.reuse.check_reusable`: the recorded
     config's keys outside ``free`` (a key it lacks is a field added to the config after ``last.pt`` was
     written: the run used the behaviour its default keeps, so it is not compared) and the data fingerprint."""

@@ -1,11 +1,6 @@
-"""Classification training (paper 3.1): mini-batch SGD with gradient accumulation, validation, the plateau schedule.
-
-:class:`ClassificationTask` is what the training engine (:mod:`pipeline.train.engine`) drives: the
-batches of an epoch, one SGD step over the global batch of 256 (split into micro-batches on each
-rank, the gradients averaged by DDP, paper 3.3), and at each epoch end the validation top-1 that
-the plateau schedule watches (each validation image is read by one rank, counts summed over ranks, so a
-distributed run reports the same errors as one process). :class:`TrainSetup` holds the checked inputs it starts from.
-"""
+"""Classification training (paper 3.1, 3.3): :class:`ClassificationTask`, the training engine's task: mini-batch
+SGD over the global batch with gradient accumulation and DDP, and the validation top-1 the plateau schedule
+watches (exact over ranks); docs/training.md."""
 
 from __future__ import annotations
 

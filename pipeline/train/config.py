@@ -1,9 +1,4 @@
-"""The training stage's one config (paper 3.1 recipe, 3.3 multi-device), with the paper's defaults.
-
-Sections: the model, data and augmentation, optimiser, schedule, initialisation, runtime. Defaults are the
-paper's: batch 256, momentum 0.9, weight decay 5e-4, dropout 0.5, lr 1e-2 divided by 10 when the validation
-accuracy stops improving (three times, then stop), S=256, crop 224.
-"""
+"""The training stage's one config (paper 3.1 recipe, 3.3 multi-device), its defaults the paper's."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Synchronous data parallelism (paper 3.3) with torch.distributed: the few collectives training needs.
-
-"After the GPU batch gradients are computed, they are averaged to obtain the gradient of the full batch":
-DDP does exactly this. Joining and leaving the group is :func:`pipeline.runtime.start_distributed`; here
-are the sums, the shared error and the per-step vote on stopping (:class:`StopVote`).
-"""
+"""Synchronous data parallelism (paper 3.3) with torch.distributed: the sums, the shared error and the per-step
+vote on stopping that training needs besides DDP (joining the group: :func:`pipeline.runtime.start_distributed`)."""
 
 from __future__ import annotations
 

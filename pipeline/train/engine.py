@@ -1,17 +1,12 @@
-"""One training engine for every net the pipeline trains: classification (paper 3.1, 3.3) and localisation (A.1).
-
-"Training of localisation ConvNets is similar to that of the classification ConvNets (Sect. 3.1)": the
-engine owns what does not depend on the net or its loss (the epoch loop and stop rule, the run folder's
-checkpoints and metrics rows, resume, DDP, preemption); a trainer (a :class:`TrainingTask`) supplies the
-batches, the SGD step, the epoch end and the checkpoint meta and state. docs/training.md has the details.
-"""
+"""One training engine for classification (paper 3.1, 3.3) and localisation (A.1): the epoch loop and stop rule,
+checkpoints, metrics, resume, DDP and preemption; a :class:`TrainingTask` supplies the rest (docs/training.md)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +40,8 @@ class Plan:
     progress: bool = True
     verbose: bool = True  #: log resume / finished notes (rank 0)
     resume_mid_epoch: bool = True  #: last.pt may hold a position inside an epoch (else: epoch ends only)
+    resume_keys: Set[str] = frozenset()  #: what a ``last.pt`` of this stage holds
+    resume_free: Set[str] = frozenset()  #: the dotted config keys that may differ from the resumed run's
 
 
 @dataclass
@@ -120,21 +117,21 @@ class Engine:
         self._vote: StopVote | None = None  # made by run(), on every rank
 
     # -- resume ---------------------------------------------------------------------------------
-    def resume_checkpoint(self, resume: bool | None, config: dict[str, Any], free: set[str], required: set[str],
-                          fingerprint: str, data: str) -> dict[str, Any] | None:
-        """``last.pt`` to continue from, checked, or None for a fresh run; stale temporary files go. ``resume``: True
-        continues a run if there is one, None a run found, False refuses one; ``free``: the dotted keys of ``config``
-        that may differ from the run's; ``required``: the keys of a ``last.pt`` of this stage; ``fingerprint``,
-        ``data``: the data's fingerprint and name."""
+    def resume_checkpoint(self, resume: bool | None, config: dict[str, Any], fingerprint: str,
+                          data: str) -> dict[str, Any] | None:
+        """``last.pt`` to continue from, checked against ``config`` and the data's ``fingerprint`` (``data``: its name),
+        or None for a fresh run; stale temporary files go. ``resume``: True continues a run if there is one, None a
+        run found, False refuses one."""
         last, stage = self.paths.last, self.plan.stage
         ck = None
         if self.paths.last.exists() and resume is not False:
             ck = load_checkpoint(last)  # its tensors' sha256 verified: one-line error for a damaged file
             meta = ck.get("meta") or {}
-            if not required <= set(ck) or "config" not in meta:
+            if not self.plan.resume_keys <= set(ck) or "config" not in meta:
                 raise UserError(f"{last}: not a `{stage}` checkpoint (no optimiser state or position); "
                                 "move it away or choose another out folder")
-            old, new = run_identity(meta["config"], meta.get("dataset_fingerprint"), config, fingerprint, free)
+            old, new = run_identity(meta["config"], meta.get("dataset_fingerprint"), config, fingerprint,
+                                    self.plan.resume_free)
             reuse.check_reusable(_RunFolder(last, old, data), new)
         elif resume:
             self.log(f"--resume: no checkpoint in {self.paths.out} yet, starting from the beginning")

@@ -1,9 +1,5 @@
-"""JPEG decoding on the training GPU (paper 3.1's input pipeline at ImageNet speed), ``data.decode=gpu``.
-
-Plain JPEGs travel from the loader workers as bytes with their crop plan (drawn as on the CPU path),
-and each micro-batch is decoded in one nvJPEG call and cropped on the device; other samples are decoded
-in the workers. The two paths agree up to the decoders' rounding (docs/training.md).
-"""
+"""JPEG decoding on the training GPU (``data.decode=gpu``): each micro-batch of plain JPEGs decoded in one nvJPEG
+call and cropped on the device with its worker-drawn crop plan (docs/training.md)."""
 
 from __future__ import annotations
 

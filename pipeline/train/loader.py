@@ -1,15 +1,11 @@
-"""The training input pipeline on WebDataset shards (paper 3.1 augmentation, 3.3 data parallelism).
-
-One rank's training stream: an endless seeded shard list -> split by node and worker -> tar samples
--> seeded shuffle buffer -> this worker's share of the epoch (after the batches already trained on)
--> decode + augment -> micro-batches. An epoch is a fixed number of micro-batches per rank, so uneven
-shards never hang a distributed run, and a resumed run sees the same samples with the same augmentation.
-Validation reads each sample exactly once over all ranks. docs/training.md explains the exact data position.
-"""
+"""The training input pipeline on WebDataset shards (paper 3.1 augmentation, 3.3 data parallelism): one rank's
+endless, seeded, exactly resumable training stream and its share of validation; docs/training.md ("The input
+pipeline") gives the stages and the data position."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -210,9 +206,7 @@ def train_loader(stream: TrainStream, epoch: int, skip: int = 0) -> _Loader:
 # -- validation -----------------------------------------------------------------------------------
 
 def _every_nth(src: Iterator[dict], *, rank: int, world: int) -> Iterator[dict]:
-    for i, s in enumerate(src):
-        if i % world == rank:
-            yield s
+    return itertools.islice(src, rank, None, world)
 
 
 def _centre(sample: dict, *, view: CentreCropView) -> tuple[torch.Tensor, int]:

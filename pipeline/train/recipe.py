@@ -1,11 +1,5 @@
-"""The paper's training recipe (3.1): SGD with momentum, the plateau schedule, initialisation.
-
-"The batch size was set to 256, momentum to 0.9. The training was regularised by weight decay
-(5e-4) and dropout ... The learning rate was initially set to 1e-2, and then decreased by a
-factor of 10 when the validation set accuracy stopped improving." Initialisation: random, from a
-trained net A, or a checkpoint to fine-tune; FC-only fine-tuning (4.4: ``init.trainable: fc``)
-freezes the conv part bit for bit (docs/training.md).
-"""
+"""The paper's training recipe (3.1): SGD with momentum and weight decay, the plateau schedule (lr / 10 when the
+validation accuracy stops improving), and the starts: random, from net A, a checkpoint, FC-only (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""``run_train``: the paper's training procedure (3.1) on one process or many ranks (3.3).
-
-Every check on the inputs (shards, statistics, batch split, resume checkpoint, init checkpoints)
-runs before the first SGD step, on every rank; an error on any rank stops all of them with the
-same one-line message. Rank 0 writes ``config.yaml``, ``metrics.jsonl``, the checkpoints and ``train.json``.
-"""
+"""``run_train``: the paper's training procedure (3.1) on one process or many ranks (3.3); every input check runs
+before the first SGD step, on every rank, and rank 0 writes the run folder (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -84,9 +80,8 @@ def _setup(cfg: TrainConfig, env: DistEnv) -> TrainSetup:
     engine = Engine(RunPaths(cfg.out), env, Plan(
         "train", cfg.schedule.max_epochs, cfg.schedule.max_steps, steps, epoch_images=steps * cfg.optim.batch_size,
         step_images=cfg.optim.batch_size, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-        progress=show))
-    resume = engine.resume_checkpoint(cfg.resume, cfg.model_dump(mode="json"), RESUME_FREE, {"position", "optimizer"},
-                                      shards.fingerprint, "shards")
+        progress=show, resume_keys={"position", "optimizer"}, resume_free=RESUME_FREE))
+    resume = engine.resume_checkpoint(cfg.resume, cfg.model_dump(mode="json"), shards.fingerprint, "shards")
     model = build_model(cfg.model)  # initialising checks the init checkpoints (classes, shapes)
     if resume is None:
         init_info = initialise(model, cfg.init, shards.classes)

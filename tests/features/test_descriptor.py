@@ -117,7 +117,7 @@ def test_bf16_channels_last_close_to_fp32(ckpt, photos):
     ref = describe(Net(model, Normalization(**NORM)), prepare_images(imgs, SCALES), 2)
     fast_model, _ = load_model(ckpt)
     fast = Net(fast_model, Normalization(**NORM)).to(torch.device("cpu"), channels_last=True)
-    got = describe(fast, prepare_images(imgs, SCALES), 2, precision="bf16", channels_last=True)
+    got = describe(fast, prepare_images(imgs, SCALES), 2, bf16=True, channels_last=True)
     cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
     assert cos.min() > 0.99
     np.testing.assert_allclose(got, ref, rtol=0.1, atol=0.05 * np.abs(ref).max())

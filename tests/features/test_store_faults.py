@@ -25,7 +25,7 @@ from faults_stores_helpers import (
 from features_helpers import assert_same_store, store_arrays
 
 from pipeline.errors import UserError
-from pipeline.features.store import FeatureStore, StoreWriter, recorded
+from pipeline.features.store import FeatureStore, StoreOutput, StoreWriter
 from pipeline.features.verify import verify_file
 
 
@@ -91,7 +91,7 @@ def test_full_disk_fails_cleanly_and_rerun_with_space_is_complete(net, images, r
         code, text = run_main(_extract_args(net, images, out), capfd)
         assert code == 0, text
         assert_same_store(reference, out)
-        assert recorded(out).finished is True
+        assert StoreOutput(out).read().finished is True
 
 
 def test_full_disk_while_finishing_leaves_store_incomplete(reference, tmp_path):
@@ -116,7 +116,7 @@ def test_full_disk_while_finishing_leaves_store_incomplete(reference, tmp_path):
             w.finalize()
         assert "\n" not in str(e.value) and "incomplete" in str(e.value)
         w.close()
-        assert recorded(store).finished is False
+        assert StoreOutput(store).read().finished is False
         with pytest.raises(UserError, match="incomplete feature store"):
             FeatureStore(store)
         filler.unlink()
