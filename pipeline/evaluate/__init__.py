@@ -7,24 +7,12 @@ test protocols, :mod:`~pipeline.evaluate.tables` and :mod:`~pipeline.evaluate.en
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.metrics import classification_report, per_class_accuracy, topk_error
 from pipeline.evaluate.posteriors import Posteriors, load_posteriors, merge_posteriors
-from pipeline.evaluate.protocols import (
-    METHODS,
-    classify,
-    combine_methods,
-    crop_grid,
-    dense_evaluate,
-    fuse,
-    multi_crop,
-    multi_scale,
-    rescale_batch,
-)
+from pipeline.evaluate.protocols import classify, crop_grid, dense_evaluate, fuse, multi_crop, rescale_batch
 from pipeline.evaluate.run import run_evaluate
-from pipeline.evaluate.runner import checkpoint_test_scales
-from pipeline.evaluate.tables import build_rows, to_csv, to_markdown
+from pipeline.evaluate.tables import to_csv, to_markdown
 
 __all__ = [
-    "METHODS", "classify", "combine_methods", "crop_grid", "dense_evaluate", "fuse", "multi_crop", "multi_scale",
-    "rescale_batch", "topk_error", "per_class_accuracy", "classification_report", "Posteriors", "load_posteriors",
-    "merge_posteriors", "EvaluateConfig", "run_evaluate", "checkpoint_test_scales", "build_rows", "to_csv",
-    "to_markdown",
+    "classify", "crop_grid", "dense_evaluate", "fuse", "multi_crop", "rescale_batch", "topk_error",
+    "per_class_accuracy", "classification_report", "Posteriors", "load_posteriors", "merge_posteriors",
+    "EvaluateConfig", "run_evaluate", "to_csv", "to_markdown",
 ]

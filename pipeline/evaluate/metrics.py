@@ -13,8 +13,7 @@ __all__ = ["topk_error", "true_class_ranks", "classification_report", "per_class
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores)
-    labels = np.asarray(labels, dtype=np.int64)
+    scores, labels = np.asarray(scores), np.asarray(labels, dtype=np.int64)
     if scores.ndim != 2 or labels.ndim != 1 or len(scores) != len(labels):
         raise UserError(f"scores must be N x C and labels N, got {scores.shape} and {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= scores.shape[1]):
@@ -32,9 +31,7 @@ def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def topk_error(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Fraction of images whose true class is not among the ``k`` highest scores (NaN if none)."""
     scores, labels = _check(scores, labels)
-    if len(labels) == 0:
-        return float("nan")
-    return float(np.mean(true_class_ranks(scores, labels) >= k))
+    return float(np.mean(true_class_ranks(scores, labels) >= k)) if len(labels) else float("nan")
 
 
 def per_class_accuracy(scores: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
@@ -49,13 +46,8 @@ def per_class_accuracy(scores: np.ndarray, labels: np.ndarray, num_classes: int 
 
 
 def classification_report(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None) -> dict:
-    """top1_error, top5_error, per-class accuracy and its mean, and the image count.
-
-    Args:
-        scores: N x C posteriors (or any scores; only their order matters).
-        labels: N true class indices.
-        classes: class names for the per-class entries (default: indices as strings).
-    """
+    """top1_error, top5_error, per-class accuracy (keyed by ``classes``, default indices) and its mean, and the
+    image count, of N x C ``scores`` (only their order matters) against N class indices."""
     scores, labels = _check(scores, labels)
     k5 = min(5, scores.shape[1])
     pca = per_class_accuracy(scores, labels)

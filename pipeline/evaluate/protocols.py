@@ -43,10 +43,8 @@ def crop_grid(height: int, width: int, crop: int, grid: int = 5) -> list[tuple[i
         raise UserError(f"the crop grid needs at least 1 position per side, got {grid}")
 
     def positions(size: int) -> list[int]:
-        if grid == 1:
-            return [(size - crop) // 2]
         span = size - crop
-        return [int(np.floor(i * span / (grid - 1) + 0.5)) for i in range(grid)]
+        return [span // 2] if grid == 1 else [int(np.floor(i * span / (grid - 1) + 0.5)) for i in range(grid)]
 
     return [(t, l) for t in positions(height) for l in positions(width)]
 

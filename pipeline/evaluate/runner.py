@@ -90,8 +90,7 @@ class _Buckets:
     def run(self, key: tuple[int, int, int]) -> None:
         items = self.waiting.pop(key)
         self.buffered -= len(items)
-        q = key[0]
-        positions, how = [p for p, _ in items], self.how
+        q, how, positions = key[0], self.how, [p for p, _ in items]
         x8 = torch.stack([t for _, t in items]).to(how.device)
         for i, net in enumerate(self.nets):
             if q not in net.scales:

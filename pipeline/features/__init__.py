@@ -2,23 +2,9 @@
 descriptors into an HDF5 store; :class:`FeatureStore` reads it (scales aggregated, nets fused, L2)."""
 
 from pipeline.features.config import ExtractConfig
-from pipeline.features.descriptor import (
-    PAPER_SCALES,
-    SCALE_PRESETS,
-    VOC_SCALES,
-    Net,
-    box_crops,
-    describe,
-    descriptor_scales,
-    image_descriptor,
-    prepare_images,
-)
-from pipeline.features.merge import merge_parts
+from pipeline.features.descriptor import Net, box_crops, describe, descriptor_scales, image_descriptor, prepare_images
 from pipeline.features.run import run_extract
-from pipeline.features.store import FORMAT, FeatureStore, l2_normalise, summarise_store
+from pipeline.features.store import FeatureStore, summarise_store
 
-__all__ = [
-    "PAPER_SCALES", "VOC_SCALES", "SCALE_PRESETS", "Net", "box_crops", "describe", "image_descriptor",
-    "prepare_images", "descriptor_scales", "ExtractConfig", "run_extract", "FORMAT", "FeatureStore",
-    "l2_normalise", "merge_parts", "summarise_store",
-]
+__all__ = ["Net", "box_crops", "describe", "image_descriptor", "prepare_images", "descriptor_scales", "ExtractConfig",
+           "run_extract", "FeatureStore", "summarise_store"]

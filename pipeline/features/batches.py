@@ -30,10 +30,7 @@ OnProgress = Callable[[int, int], None]
 
 
 class ExtractInput:
-    """One split (default as :func:`open_data`) of a shard folder or source dataset (``format``: its layout).
-
-    Attributes: ``classes``, ``kind``, ``split``, ``fingerprint``, ``label_kind``, ``entries``.
-    """
+    """One split (default as :func:`open_data`) of a shard folder or source dataset (``format``: its layout)."""
 
     def __init__(self, path: str | os.PathLike[str], split: str | None = None, format: str = "auto") -> None:
         self.view: DataView = open_data(path, split, format)

@@ -40,12 +40,9 @@ def descriptor_scales(scales: str | Sequence[int], crop: int, relative: bool = F
     the largest crop of the nets used. Raises UserError for an unknown preset, no scales, or a scale
     below the crop size.
     """
-    if isinstance(scales, str):
-        if scales not in SCALE_PRESETS:
-            raise UserError(f"unknown scale preset {scales!r} (one of {', '.join(SCALE_PRESETS)}, or a list of sizes)")
-        base: Sequence[int] = SCALE_PRESETS[scales]
-    else:
-        base = list(scales)
+    if isinstance(scales, str) and scales not in SCALE_PRESETS:
+        raise UserError(f"unknown scale preset {scales!r} (one of {', '.join(SCALE_PRESETS)}, or a list of sizes)")
+    base = SCALE_PRESETS[scales] if isinstance(scales, str) else list(scales)
     if not base:
         raise UserError("no test scales given")
     out = list(dict.fromkeys(int(round(q * crop / RELATIVE_BASE)) if relative else int(q) for q in base))

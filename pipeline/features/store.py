@@ -4,6 +4,7 @@ another aggregation never needs the net again. Schema ``vgg-features/1`` and its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -269,10 +270,8 @@ class StoreWriter:
     def close(self) -> None:
         """Close the file; a close that fails after an earlier failure is not reported again."""
         if self.f.id.valid:
-            try:
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
                 self.f.close()
-            except (OSError, RuntimeError, ValueError):
-                pass
 
 
 class FeatureStore:
@@ -400,16 +399,9 @@ class FeatureStore:
     def features(self, aggregate: str | None = None, scales: Sequence[int] | None = None,
                  nets: Sequence[int | str] | None = None, l2: bool | str | None = None,
                  regions: bool = False) -> np.ndarray:
-        """The image descriptors (float32, n x D'): aggregated over scales, nets stacked, L2-normalised.
-
-        Args:
-            aggregate: ``"avg"`` (mean over scales, D) or ``"stack"`` (concatenated, S x D); default:
-                the store's (set by ``vgg extract --aggregate``).
-            scales: scales to use (default all, in store order).
-            nets: nets to use (indices or ``"net0"``...); several are stacked (late fusion).
-            l2: where to L2-normalise (one of L2_PLACES, True = aggregate, False = none); default: the store's.
-            regions: stack each net's whole-image descriptor with its region descriptor (Table 12).
-        """
+        """The image descriptors (float32, n x D'): ``aggregate`` (avg, stack) over ``scales``, ``nets`` (indices or
+        ``"net0"``...) stacked, ``regions`` stacked with each net's, L2 at ``l2`` (one of L2_PLACES, True =
+        aggregate, False = none); defaults: every scale and net, the store's aggregate and l2 (docs/features.md)."""
         aggregate = aggregate or self.default_aggregate
         if aggregate not in AGGREGATES:
             raise UserError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -450,12 +442,9 @@ def set_read_defaults(path: str | os.PathLike[str], aggregate: str, l2: str) -> 
     """A reused store takes the requested read defaults (aggregate, l2); its data is unchanged."""
     with h5py.File(path, "r", locking=False) as f:
         same = f.attrs["aggregate"] == aggregate and f.attrs["l2"] == l2
-    if not same:
-        try:
-            with h5py.File(path, "r+") as f:
-                f.attrs["aggregate"], f.attrs["l2"] = aggregate, l2
-        except OSError:  # read-only or in use: the data is what was asked for; keep the old defaults
-            pass
+    if not same:  # read-only or in use (OSError): the data is what was asked for; keep the old defaults
+        with contextlib.suppress(OSError), h5py.File(path, "r+") as f:
+            f.attrs["aggregate"], f.attrs["l2"] = aggregate, l2
 
 
 def summarise_store(path: str | os.PathLike[str]) -> str:

@@ -3,6 +3,7 @@ confirmed read-back before ``complete`` (docs/features.md, "Integrity")."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -139,11 +140,9 @@ def nonfinite(name: str, rows: np.ndarray, ids: Sequence[str] | None) -> str:
 def data_problems(f: h5py.File, drop_cache: bool = False) -> list[str]:
     """Read every descriptor of an open store whose structure is whole: checksum failures, non-finite done rows
     (``drop_cache``: the kernel drops the file's cached pages first, so the read comes from the disk)."""
-    if drop_cache and hasattr(os, "posix_fadvise"):
-        try:
+    if drop_cache and hasattr(os, "posix_fadvise"):  # not a POSIX file (another driver): read what is there
+        with contextlib.suppress(OSError, ValueError, TypeError):
             os.posix_fadvise(f.id.get_vfd_handle(), 0, 0, os.POSIX_FADV_DONTNEED)
-        except (OSError, ValueError, TypeError):  # not a POSIX file (another driver): read what is there
-            pass
     done = f["done"][:].astype(bool)
     for name in descriptor_names(f.attrs):
         ds = f[name]

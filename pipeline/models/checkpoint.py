@@ -54,13 +54,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: VGG, meta: dict[str, An
     """Atomically save ``model`` with its config, ``meta`` and any extra state (optimizer, ...)."""
     model = getattr(model, "module", model)  # unwrap DDP
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    obj = {
-        "format": FORMAT,
-        "model": model.cfg.model_dump(mode="json"),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": meta or {},
-        **extra,
-    }
+    obj = {"format": FORMAT, "model": model.cfg.model_dump(mode="json"),
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {}, **extra}
     obj[HASH_KEY] = tensors_sha256(obj)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

@@ -115,9 +115,8 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _channels_positive(self) -> ModelConfig:
-        for c in (64, 128, 256, 512):
-            if scaled_channels(c, self.width) < 1:
-                raise ValueError(f"width {self.width} gives zero channels for conv-{c}")
+        if scaled_channels(64, self.width) < 1:  # the narrowest layer
+            raise ValueError(f"width {self.width} gives zero channels for conv-64")
         return self
 
     @property
@@ -245,10 +244,8 @@ class VGG(nn.Module):
 
 def build_model(cfg: ModelConfig | dict | None = None, **kwargs) -> VGG:
     """Build a VGG from a ModelConfig, a dict, or keyword arguments (weights not initialised here)."""
-    if cfg is None:
-        cfg = ModelConfig(**kwargs)
-    elif isinstance(cfg, dict):
-        cfg = ModelConfig(**{**cfg, **kwargs})
+    if not isinstance(cfg, ModelConfig):
+        cfg = ModelConfig(**{**(cfg or {}), **kwargs})
     elif kwargs:
         cfg = cfg.model_copy(update=kwargs)
     return VGG(cfg)

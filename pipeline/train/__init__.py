@@ -4,8 +4,7 @@
 epoch end, :mod:`~pipeline.train.engine` the loop shared with localisation training (docs/training.md).
 """
 
-from pipeline.train.config import DataConfig, InitConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainRuntimeConfig
+from pipeline.train.config import TrainConfig
 from pipeline.train.run import run_train
 
-__all__ = ["run_train", "TrainConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "InitConfig",
-           "TrainRuntimeConfig"]
+__all__ = ["run_train", "TrainConfig"]

@@ -231,10 +231,8 @@ class Engine:
         batches = task.batches(pos.epoch, pos.step_in_epoch)
         try:
             return self._steps(task, bar, batches)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:  # the epoch's loader workers stop now, not when the generator is collected
-                close()
+        finally:  # the epoch's loader workers stop now, not when the generator is collected
+            getattr(batches, "close", lambda: None)()
 
     def _steps(self, task: TrainingTask, bar: Progress, batches: Iterator[Any]) -> bool:
         """The SGD steps of ``batches``, each followed by the metrics row, checkpoint and stop checks."""
