@@ -65,6 +65,15 @@ def _redeliver(signum: int) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _unraisable(hook: Any) -> Any:
+    """``sys.unraisablehook`` while a block runs: a swallowed Stopped is not printed (it is delivered again)."""
+    def quiet(info: Any) -> None:
+        if not isinstance(info.exc_value, Stopped):
+            hook(info)
+
+    return quiet
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
     if _state.raised and not _state.defer:  # the redelivery of a raise that was swallowed
         _arm_and_raise(signum)
@@ -102,6 +111,7 @@ def stop_on_signals(defer: bool = False) -> Iterator[None]:
     if outermost:
         _state.signum = None
         _state.previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+        hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     _state.depth += 1
     _state.defer += int(defer)
     ok = False
@@ -116,6 +126,7 @@ def stop_on_signals(defer: bool = False) -> Iterator[None]:
         if outermost:
             for s, h in _state.previous.items():
                 signal.signal(s, h)
+            sys.unraisablehook = hook
             _state.previous, _state.signum = {}, None
     if ok and defer and pending is not None and not _state.defer:  # deferred, never raised: deliver it now
         if outermost:
