@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sources.layouts import build_bad_tree, build_ilsvrc, build_voc
 
 from pipeline.data import DataView, open_data
 from pipeline.errors import UserError
 from pipeline.shards import ShardConfig, run_shard
+from tests.helpers.layouts import build_bad_tree, build_ilsvrc, build_voc
 
 
 @pytest.fixture(scope="module")

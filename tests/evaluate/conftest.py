@@ -1,11 +1,12 @@
-"""Fixtures for the evaluate tests (helpers in eval_fixtures.py)."""
+"""Fixtures for the evaluate tests (helpers in tests/helpers/evaluate.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from eval_fixtures import make_checkpoint, make_imagefolder
+
+from tests.helpers.evaluate import make_checkpoint, make_imagefolder
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import NORM, make_checkpoint
 
 from pipeline.data import open_data
 from pipeline.errors import UserError
 from pipeline.evaluate import EvaluateConfig, classify, load_posteriors, run_evaluate, topk_error
 from pipeline.models import load_model
 from pipeline.preprocess import Normalization
+from tests.helpers.evaluate import NORM, make_checkpoint
 
 
 @pytest.fixture(scope="module")

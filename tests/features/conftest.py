@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from features_helpers import VOC_OBJECTS, make_checkpoint
 from PIL import Image
+
+from tests.helpers.features import VOC_OBJECTS, make_checkpoint
 
 
 @pytest.fixture(scope="session", autouse=True)

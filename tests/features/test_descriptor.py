@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from features_helpers import NORM, SCALES
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserError
@@ -23,6 +22,7 @@ from pipeline.features import (
 )
 from pipeline.models import load_model
 from pipeline.preprocess import Normalization
+from tests.helpers.features import NORM, SCALES
 
 
 def reference_descriptor(model, path: Path, q: int, flip: bool = True) -> np.ndarray:

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from features_helpers import SCALES, assert_same_store, threads
 
 from pipeline.errors import UserError
 from pipeline.features import ExtractConfig, FeatureStore, run_extract
 from pipeline.features.store import part_path
+from tests.helpers.features import SCALES, assert_same_store, threads
 
 
 @pytest.fixture(scope="module")

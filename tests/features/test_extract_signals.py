@@ -16,7 +16,8 @@ import time
 
 import h5py
 import pytest
-from features_helpers import assert_same_store
+
+from tests.helpers.features import assert_same_store
 
 SCALES = "64,96,128"  # large enough for the extraction to take seconds (400 images, tiny net)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from features_helpers import SCALES, assert_same_store, make_checkpoint
 
 from pipeline.errors import UserError
 from pipeline.features import ExtractConfig, FeatureStore, run_extract
+from tests.helpers.features import SCALES, assert_same_store, make_checkpoint
 
 DRIVER = """
 import sys, time

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from features_helpers import NORM, SCALES
 
 from pipeline.cli import main
 from pipeline.features import FeatureStore, image_descriptor
 from pipeline.images import decode_rgb
 from pipeline.models import load_model
 from pipeline.preprocess import Normalization
+from tests.helpers.features import NORM, SCALES
 
 
 def vgg(*args: str) -> int:

@@ -7,11 +7,11 @@ import json
 import h5py
 import numpy as np
 import pytest
-from features_helpers import SCALES
 
 from pipeline.errors import UserError
 from pipeline.features import ExtractConfig, FeatureStore, run_extract, summarise_store
 from pipeline.features.store import FORMAT
+from tests.helpers.features import SCALES
 
 
 def _l2(x):

@@ -11,7 +11,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faults_stores_helpers import (
+
+from pipeline.errors import UserError
+from pipeline.features.store import FeatureStore, StoreOutput, StoreWriter
+from pipeline.features.verify import verify_file
+from tests.helpers.features import assert_same_store, store_arrays
+from tests.helpers.stores import (
     SCALES,
     assert_one_line_error,
     fill_disk,
@@ -22,11 +27,6 @@ from faults_stores_helpers import (
     run_subprocess,
     tmpfs,
 )
-from features_helpers import assert_same_store, store_arrays
-
-from pipeline.errors import UserError
-from pipeline.features.store import FeatureStore, StoreOutput, StoreWriter
-from pipeline.features.verify import verify_file
 
 
 @pytest.fixture(scope="module")

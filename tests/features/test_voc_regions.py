@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from features_helpers import NORM, VOC_OBJECTS
 from PIL import Image
 
 from pipeline.errors import UserError
@@ -13,6 +12,7 @@ from pipeline.features.store import l2_normalise
 from pipeline.models import load_model
 from pipeline.preprocess import Normalization
 from pipeline.sources.voc import VOC_CLASSES
+from tests.helpers.features import NORM, VOC_OBJECTS
 
 
 def test_voc_labels_and_region_descriptors(tmp_path, ckpt, voc_tree):

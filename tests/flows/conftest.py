@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from prefect_helpers import api, free_port, stop, wait_for
 
 from pipeline.flows.settings import OFFLINE_ENV
+from tests.helpers.prefect import api, free_port, stop, wait_for
 
 
 @pytest.fixture(scope="session")

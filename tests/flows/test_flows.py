@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect_helpers import api, wait_for
 
 from pipeline.errors import UserError
 from pipeline.shipped.fashion_mnist import prepare_fashion_mnist
+from tests.helpers.prefect import api, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from prefect_helpers import api, free_port, stop, wait_for
 
 from pipeline.flows.settings import OFFLINE_ENV
+from tests.helpers.prefect import api, free_port, stop, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,13 +1,13 @@
-"""Fixtures of the localisation tests (builders in loc_fixtures.py)."""
+"""Fixtures of the localisation tests (builders in tests/helpers/localise.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from loc_fixtures import save_classifier, write_voc_tree
 
 from pipeline.sources.voc import VOC_CLASSES
+from tests.helpers.localise import save_classifier, write_voc_tree
 
 
 @pytest.fixture(scope="session")

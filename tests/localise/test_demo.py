@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from loc_fixtures import save_classifier
-
 from pipeline.demo_results import paper_results
 from pipeline.localise.demo import TABLE8_NETS, demo_localisation
 from pipeline.shipped.ilsvrc_loc import BLACKLIST, WNIDS, prepare_ilsvrc_loc
+from tests.helpers.localise import save_classifier
 
 
 def test_demo_localisation_tables_and_results(tmp_path):

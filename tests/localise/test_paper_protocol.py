@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from loc_fixtures import save_classifier
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
@@ -23,6 +22,7 @@ from pipeline.localise.selection import class_order, image_index, read_blacklist
 from pipeline.models import load_model, save_checkpoint
 from pipeline.shipped.fashion_mnist import CLASSES
 from pipeline.shipped.ilsvrc_loc import WNIDS, prepare_ilsvrc_loc
+from tests.helpers.localise import save_classifier
 
 
 @pytest.fixture(scope="module")

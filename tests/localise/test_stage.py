@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from loc_fixtures import save_classifier
 from PIL import Image
 
 from pipeline.errors import UserError
@@ -17,6 +16,7 @@ from pipeline.localise.boxes import iou_matrix
 from pipeline.localise.net import load_localiser, localisation_net
 from pipeline.models import load_model, save_checkpoint
 from pipeline.sources.voc import VOC_CLASSES, parse_voc_xml
+from tests.helpers.localise import save_classifier
 
 
 def _train(voc_tree, classifier, out, **over):

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_reproduce_report import _report_tables
 
 from pipeline.reproduce.findings import CLAIMS
 from pipeline.reproduce.plan import EXPERIMENTS, RUNS
 from pipeline.reproduce.report import TABLE_COLUMNS
+from tests.reproduce.test_reproduce_report import _report_tables
 
 
 def _vgg(*args: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """Scale-out with the real engines: a Dask cluster (scheduler + two workers) and two torchrun "nodes".
 
-The helpers of the extract and train tests are reused (same checkpoints, same Fashion-MNIST tree,
-same shards): their folders are put on ``sys.path`` here, as pytest does for their own tests.
+The helpers of the extract and train tests are reused (``tests/helpers``: same checkpoints, same
+Fashion-MNIST tree, same shards).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +17,6 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
-for sub in ("features", "train"):
-    if str(TESTS / sub) not in sys.path:
-        sys.path.insert(0, str(TESTS / sub))
 
 
 def flows_module(name: str):
@@ -78,7 +74,7 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
 
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory) -> Path:
-    from features_helpers import make_checkpoint
+    from tests.helpers.features import make_checkpoint
 
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "a.pt", seed=0)
 
@@ -94,9 +90,8 @@ def fmnist(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def single_store(tmp_path_factory, ckpt, fmnist) -> Path:
     """The extract store written by one process with one thread (the reference of every scale-out run)."""
-    from features_helpers import SCALES, threads
-
     from pipeline.features import ExtractConfig, run_extract
+    from tests.helpers.features import SCALES, threads
 
     out = tmp_path_factory.mktemp("single") / "features.h5"
     with threads(1):

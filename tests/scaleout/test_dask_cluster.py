@@ -12,7 +12,8 @@ import os
 import sys
 
 import pytest
-from conftest import child_env, flows_module, free_port, start, stop, wait_for
+
+from tests.scaleout.conftest import child_env, flows_module, free_port, start, stop, wait_for
 
 pytestmark = pytest.mark.slow  # a Prefect server, a scheduler and two workers on two cores: about a minute
 
@@ -61,9 +62,8 @@ def dask_cluster(tmp_path_factory, prefect_api):
 
 
 def test_extract_fan_out_on_a_dask_cluster_equals_one_process(tmp_path, ckpt, fmnist, single_store, dask_cluster):
-    from features_helpers import SCALES, assert_same_store
-
     from pipeline.features import ExtractConfig
+    from tests.helpers.features import SCALES, assert_same_store
 
     build_deployments = flows_module("deploy").build_deployments
     extract_flow, task_runner = flows_module("stages").extract_flow, flows_module("stages").task_runner

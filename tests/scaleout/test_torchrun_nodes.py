@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import child_env, free_port
+
+from tests.scaleout.conftest import child_env, free_port
 
 pytestmark = pytest.mark.slow  # two launchers, two ranks and a one-process reference: about a minute each
 
@@ -45,12 +46,11 @@ def two_nodes(args: list[str], cwd: Path, timeout: int = 420) -> list[subprocess
 
 
 def test_train_on_two_nodes_equals_one_process(tmp_path):
-    from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
-
     from pipeline.config import config_from
     from pipeline.models import build_model
     from pipeline.train import TrainConfig, run_train
     from pipeline.train.recipe import initialise
+    from tests.helpers.train import chunks, fmnist_samples, tiny_config, write_shards
 
     samples = fmnist_samples("train", 7)[:B * K]
     batches = [samples[t * B:(t + 1) * B] for t in range(K)]
@@ -83,7 +83,7 @@ def test_train_on_two_nodes_equals_one_process(tmp_path):
 
 
 def test_extract_on_two_nodes_equals_one_process(tmp_path, ckpt, fmnist, single_store):
-    from features_helpers import SCALES, assert_same_store
+    from tests.helpers.features import SCALES, assert_same_store
 
     out = tmp_path / "features.h5"
     procs = two_nodes(["extract", str(ckpt), "--data", str(fmnist), "--split", "val", "--out", str(out),

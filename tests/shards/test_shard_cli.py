@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from sources.layouts import build_voc
 
 from pipeline.cli import main
+from tests.helpers.layouts import build_voc
 
 
 def _vgg(argv, capsys):

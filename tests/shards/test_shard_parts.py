@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
-from sources.layouts import build_bad_tree
 
 from pipeline.cli import main
 from pipeline.shards import ShardConfig, read_manifest, run_shard, shard_paths
 from pipeline.shards.parts import MERGE_STATE, PART_RECORD, PARTS_DIR, part_block, part_dir, plan_merge
 from pipeline.shards.writer import open_shard_job
+from tests.helpers.layouts import build_bad_tree
 
 VGG = str(Path(sys.executable).with_name("vgg"))
 

@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from sources.layouts import jpeg_bytes, photo
 
 from pipeline.shards.config import ShardConfig
 from pipeline.shards.process import Prepared, Skipped, prepare_sample, scale_boxes, skip_category, target_size
 from pipeline.sources.base import Record
+from tests.helpers.layouts import jpeg_bytes, photo
 
 
 def _opts(**kw) -> ShardConfig:

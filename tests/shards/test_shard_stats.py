@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
-from sources.layouts import jpeg_bytes, photo
 
 from pipeline.errors import UserError
 from pipeline.shards import ShardConfig, StatsConfig, read_manifest, run_shard, run_stats, shard_paths
+from tests.helpers.layouts import jpeg_bytes, photo
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image, ImageOps
-from sources.layouts import VOC_IMAGES, build_bad_tree, build_caltech256, build_ilsvrc, build_voc
 
 from pipeline.errors import UserError
 from pipeline.io import sha256_file
 from pipeline.shards import ShardConfig, read_manifest, run_shard, shard_paths
 from pipeline.sources import open_source
+from tests.helpers.layouts import VOC_IMAGES, build_bad_tree, build_caltech256, build_ilsvrc, build_voc
 
 AGREED_KEYS = {"format", "source", "classes", "splits", "config", "skipped", "fingerprint"}
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faults.faults_cli import refused, vgg
 
 from pipeline.cli import main
 from pipeline.io import sha256_file
+from tests.helpers.cli import refused, vgg
 
 VAL = "val-000000.tar"  # 20 samples (the second val shard holds 10)
 TRAIN = "train-000000.tar"

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-from faults.faults_cli import refused, vgg
 from PIL import Image
 
 import pipeline
 from pipeline.errors import UserError
 from pipeline.locks import folder_lock
 from pipeline.shards import iter_samples, read_manifest
+from tests.helpers.cli import refused, vgg
 
 ROOT = Path(pipeline.__file__).resolve().parent.parent
 

@@ -7,7 +7,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from sources.layouts import (
+
+from pipeline.errors import UserError
+from pipeline.sources import open_source
+from tests.helpers.layouts import (
     C101,
     C256,
     DEVKIT,
@@ -23,9 +26,6 @@ from sources.layouts import (
     photo,
     voc_label,
 )
-
-from pipeline.errors import UserError
-from pipeline.sources import open_source
 
 
 def test_ilsvrc_val_labels_go_id_to_wnid_to_sorted_index(tmp_path):

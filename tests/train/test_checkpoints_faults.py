@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from features.faults_stores_helpers import assert_one_line_error, make_checkpoint, photo_crops, run_main
 
 from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, load_model
 from pipeline.models.checkpoint import HASH_KEY, tensors_sha256
+from tests.helpers.stores import assert_one_line_error, make_checkpoint, photo_crops, run_main
 
 
 def _flip_tensor_byte(path: Path, tensor: torch.Tensor) -> None:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import chunks, fmnist_samples, write_shards
 
 from pipeline.config import config_from
 from pipeline.errors import UserError
@@ -23,6 +22,7 @@ from pipeline.train import TrainConfig
 from pipeline.train.gpu_decode import collate_raw, finish_on_device
 from pipeline.train.loader import TrainStream, open_shards, train_loader
 from pipeline.transforms import ColourShift, RawCrop, TrainAugment, plain_jpeg_size, sample_rng
+from tests.helpers.train import chunks, fmnist_samples, write_shards
 
 COLOUR = ColourShift(eigval=[300.0, 40.0, 9.0], eigvec=np.eye(3).tolist())
 

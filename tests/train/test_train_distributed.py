@@ -15,12 +15,12 @@ import sys
 import pytest
 import torch
 import yaml
-from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
 
 from pipeline.config import config_from
 from pipeline.models import build_model
 from pipeline.train import TrainConfig, run_train
 from pipeline.train.recipe import initialise
+from tests.helpers.train import chunks, fmnist_samples, tiny_config, write_shards
 
 B, K = 16, 4  # global batch, SGD steps
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_distributed import torchrun
-from train_fixtures import fmnist_samples, tiny_config, write_shards
 
 from pipeline.config import config_from, load_config
 from pipeline.models import build_model, init_weights, save_checkpoint
 from pipeline.train import TrainConfig, run_train
 from pipeline.train.recipe import build_optimizer, freeze_conv
+from tests.helpers.train import fmnist_samples, tiny_config, write_shards
+from tests.train.test_train_distributed import torchrun
 
 B, K = 16, 4  # global batch, SGD steps
 

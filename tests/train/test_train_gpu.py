@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
 
 from pipeline.bench import load_benchmark
 from pipeline.config import config_from
 from pipeline.train import TrainConfig, run_train
+from tests.helpers.train import chunks, fmnist_samples, tiny_config, write_shards
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -6,12 +6,12 @@ import collections
 
 import pytest
 import torch
-from train_fixtures import chunks, fmnist_samples, write_shards
 
 from pipeline.errors import UserError
 from pipeline.preprocess import TrainScale
 from pipeline.train.loader import TrainStream, epoch_micro_batches, open_shards, train_loader, val_loader
 from pipeline.transforms import CentreCropView, TrainAugment
+from tests.helpers.train import chunks, fmnist_samples, write_shards
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
+
+from tests.helpers.train import chunks, fmnist_samples, tiny_config, write_shards
 
 
 def _start(cfg: dict, path, *extra: str) -> subprocess.Popen:

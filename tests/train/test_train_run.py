@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
 
 from pipeline.config import config_from, load_config
 from pipeline.errors import UserError
 from pipeline.models import load_model
 from pipeline.results import TrainResult
 from pipeline.train import TrainConfig, run_train
+from tests.helpers.train import chunks, fmnist_samples, tiny_config, write_shards
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_fixtures import chunks, fmnist_samples, tiny_config, write_shards
 
 from pipeline import signals
+from tests.helpers.train import chunks, fmnist_samples, tiny_config, write_shards
 
 STEPS = 60  # 3 epochs of 20 steps
 LINE = re.compile(r"^stopped by (SIGTERM|SIGINT) at epoch (\d+) step (\d+); rerun to resume$")

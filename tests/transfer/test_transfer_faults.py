@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from features.faults_stores_helpers import assert_one_line_error, digits_store, make_checkpoint, photo_crops, run_main
 
 from pipeline.errors import UserError
 from pipeline.transfer.descriptors import load_descriptors
+from tests.helpers.stores import assert_one_line_error, digits_store, make_checkpoint, photo_crops, run_main
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import LinearSVC
-from transfer_helpers import digits_scales, digits_store, mosaic_pixels, write_store
 
 from pipeline.errors import UserError
 from pipeline.features.store import l2_normalise
@@ -18,6 +17,7 @@ from pipeline.io import sha256_file
 from pipeline.transfer import TransferConfig, run_transfer
 from pipeline.transfer.descriptors import load_descriptors, write_pixel_store
 from pipeline.transfer.metrics import voc_map
+from tests.helpers.transfer import digits_scales, digits_store, mosaic_pixels, write_store
 
 GRID = [0.1, 1.0, 10.0]
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faults_cli import vgg
-from features.faults_stores_helpers import tmpfs
+
+from tests.helpers.cli import vgg
+from tests.helpers.stores import tmpfs
 
 
 def assert_one_line(code: int, err: str, needle: str) -> None:
