@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from pipeline.runtime import RuntimeStageConfig
+from pipeline.sources import SourceFormat
 
 __all__ = ["EvaluateConfig"]
 
@@ -17,7 +18,7 @@ class EvaluateConfig(RuntimeStageConfig):
     checkpoints: list[str] = Field(default_factory=list, description="checkpoints to evaluate (several: fusion)")
     data: str | None = Field(None, description="validation data: a shard folder or a source dataset")
     split: str | None = Field(None, description="split to evaluate (None: the only split, else val, else test)")
-    format: str = Field("auto", description="source layout when data is not a shard folder (auto detects)")
+    format: SourceFormat = "auto"
     from_posteriors: list[str] = Field(default_factory=list,
                                        description="saved posteriors.npz files (or their folders) to recompute "
                                                    "results from, instead of running nets")

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from pipeline.errors import UserError
 from pipeline.runtime import RuntimeStageConfig
+from pipeline.sources import SourceFormat
 
 __all__ = ["ExtractConfig"]
 
@@ -20,7 +21,7 @@ class ExtractConfig(RuntimeStageConfig):
     data: str | None = Field(None, description="shard folder or source dataset (ImageFolder, VOC, Caltech, "
                                                "ILSVRC, manifest)")
     split: str | None = Field(None, description="split to describe (default: the only split, else val, else test)")
-    format: str = Field("auto", description="source layout (auto detects); ignored for shard folders")
+    format: SourceFormat = "auto"
     out: str = Field("features.h5", description="feature store to write (HDF5)")
     scales: list[int] | Literal["paper", "voc"] = Field(
         "paper", description="test scales Q (smallest side): a list, or paper = 256,384,512, voc = 256,...,768")

@@ -9,11 +9,11 @@ from pydantic import Field, model_validator
 from pipeline.localise.merge import MergeConfig
 from pipeline.localise.net import Head
 from pipeline.runtime import RuntimeStageConfig
+from pipeline.sources import SourceFormat
 
 __all__ = ["LocaliseTrainConfig", "LocaliseEvalConfig"]
 
 _DATA = "data with boxes: a shard folder or a source dataset (VOC/ILSVRC XML)"
-_FORMAT = "source layout when data is not a shard folder (auto detects)"
 
 
 class LocaliseTrainConfig(RuntimeStageConfig):
@@ -22,7 +22,7 @@ class LocaliseTrainConfig(RuntimeStageConfig):
     data: str = Field(..., description=f"training {_DATA}")
     split: str = Field("train", description="training split")
     val_split: str | None = Field(None, description="split of the per-epoch GT-class crop error (None: best = last)")
-    format: str = Field("auto", description=_FORMAT)
+    format: SourceFormat = "auto"
     classifier: str = Field(..., description="classification checkpoint to start from (its last layer is replaced)")
     head: Head = Field("pcr", description="scr: one box for all classes (4 outputs); pcr: one box per class (4 x C)")
     fine_tune: Literal["all", "fc"] = Field("all", description="all layers, or FC1 and FC2 (the last is always new)")
@@ -53,7 +53,7 @@ class LocaliseEvalConfig(RuntimeStageConfig):
     classifier: str | None = Field(None, description="classification checkpoint rating the boxes (dense protocol)")
     data: str = Field(..., description=_DATA)
     split: str | None = Field("val", description="split to evaluate (None: the only / val / test split)")
-    format: str = Field("auto", description=_FORMAT)
+    format: SourceFormat = "auto"
     protocol: Literal["crop", "dense"] = Field("dense", description="crop: central crop, GT class (Table 8); "
                                                                     "dense: merged boxes, top-k classes (Table 9)")
     scales: list[int] | None = Field(None, description="test scales Q of every net (default: its S; crop: the first)")

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pipeline.config import StageConfig
 from pipeline.errors import UserError
 from pipeline.images import DEFAULT_MAX_PIXELS
+from pipeline.sources import SourceFormat
 
 __all__ = ["ShardConfig", "StatsConfig", "VerifyConfig", "parse_part"]
 
@@ -30,8 +31,7 @@ class ShardConfig(StageConfig):
 
     source: str = Field(description="dataset folder (ImageFolder, ILSVRC, VOC, Caltech) or a CSV/JSONL manifest file")
     out: str = Field(description="output folder for the shards, manifest.json and skipped.jsonl")
-    format: str = Field("auto", description="source layout: auto (detect) or a reader name (imagefolder, ilsvrc, "
-                                            "voc, caltech101, caltech256, manifest)")
+    format: SourceFormat = "auto"
     splits: list[str] | None = Field(None, description="source splits to write (default: all); 'src:dest' writes "
                                                        "source split src under the name dest, e.g. all:train")
     max_side: int | None = Field(512, ge=8, description="smaller image side is resized to at most this (paper's "
