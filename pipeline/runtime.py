@@ -155,11 +155,15 @@ def start_distributed(device: str = "auto", enabled: bool = True) -> DistEnv:
     return DistEnv(rank, world, local, dev, backend, owns_group=True)
 
 
-def stop_distributed(env: DistEnv) -> None:
-    """Leave the process group if :func:`start_distributed` created it."""
+def stop_distributed(env: DistEnv, finished: bool = False) -> None:
+    """Leave the process group if :func:`start_distributed` created it. ``finished`` (every rank got here
+    without an error): wait for the others first, so no rank tears its connections down while another still
+    uses them (gloo aborts the process then: "terminate called without an active exception")."""
     import torch.distributed as dist
 
     if env.owns_group and dist.is_initialized():
+        if finished and env.world > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

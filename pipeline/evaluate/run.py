@@ -60,6 +60,8 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         result = broadcast(result, env)
         if "__error__" in result:
             raise UserError(result["__error__"])
+        if env is not None:
+            stop_distributed(env, finished=True)
         return EvaluateResult(**result)
     finally:
         if env is not None:

@@ -50,7 +50,9 @@ def run_extract(cfg: ExtractConfig, on_progress: OnProgress | None = None) -> Ex
         out.parent.mkdir(parents=True, exist_ok=True)
         part = "" if count == 1 else f".part{index}of{count}"
         with exclusive(out.parent / f".{out.name}{part}.lock", f"feature store {out}{part and ' (' + part[1:] + ')'}"):
-            return ExtractResult(**_run(cfg, env, index, count, on_progress))
+            result = ExtractResult(**_run(cfg, env, index, count, on_progress))
+        stop_distributed(env, finished=True)
+        return result
     finally:
         stop_distributed(env)
 

@@ -45,6 +45,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             result = _result(setup, task, pos)
         if env.main:
             atomic_write_json(result.result_json, result.model_dump(mode="json"), indent=2)
+        stop_distributed(env, finished=True)
         return result
     finally:
         stop_distributed(env)
