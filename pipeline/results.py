@@ -10,6 +10,7 @@ field like a mapping (for the reports' many keys); new code uses attributes.
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,9 @@ class StageResult(BaseModel):
         """A field's value, or ``default`` when the result has no such field."""
         return self[key] if key in self else default
 
+    @abc.abstractmethod
     def summary(self) -> str:
         """What the stage did, for people: the CLI prints it (``--json`` prints the result itself)."""
-        raise NotImplementedError(f"{type(self).__name__} has no summary()")
 
 
 # ---------------------------------------------------------------- shard, stats

@@ -11,6 +11,7 @@ store) pass ``overwrite=True``.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -94,7 +95,7 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], labels: Mapping[
     return out
 
 
-class Output:
+class Output(abc.ABC):
     """An output on disk that records the identity of what made it: the one shape :func:`check_reusable` reads.
 
     A stage's output type sets ``what`` (for messages: ``"a feature store built from other inputs"``),
@@ -113,16 +114,20 @@ class Output:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
+    @abc.abstractmethod
     def read(self) -> Recorded | None:
         """What the output records about itself; None when nothing is there."""
-        raise NotImplementedError
 
     def problems(self, finished: bool) -> list[str]:
         """What is wrong with an output of the same identity (``finished``: it marked itself complete)."""
         return []
 
     def clean(self) -> None:
-        """Remove what the stage wrote (called before a ``build`` over an unreadable, other or damaged output)."""
+        """Remove what the stage wrote (called before a ``build`` over an unreadable, other or damaged output).
+
+        By default nothing: an output whose files the stage overwrites in place needs no cleaning.
+        """
+        return None
 
 
 class JsonRecord(Output):
